@@ -1,0 +1,1 @@
+"""hubwatch service side: Hub access, watcher, alerts, Discord, and the CLI."""

@@ -1,0 +1,61 @@
+"""The ``hubwatch`` command line.
+
+Subcommands live in ``bot/commands/<name>.py``; each module's ``register(subparsers)`` adds its
+parser and sets ``func``. Every ``HubwatchError`` becomes one line on stderr and its exit code;
+anything else is a bug, reported in one line too unless ``--debug`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from fingerprints.errors import HubwatchError
+
+from . import commands
+
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE from sysexits.h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hubwatch",
+        description="Watch the Hugging Face Hub for models that are copies of other models.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except HubwatchError as exc:
+        print(f"hubwatch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hubwatch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: keep it to one line unless debugging
+        if args.debug:
+            raise
+        print(
+            f"hubwatch: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

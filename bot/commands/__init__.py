@@ -1,0 +1,1 @@
+"""One module per CLI subcommand. Each defines ``register(subparsers)``; bot.cli finds them all."""

@@ -1,0 +1,1 @@
+"""Model fingerprints: pure computation over a byte-range reader (no network, no database)."""

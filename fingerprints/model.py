@@ -1,0 +1,263 @@
+"""The fingerprint of one model revision: typed, serialisable without pickle, and indexable.
+
+A ``Fingerprint`` has three independent parts (config, tokenizer, weights); any can be missing
+(a repo with no tokenizer, or weights hubwatch refuses to open). ``to_blob``/``from_blob`` give a
+compact, versioned, pickle-free encoding (zlib-compressed JSON; arrays as float16 bytes), which is
+what the store keeps. The full vocabulary is not in the blob: many models share one tokenizer, so
+the store keeps vocabularies once per ``vocab_hash``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidModelError
+
+# Bump when the meaning of any stored field changes; the store re-fingerprints older versions.
+FINGERPRINT_VERSION = 1
+
+# Length of ``Fingerprint.sketch_vector``; the store's vector index is built for this size.
+SKETCH_DIM = 256
+# Tokens whose embedding rows feed the sketch's token-similarity matrix: C(23, 2) = 253 <= 256.
+SKETCH_TOKENS = 23
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of a canonical JSON encoding (sorted keys), hex, first 32 chars."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _encode_array(a: np.ndarray | None) -> dict | None:
+    if a is None:
+        return None
+    a16 = np.asarray(a, dtype=np.float16)
+    return {"shape": list(a16.shape), "f16": base64.b64encode(a16.tobytes()).decode("ascii")}
+
+
+def _decode_array(d: dict | None) -> np.ndarray | None:
+    if d is None:
+        return None
+    raw = base64.b64decode(d["f16"])
+    return np.frombuffer(raw, dtype=np.float16).astype(np.float32).reshape(d["shape"])
+
+
+@dataclass
+class ConfigSignature:
+    """Architecture facts from config.json, under canonical names whatever the source keys."""
+
+    family: str | None  # normalised model_type, e.g. "bert", "llama"
+    architectures: list[str]
+    fields: dict[str, Any]  # canonical name -> value (hidden_size, num_layers, ...)
+    arch_hash: str  # hash of ``fields``: equal for configs that describe the same shapes
+    exact_hash: str  # hash of the whole config minus bookkeeping keys
+    renamed_keys: dict[str, str]  # source key -> canonical name, where they differ
+    text_config_path: str | None = None  # e.g. "text_config" for multimodal configs
+
+
+@dataclass
+class TokenizerSignature:
+    kind: str  # "wordpiece" | "bpe" | "unigram" | "tiktoken" | "sentencepiece"
+    source_file: str
+    vocab_size: int
+    vocab_hash: str
+    merges_hash: str | None
+    special_tokens: list[str]
+    added_tokens: list[str]
+    minhash: list[int]  # MinHash of the token strings, MINHASH_PERMUTATIONS values
+    standard_vocabulary: str | None  # name of a widely shared vocabulary, if recognised
+    vocab: list[str] | None = field(default=None, repr=False)  # id -> token; not in the blob
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str  # safetensors dtype name, or a GGUF type name
+    shape: list[int]
+    file: str
+    role: str  # canonical role, see roles.py
+    layer: int | None  # block index, None for model-level tensors
+
+
+@dataclass
+class TensorSample:
+    """Sampled rows of one tensor, as float32, at row indices ``rows`` (all rows of a 1-D tensor)."""
+
+    name: str
+    role: str
+    layer: int | None
+    shape: list[int]
+    dtype: str
+    rows: list[int]
+    values: np.ndarray  # (len(rows), row_length) float32; 1-D tensors are one row
+
+
+@dataclass
+class TokenRows:
+    """Embedding rows for a sample of token strings, so models can be aligned by token."""
+
+    tensor: str
+    tokens: list[str]
+    ids: list[int]
+    values: np.ndarray  # (len(tokens), hidden) float32
+
+
+@dataclass
+class WeightsSignature:
+    format: str  # "safetensors" | "gguf" | "none" | "uninspectable"
+    tensors: list[TensorInfo]
+    structure_hash: str | None  # name-independent: roles, shapes and layer pattern
+    hidden_size: int | None
+    num_layers: int | None
+    embedding: TokenRows | None
+    samples: list[TensorSample]
+    sample_digest: str | None  # hash of the raw sampled bytes, names and dtypes
+    value_digest: str | None  # hash of sampled values rounded to bf16, name- and dtype-free
+    file_sha256: dict[str, str]
+    tensor_bytes_read: int
+    note: str | None = None  # why weights were not inspected, when they were not
+
+
+@dataclass
+class Fingerprint:
+    source: str  # repo id (with @sha) or folder path
+    config: ConfigSignature | None
+    tokenizer: TokenizerSignature | None
+    weights: WeightsSignature | None
+    bytes_read: int = 0
+    requests: int = 0
+    version: int = FINGERPRINT_VERSION
+
+    # ---- index support -------------------------------------------------------------------
+
+    def shape_family(self) -> str:
+        """Partition key for the vector index: models that could be weight-compared directly."""
+        w = self.weights
+        if w is None or w.hidden_size is None:
+            return "none"
+        return f"d{w.hidden_size}"
+
+    def index_keys(self) -> list[tuple[str, str]]:
+        """Exact-match keys for candidate search: (kind, value)."""
+        keys: list[tuple[str, str]] = []
+        if self.weights:
+            keys += [("file_sha256", h) for h in sorted(set(self.weights.file_sha256.values()))]
+            if self.weights.structure_hash:
+                keys.append(("structure", self.weights.structure_hash))
+            if self.weights.value_digest:
+                keys.append(("values", self.weights.value_digest))
+        if self.tokenizer:
+            keys.append(("vocab", self.tokenizer.vocab_hash))
+            rare = rare_special_tokens(self.tokenizer)
+            if rare:
+                keys.append(("rare_specials", stable_hash(sorted(rare))))
+        if self.config:
+            keys.append(("arch", self.config.arch_hash))
+        return keys
+
+    def sketch_vector(self) -> np.ndarray:
+        """A fixed-length, unit-norm vector for approximate nearest-neighbour search.
+
+        It is the upper triangle of the cosine-similarity matrix between the (column-centred)
+        embedding rows of the first ``SKETCH_TOKENS`` sampled tokens. A token-token similarity
+        matrix does not change under permutation, sign flips or rotation of the hidden dimension,
+        so permuted copies still land next to their source. Zeros when there is no embedding.
+        """
+        out = np.zeros(SKETCH_DIM, dtype=np.float32)
+        emb = self.weights.embedding if self.weights else None
+        if emb is None or len(emb.tokens) < SKETCH_TOKENS:
+            return out
+        order = np.argsort(np.array([token_rank(t) for t in emb.tokens]))[:SKETCH_TOKENS]
+        rows = emb.values[order].astype(np.float64)
+        rows = rows - rows.mean(axis=0, keepdims=True)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        rows = rows / np.where(norms == 0, 1, norms)
+        gram = rows @ rows.T
+        tri = gram[np.triu_indices(SKETCH_TOKENS, k=1)]
+        out[: tri.size] = tri
+        n = np.linalg.norm(out)
+        return out / n if n > 0 else out
+
+    # ---- serialisation -------------------------------------------------------------------
+
+    def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        if self.tokenizer is not None:
+            d["tokenizer"].pop("vocab", None)
+        w = self.weights
+        if w is not None:
+            if include_arrays:
+                if w.embedding is not None:
+                    d["weights"]["embedding"]["values"] = _encode_array(w.embedding.values)
+                for i, s in enumerate(w.samples):
+                    d["weights"]["samples"][i]["values"] = _encode_array(s.values)
+            else:
+                if w.embedding is not None:
+                    d["weights"]["embedding"].pop("values")
+                for s in d["weights"]["samples"]:
+                    s.pop("values")
+        return d
+
+    def to_blob(self) -> bytes:
+        return zlib.compress(json.dumps(self.to_dict(), separators=(",", ":")).encode(), 6)
+
+    @classmethod
+    def from_blob(cls, blob: bytes, vocab: list[str] | None = None) -> Fingerprint:
+        try:
+            d = json.loads(zlib.decompress(blob))
+        except (zlib.error, ValueError) as exc:
+            raise InvalidModelError(f"stored fingerprint is corrupt: {exc}") from exc
+        return cls.from_dict(d, vocab=vocab)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], vocab: list[str] | None = None) -> Fingerprint:
+        config = ConfigSignature(**d["config"]) if d.get("config") else None
+        tokenizer = None
+        if d.get("tokenizer"):
+            tokenizer = TokenizerSignature(**{**d["tokenizer"], "vocab": vocab})
+        weights = None
+        if d.get("weights"):
+            w = dict(d["weights"])
+            w["tensors"] = [TensorInfo(**t) for t in w["tensors"]]
+            if w.get("embedding"):
+                e = dict(w["embedding"])
+                e["values"] = _decode_array(e["values"])
+                w["embedding"] = TokenRows(**e)
+            w["samples"] = [
+                TensorSample(**{**s, "values": _decode_array(s["values"])}) for s in w["samples"]
+            ]
+            weights = WeightsSignature(**w)
+        return cls(
+            source=d["source"],
+            config=config,
+            tokenizer=tokenizer,
+            weights=weights,
+            bytes_read=d.get("bytes_read", 0),
+            requests=d.get("requests", 0),
+            version=d.get("version", FINGERPRINT_VERSION),
+        )
+
+
+def token_rank(token: str) -> int:
+    """Deterministic pseudo-random rank of a token string (bottom-k sampling).
+
+    Two vocabularies that share a token give it the same rank, so the k lowest-ranked tokens of
+    overlapping vocabularies overlap in proportion to the vocabularies themselves.
+    """
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def rare_special_tokens(tok: TokenizerSignature) -> list[str]:
+    """Special/added tokens that are not part of a widely shared standard set."""
+    from .tokenizer import COMMON_SPECIAL_TOKENS  # local import: tokenizer imports this module
+
+    return sorted(
+        t for t in set(tok.special_tokens) | set(tok.added_tokens) if t not in COMMON_SPECIAL_TOKENS
+    )

@@ -1,0 +1,1 @@
+"""hubwatch's store: fingerprints, matches, alert outbox and poll cursors in SQLite."""
