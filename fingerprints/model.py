@@ -256,8 +256,8 @@ def token_rank(token: str) -> int:
 
 def rare_special_tokens(tok: TokenizerSignature) -> list[str]:
     """Special/added tokens that are not part of a widely shared standard set."""
-    from .tokenizer import COMMON_SPECIAL_TOKENS  # local import: tokenizer imports this module
+    from .tokenizer import is_common_special_token  # local import: tokenizer imports this module
 
     return sorted(
-        t for t in set(tok.special_tokens) | set(tok.added_tokens) if t not in COMMON_SPECIAL_TOKENS
+        t for t in set(tok.special_tokens) | set(tok.added_tokens) if not is_common_special_token(t)
     )

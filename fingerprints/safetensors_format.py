@@ -1,0 +1,160 @@
+"""Strict safetensors header parsing over a range reader.
+
+A header is an 8-byte little-endian length N, then N bytes of JSON mapping tensor names to
+{dtype, shape, data_offsets}. Every field is checked before any offset is trusted: the header
+must fit in the file, offsets must lie in the data region, match dtype x shape, and tile the
+data region without overlaps or holes (the format's own rule). Sharded checkpoints are read
+through model.safetensors.index.json, one header per shard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+
+from .errors import InvalidModelError
+from .reader import RangeReader, RangeRequest, read_range
+
+# huggingface_hub refuses headers over 25 MB (constants.SAFETENSORS_MAX_HEADER_LENGTH); real
+# headers of 1000-tensor shards are ~100 KB.
+MAX_HEADER_BYTES = 25_000_000
+# One GET of this size returns the whole header of ~97% of files (huggingface_hub's measurement).
+FIRST_READ_BYTES = 100_000
+MAX_INDEX_BYTES = 50 * 1024 * 1024
+
+DTYPE_SIZES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+}
+
+
+@dataclass(frozen=True)
+class SafetensorsTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: str
+    offset: int  # absolute byte offset of the tensor data in the file
+    nbytes: int
+
+    @property
+    def row_bytes(self) -> int:
+        return self.nbytes // self.shape[0] if self.shape and self.shape[0] else self.nbytes
+
+
+def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int) -> list[SafetensorsTensor]:
+    try:
+        data = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidModelError(f"{file}: safetensors header is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidModelError(f"{file}: safetensors header must be a JSON object")
+    data_start = 8 + header_len
+    data_len = file_size - data_start
+    tensors = []
+    spans = []
+    for name, info in data.items():
+        if name == "__metadata__":
+            if not isinstance(info, dict):
+                raise InvalidModelError(f"{file}: __metadata__ must be an object")
+            continue
+        if not isinstance(info, dict):
+            raise InvalidModelError(f"{file}: entry {name!r} is not an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in DTYPE_SIZES:
+            raise InvalidModelError(f"{file}: tensor {name!r} has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InvalidModelError(f"{file}: tensor {name!r} has an invalid shape {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_len
+        ):
+            raise InvalidModelError(
+                f"{file}: tensor {name!r} has data_offsets {offsets!r} outside the data region (0..{data_len})"
+            )
+        nbytes = math.prod(shape) * DTYPE_SIZES[dtype]
+        if offsets[1] - offsets[0] != nbytes:
+            raise InvalidModelError(
+                f"{file}: tensor {name!r} spans {offsets[1] - offsets[0]} bytes but {dtype}{shape} needs {nbytes}"
+            )
+        spans.append((offsets[0], offsets[1], name))
+        tensors.append(SafetensorsTensor(name, dtype, tuple(shape), file, data_start + offsets[0], nbytes))
+    spans.sort()
+    end = 0
+    for begin, stop, name in spans:
+        if begin < end:
+            raise InvalidModelError(f"{file}: tensor {name!r} overlaps the tensor before it")
+        if begin > end:
+            raise InvalidModelError(f"{file}: a hole of {begin - end} bytes precedes tensor {name!r}")
+        end = stop
+    return tensors
+
+
+def read_safetensors_header(reader: RangeReader, file: str) -> tuple[list[SafetensorsTensor], int]:
+    """Parse one file's header; returns the tensors and the header bytes read."""
+    size = reader.size(file)
+    if size < 8:
+        raise InvalidModelError(f"{file}: {size} bytes is too small to be a safetensors file")
+    first = read_range(reader, file, 0, min(size, FIRST_READ_BYTES))
+    (header_len,) = struct.unpack("<Q", first[:8])
+    if header_len > MAX_HEADER_BYTES:
+        raise InvalidModelError(f"{file}: header claims {header_len:,} bytes, over the {MAX_HEADER_BYTES:,}-byte limit")
+    if 8 + header_len > size:
+        raise InvalidModelError(f"{file}: header claims {header_len:,} bytes but the file has {size:,}")
+    header = first[8 : 8 + header_len]
+    if len(header) < header_len:
+        header += read_range(reader, file, len(first), 8 + header_len - len(first))
+    return parse_header_bytes(header, file, size, header_len), 8 + header_len
+
+
+def safetensors_files(files: list[str], read_index) -> list[str]:
+    """Which safetensors files make up the checkpoint (root level; index-listed shards win)."""
+    index_name = "model.safetensors.index.json"
+    if index_name in files:
+        try:
+            index = json.loads(read_index(index_name))
+            shard_names = sorted(set(index["weight_map"].values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidModelError(f"{index_name} is malformed: {exc}") from exc
+        missing = [s for s in shard_names if s not in files]
+        if missing:
+            raise InvalidModelError(f"{index_name} lists shards that are not in the repo: {missing[:3]}")
+        return shard_names
+    root = sorted(f for f in files if f.endswith(".safetensors") and "/" not in f)
+    if "model.safetensors" in root:
+        return ["model.safetensors"]
+    # Mistral repos ship consolidated.safetensors beside HF shards; it repeats the same weights.
+    return [f for f in root if f != "consolidated.safetensors"] or root
+
+
+def read_checkpoint(reader: RangeReader, files: list[str], read_index) -> tuple[list[SafetensorsTensor], int]:
+    tensors: list[SafetensorsTensor] = []
+    header_bytes = 0
+    seen: set[str] = set()
+    for shard in safetensors_files(files, read_index):
+        shard_tensors, n = read_safetensors_header(reader, shard)
+        header_bytes += n
+        for t in shard_tensors:
+            if t.name in seen:
+                raise InvalidModelError(f"tensor {t.name!r} appears in more than one shard")
+            seen.add(t.name)
+        tensors += shard_tensors
+    return tensors, header_bytes
+
+
+def row_requests(tensor: SafetensorsTensor, rows: list[int]) -> list[RangeRequest]:
+    """Byte ranges of whole rows; consecutive rows become one range."""
+    rb = tensor.row_bytes
+    reqs: list[RangeRequest] = []
+    for r in sorted(rows):
+        start = tensor.offset + r * rb
+        if reqs and reqs[-1].offset + reqs[-1].length == start:
+            last = reqs.pop()
+            reqs.append(RangeRequest(tensor.file, last.offset, last.length + rb))
+        else:
+            reqs.append(RangeRequest(tensor.file, start, rb))
+    return reqs

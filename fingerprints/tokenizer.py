@@ -1,0 +1,394 @@
+"""Tokenizer signature: vocabulary, merges and special tokens, from any common tokenizer file.
+
+Parsed formats: tokenizer.json (WordPiece / BPE / Unigram), vocab.json + merges.txt, vocab.txt,
+SentencePiece ``tokenizer.model`` (the protobuf is decoded by hand: no sentencepiece code runs on
+Hub bytes) and tiktoken rank files (``*.tiktoken``, Llama-3's original ``tokenizer.model``). Tokens
+from tiktoken files are written in the GPT-2 byte-to-unicode alphabet, the form tokenizer.json uses,
+so the same token compares equal whichever file it came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import struct
+from importlib import resources
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import InvalidModelError
+from .model import TokenizerSignature, stable_hash
+
+MINHASH_PERMUTATIONS = 128
+# Token strings longer than this are not tokens but an attack on memory.
+MAX_TOKEN_CHARS = 1024
+# Tokenizer files are a few MB even for 256k vocabularies (Gemma's tokenizer.json is ~34 MB).
+MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
+MAX_VOCAB = 2_000_000
+
+COMMON_VOCABULARIES: dict[str, dict[str, Any]] = {
+    k: v
+    for k, v in json.loads(resources.files(__package__).joinpath("data/common_vocabularies.json").read_text()).items()
+    if not k.startswith("_")
+}
+
+# Special tokens every family uses; sharing them says nothing. Numbered families of reserved
+# tokens (Llama-3's 250 reserved tokens, BERT's [unusedN], T5's <extra_id_N>) count as common too.
+COMMON_SPECIAL_TOKENS = frozenset(
+    {
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>", "<unk>", "<pad>", "<mask>",
+        "<|endoftext|>", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>",
+        "<|end_header_id|>", "<|im_start|>", "<|im_end|>", "<bos>", "<eos>", "<start_of_turn>",
+        "<end_of_turn>", "<|padding|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>",
+        "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|eom_id|>",
+        "<|python_tag|>", "<|finetune_right_pad_id|>", "[INST]", "[/INST]",
+    }
+)
+COMMON_SPECIAL_PATTERNS = re.compile(
+    r"^(<\|reserved_special_token_\d+\|>|\[unused\d+\]|<extra_id_\d+>|<0x[0-9A-Fa-f]{2}>|<unused\d+>|"
+    r"<\|extra_\d+\|>|<\|reserved_\d+\|>|<\|control_\d+\|>|<pad_\d+>)$"
+)
+
+
+def is_common_special_token(token: str) -> bool:
+    return token in COMMON_SPECIAL_TOKENS or bool(COMMON_SPECIAL_PATTERNS.match(token))
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map (the alphabet of byte-level BPE)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+BYTE_TO_UNICODE = _bytes_to_unicode()
+
+
+def _json(raw: bytes, path: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidModelError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _vocab_from_mapping(mapping: Any, path: str) -> list[str]:
+    if not isinstance(mapping, dict) or not mapping:
+        raise InvalidModelError(f"{path}: vocabulary must be a non-empty object of token -> id")
+    if len(mapping) > MAX_VOCAB:
+        raise InvalidModelError(f"{path}: {len(mapping):,} tokens is over the {MAX_VOCAB:,} limit")
+    size = 0
+    for tok, idx in mapping.items():
+        if not isinstance(idx, int) or idx < 0 or idx >= MAX_VOCAB or len(tok) > MAX_TOKEN_CHARS:
+            raise InvalidModelError(f"{path}: bad vocabulary entry {tok[:40]!r} -> {idx!r}")
+        size = max(size, idx + 1)
+    vocab = [""] * size
+    for tok, idx in mapping.items():
+        vocab[idx] = tok
+    return vocab
+
+
+def _merge_strings(merges: Any, path: str) -> list[str]:
+    if not isinstance(merges, list):
+        raise InvalidModelError(f"{path}: merges must be a list")
+    out = []
+    for m in merges:
+        if isinstance(m, str):
+            out.append(m)
+        elif isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) for p in m):
+            out.append(f"{m[0]} {m[1]}")
+        else:
+            raise InvalidModelError(f"{path}: bad merge entry {str(m)[:40]}")
+    return out
+
+
+class ParsedTokenizer:
+    """What one tokenizer file says, before the signature is computed."""
+
+    def __init__(self, kind: str, source: str, vocab: list[str], merges: list[str] | None = None,
+                 added: list[str] | None = None, special: list[str] | None = None):
+        self.kind = kind
+        self.source = source
+        self.vocab = vocab
+        self.merges = merges
+        self.added = list(added or [])
+        self.special = list(special or [])
+
+
+def parse_tokenizer_json(raw: bytes, path: str = "tokenizer.json") -> ParsedTokenizer:
+    data = _json(raw, path)
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        raise InvalidModelError(f"{path}: no 'model' object")
+    mtype = model.get("type") or ("BPE" if "merges" in model else "WordPiece" if "vocab" in model else None)
+    if mtype == "Unigram":
+        pieces = model.get("vocab")
+        if not isinstance(pieces, list) or len(pieces) > MAX_VOCAB:
+            raise InvalidModelError(f"{path}: Unigram vocab must be a list of [piece, score]")
+        vocab = []
+        for p in pieces:
+            if not (isinstance(p, list) and p and isinstance(p[0], str) and len(p[0]) <= MAX_TOKEN_CHARS):
+                raise InvalidModelError(f"{path}: bad Unigram entry {str(p)[:40]}")
+            vocab.append(p[0])
+        merges = None
+    elif mtype in ("BPE", "WordPiece", "WordLevel"):
+        vocab = _vocab_from_mapping(model.get("vocab"), path)
+        merges = _merge_strings(model.get("merges", []), path) if mtype == "BPE" else None
+    else:
+        raise InvalidModelError(f"{path}: unsupported tokenizer model type {mtype!r}")
+    added, special = [], []
+    for tok in data.get("added_tokens") or []:
+        if not isinstance(tok, dict) or not isinstance(tok.get("content"), str):
+            raise InvalidModelError(f"{path}: bad added_tokens entry")
+        content, idx = tok["content"][:MAX_TOKEN_CHARS], tok.get("id")
+        added.append(content)
+        if tok.get("special"):
+            special.append(content)
+        if isinstance(idx, int) and 0 <= idx < MAX_VOCAB:
+            if idx >= len(vocab):
+                vocab.extend([""] * (idx + 1 - len(vocab)))
+            vocab[idx] = content
+    kind = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram", "WordLevel": "wordlevel"}[mtype]
+    return ParsedTokenizer(kind, path, vocab, merges, added, special)
+
+
+def parse_vocab_txt(raw: bytes, path: str = "vocab.txt") -> ParsedTokenizer:
+    try:
+        lines = raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise InvalidModelError(f"{path} is not UTF-8 text: {exc}") from exc
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines or len(lines) > MAX_VOCAB:
+        raise InvalidModelError(f"{path}: expected 1..{MAX_VOCAB:,} lines, got {len(lines):,}")
+    return ParsedTokenizer("wordpiece", path, [ln.rstrip("\r")[:MAX_TOKEN_CHARS] for ln in lines])
+
+
+def parse_vocab_json_and_merges(vocab_raw: bytes, merges_raw: bytes | None) -> ParsedTokenizer:
+    vocab = _vocab_from_mapping(_json(vocab_raw, "vocab.json"), "vocab.json")
+    merges = None
+    if merges_raw is not None:
+        try:
+            lines = merges_raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise InvalidModelError(f"merges.txt is not UTF-8 text: {exc}") from exc
+        merges = [ln for ln in lines if ln and not ln.startswith("#version")]
+    return ParsedTokenizer("bpe", "vocab.json", vocab, merges)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise InvalidModelError("tokenizer.model: truncated or malformed protobuf varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _protobuf_fields(buf: bytes):
+    """Yield (field_number, wire_type, value) of one protobuf message; value is bytes or int."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _read_varint(buf, pos)
+            if pos + length > len(buf):
+                raise InvalidModelError("tokenizer.model: protobuf field runs past the end of the file")
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise InvalidModelError(f"tokenizer.model: unsupported protobuf wire type {wire}")
+        if pos > len(buf):
+            raise InvalidModelError("tokenizer.model: truncated protobuf")
+        yield field, wire, value
+
+
+# sentencepiece_model.proto: ModelProto.pieces = 1; SentencePiece.piece = 1, .type = 3
+SP_TYPE_CONTROL, SP_TYPE_USER_DEFINED = 3, 4
+
+
+def parse_sentencepiece_model(raw: bytes, path: str = "tokenizer.model") -> ParsedTokenizer:
+    vocab: list[str] = []
+    special: list[str] = []
+    added: list[str] = []
+    for field, wire, value in _protobuf_fields(raw):
+        if field != 1 or wire != 2:
+            continue
+        piece, ptype = None, 1
+        for f2, w2, v2 in _protobuf_fields(value):
+            if f2 == 1 and w2 == 2:
+                try:
+                    piece = v2.decode("utf-8")[:MAX_TOKEN_CHARS]
+                except UnicodeDecodeError as exc:
+                    raise InvalidModelError(f"{path}: piece is not UTF-8") from exc
+            elif f2 == 3 and w2 == 0:
+                ptype = v2
+        if piece is None:
+            raise InvalidModelError(f"{path}: SentencePiece entry without a piece string")
+        vocab.append(piece)
+        if ptype == SP_TYPE_CONTROL:
+            special.append(piece)
+        elif ptype == SP_TYPE_USER_DEFINED:
+            added.append(piece)
+        if len(vocab) > MAX_VOCAB:
+            raise InvalidModelError(f"{path}: more than {MAX_VOCAB:,} pieces")
+    if not vocab:
+        raise InvalidModelError(f"{path}: no SentencePiece pieces found")
+    return ParsedTokenizer("sentencepiece", path, vocab, None, added, special)
+
+
+def parse_tiktoken(raw: bytes, path: str) -> ParsedTokenizer:
+    mapping: dict[str, int] = {}
+    for n, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise InvalidModelError(f"{path}: line {n} is not '<base64 token> <rank>'")
+        try:
+            token = base64.b64decode(parts[0], validate=True)
+            rank = int(parts[1])
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidModelError(f"{path}: line {n}: {exc}") from exc
+        mapping["".join(BYTE_TO_UNICODE[b] for b in token)] = rank
+    return ParsedTokenizer("tiktoken", path, _vocab_from_mapping(mapping, path))
+
+
+def looks_like_tiktoken(raw: bytes) -> bool:
+    head = raw[:4096].split(b"\n")[0].split()
+    if len(head) != 2 or not head[1].isdigit():
+        return False
+    try:
+        base64.b64decode(head[0], validate=True)
+        return True
+    except binascii.Error:
+        return False
+
+
+def special_tokens_from_configs(configs: list[tuple[str, bytes]]) -> list[str]:
+    """Special tokens named in tokenizer_config.json / special_tokens_map.json."""
+    found: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            found.append(value[:MAX_TOKEN_CHARS])
+        elif isinstance(value, dict) and isinstance(value.get("content"), str):
+            found.append(value["content"][:MAX_TOKEN_CHARS])
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    for path, raw in configs:
+        data = _json(raw, path)
+        if not isinstance(data, dict):
+            continue
+        for key, value in data.items():
+            if key.endswith("_token") or key in ("additional_special_tokens",):
+                collect(value)
+        decoder = data.get("added_tokens_decoder")
+        if isinstance(decoder, dict):
+            for entry in decoder.values():
+                if isinstance(entry, dict) and entry.get("special"):
+                    collect(entry)
+    return found
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+_MINHASH_SEEDS = _splitmix64(np.arange(1, MINHASH_PERMUTATIONS + 1, dtype=np.uint64))
+
+
+def token_hashes(tokens: list[str]) -> np.ndarray:
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little") for t in tokens],
+        dtype=np.uint64,
+    )
+
+
+def minhash(tokens: list[str]) -> list[int]:
+    """MinHash signature of a token set; equal positions estimate the Jaccard similarity."""
+    uniq = sorted(set(t for t in tokens if t))
+    if not uniq:
+        return [0] * MINHASH_PERMUTATIONS
+    h = token_hashes(uniq)
+    with np.errstate(over="ignore"):
+        mins = [int(_splitmix64(h ^ seed).min()) for seed in _MINHASH_SEEDS]
+    return mins
+
+
+def minhash_jaccard(a: list[int], b: list[int]) -> float:
+    if not a or len(a) != len(b):
+        return 0.0
+    return float(np.mean(np.array(a, dtype=np.uint64) == np.array(b, dtype=np.uint64)))
+
+
+def recognise_standard_vocabulary(vocab: list[str]) -> str | None:
+    for name, spec in COMMON_VOCABULARIES.items():
+        if abs(len(vocab) - spec["vocab_size"]) > 0:
+            continue
+        if all(idx < len(vocab) and vocab[idx] == tok for tok, idx in spec["probes"].items()):
+            return name
+    return None
+
+
+def tokenizer_signature(parsed: ParsedTokenizer, extra_special: list[str] = ()) -> TokenizerSignature:
+    special = sorted(set(parsed.special) | set(extra_special))
+    return TokenizerSignature(
+        kind=parsed.kind,
+        source_file=parsed.source,
+        vocab_size=len(parsed.vocab),
+        vocab_hash=stable_hash(parsed.vocab),
+        merges_hash=stable_hash(parsed.merges) if parsed.merges else None,
+        special_tokens=special,
+        added_tokens=sorted(set(parsed.added)),
+        minhash=minhash(parsed.vocab),
+        standard_vocabulary=recognise_standard_vocabulary(parsed.vocab),
+        vocab=parsed.vocab,
+    )
+
+
+def read_tokenizer(files: list[str], read: Callable[[str], bytes]) -> TokenizerSignature | None:
+    """Find and parse the model's tokenizer among ``files``; ``read(path)`` returns a small file."""
+    names = set(files)
+    parsed: ParsedTokenizer | None = None
+    if "tokenizer.json" in names:
+        parsed = parse_tokenizer_json(read("tokenizer.json"))
+    elif "vocab.json" in names:
+        parsed = parse_vocab_json_and_merges(read("vocab.json"), read("merges.txt") if "merges.txt" in names else None)
+    elif "vocab.txt" in names:
+        parsed = parse_vocab_txt(read("vocab.txt"))
+    elif "tokenizer.model" in names:
+        raw = read("tokenizer.model")
+        parsed = parse_tiktoken(raw, "tokenizer.model") if looks_like_tiktoken(raw) else parse_sentencepiece_model(raw)
+    else:
+        tik = sorted(f for f in files if f.endswith(".tiktoken") and "/" not in f)
+        if tik:
+            parsed = parse_tiktoken(read(tik[0]), tik[0])
+    if parsed is None:
+        return None
+    configs = [(p, read(p)) for p in ("tokenizer_config.json", "special_tokens_map.json") if p in names]
+    return tokenizer_signature(parsed, special_tokens_from_configs(configs))
