@@ -1,0 +1,56 @@
+"""hubwatch compare A B: is B a copy of A? Verdict, scores and evidence."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fingerprints.compare import compare_fingerprints
+from fingerprints.engine import fingerprint_model
+from fingerprints.errors import InvalidModelError
+
+from ..sources import open_reader
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two models (folders or Hub repos)",
+        description="Fingerprint A and B and decide whether B is identical to A, derived from A's "
+        "weights, uses A's tokenizer, shares only A's architecture, or is independent.",
+    )
+    p.add_argument("a", help="the earlier / reference model: folder or org/name[@revision]")
+    p.add_argument("b", help="the suspect model: folder or org/name[@revision]")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", metavar="FILE.png", help="write the layer-by-layer evidence picture here")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise InvalidModelError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
+    reader_a, reader_b = open_reader(args.a), open_reader(args.b)
+    print(f"fingerprinting {args.a} …", file=sys.stderr)
+    fa = fingerprint_model(reader_a)
+    print(f"fingerprinting {args.b} …", file=sys.stderr)
+    fb = fingerprint_model(reader_b)
+    result = compare_fingerprints(fa, fb, reader_a, reader_b)
+    if args.plot:
+        from fingerprints.plot import render_comparison_png
+
+        Path(args.plot).write_bytes(render_comparison_png(result))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    kinds = f" ({', '.join(result.kinds)})" if result.kinds else ""
+    print(f"verdict:    {result.verdict}{kinds}")
+    print(f"confidence: {result.confidence:.3f}")
+    print(f"score:      {result.score:.3f}  (weights similarity; independent models ≈ 0)")
+    print(f"read:       A {fa.bytes_read:,} bytes / {fa.requests} requests, B {fb.bytes_read:,} bytes / {fb.requests} requests")
+    print("evidence:")
+    for line in result.evidence:
+        print(f"  - {line}")
+    if args.plot:
+        print(f"plot:       {args.plot}")
+    return 0
