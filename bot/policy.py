@@ -1,0 +1,109 @@
+"""Alert policy: which matches are worth telling people about.
+
+An alert means "this new model is a copy of an *earlier* model and its card does not say so".
+The rules, in order:
+- only `identical`, `weights-derived` and `tokenizer-copied` can alert; `same-architecture`
+  never does (sharing Llama's architecture is how the ecosystem works: the Yi-34B lesson);
+- the source must be older than the suspect (first seen wins; the earlier of two near-identical
+  models is the likely original);
+- a declared lineage (cardData base_model, base_model:* tags, the Hub's baseModels, or any
+  declared base that itself descends from the source) is recorded, not alerted, unless the
+  operator asks for declared derivatives too;
+- a repo re-uploaded by its own author/org is recorded, not alerted;
+- a license conflict (restrictive source license, permissive claim) raises the severity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ALERTING_VERDICTS = ("identical", "weights-derived", "tokenizer-copied")
+# Licenses whose terms survive into derivatives (attribution, use restrictions, non-commercial).
+RESTRICTIVE_LICENSE_PREFIXES = ("llama", "gemma", "cc-by-nc", "cc-by-sa", "openrail", "deepseek", "qwen",
+                                "gpl", "agpl", "other", "bigscience", "creativeml")
+PERMISSIVE_LICENSES = ("apache-2.0", "mit", "bsd", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "unlicense", "cc-by-4.0")
+# Confidence at or above which an undeclared weight copy is high severity.
+HIGH_SEVERITY_CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    repo_id: str
+    sha: str | None = None
+    author: str | None = None
+    created_at: datetime | None = None
+    license: str | None = None
+    declared_base_models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlertDecision:
+    alert: bool
+    severity: str | None  # "high" | "medium" | "low" when alert
+    reason: str
+    declared: bool
+    license_conflict: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def _norm(repo_id: str) -> str:
+    return repo_id.strip().lower().removeprefix("https://huggingface.co/").strip("/")  # real-endpoint-constant
+
+
+def _owner(facts: ModelFacts) -> str:
+    return (facts.author or facts.repo_id.split("/")[0]).lower()
+
+
+def license_conflict(source: ModelFacts, suspect: ModelFacts) -> str | None:
+    src = (source.license or "").lower()
+    sus = (suspect.license or "").lower()
+    if src and sus and src != sus and src.startswith(RESTRICTIVE_LICENSE_PREFIXES) and sus in PERMISSIVE_LICENSES:
+        return f"derived from a {source.license}-licensed model but the card claims {suspect.license}"
+    return None
+
+
+def decide_alert(
+    suspect: ModelFacts,
+    source: ModelFacts,
+    verdict: str,
+    confidence: float,
+    *,
+    declared_ancestors: frozenset[str] = frozenset(),
+    alert_on_declared: bool = False,
+) -> AlertDecision:
+    """Decide whether `suspect`, matched against the reference `source`, is alert-worthy.
+
+    `declared_ancestors` holds the repos the suspect's declared bases descend from (known to the
+    store), so declaring an intermediate fine-tune of the source counts as declaring the source.
+    """
+    if verdict not in ALERTING_VERDICTS:
+        return AlertDecision(False, None, f"{verdict} does not alert", declared=False)
+    if _norm(source.repo_id) == _norm(suspect.repo_id):
+        return AlertDecision(False, None, "same repository", declared=True)
+    if source.created_at and suspect.created_at and source.created_at > suspect.created_at:
+        return AlertDecision(False, None, f"{source.repo_id} is newer: {suspect.repo_id} is the likely original",
+                             declared=False)
+    declared_set = {_norm(b) for b in suspect.declared_base_models} | {_norm(a) for a in declared_ancestors}
+    declared = _norm(source.repo_id) in declared_set
+    conflict = license_conflict(source, suspect) if verdict != "tokenizer-copied" else None
+    notes = (f"license conflict: {conflict}",) if conflict else ()
+    if _owner(source) == _owner(suspect):
+        return AlertDecision(False, None, f"same owner ({_owner(source)}) re-uploaded its own model", declared=True,
+                             license_conflict=conflict, notes=notes)
+    if declared and not alert_on_declared:
+        return AlertDecision(False, None, f"declared derivative of {source.repo_id}", declared=True,
+                             license_conflict=conflict, notes=notes)
+    if verdict == "tokenizer-copied":
+        severity = "low"
+    elif confidence >= HIGH_SEVERITY_CONFIDENCE or conflict:
+        severity = "high"
+    else:
+        severity = "medium"
+    if declared:
+        reason = f"{verdict} from {source.repo_id} (declared)"
+    else:
+        reason = f"undeclared {verdict} from {source.repo_id}"
+        if suspect.declared_base_models:
+            reason += f"; card declares {', '.join(suspect.declared_base_models)} instead"
+    return AlertDecision(True, severity, reason, declared=declared, license_conflict=conflict, notes=notes)
