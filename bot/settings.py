@@ -1,0 +1,514 @@
+"""hubwatch's one settings object: defaults, overlaid by a TOML file, overlaid by the environment.
+
+``load_settings()`` is the only way to build a ``Settings``. Precedence, lowest first: the defaults
+below, the TOML file (``--config``, else ``$HUBWATCH_CONFIG``, else ``./hubwatch.toml`` when it
+exists), then environment variables. Every key has exactly one environment variable, listed by
+``settings_reference()``; docs/configuration.md and hubwatch.example.toml are generated from that
+list (``python -m bot.settings write-docs``) and a test fails when they drift.
+
+Secrets (the Hub token, the Discord webhook URL and bot token) are held in ``Secret``, whose repr
+and str never show the value: call ``.reveal()`` at the single place that sends it.
+
+The byte caps in ``[limits]`` and the host lists in ``[hub]``/``[discord]`` are the hostile-input
+guard rails: ``LimitSettings.cap_for(path)`` says how many bytes a download of that file may take,
+``HubSettings.allows_url`` / ``DiscordSettings.check_webhook_url`` say whether a URL may be
+fetched or posted to at all, so a model card cannot steer hubwatch to an arbitrary host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import sys
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fingerprints.engine import MAX_CONFIG_BYTES
+from fingerprints.errors import HubwatchError
+from fingerprints.safetensors_format import MAX_HEADER_BYTES
+from fingerprints.tokenizer import MAX_TOKENIZER_BYTES
+from fingerprints.weights import TENSOR_BYTE_BUDGET
+
+MiB = 1024 * 1024
+
+# The public Hub; huggingface_hub's own default for HF_ENDPOINT (constants.py).
+HUB_ENDPOINT = "https://huggingface.co"
+# Resolve URLs redirect to CDN and Xet hosts; hub-docs models-downloading.md lists them, all under
+# these two domains (cdn-lfs-us-1.hf.co, us.aws.cdn.hf.co, cas-bridge.xethub.hf.co, ...).
+HUB_REDIRECT_HOST_SUFFIXES = ("hf.co", "huggingface.co")
+# The hosts discord.py's Webhook.from_url accepts (discord(?:app)?.com), plus the two client
+# channels Discord hands out webhook URLs on.
+DISCORD_WEBHOOK_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
+# Path of an Execute Webhook URL; id and token shapes as in discord.py's Webhook.from_url regex.
+DISCORD_WEBHOOK_PATH_RX = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>[0-9]{17,20})/(?P<token>[A-Za-z0-9.\-_]{60,})/?$")
+# Where the TOML file is looked for when neither --config nor HUBWATCH_CONFIG names one.
+DEFAULT_CONFIG_FILE = "hubwatch.toml"
+CONFIG_ENV_VAR = "HUBWATCH_CONFIG"
+ENV_PREFIX = "HUBWATCH_"
+SEVERITIES = ("low", "medium", "high")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# A watcher that missed this many cycles of its slowest feed in a row is reported unhealthy.
+STALE_POLL_CYCLES = 3
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+class ConfigError(HubwatchError):
+    """A setting is missing, malformed or out of range; the message names the key."""
+
+    exit_code = 78  # EX_CONFIG from sysexits.h
+
+
+class Secret:
+    """A string that never prints itself. ``reveal()`` returns the value."""
+
+    __slots__ = ("_value",)
+    MASK = "**********"
+
+    def __init__(self, value: str = ""):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __str__(self) -> str:
+        return self.MASK if self._value else ""
+
+    def __repr__(self) -> str:
+        return f"Secret({str(self)!r})"
+
+
+def setting(default: Any, meaning: str, *, env: str | None = None, minimum: float | None = None,
+            maximum: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A settings field: its default, what it means, and the checks its value must pass."""
+    meta = {"meaning": meaning, "env": env, "minimum": minimum, "maximum": maximum, "choices": choices}
+    if isinstance(default, (tuple, Secret)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_matches(host: str, allowed: tuple[str, ...]) -> bool:
+    host = host.lower().rstrip(".")
+    return any(host == a or host.endswith("." + a) for a in allowed)
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    endpoint: str = setting(HUB_ENDPOINT, "Base URL of the Hub (or a mirror / the fake Hub).", env="HF_ENDPOINT")
+    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged.",
+                            env="HF_TOKEN")
+    redirect_hosts: tuple[str, ...] = setting(
+        HUB_REDIRECT_HOST_SUFFIXES,
+        "Hosts (and their subdomains) that resolve redirects may lead to, besides the endpoint's own host.")
+    timeout_s: float = setting(10.0, "Seconds before one Hub request times out (huggingface_hub's default is 10).",
+                               minimum=0.1, maximum=600)
+    max_connections: int = setting(16, "HTTP connections to the Hub and its CDN kept open at once.", minimum=1, maximum=256)
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.endpoint).hostname or "").lower()
+
+    def allows_url(self, url: str) -> bool:
+        """May hubwatch send a request to ``url``? Only the endpoint's host and the redirect hosts."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("https", "http") or not host:
+            return False
+        if parts.scheme == "http" and not (_is_loopback(host) or urlsplit(self.endpoint).scheme == "http"):
+            return False
+        return host == self.host or _host_matches(host, self.redirect_hosts)
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    newest_enabled: bool = setting(True, "Poll the newest models (sort=createdAt).")
+    newest_interval_s: int = setting(120, "Seconds between polls of the newest models.", minimum=10)
+    trending_enabled: bool = setting(True, "Poll the trending models (sort=trendingScore).")
+    trending_interval_s: int = setting(600, "Seconds between polls of the trending models.", minimum=10)
+    last_modified_enabled: bool = setting(
+        True, "Poll recently modified models (sort=lastModified): catches new revisions pushed to old repos.")
+    last_modified_interval_s: int = setting(300, "Seconds between polls of recently modified models.", minimum=10)
+    jitter_s: int = setting(10, "Up to this many seconds are added to each poll so feeds do not fire in lock-step.",
+                            minimum=0)
+    max_models_per_cycle: int = setting(
+        100, "Most models one poll of one feed lists and considers (the Hub pages at most 1000).", minimum=1, maximum=1000)
+    concurrency: int = setting(4, "Models fingerprinted at the same time.", minimum=1, maximum=64)
+
+    def stale_after_s(self) -> float:
+        """How old the last successful poll may be before the watcher counts as stuck."""
+        intervals = [
+            interval
+            for enabled, interval in (
+                (self.newest_enabled, self.newest_interval_s),
+                (self.trending_enabled, self.trending_interval_s),
+                (self.last_modified_enabled, self.last_modified_interval_s),
+            )
+            if enabled
+        ]
+        return STALE_POLL_CYCLES * (max(intervals, default=self.newest_interval_s) + self.jitter_s)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    tensor_bytes: int = setting(TENSOR_BYTE_BUDGET, "Bytes of sampled tensor data read per model.", minimum=64 * 1024)
+    model_bytes: int = setting(
+        64 * MiB,
+        "Most bytes read per model in all: headers, configs, tokenizer and tensor samples. all-MiniLM-L6-v2 "
+        "takes 2.4 MB; the largest common tokenizer.json files (Gemma 3) are about 33 MB.",
+        minimum=MiB)
+    json_bytes: int = setting(MAX_CONFIG_BYTES, "Largest config-like JSON file downloaded (config.json, "
+                              "tokenizer_config.json, generation_config.json, ...).", minimum=1024)
+    tokenizer_bytes: int = setting(MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
+                                   "tokenizer.model, vocab files, merges.txt).", minimum=1024)
+    header_bytes: int = setting(MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
+                                "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
+
+    # Which cap applies to which file: tokenizer payloads first, then headers/indexes, then JSON.
+    TOKENIZER_FILE_RX = re.compile(
+        r"(^|/)(tokenizer\.json|tokenizer\.model|[^/]*\.tiktoken|vocab\.(txt|json)|merges\.txt|spiece\.model"
+        r"|sentencepiece\.bpe\.model|added_tokens\.json|special_tokens_map\.json)$")
+    HEADER_FILE_RX = re.compile(r"(\.safetensors|\.gguf|\.safetensors\.index\.json)$")
+
+    def cap_for(self, path: str) -> int:
+        """The most bytes a download of ``path`` may take (whole file or header), by the file's kind."""
+        if self.TOKENIZER_FILE_RX.search(path):
+            return self.tokenizer_bytes
+        if self.HEADER_FILE_RX.search(path):
+            return self.header_bytes
+        return self.json_bytes
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    on_declared_derivatives: bool = setting(
+        False, "Alert even when the suspect declares the source as its base model (an honest fine-tune).")
+    min_severity: str = setting("medium", "Least severe alert that is sent (low, medium, high).", choices=SEVERITIES)
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    webhook_url: Secret = setting(Secret(), "Discord webhook that receives alerts; unset prints alerts to the console.",
+                                  env="HUBWATCH_DISCORD_WEBHOOK")
+    bot_token: Secret = setting(Secret(), "Token of the Discord bot that answers questions; unset disables the bot.",
+                                env="HUBWATCH_DISCORD_TOKEN")
+    guild_id: int = setting(0, "Discord server (guild) whose slash commands are synced at once; 0 syncs globally.",
+                            minimum=0)
+    allowed_hosts: tuple[str, ...] = setting(DISCORD_WEBHOOK_HOSTS, "Hosts a webhook URL may point at.")
+
+    def check_webhook_url(self, url: str) -> None:
+        """Raise ConfigError unless ``url`` is an Execute Webhook URL on an allowed host. Never echoes the token."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        where = f"discord.webhook_url ({DiscordSettings.env_name('webhook_url')})"
+        if not _host_matches(host, self.allowed_hosts):
+            raise ConfigError(f"{where}: host {host or '(none)'!r} is not one of {', '.join(self.allowed_hosts)}")
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
+            raise ConfigError(f"{where}: must be an https:// URL")
+        if not DISCORD_WEBHOOK_PATH_RX.match(parts.path):
+            raise ConfigError(f"{where}: path must look like /api/webhooks/<id>/<token>")
+
+    @staticmethod
+    def env_name(key: str) -> str:
+        return _env_name("discord", next(f for f in dataclasses.fields(DiscordSettings) if f.name == key))
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    path: str = setting("hubwatch.db", "SQLite file holding fingerprints, matches and the alert outbox.",
+                        env="HUBWATCH_DB")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    port: int = setting(0, "Port of the Prometheus /metrics and /healthz endpoint; 0 turns it off.",
+                        env="HUBWATCH_METRICS_PORT", minimum=0, maximum=65535)
+    host: str = setting("127.0.0.1", "Address the metrics endpoint listens on (0.0.0.0 inside a container).")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    format: str = setting("text", "Log line format: text, or json (one object per line).", env="HUBWATCH_LOG_FORMAT",
+                          choices=LOG_FORMATS)
+    level: str = setting("INFO", "Least severe log level written.", env="HUBWATCH_LOG_LEVEL", choices=LOG_LEVELS)
+
+
+SECTIONS: dict[str, type] = {
+    "hub": HubSettings,
+    "feeds": FeedSettings,
+    "limits": LimitSettings,
+    "alerts": AlertSettings,
+    "discord": DiscordSettings,
+    "store": StoreSettings,
+    "metrics": MetricsSettings,
+    "logging": LoggingSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    hub: HubSettings = field(default_factory=HubSettings)
+    feeds: FeedSettings = field(default_factory=FeedSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    config_file: str | None = None  # the TOML file these settings came from, if any
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret value, for the log redaction filter."""
+        values = (self.hub.token, self.discord.webhook_url, self.discord.bot_token)
+        return tuple(s.reveal() for s in values if s)
+
+
+def _env_name(section: str, f: dataclasses.Field) -> str:
+    return f.metadata["env"] or f"{ENV_PREFIX}{section}_{f.name}".upper()
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    key: str  # "section.name", as in the TOML file
+    env: str
+    default: str  # rendered as it would be written in the TOML file
+    meaning: str
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Secret):
+        return '""'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def settings_reference() -> list[SettingDoc]:
+    """Every setting: key, environment variable, default and meaning, in file order."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            rows.append(SettingDoc(f"{section}.{f.name}", _env_name(section, f),
+                                   _toml_value(getattr(defaults, f.name)), f.metadata["meaning"]))
+    return rows
+
+
+def known_env_vars() -> set[str]:
+    return {row.env for row in settings_reference()} | {CONFIG_ENV_VAR}
+
+
+def _describe_expected(tp: Any, meta: Mapping[str, Any]) -> str:
+    if meta["choices"]:
+        return "one of " + ", ".join(meta["choices"])
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string", Secret: "a string"}.get(
+        tp, "a list of strings")
+
+
+def _coerce(key: str, origin: str, tp: Any, meta: Mapping[str, Any], raw: Any) -> Any:
+    """Turn a TOML value or an environment string into the field's type, or raise ConfigError."""
+    from_env = isinstance(raw, str) and origin.startswith("$")
+
+    def bad(why: str) -> ConfigError:
+        shown = "(hidden)" if tp is Secret else repr(raw)
+        return ConfigError(f"{key} ({origin}): {why}, got {shown}")
+
+    if tp is bool:
+        if isinstance(raw, bool):
+            value: Any = raw
+        elif from_env and raw.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+            value = raw.strip().lower() in TRUE_WORDS
+        else:
+            raise bad("expected true or false")
+    elif tp in (int, float):
+        if isinstance(raw, bool):
+            raise bad(f"expected {_describe_expected(tp, meta)}")
+        if from_env:
+            try:
+                value = tp(raw.strip())
+            except ValueError:
+                raise bad(f"expected {_describe_expected(tp, meta)}") from None
+        elif isinstance(raw, int) or (tp is float and isinstance(raw, float)):
+            value = tp(raw)
+        else:
+            raise bad(f"expected {_describe_expected(tp, meta)}")
+        if tp is float and value != value:  # NaN compares unequal to everything, so no range check catches it
+            raise bad("expected a number")
+        if meta["minimum"] is not None and value < meta["minimum"]:
+            raise bad(f"must be at least {meta['minimum']:g}")
+        if meta["maximum"] is not None and value > meta["maximum"]:
+            raise bad(f"must be at most {meta['maximum']:g}")
+    elif tp in (str, Secret):
+        if not isinstance(raw, str):
+            raise bad("expected a string")
+        value = raw.strip()
+        if meta["choices"]:
+            match = next((c for c in meta["choices"] if c.lower() == value.lower()), None)
+            if match is None:
+                raise bad(f"expected one of {', '.join(meta['choices'])}")
+            value = match
+        if tp is Secret:
+            value = Secret(value)
+    else:  # tuple[str, ...]
+        if from_env:
+            items = [part.strip() for part in raw.split(",")]
+        elif isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            items = [item.strip() for item in raw]
+        else:
+            raise bad("expected a list of strings")
+        value = tuple(item.lower() for item in items if item)
+    return value
+
+
+def _check_endpoint(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"hub.endpoint: expected an http(s):// base URL, got {endpoint!r}")
+    return endpoint.rstrip("/")
+
+
+def _check_consistency(s: Settings) -> None:
+    if s.limits.model_bytes < s.limits.tensor_bytes:
+        raise ConfigError(
+            f"limits.model_bytes ({s.limits.model_bytes:,}) must be at least limits.tensor_bytes ({s.limits.tensor_bytes:,})")
+    if s.discord.webhook_url:
+        s.discord.check_webhook_url(s.discord.webhook_url.reveal())
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def find_config_file(config_path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """The TOML file to read: the explicit path, else $HUBWATCH_CONFIG, else ./hubwatch.toml if present."""
+    if config_path:
+        return Path(config_path)
+    if env.get(CONFIG_ENV_VAR):
+        return Path(env[CONFIG_ENV_VAR])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ)."""
+    env = os.environ if env is None else env
+    path = find_config_file(config_path, env)
+    document = _read_toml(path) if path else {}
+    unknown_sections = sorted(set(document) - set(SECTIONS))
+    if unknown_sections:
+        raise ConfigError(f"{path}: unknown section [{unknown_sections[0]}]; valid sections: {', '.join(SECTIONS)}")
+    built = {}
+    for section, cls in SECTIONS.items():
+        table = document.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section} must be a [{section}] table")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            raise ConfigError(f"{path}: unknown key {section}.{unknown[0]}; valid keys in [{section}]: {', '.join(fields)}")
+        types = _field_types(cls)
+        values = {}
+        for name, f in fields.items():
+            key, env_var = f"{section}.{name}", _env_name(section, f)
+            if env.get(env_var, "") != "":
+                values[name] = _coerce(key, f"${env_var}", types[name], f.metadata, env[env_var])
+            elif name in table:
+                values[name] = _coerce(key, str(path), types[name], f.metadata, table[name])
+        if section == "hub" and "endpoint" in values:
+            values["endpoint"] = _check_endpoint(values["endpoint"])
+        built[section] = cls(**values)
+    settings = Settings(**built, config_file=str(path) if path else None)
+    _check_consistency(settings)
+    return settings
+
+
+def render_reference_table() -> str:
+    """The Markdown table of every setting, as embedded in docs/configuration.md."""
+    lines = ["| Key | Environment variable | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for row in settings_reference():
+        lines.append(f"| `{row.key}` | `{row.env}` | `{row.default}` | {row.meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_example_toml() -> str:
+    """hubwatch.example.toml: every key at its default, with its meaning and environment variable."""
+    out = [
+        "# hubwatch configuration: every key with its default. Copy to hubwatch.toml and edit.",
+        "# Environment variables override this file; secrets are best given through them.",
+        "# Generated by `python -m bot.settings write-docs`; do not edit by hand.",
+    ]
+    current = None
+    for row in settings_reference():
+        section, name = row.key.split(".", 1)
+        if section != current:
+            out += ["", f"[{section}]"]
+            current = section
+        out.append(f"# {row.meaning} (env {row.env})")
+        out.append(f"{name} = {row.default}")
+    return "\n".join(out) + "\n"
+
+
+TABLE_BEGIN = "<!-- settings-table:begin (generated by `python -m bot.settings write-docs`) -->"
+TABLE_END = "<!-- settings-table:end -->"
+
+
+def splice_reference_table(doc: str) -> str:
+    """Replace the generated table between the markers of docs/configuration.md."""
+    head, sep, rest = doc.partition(TABLE_BEGIN)
+    _, sep2, tail = rest.partition(TABLE_END)
+    if not (sep and sep2):
+        raise ConfigError("docs/configuration.md lacks the settings-table markers")
+    return f"{head}{TABLE_BEGIN}\n{render_reference_table()}{TABLE_END}{tail}"
+
+
+def write_docs(repo_root: Path) -> None:
+    doc_path = repo_root / "docs" / "configuration.md"
+    doc_path.write_text(splice_reference_table(doc_path.read_text()))
+    (repo_root / "hubwatch.example.toml").write_text(render_example_toml())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["write-docs"]:
+        sys.exit("usage: python -m bot.settings write-docs")
+    write_docs(Path(__file__).resolve().parent.parent)
