@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import yaml  # PyYAML comes with huggingface_hub
 
-from bot.cli import main
+from bot.cli import build_parser, main
+from bot.commands import doctor as doctor_command
 from bot.metrics import Metrics, MetricsServer
 from bot.settings import known_env_vars
 
@@ -129,8 +135,6 @@ def test_store_problems(capsys, env, tmp_path):
 
 
 def test_existing_database_opens(capsys, env, tmp_path):
-    import sqlite3
-
     with sqlite3.connect(tmp_path / "hubwatch.db") as conn:
         conn.execute("CREATE TABLE t (x)")
     code, lines, _ = doctor(capsys, "--quick")
@@ -180,3 +184,33 @@ def test_odd_tokens_are_flagged(capsys, env):
     assert lines["hub token"].startswith("WARN") and "does not look like a Hugging Face token" in lines["hub token"]
     assert lines["discord bot"].startswith("WARN")
     assert "not-a-token" not in output
+
+
+# --- the container files agree with the code ---
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_container_healthcheck_runs_doctor_quick():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    argv = json.loads(re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])", dockerfile).group(1))
+    assert argv[0] == "hubwatch"
+    args = build_parser().parse_args(argv[1:])
+    assert args.func is doctor_command.run and args.quick
+    assert re.search(r"^ENTRYPOINT \[\"hubwatch\"\]\s*$", dockerfile, re.M)
+    assert re.search(r"^CMD \[\"watch\"\]\s*$", dockerfile, re.M)
+    user = re.findall(r"^USER (\S+)", dockerfile, re.M)[-1]
+    assert user.split(":")[0].isdigit() and user.split(":")[0] != "0"
+
+
+def test_container_files_only_set_real_settings():
+    known = known_env_vars()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    in_dockerfile = set(re.findall(r"\b((?:HUBWATCH|HF)_[A-Z_]+)=", dockerfile))
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    watcher_env = compose["services"]["watcher"]["environment"]
+    assert in_dockerfile and in_dockerfile <= known
+    assert set(watcher_env) <= known
+    assert watcher_env["HUBWATCH_DB"] == "/data/hubwatch.db" and "HUBWATCH_DB=/data/hubwatch.db" in dockerfile
+    assert compose["services"]["datasette"]["profiles"] == ["browse"]
+    assert "hubwatch-data:/data:ro" in compose["services"]["datasette"]["volumes"]
