@@ -1,0 +1,57 @@
+"""hubwatch nearest REPO|PATH: the indexed models closest to a model, with verdicts."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from fingerprints.errors import InvalidModelError
+
+from .index import add_db_option, fingerprint_spec, open_store
+
+# Width of the repo column in the table; longer ids are cut with an ellipsis.
+REPO_COLUMN = 48
+
+
+def register(sub) -> None:
+    p = sub.add_parser("nearest", help="find the indexed models closest to a model",
+                       description="Fingerprint a model, propose candidates from the index (exact keys, "
+                       "vocabulary LSH, weight sketches) and compare the best exactly. '*' marks the "
+                       "likely original of two copies (the earlier created).")
+    p.add_argument("model", metavar="REPO|PATH", help="a model folder or org/name[@revision]")
+    p.add_argument("-k", type=int, default=5, help="how many neighbours (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_db_option(p)
+    p.set_defaults(func=run)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run(args) -> int:
+    from store.nearest import nearest
+
+    if args.k < 1:
+        raise InvalidModelError(f"-k must be at least 1, not {args.k}")
+    print(f"fingerprinting {args.model} …", file=sys.stderr)
+    got = fingerprint_spec(args.model)
+    with open_store(args) as store:
+        query_record = None if got.is_local else store.get_model(got.repo_id)
+        found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record)
+    if args.json:
+        rows = [{k: v for k, v in n.to_dict().items() if k != "comparison"} for n in found]
+        print(json.dumps({"query": {"repo_id": got.repo_id, "sha": got.sha}, "neighbours": rows}, indent=2))
+        return 0
+    if not found:
+        print("no candidates in the index (add references with `hubwatch index seed` or `hubwatch index add`)")
+        return 0
+    print(f"{'':1} {'repo':{REPO_COLUMN}} {'verdict':18} {'score':>6} {'conf':>5}  {'declared':28} created")
+    for n in found:
+        mark = "*" if n.likely_original == "neighbour" else " "
+        kinds = f" ({','.join(n.kinds)})" if n.kinds else ""
+        print(f"{mark} {_cut(n.repo_id, REPO_COLUMN):{REPO_COLUMN}} {_cut(n.verdict + kinds, 18):18} "
+              f"{n.score:6.3f} {n.confidence:5.2f}  {_cut(n.declared, 28):28} {(n.created_at or '?')[:10]}")
+    if any(n.likely_original == "query" for n in found):
+        print(f"* {got.repo_id} itself is older than its copies listed above: it is the likely original")
+    return 0

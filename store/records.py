@@ -1,0 +1,150 @@
+"""Typed records the store reads and writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+BASE_MODEL_TAG_PREFIX = "base_model:"
+LICENSE_TAG_PREFIX = "license:"
+
+
+def utc_iso(moment: datetime | None = None) -> str:
+    """One timestamp format everywhere, so that string order is time order in SQL."""
+    moment = moment or datetime.now(timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def declared_base_models(tags: list[str], card_base: Any) -> list[str]:
+    """Base models a repo declares: cardData.base_model (a string or list) and base_model:[relation:]org/name tags."""
+    found: list[str] = []
+    if isinstance(card_base, str):
+        found.append(card_base)
+    elif isinstance(card_base, list):
+        found += [b for b in card_base if isinstance(b, str)]
+    for tag in tags:
+        if tag.startswith(BASE_MODEL_TAG_PREFIX):
+            found.append(tag[len(BASE_MODEL_TAG_PREFIX):].split(":")[-1])
+    return sorted({b.strip() for b in found if b.strip()})
+
+
+@dataclass
+class ModelRecord:
+    """A Hub repo's listing metadata (what /api/models and /api/models/{id} return)."""
+
+    repo_id: str
+    model_id: str | None = None
+    sha: str | None = None
+    author: str | None = None
+    created_at: str | None = None
+    last_modified: str | None = None
+    downloads: int | None = None
+    likes: int | None = None
+    trending_score: float | None = None
+    license: str | None = None
+    base_models: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    library_name: str | None = None
+    pipeline_tag: str | None = None
+    first_seen: str | None = None  # set by the store
+    last_seen: str | None = None  # set by the store
+
+    @classmethod
+    def from_api(cls, d: dict[str, Any]) -> ModelRecord:
+        """From a Hub API model object (``id``, ``_id``, ``createdAt``, ``cardData``, ...)."""
+        tags = [t for t in d.get("tags") or [] if isinstance(t, str)]
+        card = d.get("cardData") if isinstance(d.get("cardData"), dict) else {}
+        license_ = card.get("license") if isinstance(card.get("license"), str) else None
+        if license_ is None:
+            license_ = next((t[len(LICENSE_TAG_PREFIX):] for t in tags if t.startswith(LICENSE_TAG_PREFIX)), None)
+        repo_id = d.get("id") or d.get("modelId")
+        author = d.get("author") or (repo_id.split("/")[0] if repo_id and "/" in repo_id else None)
+        return cls(
+            repo_id=repo_id, model_id=d.get("_id"), sha=d.get("sha"), author=author,
+            created_at=d.get("createdAt"), last_modified=d.get("lastModified"),
+            downloads=d.get("downloads"), likes=d.get("likes"), trending_score=d.get("trendingScore"),
+            license=license_, base_models=declared_base_models(tags, card.get("base_model")), tags=tags,
+            library_name=d.get("library_name"), pipeline_tag=d.get("pipeline_tag"),
+        )
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ModelRecord:
+        return cls(**{**row, "base_models": json.loads(row["base_models"]), "tags": json.loads(row["tags"])})
+
+
+@dataclass(frozen=True)
+class StoredFingerprint:
+    """A fingerprints row without its blob."""
+
+    id: int
+    repo_id: str
+    sha: str
+    version: int
+    created_at: str
+    bytes_read: int
+    vocab_hash: str | None
+    shape_family: str
+
+
+@dataclass
+class Candidate:
+    """A fingerprint worth comparing exactly, and why the index proposed it."""
+
+    fingerprint_id: int
+    repo_id: str
+    sha: str
+    reasons: list[str] = field(default_factory=list)  # "key:vocab", "lsh", "vector", ...
+    cosine: float | None = None  # sketch cosine with the query, when both have a sketch
+    vocab_jaccard: float | None = None  # MinHash estimate, when proposed by LSH
+
+    @property
+    def identity_evidence(self) -> bool:
+        return any(r in ("key:file_sha256", "key:values") for r in self.reasons)
+
+
+@dataclass(frozen=True)
+class MatchRecord:
+    id: int
+    fingerprint_a: int
+    fingerprint_b: int
+    verdict: str
+    confidence: float
+    score: float
+    kinds: list[str]
+    evidence: dict[str, Any]
+    found_at: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An outbox row as claimed by a sender."""
+
+    id: int
+    dedupe_key: str
+    nonce: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    claim_token: str | None
+    lease_until: str | None
+    next_attempt_at: str
+    last_error: str | None
+    delivery_ref: str | None
+    created_at: str
+    delivered_at: str | None
+    # True when this claim took over a 'sending' row whose lease expired: a previous sender may
+    # have posted it before dying, so the sender must look for ``nonce`` before posting again.
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class WatchEntry:
+    kind: str  # "reference" | "author"
+    value: str
+    added_by: str | None
+    note: str | None
+    added_at: str

@@ -1,0 +1,62 @@
+"""FingerprintRow: everything the store writes for one fingerprint, computed outside the write lock."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fingerprints.model import SKETCH_DIM, Fingerprint
+
+from .errors import StoreError
+from .lsh import band_buckets
+
+
+@dataclass
+class FingerprintRow:
+    repo_id: str
+    sha: str
+    version: int
+    blob: bytes
+    bytes_read: int
+    shape_family: str
+    keys: list[tuple[str, str]]
+    sketch: np.ndarray | None  # (SKETCH_DIM,) float32, unit norm; None when the model has no embedding
+    vocab_hash: str | None = None
+    vocab_size: int = 0
+    minhash: list[int] = field(default_factory=list)
+    vocab_tokens: list[str] | None = None
+
+    @classmethod
+    def from_fingerprint(cls, repo_id: str, sha: str, fp: Fingerprint) -> FingerprintRow:
+        if not repo_id or not sha:
+            raise StoreError("a fingerprint needs a repo id and a revision sha to be stored")
+        sketch = fp.sketch_vector().astype(np.float32)
+        tok = fp.tokenizer
+        return cls(
+            repo_id=repo_id, sha=sha, version=fp.version, blob=fp.to_blob(), bytes_read=fp.bytes_read,
+            shape_family=fp.shape_family(), keys=fp.index_keys(),
+            sketch=sketch if sketch.any() else None,
+            vocab_hash=tok.vocab_hash if tok else None, vocab_size=tok.vocab_size if tok else 0,
+            minhash=list(tok.minhash) if tok else [], vocab_tokens=tok.vocab if tok else None,
+        )
+
+    def sketch_bytes(self) -> bytes | None:
+        if self.sketch is None:
+            return None
+        if self.sketch.shape != (SKETCH_DIM,):
+            raise StoreError(f"sketch has shape {self.sketch.shape}, expected ({SKETCH_DIM},)")
+        return self.sketch.astype("<f4").tobytes()
+
+    def lsh_buckets(self) -> list[tuple[int, int]]:
+        return band_buckets(self.minhash) if self.minhash else []
+
+
+def compress_tokens(tokens: list[str]) -> bytes:
+    return zlib.compress(json.dumps(tokens, ensure_ascii=False, separators=(",", ":")).encode(), 6)
+
+
+def decompress_tokens(raw: bytes) -> list[str]:
+    return json.loads(zlib.decompress(raw))

@@ -1,0 +1,464 @@
+"""Store: the one object through which hubwatch reads and writes its SQLite database."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+import sqlite_utils
+
+from fingerprints.model import FINGERPRINT_VERSION, Fingerprint
+
+from . import outbox
+from .db import DEFAULT_BUSY_TIMEOUT_S, connect, describe_sqlite_error, transaction, translating
+from .errors import StoreError
+from .lsh import estimated_jaccard, minhash_from_bytes, minhash_to_bytes
+from .migrations import latest_version, migrate
+from .records import Alert, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry, utc_iso
+from .rows import FingerprintRow, compress_tokens, decompress_tokens
+from .vectors import VectorIndex
+
+# Exact keys shared by thousands of models (one popular vocabulary, one architecture) say little;
+# the earliest 50 holders are enough for re-ranking (references are indexed first, and the
+# earliest holder of a key is the likely original), and the bound keeps a query in milliseconds.
+KEY_FANOUT_LIMIT = 50
+# Vocabularies proposed by LSH below this estimated Jaccard are chance collisions of the S-curve's
+# tail (see lsh.py); re-ranking them would only cost time.
+LSH_MIN_JACCARD = 0.3
+# Most similar vocabularies followed from one query (each brings up to KEY_FANOUT_LIMIT fingerprints).
+LSH_VOCAB_LIMIT = 20
+# Sketch neighbours taken per query before merging with the exact and LSH candidates.
+VECTOR_NEIGHBOURS = 32
+DEFAULT_CANDIDATES = 20
+
+_FP_COLUMNS = "id, repo_id, sha, version, created_at, bytes_read, vocab_hash, shape_family"
+_MODEL_COLUMNS = [
+    "repo_id", "model_id", "sha", "author", "created_at", "last_modified", "downloads", "likes",
+    "trending_score", "license", "base_models", "tags", "library_name", "pipeline_tag", "first_seen", "last_seen",
+]
+WATCH_KINDS = ("reference", "author")
+
+_translated = translating(lambda self, *args, **kwargs: self.path)
+
+
+class Comparable(Protocol):
+    """What record_match needs from fingerprints.compare.Comparison."""
+
+    verdict: str
+    confidence: float
+    score: float
+    kinds: list[str]
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Store:
+    """A hubwatch database. Open with ``Store.open(path)``; close (or use ``with``) when done.
+
+    One Store per thread: it holds one SQLite connection. Several processes may share the file
+    (WAL mode: readers never block; writers queue on the busy timeout).
+    """
+
+    def __init__(self, path: str, conn: sqlite3.Connection):
+        self.path = path
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.vectors = VectorIndex()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        path = os.fspath(path)
+        conn = connect(path, busy_timeout_s)
+        try:
+            migrate(conn, path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise describe_sqlite_error(path, exc) from exc
+        except StoreError:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @_translated
+    def schema_version(self) -> int:
+        return int(self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] or 0)
+
+    # ---- models --------------------------------------------------------------------------
+
+    @_translated
+    def upsert_model(self, record: ModelRecord, now: datetime | None = None) -> None:
+        """Insert or refresh a repo's metadata; ``first_seen`` is kept from the first sighting."""
+        if not record.repo_id:
+            raise StoreError("a model record needs a repo id")
+        stamp = utc_iso(now)
+        values = {c: getattr(record, c) for c in _MODEL_COLUMNS}
+        values.update(base_models=json.dumps(record.base_models), tags=json.dumps(record.tags),
+                      first_seen=stamp, last_seen=stamp)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _MODEL_COLUMNS if c not in ("repo_id", "first_seen"))
+        self.conn.execute(
+            f"INSERT INTO models ({', '.join(_MODEL_COLUMNS)}) VALUES ({', '.join('?' * len(_MODEL_COLUMNS))}) "
+            f"ON CONFLICT (repo_id) DO UPDATE SET {updates}",
+            [values[c] for c in _MODEL_COLUMNS],
+        )
+
+    @_translated
+    def get_model(self, repo_id: str) -> ModelRecord | None:
+        rows = list(self.db.query("SELECT * FROM models WHERE repo_id = ?", [repo_id]))
+        return ModelRecord.from_row(rows[0]) if rows else None
+
+    # ---- fingerprints --------------------------------------------------------------------
+
+    def add_fingerprint(self, repo_id: str, sha: str, fp: Fingerprint) -> tuple[int, bool]:
+        """Store ``fp`` as (repo_id, sha, fp.version); returns (id, created). Same triple again: no-op."""
+        return self.add_rows([FingerprintRow.from_fingerprint(repo_id, sha, fp)])[0]
+
+    @_translated
+    def add_rows(self, rows: list[FingerprintRow], now: datetime | None = None) -> list[tuple[int, bool]]:
+        """Store prepared rows in one transaction; (id, created) per row, in order."""
+        stamp = utc_iso(now)
+        out: list[tuple[int, bool]] = []
+        with transaction(self.conn):
+            for row in rows:
+                cur = self.conn.execute(
+                    "INSERT OR IGNORE INTO fingerprints (repo_id, sha, version, created_at, blob, bytes_read, "
+                    "vocab_hash, shape_family, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (row.repo_id, row.sha, row.version, stamp, row.blob, row.bytes_read, row.vocab_hash,
+                     row.shape_family, row.sketch_bytes()),
+                )
+                if cur.rowcount == 0:
+                    existing = self.conn.execute(
+                        "SELECT id FROM fingerprints WHERE repo_id = ? AND sha = ? AND version = ?",
+                        (row.repo_id, row.sha, row.version),
+                    ).fetchone()
+                    out.append((existing[0], False))
+                    continue
+                fid = cur.lastrowid
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO index_keys (kind, value, fingerprint_id) VALUES (?, ?, ?)",
+                    [(kind, value, fid) for kind, value in row.keys],
+                )
+                if row.vocab_hash:
+                    self._add_vocabulary(row)
+                out.append((fid, True))
+        return out
+
+    def _add_vocabulary(self, row: FingerprintRow) -> None:
+        known = self.conn.execute("SELECT tokens IS NULL FROM vocabularies WHERE vocab_hash = ?", (row.vocab_hash,)).fetchone()
+        tokens = compress_tokens(row.vocab_tokens) if row.vocab_tokens and (known is None or known[0]) else None
+        if known is None:
+            self.conn.execute(
+                "INSERT INTO vocabularies (vocab_hash, size, minhash, tokens) VALUES (?, ?, ?, ?)",
+                (row.vocab_hash, row.vocab_size, minhash_to_bytes(row.minhash), tokens),
+            )
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO lsh_bands (band, bucket, vocab_hash) VALUES (?, ?, ?)",
+                [(band, bucket, row.vocab_hash) for band, bucket in row.lsh_buckets()],
+            )
+        elif tokens is not None:
+            self.conn.execute("UPDATE vocabularies SET tokens = ? WHERE vocab_hash = ?", (tokens, row.vocab_hash))
+
+    @_translated
+    def find_fingerprint(self, repo_id: str, sha: str | None = None,
+                         version: int = FINGERPRINT_VERSION) -> StoredFingerprint | None:
+        """The fingerprint of ``repo_id`` at ``sha`` (the newest stored revision when sha is None)."""
+        if sha is None:
+            row = self.conn.execute(
+                f"SELECT {_FP_COLUMNS} FROM fingerprints WHERE repo_id = ? AND version = ? ORDER BY id DESC LIMIT 1",
+                (repo_id, version),
+            ).fetchone()
+        else:
+            row = self.conn.execute(
+                f"SELECT {_FP_COLUMNS} FROM fingerprints WHERE repo_id = ? AND sha = ? AND version = ?",
+                (repo_id, sha, version),
+            ).fetchone()
+        return StoredFingerprint(*row) if row else None
+
+    @_translated
+    def get_fingerprint(self, fingerprint_id: int) -> StoredFingerprint:
+        row = self.conn.execute(f"SELECT {_FP_COLUMNS} FROM fingerprints WHERE id = ?", (fingerprint_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"database {self.path} has no fingerprint with id {fingerprint_id}")
+        return StoredFingerprint(*row)
+
+    @_translated
+    def load_fingerprint(self, fingerprint_id: int) -> Fingerprint:
+        """The full Fingerprint (vocabulary included when stored), for exact comparison."""
+        row = self.conn.execute("SELECT blob, vocab_hash FROM fingerprints WHERE id = ?", (fingerprint_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"database {self.path} has no fingerprint with id {fingerprint_id}")
+        vocab = self.vocabulary(row[1]) if row[1] else None
+        return Fingerprint.from_blob(row[0], vocab=vocab)
+
+    @_translated
+    def vocabulary(self, vocab_hash: str) -> list[str] | None:
+        row = self.conn.execute("SELECT tokens FROM vocabularies WHERE vocab_hash = ?", (vocab_hash,)).fetchone()
+        return decompress_tokens(row[0]) if row and row[0] is not None else None
+
+    # ---- candidate search ----------------------------------------------------------------
+
+    @_translated
+    def candidates(self, fp: Fingerprint, limit: int = DEFAULT_CANDIDATES,
+                   exclude_repo: str | None = None) -> list[Candidate]:
+        """Stored fingerprints worth comparing exactly with ``fp``, best first, one per repo.
+
+        Sources: exact index keys (identical files or sampled values, tokenizer, rare special
+        tokens, structure, architecture), MinHash LSH over vocabularies, and the nearest sketch
+        vectors in ``fp``'s shape family. Order: identity evidence first, then sketch cosine,
+        then vocabulary similarity.
+        """
+        found: dict[int, Candidate] = {}
+        jaccards: dict[int, float] = {}
+
+        def propose(fid: int, reason: str) -> None:
+            cand = found.setdefault(fid, Candidate(fid, "", ""))
+            if reason not in cand.reasons:
+                cand.reasons.append(reason)
+
+        for kind, value in fp.index_keys():
+            for (fid,) in self.conn.execute(
+                "SELECT fingerprint_id FROM index_keys WHERE kind = ? AND value = ? ORDER BY fingerprint_id LIMIT ?",
+                (kind, value, KEY_FANOUT_LIMIT),
+            ):
+                propose(fid, f"key:{kind}")
+        for vocab_hash, jaccard in self._similar_vocabularies(fp):
+            for (fid,) in self.conn.execute(
+                "SELECT id FROM fingerprints WHERE vocab_hash = ? ORDER BY id LIMIT ?", (vocab_hash, KEY_FANOUT_LIMIT),
+            ):
+                propose(fid, "lsh")
+                jaccards[fid] = max(jaccard, jaccards.get(fid, 0.0))
+        family, sketch = fp.shape_family(), fp.sketch_vector()
+        has_sketch = family != "none" and bool(sketch.any())
+        if has_sketch:
+            for fid, _ in self.vectors.search(self.conn, family, sketch, max(VECTOR_NEIGHBOURS, 2 * limit)):
+                propose(fid, "vector")
+        if not found:
+            return []
+        self._fill_candidates(found, family if has_sketch else None, sketch, jaccards)
+        best: dict[str, Candidate] = {}
+        for cand in sorted(found.values(), key=_candidate_rank):
+            if cand.repo_id == exclude_repo:
+                continue
+            if cand.repo_id in best:
+                merged = best[cand.repo_id]
+                merged.reasons += [r for r in cand.reasons if r not in merged.reasons]
+            else:
+                best[cand.repo_id] = cand
+        return list(best.values())[:limit]
+
+    def _similar_vocabularies(self, fp: Fingerprint) -> list[tuple[str, float]]:
+        tok = fp.tokenizer
+        if tok is None or not tok.minhash:
+            return []
+        probe = FingerprintRow(repo_id="", sha="", version=0, blob=b"", bytes_read=0, shape_family="",
+                               keys=[], sketch=None, minhash=list(tok.minhash))
+        buckets = probe.lsh_buckets()
+        if not buckets:
+            return []
+        clause = " OR ".join("(band = ? AND bucket = ?)" for _ in buckets)
+        params = [v for pair in buckets for v in pair]
+        hashes = {r[0] for r in self.conn.execute(f"SELECT DISTINCT vocab_hash FROM lsh_bands WHERE {clause}", params)}
+        hashes.discard(tok.vocab_hash)  # identical vocabularies already came through the exact key
+        if not hashes:
+            return []
+        mine = np.asarray(tok.minhash, dtype=np.uint64)
+        scored = []
+        for vocab_hash, raw in self.conn.execute(
+            f"SELECT vocab_hash, minhash FROM vocabularies WHERE vocab_hash IN ({', '.join('?' * len(hashes))})",
+            sorted(hashes),
+        ):
+            jaccard = estimated_jaccard(mine, minhash_from_bytes(raw))
+            if jaccard >= LSH_MIN_JACCARD:
+                scored.append((vocab_hash, jaccard))
+        scored.sort(key=lambda item: -item[1])
+        return scored[:LSH_VOCAB_LIMIT]
+
+    def _fill_candidates(self, found: dict[int, Candidate], family: str | None, sketch: np.ndarray,
+                         jaccards: dict[int, float]) -> None:
+        ids = sorted(found)
+        if family is not None:
+            self.vectors.refresh(self.conn, family)
+        for start in range(0, len(ids), 500):  # SQLite's default limit on host parameters is 999+
+            chunk = ids[start:start + 500]
+            for fid, repo_id, sha in self.conn.execute(
+                f"SELECT id, repo_id, sha FROM fingerprints WHERE id IN ({', '.join('?' * len(chunk))})", chunk,
+            ):
+                cand = found[fid]
+                cand.repo_id, cand.sha = repo_id, sha
+                cand.vocab_jaccard = jaccards.get(fid)
+                if family is not None:
+                    cand.cosine = self.vectors.cosine(family, sketch, fid)
+
+    # ---- matches -------------------------------------------------------------------------
+
+    @_translated
+    def record_match(self, fingerprint_a: int, fingerprint_b: int, comparison: Comparable,
+                     now: datetime | None = None) -> int:
+        """Record (or refresh) the comparison of A (earlier/reference) with B; ``found_at`` stays the first time."""
+        evidence = json.dumps(comparison.to_dict(), ensure_ascii=False, default=str)
+        self.conn.execute(
+            "INSERT INTO matches (fingerprint_a, fingerprint_b, verdict, confidence, score, kinds, evidence, found_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint_a, fingerprint_b) DO UPDATE SET "
+            "verdict = excluded.verdict, confidence = excluded.confidence, score = excluded.score, "
+            "kinds = excluded.kinds, evidence = excluded.evidence",
+            (fingerprint_a, fingerprint_b, comparison.verdict, float(comparison.confidence), float(comparison.score),
+             json.dumps(list(comparison.kinds)), evidence, utc_iso(now)),
+        )
+        return self.conn.execute(
+            "SELECT id FROM matches WHERE fingerprint_a = ? AND fingerprint_b = ?", (fingerprint_a, fingerprint_b),
+        ).fetchone()[0]
+
+    @_translated
+    def matches_for(self, fingerprint_id: int) -> list[MatchRecord]:
+        rows = self.conn.execute(
+            "SELECT id, fingerprint_a, fingerprint_b, verdict, confidence, score, kinds, evidence, found_at FROM matches "
+            "WHERE fingerprint_a = ? OR fingerprint_b = ? ORDER BY id", (fingerprint_id, fingerprint_id),
+        ).fetchall()
+        return [MatchRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), r[8]) for r in rows]
+
+    # ---- alert outbox (state machine in store/outbox.py) ---------------------------------
+
+    @_translated
+    def enqueue_alert(self, dedupe_key: str, payload: dict, now: datetime | None = None) -> bool:
+        return outbox.enqueue_alert(self.conn, dedupe_key, payload, now)
+
+    @_translated
+    def claim_pending_alerts(self, limit: int, now: datetime | None = None,
+                             lease: timedelta = outbox.DEFAULT_LEASE) -> list[Alert]:
+        return outbox.claim_pending_alerts(self.conn, limit, now, lease)
+
+    @_translated
+    def mark_delivered(self, alert_id: int, delivery_ref: str | None = None, now: datetime | None = None) -> bool:
+        return outbox.mark_delivered(self.conn, alert_id, delivery_ref, now)
+
+    @_translated
+    def mark_failed(self, alert_id: int, claim_token: str, error: str, retry_at: datetime | None,
+                    max_attempts: int = outbox.MAX_ATTEMPTS) -> str | None:
+        return outbox.mark_failed(self.conn, alert_id, claim_token, error, retry_at, max_attempts)
+
+    @_translated
+    def get_alert(self, alert_id: int) -> Alert | None:
+        return outbox.get_alert(self.conn, alert_id)
+
+    @_translated
+    def alert_counts(self) -> dict[str, int]:
+        return outbox.alert_counts(self.conn)
+
+    # ---- poll cursors --------------------------------------------------------------------
+
+    @_translated
+    def get_cursor(self, feed: str) -> dict[str, str | None] | None:
+        """{"cursor", "last_seen", "updated_at"} of ``feed``, or None before its first poll."""
+        row = self.conn.execute("SELECT cursor, last_seen, updated_at FROM poll_cursors WHERE feed = ?", (feed,)).fetchone()
+        return {"cursor": row[0], "last_seen": row[1], "updated_at": row[2]} if row else None
+
+    @_translated
+    def set_cursor(self, feed: str, cursor: str | None, last_seen: str | None = None,
+                   now: datetime | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO poll_cursors (feed, cursor, last_seen, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (feed) "
+            "DO UPDATE SET cursor = excluded.cursor, last_seen = excluded.last_seen, updated_at = excluded.updated_at",
+            (feed, cursor, last_seen, utc_iso(now)),
+        )
+
+    # ---- watch list ----------------------------------------------------------------------
+
+    @_translated
+    def add_watch(self, kind: str, value: str, added_by: str | None = None, note: str | None = None,
+                  now: datetime | None = None) -> bool:
+        """Add a reference repo or a watched author; False when already listed."""
+        if kind not in WATCH_KINDS:
+            raise StoreError(f"watch list kind must be one of {', '.join(WATCH_KINDS)}, not {kind!r}")
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO watch_list (kind, value, added_by, note, added_at) VALUES (?, ?, ?, ?, ?)",
+            (kind, value, added_by, note, utc_iso(now)),
+        )
+        return cur.rowcount == 1
+
+    @_translated
+    def remove_watch(self, kind: str, value: str) -> bool:
+        return self.conn.execute("DELETE FROM watch_list WHERE kind = ? AND value = ?", (kind, value)).rowcount == 1
+
+    @_translated
+    def watch_list(self, kind: str | None = None) -> list[WatchEntry]:
+        sql = "SELECT kind, value, added_by, note, added_at FROM watch_list"
+        rows = self.conn.execute(sql + (" WHERE kind = ?" if kind else "") + " ORDER BY kind, value",
+                                 (kind,) if kind else ()).fetchall()
+        return [WatchEntry(*r) for r in rows]
+
+    # ---- counters and status -------------------------------------------------------------
+
+    @_translated
+    def bump(self, name: str, by: int = 1, now: datetime | None = None) -> int:
+        self.conn.execute(
+            "INSERT INTO counters (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) "
+            "DO UPDATE SET value = value + excluded.value, updated_at = excluded.updated_at",
+            (name, by, utc_iso(now)),
+        )
+        return self.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    @_translated
+    def set_status(self, name: str, text: str, now: datetime | None = None) -> None:
+        """A status value such as the time of the last poll or the last error message."""
+        self.conn.execute(
+            "INSERT INTO counters (name, text_value, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) "
+            "DO UPDATE SET text_value = excluded.text_value, updated_at = excluded.updated_at",
+            (name, text, utc_iso(now)),
+        )
+
+    @_translated
+    def counters(self) -> dict[str, dict[str, Any]]:
+        return {r["name"]: r for r in self.db.query("SELECT name, value, text_value, updated_at FROM counters ORDER BY name")}
+
+    def _scalar(self, sql: str) -> Any:
+        return self.conn.execute(sql).fetchone()[0]
+
+    # ---- stats ---------------------------------------------------------------------------
+
+    @_translated
+    def stats(self) -> dict[str, Any]:
+        families = self.conn.execute(
+            "SELECT shape_family, count(*) FROM fingerprints GROUP BY shape_family ORDER BY count(*) DESC, shape_family"
+        ).fetchall()
+        count = self._scalar
+        page_size = count("PRAGMA page_size")
+        return {
+            "path": self.path,
+            "schema_version": self.schema_version(),
+            "latest_schema_version": latest_version(),
+            "bytes": count("PRAGMA page_count") * page_size,
+            "models": self.db["models"].count,
+            "fingerprints": count("SELECT count(*) FROM fingerprints"),
+            "repos_fingerprinted": count("SELECT count(DISTINCT repo_id) FROM fingerprints"),
+            "vocabularies": count("SELECT count(*) FROM vocabularies"),
+            "index_keys": count("SELECT count(*) FROM index_keys"),
+            "lsh_bands": count("SELECT count(*) FROM lsh_bands"),
+            "matches": count("SELECT count(*) FROM matches"),
+            "alerts": self.alert_counts(),
+            "watch_list": count("SELECT count(*) FROM watch_list"),
+            "shape_families": dict(families),
+        }
+
+
+def _candidate_rank(cand: Candidate) -> tuple:
+    return (
+        not cand.identity_evidence,
+        -(cand.cosine if cand.cosine is not None else -2.0),
+        -(cand.vocab_jaccard or 0.0),
+        cand.fingerprint_id,
+    )
