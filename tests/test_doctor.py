@@ -134,11 +134,28 @@ def test_store_problems(capsys, env, tmp_path):
     assert code == 2 and "does not exist" in lines["store"]
 
 
-def test_existing_database_opens(capsys, env, tmp_path):
-    with sqlite3.connect(tmp_path / "hubwatch.db") as conn:
+def test_existing_database_opens_untouched(capsys, env, tmp_path):
+    db = tmp_path / "hubwatch.db"
+    with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE t (x)")
+    before = db.read_bytes()
     code, lines, _ = doctor(capsys, "--quick")
     assert code == 0 and lines["store"].startswith("OK") and "(1 tables" in lines["store"]
+    assert db.read_bytes() == before  # doctor never migrates or writes
+
+
+def test_schema_from_a_newer_hubwatch_fails(capsys, env, tmp_path):
+    migrations = pytest.importorskip("store.migrations")
+    latest = migrations.latest_version()
+    with sqlite3.connect(tmp_path / "hubwatch.db") as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT, applied_at TEXT)")
+        conn.execute("INSERT INTO schema_migrations VALUES (?, 'future', '2099-01-01')", (latest + 1,))
+    code, lines, _ = doctor(capsys, "--quick")
+    assert code == 2 and f"schema version {latest + 1}, newer than the {latest}" in lines["store"]
+    with sqlite3.connect(tmp_path / "hubwatch.db") as conn:
+        conn.execute("UPDATE schema_migrations SET version = 1")
+    code, lines, _ = doctor(capsys, "--quick")
+    assert code == 0 and f"schema 1/{latest}" in lines["store"]
 
 
 def test_quick_skips_network_and_torch(capsys, env, fake_hub):
@@ -186,6 +203,15 @@ def test_odd_tokens_are_flagged(capsys, env):
     assert "not-a-token" not in output
 
 
+def test_database_made_by_the_store_is_current(capsys, env, tmp_path):
+    store = pytest.importorskip("store")
+    with store.Store.open(tmp_path / "hubwatch.db"):
+        pass
+    latest = pytest.importorskip("store.migrations").latest_version()
+    code, lines, _ = doctor(capsys, "--quick")
+    assert code == 0 and f"schema {latest}/{latest})" in lines["store"]
+
+
 # --- the container files agree with the code ---
 
 REPO = Path(__file__).resolve().parent.parent
@@ -214,3 +240,4 @@ def test_container_files_only_set_real_settings():
     assert watcher_env["HUBWATCH_DB"] == "/data/hubwatch.db" and "HUBWATCH_DB=/data/hubwatch.db" in dockerfile
     assert compose["services"]["datasette"]["profiles"] == ["browse"]
     assert "hubwatch-data:/data:ro" in compose["services"]["datasette"]["volumes"]
+

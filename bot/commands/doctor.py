@@ -82,7 +82,7 @@ def check_config_file_secrets(settings: Settings) -> Check | None:
     return Check("OK", "config file", f"{path}" + (" (secrets readable by owner only)" if held else ""))
 
 
-def check_store(settings: Settings, quick: bool) -> Check:
+def check_store(settings: Settings) -> Check:
     path = Path(settings.store.path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -94,34 +94,36 @@ def check_store(settings: Settings, quick: bool) -> Check:
     if not os.access(path, os.R_OK | os.W_OK):
         return Check("FAIL", "store", f"{path} is not readable and writable by this user")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=1.0)
+        # mode=ro: doctor looks, it never creates, migrates or writes the store.
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
         try:
             tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+            schema = _schema_version(conn)
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         return Check("FAIL", "store", f"{path} cannot be opened as SQLite: {exc}")
-    if not quick:
-        failure = _open_with_store_module(path)
-        if failure:
-            return Check("FAIL", "store", failure)
-    return Check("OK", "store", f"{path} opens ({tables} tables, {path.stat().st_size:,} bytes)")
+    opened = f"{path} opens ({tables} tables, {path.stat().st_size:,} bytes"
+    if schema is None:
+        return Check("OK", "store", opened + ")")
+    version, latest = schema
+    if version > latest:
+        return Check("FAIL", "store", f"{path} has schema version {version}, newer than the {latest} this hubwatch "
+                     "knows: upgrade hubwatch")
+    pending = f"; {latest - version} migration(s) run on next start" if version < latest else ""
+    return Check("OK", "store", f"{opened}, schema {version}/{latest}{pending})")
 
 
-def _open_with_store_module(path: Path) -> str | None:
-    """Open through store.Store when the store package provides it: catches migrations it cannot apply."""
+def _schema_version(conn: sqlite3.Connection) -> tuple[int, int] | None:
+    """(applied, latest known) schema versions, read without migrating; None without the store package."""
     try:
-        from store import Store  # type: ignore[attr-defined]
+        from store.migrations import latest_version
     except ImportError:
         return None
-    try:
-        opened = Store.open(str(path))
-        closer = getattr(opened, "close", None)
-        if closer:
-            closer()
-    except Exception as exc:  # doctor reports whatever the store says, bug or bad file alike
-        return f"{path}: {exc}"
-    return None
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
+    applied = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] if has_table else None
+    return int(applied or 0), latest_version()
 
 
 def check_hub_token(settings: Settings) -> Check:
@@ -235,7 +237,7 @@ def check_watcher_health(settings: Settings, quick: bool) -> Check | None:
 def run_checks(settings: Settings, quick: bool) -> list[Check]:
     checks = [check_unknown_env(os.environ)]
     checks += [c for c in (check_config_file_secrets(settings),) if c]
-    checks.append(check_store(settings, quick))
+    checks.append(check_store(settings))
     checks.append(check_disk(settings))
     checks.append(check_hub_token(settings))
     checks += check_discord(settings)
