@@ -292,10 +292,6 @@ def _env_name(section: str, f: dataclasses.Field) -> str:
     return f.metadata["env"] or f"{ENV_PREFIX}{section}_{f.name}".upper()
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 @dataclass(frozen=True)
 class SettingDoc:
     key: str  # "section.name", as in the TOML file
@@ -447,7 +443,7 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mappin
         unknown = sorted(set(table) - set(fields))
         if unknown:
             raise ConfigError(f"{path}: unknown key {section}.{unknown[0]}; valid keys in [{section}]: {', '.join(fields)}")
-        types = _field_types(cls)
+        types = typing.get_type_hints(cls)
         values = {}
         for name, f in fields.items():
             key, env_var = f"{section}.{name}", _env_name(section, f)
