@@ -16,6 +16,7 @@ import sys
 from fingerprints.errors import HubwatchError
 
 from . import commands
+from .logging_setup import configure_logging
 
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE from sysexits.h
 
@@ -35,11 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Defaults until a command loads the settings (watch, bot, doctor reconfigure with their
+    # format, level and secrets to redact).
+    configure_logging("text", "DEBUG" if args.debug else "INFO")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         return int(args.func(args) or 0)
     except HubwatchError as exc:
