@@ -9,8 +9,9 @@ from fingerprints.errors import InvalidModelError
 
 from .index import add_db_option, fingerprint_spec, open_store
 
-# Width of the repo column in the table; longer ids are cut with an ellipsis.
+# Column widths of the table; longer values are cut with an ellipsis.
 REPO_COLUMN = 48
+VERDICT_COLUMN = 30
 
 
 def register(sub) -> None:
@@ -27,6 +28,11 @@ def register(sub) -> None:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cut_left(text: str, width: int) -> str:
+    """Keep the end: for a folder path the last components say which model it is."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
 def run(args) -> int:
@@ -46,11 +52,11 @@ def run(args) -> int:
     if not found:
         print("no candidates in the index (add references with `hubwatch index seed` or `hubwatch index add`)")
         return 0
-    print(f"{'':1} {'repo':{REPO_COLUMN}} {'verdict':18} {'score':>6} {'conf':>5}  {'declared':28} created")
+    print(f"{'':1} {'repo':{REPO_COLUMN}} {'verdict':{VERDICT_COLUMN}} {'score':>6} {'conf':>5}  {'declared':28} created")
     for n in found:
         mark = "*" if n.likely_original == "neighbour" else " "
         kinds = f" ({','.join(n.kinds)})" if n.kinds else ""
-        print(f"{mark} {_cut(n.repo_id, REPO_COLUMN):{REPO_COLUMN}} {_cut(n.verdict + kinds, 18):18} "
+        print(f"{mark} {_cut_left(n.repo_id, REPO_COLUMN):{REPO_COLUMN}} {_cut(n.verdict + kinds, VERDICT_COLUMN):{VERDICT_COLUMN}} "
               f"{n.score:6.3f} {n.confidence:5.2f}  {_cut(n.declared, 28):28} {(n.created_at or '?')[:10]}")
     if any(n.likely_original == "query" for n in found):
         print(f"* {got.repo_id} itself is older than its copies listed above: it is the likely original")
