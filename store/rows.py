@@ -15,6 +15,27 @@ from .lsh import band_buckets
 
 
 @dataclass
+class IndexQuery:
+    """What candidate search needs from a fingerprint (no blob, no vocabulary)."""
+
+    keys: list[tuple[str, str]]
+    shape_family: str
+    sketch: np.ndarray | None
+    vocab_hash: str | None
+    minhash: list[int]
+
+    @classmethod
+    def from_fingerprint(cls, fp: Fingerprint) -> IndexQuery:
+        sketch = fp.sketch_vector().astype(np.float32)
+        tok = fp.tokenizer
+        return cls(keys=fp.index_keys(), shape_family=fp.shape_family(), sketch=sketch if sketch.any() else None,
+                   vocab_hash=tok.vocab_hash if tok else None, minhash=list(tok.minhash) if tok else [])
+
+    def lsh_buckets(self) -> list[tuple[int, int]]:
+        return band_buckets(self.minhash) if self.minhash else []
+
+
+@dataclass
 class FingerprintRow:
     repo_id: str
     sha: str
@@ -33,14 +54,12 @@ class FingerprintRow:
     def from_fingerprint(cls, repo_id: str, sha: str, fp: Fingerprint) -> FingerprintRow:
         if not repo_id or not sha:
             raise StoreError("a fingerprint needs a repo id and a revision sha to be stored")
-        sketch = fp.sketch_vector().astype(np.float32)
+        q = IndexQuery.from_fingerprint(fp)
         tok = fp.tokenizer
         return cls(
             repo_id=repo_id, sha=sha, version=fp.version, blob=fp.to_blob(), bytes_read=fp.bytes_read,
-            shape_family=fp.shape_family(), keys=fp.index_keys(),
-            sketch=sketch if sketch.any() else None,
-            vocab_hash=tok.vocab_hash if tok else None, vocab_size=tok.vocab_size if tok else 0,
-            minhash=list(tok.minhash) if tok else [], vocab_tokens=tok.vocab if tok else None,
+            shape_family=q.shape_family, keys=q.keys, sketch=q.sketch, vocab_hash=q.vocab_hash,
+            vocab_size=tok.vocab_size if tok else 0, minhash=q.minhash, vocab_tokens=tok.vocab if tok else None,
         )
 
     def sketch_bytes(self) -> bytes | None:

@@ -19,7 +19,7 @@ from .errors import StoreError
 from .lsh import estimated_jaccard, minhash_from_bytes, minhash_to_bytes
 from .migrations import latest_version, migrate
 from .records import Alert, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry, utc_iso
-from .rows import FingerprintRow, compress_tokens, decompress_tokens
+from .rows import FingerprintRow, IndexQuery, compress_tokens, decompress_tokens
 from .vectors import VectorIndex
 
 # Exact keys shared by thousands of models (one popular vocabulary, one architecture) say little;
@@ -212,14 +212,19 @@ class Store:
 
     # ---- candidate search ----------------------------------------------------------------
 
-    @_translated
     def candidates(self, fp: Fingerprint, limit: int = DEFAULT_CANDIDATES,
                    exclude_repo: str | None = None) -> list[Candidate]:
-        """Stored fingerprints worth comparing exactly with ``fp``, best first, one per repo.
+        """Stored fingerprints worth comparing exactly with ``fp``, best first, one per repo."""
+        return self.search(IndexQuery.from_fingerprint(fp), limit, exclude_repo)
+
+    @_translated
+    def search(self, query: IndexQuery, limit: int = DEFAULT_CANDIDATES,
+               exclude_repo: str | None = None) -> list[Candidate]:
+        """Candidates for ``query``, best first, one per repo.
 
         Sources: exact index keys (identical files or sampled values, tokenizer, rare special
         tokens, structure, architecture), MinHash LSH over vocabularies, and the nearest sketch
-        vectors in ``fp``'s shape family. Order: identity evidence first, then sketch cosine,
+        vectors in the query's shape family. Order: identity evidence first, then sketch cosine,
         then vocabulary similarity.
         """
         found: dict[int, Candidate] = {}
@@ -230,20 +235,20 @@ class Store:
             if reason not in cand.reasons:
                 cand.reasons.append(reason)
 
-        for kind, value in fp.index_keys():
+        for kind, value in query.keys:
             for (fid,) in self.conn.execute(
                 "SELECT fingerprint_id FROM index_keys WHERE kind = ? AND value = ? ORDER BY fingerprint_id LIMIT ?",
                 (kind, value, KEY_FANOUT_LIMIT),
             ):
                 propose(fid, f"key:{kind}")
-        for vocab_hash, jaccard in self._similar_vocabularies(fp):
+        for vocab_hash, jaccard in self._similar_vocabularies(query):
             for (fid,) in self.conn.execute(
                 "SELECT id FROM fingerprints WHERE vocab_hash = ? ORDER BY id LIMIT ?", (vocab_hash, KEY_FANOUT_LIMIT),
             ):
                 propose(fid, "lsh")
                 jaccards[fid] = max(jaccard, jaccards.get(fid, 0.0))
-        family, sketch = fp.shape_family(), fp.sketch_vector()
-        has_sketch = family != "none" and bool(sketch.any())
+        family, sketch = query.shape_family, query.sketch
+        has_sketch = family != "none" and sketch is not None
         if has_sketch:
             for fid, _ in self.vectors.search(self.conn, family, sketch, max(VECTOR_NEIGHBOURS, 2 * limit)):
                 propose(fid, "vector")
@@ -261,22 +266,17 @@ class Store:
                 best[cand.repo_id] = cand
         return list(best.values())[:limit]
 
-    def _similar_vocabularies(self, fp: Fingerprint) -> list[tuple[str, float]]:
-        tok = fp.tokenizer
-        if tok is None or not tok.minhash:
-            return []
-        probe = FingerprintRow(repo_id="", sha="", version=0, blob=b"", bytes_read=0, shape_family="",
-                               keys=[], sketch=None, minhash=list(tok.minhash))
-        buckets = probe.lsh_buckets()
+    def _similar_vocabularies(self, query: IndexQuery) -> list[tuple[str, float]]:
+        buckets = query.lsh_buckets()
         if not buckets:
             return []
         clause = " OR ".join("(band = ? AND bucket = ?)" for _ in buckets)
         params = [v for pair in buckets for v in pair]
         hashes = {r[0] for r in self.conn.execute(f"SELECT DISTINCT vocab_hash FROM lsh_bands WHERE {clause}", params)}
-        hashes.discard(tok.vocab_hash)  # identical vocabularies already came through the exact key
+        hashes.discard(query.vocab_hash)  # identical vocabularies already came through the exact key
         if not hashes:
             return []
-        mine = np.asarray(tok.minhash, dtype=np.uint64)
+        mine = np.asarray(query.minhash, dtype=np.uint64)
         scored = []
         for vocab_hash, raw in self.conn.execute(
             f"SELECT vocab_hash, minhash FROM vocabularies WHERE vocab_hash IN ({', '.join('?' * len(hashes))})",
@@ -288,7 +288,7 @@ class Store:
         scored.sort(key=lambda item: -item[1])
         return scored[:LSH_VOCAB_LIMIT]
 
-    def _fill_candidates(self, found: dict[int, Candidate], family: str | None, sketch: np.ndarray,
+    def _fill_candidates(self, found: dict[int, Candidate], family: str | None, sketch: np.ndarray | None,
                          jaccards: dict[int, float]) -> None:
         ids = sorted(found)
         if family is not None:
