@@ -1,0 +1,234 @@
+"""Senders: post an alert to a Discord webhook (httpx), or print it on the console.
+
+``DiscordWebhookSender.send`` makes one delivery: it retries within itself what is worth retrying
+now (429 with a short ``retry_after``, 5xx, timeouts, dropped connections; capped exponential
+backoff) and returns a ``DeliveryResult``; it never raises for an HTTP outcome. Only a 2xx counts
+as delivered. A 4xx other than 429 is permanent (deleted webhook, invalid body): retrying cannot
+fix it.
+
+Exactly-once: Execute Webhook has no idempotency key (webhook.mdx lists no ``nonce``; only the
+bot-token Create Message has ``nonce`` + ``enforce_nonce``, and that deduplicates only "in the past
+few minutes"). So a retry after an *ambiguous* failure (a read timeout or dropped connection
+after the body was sent, a 5xx from a proxy in front of a Discord that did post) can post twice;
+each message carries the outbox nonce in its footer so a duplicate can be recognised. Failures
+before the request left (connect errors, 429s, 4xx) are never ambiguous.
+
+The webhook URL holds a secret token: it never appears in a log line or an error text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
+
+import httpx
+
+from ..logging_setup import redact
+from .limits import FILE_MAX_BYTES
+from .model import Alert
+from .render import PLOT_FILENAME, render_console, render_discord_payload
+
+log = logging.getLogger("hubwatch.alerts")
+
+# An Execute Webhook answer normally takes well under a second; 10 s is discord.py's and most
+# clients' order of magnitude and bounds how long a cycle waits on a hung Discord.
+DEFAULT_TIMEOUT_S = 10.0
+# discord.py's webhook adapter makes 5 attempts per request; we do the same within one send.
+DEFAULT_MAX_ATTEMPTS = 5
+# Backoff between retries of a 5xx/timeout: base * 2**(attempt-1), capped. discord.py sleeps
+# 1 + 2*attempt (1, 3, 5, 7 s); doubling from 1 s caps at 16 s by the 5th attempt.
+DEFAULT_BACKOFF_BASE_S = 1.0
+DEFAULT_BACKOFF_CAP_S = 16.0
+# A 429 asking for a longer wait than this ends the send: the outbox reschedules the alert at
+# retry_after instead of the watcher sleeping through a cycle. Webhook buckets reset within ~2 s
+# (5 requests / 2 s per webhook, discord-api-docs issue #367), so 30 s is only hit by a global
+# limit or a Cloudflare ban.
+DEFAULT_MAX_INLINE_WAIT_S = 30.0
+# Discord's error text is for a human; its "errors" tree on a 400 can be large.
+ERROR_TEXT_MAX = 300
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    message_id: str | None = None
+    # True when retrying cannot help (4xx other than 429): the outbox marks the alert failed.
+    permanent: bool = False
+    error: str | None = None
+    # Seconds the server asked us to wait before the next try (429), when the send gave up on it.
+    retry_after: float | None = None
+    # True when the last failure may have happened after Discord posted the message.
+    ambiguous: bool = False
+    attempts: int = 0
+
+
+class AlertSender(Protocol):
+    def send(self, alert: Alert, nonce: str | None = None) -> DeliveryResult: ...
+
+
+class ConsoleSender:
+    """Prints each alert (the default when HUBWATCH_DISCORD_WEBHOOK is unset)."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream
+
+    def send(self, alert: Alert, nonce: str | None = None) -> DeliveryResult:
+        out = self.stream or sys.stdout
+        out.write(render_console(alert, [f"alert id {nonce}"] if nonce else []) + "\n\n")
+        out.flush()
+        return DeliveryResult(delivered=True, attempts=1)
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _json_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _discord_error(response: httpx.Response) -> str:
+    body = _json_body(response)
+    message = body.get("message") if isinstance(body.get("message"), str) else response.reason_phrase
+    code = f" (code {body['code']})" if isinstance(body.get("code"), int) else ""
+    details = f": {json.dumps(body['errors'], separators=(',', ':'))}" if isinstance(body.get("errors"), dict) else ""
+    return f"Discord answered {response.status_code}{code}: {message}{details}"[:ERROR_TEXT_MAX]
+
+
+class DiscordWebhookSender:
+    """Posts alerts to one Discord webhook. Not thread-safe: one sender per delivery loop."""
+
+    def __init__(self, url: str, client: httpx.Client | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_base: float = DEFAULT_BACKOFF_BASE_S,
+                 backoff_cap: float = DEFAULT_BACKOFF_CAP_S, max_inline_wait: float = DEFAULT_MAX_INLINE_WAIT_S,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._url = url
+        self._post_url = httpx.URL(url).copy_merge_params({"wait": "true"})
+        self._own_client = client is None
+        self._client = client or httpx.Client(follow_redirects=False)
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_inline_wait = max_inline_wait
+        self._sleep = sleep
+        self._clock = clock
+        # Monotonic time before which the next request must not start (X-RateLimit-Remaining: 0).
+        self._not_before = 0.0
+
+    @property
+    def redacted_url(self) -> str:
+        return redact(self._url, [self._url.rstrip("/").rsplit("/", 1)[-1]])
+
+    def close(self) -> None:
+        if self._own_client:
+            self._client.close()
+
+    def __enter__(self) -> DiscordWebhookSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self._url, self._url.rstrip("/").rsplit("/", 1)[-1]])
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+
+    def _request_kwargs(self, alert: Alert, nonce: str | None) -> dict[str, Any]:
+        png = alert.plot_png
+        if png is not None and len(png) > FILE_MAX_BYTES:
+            note = (f"evidence plot left out: {len(png) / 2**20:.1f} MiB is over Discord's "
+                    f"{FILE_MAX_BYTES // 2**20} MiB upload limit")
+            return {"json": render_discord_payload(alert, nonce=nonce, plot_attached=False, notes=[note])}
+        payload = render_discord_payload(alert, nonce=nonce)
+        if png is None:
+            return {"json": payload}
+        # Uploading Files: non-file params go in payload_json, the file in files[0]; the
+        # attachments entry with id 0 names it for the embed's attachment:// reference.
+        return {"data": {"payload_json": json.dumps(payload, ensure_ascii=False)},
+                "files": {"files[0]": (PLOT_FILENAME, png, "image/png")}}
+
+    def _pace(self) -> None:
+        wait = self._not_before - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+
+    def _note_rate_limit(self, response: httpx.Response) -> None:
+        """Honour X-RateLimit-Remaining: 0 by holding the next request until the bucket resets."""
+        if response.headers.get("x-ratelimit-remaining") != "0":
+            return
+        reset_after = _seconds(response.headers.get("x-ratelimit-reset-after"))
+        if reset_after is None:
+            reset_at = _seconds(response.headers.get("x-ratelimit-reset"))
+            reset_after = max(0.0, reset_at - time.time()) if reset_at is not None else None
+        if reset_after is not None:
+            self._not_before = max(self._not_before, self._clock() + min(reset_after, self.max_inline_wait))
+
+    def send(self, alert: Alert, nonce: str | None = None) -> DeliveryResult:
+        kwargs = self._request_kwargs(alert, nonce)
+        error, ambiguous, retry_after = "no attempt made", False, None
+        for attempt in range(1, self.max_attempts + 1):
+            self._pace()
+            try:
+                response = self._client.post(self._post_url, timeout=self.timeout, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never reached Discord: safe to retry.
+                error, ambiguous, retry_after = f"cannot connect to Discord: {exc}", False, None
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                # The body may have been received and posted before the connection failed.
+                error, ambiguous, retry_after = f"no answer from Discord: {type(exc).__name__} {exc}", True, None
+            else:
+                self._note_rate_limit(response)
+                if response.is_success:
+                    message_id = _json_body(response).get("id")
+                    return DeliveryResult(delivered=True, message_id=str(message_id) if message_id else None,
+                                          attempts=attempt)
+                if response.status_code == 429:
+                    body = _json_body(response)
+                    retry_after = _seconds(body.get("retry_after"))
+                    if retry_after is None:
+                        retry_after = _seconds(response.headers.get("retry-after")) or self._backoff(attempt)
+                    scope = response.headers.get("x-ratelimit-scope") or ("global" if body.get("global") else "user")
+                    error, ambiguous = f"rate limited by Discord ({scope}); retry after {retry_after:.2f} s", False
+                    if retry_after > self.max_inline_wait or attempt == self.max_attempts:
+                        break
+                    log.info("alert delivery rate limited", extra={"webhook": self.redacted_url,
+                                                                    "retry_after": retry_after})
+                    self._sleep(retry_after)
+                    continue
+                if response.is_server_error:
+                    error, ambiguous, retry_after = _discord_error(response), True, None
+                else:
+                    error = self._redact(_discord_error(response))
+                    log.warning("alert delivery refused", extra={"webhook": self.redacted_url, "error": error})
+                    return DeliveryResult(delivered=False, permanent=True, error=error, attempts=attempt)
+            error = self._redact(error)
+            log.info("alert delivery attempt failed", extra={"webhook": self.redacted_url, "attempt": attempt,
+                                                             "error": error})
+            if attempt < self.max_attempts:
+                self._sleep(self._backoff(attempt))
+        return DeliveryResult(delivered=False, error=self._redact(error), retry_after=retry_after,
+                              ambiguous=ambiguous, attempts=attempt)
+
+
+def make_sender(webhook_url: str | None, client: httpx.Client | None = None) -> AlertSender:
+    """The Discord sender when a webhook URL is configured, else the console."""
+    return DiscordWebhookSender(webhook_url, client) if webhook_url else ConsoleSender()

@@ -1,0 +1,426 @@
+"""A fake Discord Execute Webhook endpoint on loopback, for tests and demos.
+
+What it reproduces (discord-api-docs webhook.mdx, message.mdx, reference.mdx, topics/rate-limits.mdx):
+- ``POST /api/webhooks/{id}/{token}`` and ``/api/v{n}/webhooks/{id}/{token}``, JSON or
+  multipart (``payload_json`` + ``files[n]``); 204 without ``wait``, 200 + message with ``wait=true``;
+- 404 ``{"message": "Unknown Webhook", "code": 10015}`` for a wrong id or token;
+- 400 ``{"code": 50035, "message": "Invalid Form Body", "errors": {...}}`` when a payload breaks a
+  documented limit (content 2000, 10 embeds, title 256, description 4096, 25 fields, field name
+  256 / value 1024, footer 2048, author 256, 6000 in total; allowed_mentions types; attachment
+  references); 50006 for an empty message; 50109 for invalid JSON; 413 (40005) for a file over 10 MiB;
+- ``X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket`` on every answer and a per-webhook
+  fixed-window limit (5 requests / 2 s by default, the community-reported webhook limit);
+  a 429 carries ``retry_after`` in the body, ``Retry-After``, ``X-RateLimit-Scope`` and ``Via``;
+- scripted failures: the next N requests answer 429, or another status (5xx, 401...), or hang past the client's timeout
+  (before or after the message is posted).
+Accepted messages are recorded (payload, attachments) for assertions.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hashlib
+import itertools
+import json
+import math
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from bot.alerts.limits import (ATTACHMENT_IMAGE_SUFFIXES, AUTHOR_NAME_MAX, CONTENT_MAX, DESCRIPTION_MAX, EMBEDS_MAX,
+                               EMBEDS_TOTAL_MAX, FIELD_NAME_MAX, FIELD_VALUE_MAX, FIELDS_MAX, FILE_MAX_BYTES,
+                               FOOTER_TEXT_MAX, MENTION_TYPES, TITLE_MAX, discord_len, embed_text_length)
+
+WEBHOOK_PATH = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>\d+)/(?P<token>[^/]+)/?$")
+# Same shape as real ones (discord.py's Webhook.from_url regex: 17-20 digit id, 60+ char token).
+DEFAULT_WEBHOOK_ID = "112233445566778899"
+DEFAULT_TOKEN = "fake-token-" + "x" * 60
+# Community-reported per-webhook limit (discord-api-docs issue #367): 5 requests per 2 s.
+DEFAULT_RATE_LIMIT = 5
+DEFAULT_RATE_WINDOW_S = 2.0
+# Discord's epoch for snowflakes (reference.mdx "Snowflakes").
+DISCORD_EPOCH_MS = 1420070400000
+# A request body larger than this is refused unread; 10 MiB per file plus the JSON part.
+MAX_BODY_BYTES = 2 * FILE_MAX_BYTES
+
+
+@dataclass
+class ReceivedMessage:
+    id: str
+    payload: dict[str, Any]
+    # files[n] field name -> (filename, content type, bytes)
+    attachments: dict[str, tuple[str, str, bytes]]
+    wait: bool
+
+    @property
+    def embeds(self) -> list[dict[str, Any]]:
+        return self.payload.get("embeds") or []
+
+
+@dataclass
+class ScriptedFailure:
+    kind: str  # "429" | "status" | "hang"
+    status: int = 429
+    body: dict[str, Any] | None = None
+    retry_after: float = 0.2
+    scope: str = "user"
+    seconds: float = 0.0
+    # For "hang": post the message first, then stall (Discord did the work; the answer is lost).
+    after_accept: bool = False
+
+
+@dataclass
+class RequestRecord:
+    path: str
+    status: int
+    at: float
+
+
+@dataclass
+class _Bucket:
+    window_start: float = 0.0
+    used: int = 0
+
+
+class _InvalidBody(Exception):
+    def __init__(self, status: int, body: dict[str, Any]):
+        super().__init__(body.get("message"))
+        self.status = status
+        self.body = body
+
+
+def _form_error(errors: dict[str, Any]) -> _InvalidBody:
+    return _InvalidBody(400, {"code": 50035, "message": "Invalid Form Body", "errors": errors})
+
+
+def _leaf(code: str, message: str) -> dict[str, Any]:
+    return {"_errors": [{"code": code, "message": message}]}
+
+
+def _nest(path: list[str], leaf: dict[str, Any]) -> dict[str, Any]:
+    for key in reversed(path):
+        leaf = {key: leaf}
+    return leaf
+
+
+def _max_len(path: list[str], limit: int) -> _InvalidBody:
+    return _form_error(_nest(path, _leaf("BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")))
+
+
+def _check_text(value: Any, path: list[str], limit: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _form_error(_nest(path, _leaf("BASE_TYPE_STRING", "Must be a string.")))
+    if discord_len(value) > limit:
+        raise _max_len(path, limit)
+
+
+def _check_url(value: Any, path: list[str], attachments: set[str]) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _form_error(_nest(path, _leaf("BASE_TYPE_STRING", "Must be a string.")))
+    if value.startswith("attachment://"):
+        name = value.removeprefix("attachment://")
+        if not name.lower().endswith(ATTACHMENT_IMAGE_SUFFIXES) or name not in attachments:
+            raise _form_error(_nest(path, _leaf("URL_TYPE_INVALID_URL", "Not a well formed URL.")))
+        return
+    if urlsplit(value).scheme not in ("http", "https") or any(c.isspace() for c in value):
+        raise _form_error(_nest(path, _leaf("URL_TYPE_INVALID_URL", "Not a well formed URL.")))
+
+
+def _check_embed(embed: Any, i: int, attachments: set[str]) -> None:
+    at = ["embeds", str(i)]
+    if not isinstance(embed, dict):
+        raise _form_error(_nest(at, _leaf("MODEL_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")))
+    _check_text(embed.get("title"), [*at, "title"], TITLE_MAX)
+    _check_text(embed.get("description"), [*at, "description"], DESCRIPTION_MAX)
+    _check_url(embed.get("url"), [*at, "url"], attachments)
+    fields = embed.get("fields") or []
+    if not isinstance(fields, list) or len(fields) > FIELDS_MAX:
+        raise _form_error(_nest([*at, "fields"], _leaf("BASE_TYPE_MAX_LENGTH", f"Must be {FIELDS_MAX} or fewer in length.")))
+    for j, f in enumerate(fields):
+        fat = [*at, "fields", str(j)]
+        if not isinstance(f, dict) or not f.get("name") or not f.get("value"):
+            raise _form_error(_nest(fat, _leaf("BASE_TYPE_REQUIRED", "This field is required")))
+        _check_text(f.get("name"), [*fat, "name"], FIELD_NAME_MAX)
+        _check_text(f.get("value"), [*fat, "value"], FIELD_VALUE_MAX)
+    for part, key, limit in (("footer", "text", FOOTER_TEXT_MAX), ("author", "name", AUTHOR_NAME_MAX)):
+        sub = embed.get(part)
+        if sub is not None:
+            if not isinstance(sub, dict):
+                raise _form_error(_nest([*at, part], _leaf("MODEL_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")))
+            _check_text(sub.get(key), [*at, part, key], limit)
+    for part in ("image", "thumbnail"):
+        sub = embed.get(part)
+        if isinstance(sub, dict):
+            _check_url(sub.get("url"), [*at, part, "url"], attachments)
+
+
+def validate_payload(payload: Any, attachments: dict[str, tuple[str, str, bytes]]) -> None:
+    """Raise _InvalidBody unless ``payload`` (+ uploaded files) is a message Discord would accept."""
+    if not isinstance(payload, dict):
+        raise _InvalidBody(400, {"code": 50109, "message": "The request body contains invalid JSON."})
+    for _, _, data in attachments.values():
+        if len(data) > FILE_MAX_BYTES:
+            raise _InvalidBody(413, {"code": 40005, "message": "Request entity too large"})
+    filenames = {filename for filename, _, _ in attachments.values()}
+    _check_text(payload.get("content"), ["content"], CONTENT_MAX)
+    embeds = payload.get("embeds") or []
+    if not isinstance(embeds, list) or len(embeds) > EMBEDS_MAX:
+        raise _form_error({"embeds": _leaf("BASE_TYPE_MAX_LENGTH", f"Must be {EMBEDS_MAX} or fewer in length.")})
+    for i, embed in enumerate(embeds):
+        _check_embed(embed, i, filenames)
+    total = sum(embed_text_length(e) for e in embeds)
+    if total > EMBEDS_TOTAL_MAX:
+        raise _form_error({"embeds": _leaf("MAX_EMBED_SIZE_EXCEEDED",
+                                           f"Embed size exceeds maximum size of {EMBEDS_TOTAL_MAX}")})
+    mentions = payload.get("allowed_mentions")
+    if mentions is not None:
+        parse = mentions.get("parse", []) if isinstance(mentions, dict) else None
+        if not isinstance(parse, list) or any(p not in MENTION_TYPES for p in parse):
+            raise _form_error({"allowed_mentions": {"parse": _leaf("ENUM_TYPE_COERCE", "Value must be one of "
+                                                                   f"{', '.join(MENTION_TYPES)}.")}})
+    if not (payload.get("content") or embeds or attachments or payload.get("components") or payload.get("poll")):
+        raise _InvalidBody(400, {"code": 50006, "message": "Cannot send an empty message"})
+
+
+def _parse_multipart(content_type: str, body: bytes) -> tuple[Any, dict[str, tuple[str, str, bytes]]]:
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise _InvalidBody(400, {"code": 50109, "message": "The request body contains invalid JSON."})
+    payload: Any = {}
+    files: dict[str, tuple[str, str, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if name == "payload_json":
+            payload = _json(data)
+        elif isinstance(name, str) and re.fullmatch(r"files\[\d+\]", name):
+            files[name] = (part.get_filename() or name, part.get_content_type(), data)
+    return payload, files
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _InvalidBody(400, {"code": 50109, "message": "The request body contains invalid JSON."}) from exc
+
+
+class FakeDiscordWebhook:
+    """Run with ``with FakeDiscordWebhook() as fake: ... fake.url ...``."""
+
+    def __init__(self, webhook_id: str = DEFAULT_WEBHOOK_ID, token: str = DEFAULT_TOKEN,
+                 rate_limit: int = DEFAULT_RATE_LIMIT, rate_window: float = DEFAULT_RATE_WINDOW_S,
+                 host: str = "127.0.0.1"):
+        self.webhook_id = webhook_id
+        self.token = token
+        self.rate_limit = rate_limit
+        self.rate_window = rate_window
+        self.host = host
+        self.messages: list[ReceivedMessage] = []
+        self.requests: list[RequestRecord] = []
+        self._script: deque[ScriptedFailure] = deque()
+        self._bucket = _Bucket()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> FakeDiscordWebhook:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                fake._handle(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: tests assert on ``fake.requests`` instead of stderr."""
+
+        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-discord", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeDiscordWebhook:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the fake Discord webhook is not running")
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/api/webhooks/{self.webhook_id}/{self.token}"
+
+    # ---- scripting -------------------------------------------------------------------------
+
+    def respond_429(self, count: int = 1, retry_after: float = 0.2, scope: str = "user") -> None:
+        with self._lock:
+            self._script.extend(ScriptedFailure("429", 429, retry_after=retry_after, scope=scope) for _ in range(count))
+
+    def fail_next(self, count: int = 1, status: int = 502, body: dict[str, Any] | None = None) -> None:
+        """The next ``count`` requests answer ``status`` (a 5xx outage, or a 4xx such as 401/403)."""
+        with self._lock:
+            self._script.extend(ScriptedFailure("status", status, body=body) for _ in range(count))
+
+    def hang(self, count: int = 1, seconds: float = 1.0, after_accept: bool = False) -> None:
+        with self._lock:
+            self._script.extend(ScriptedFailure("hang", 504, seconds=seconds, after_accept=after_accept)
+                                for _ in range(count))
+
+    def statuses(self) -> list[int]:
+        with self._lock:
+            return [r.status for r in self.requests]
+
+    # ---- request handling ------------------------------------------------------------------
+
+    def _rate_headers(self, now: float) -> dict[str, str]:
+        b = self._bucket
+        reset_after = max(0.0, b.window_start + self.rate_window - now)
+        return {
+            "X-RateLimit-Limit": str(self.rate_limit),
+            "X-RateLimit-Remaining": str(max(0, self.rate_limit - b.used)),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": hashlib.sha1(self.webhook_id.encode()).hexdigest()[:16],
+        }
+
+    def _take_token(self, now: float) -> bool:
+        b = self._bucket
+        if now >= b.window_start + self.rate_window:
+            b.window_start, b.used = now, 0
+        if b.used >= self.rate_limit:
+            return False
+        b.used += 1
+        return True
+
+    def _record(self, handler: BaseHTTPRequestHandler, status: int) -> None:
+        self.requests.append(RequestRecord(urlsplit(handler.path).path, status, time.monotonic()))
+
+    def _send(self, handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any] | None,
+              headers: dict[str, str]) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        try:
+            handler.send_response(status)
+            for k, v in headers.items():
+                handler.send_header(k, v)
+            if body is not None:
+                handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (its timeout) before we answered: exactly what a hang simulates.
+            pass
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            with self._lock:
+                self._record(handler, 413)
+            self._send(handler, 413, {"code": 40005, "message": "Request entity too large"}, {})
+            return
+        body = handler.rfile.read(length)
+        match = WEBHOOK_PATH.match(parts.path)
+        with self._lock:
+            now = time.monotonic()
+            if not match or match["id"] != self.webhook_id or match["token"] != self.token:
+                self._record(handler, 404)
+                status, answer, headers, failure = 404, {"message": "Unknown Webhook", "code": 10015}, {}, None
+            else:
+                failure = self._script.popleft() if self._script else None
+                status, answer, headers = self._answer(handler, body, parts.query, now, failure)
+        if failure is not None and failure.kind == "hang":
+            time.sleep(failure.seconds)
+        self._send(handler, status, answer, headers)
+
+    def _answer(self, handler: BaseHTTPRequestHandler, body: bytes, query: str, now: float,
+                failure: ScriptedFailure | None) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
+        """Decide the answer (called with the lock held)."""
+        if failure is not None and failure.kind == "429":
+            self._record(handler, 429)
+            # A real 429's bucket headers agree with its retry_after.
+            headers = {**self._rate_headers(now), "X-RateLimit-Remaining": "0",
+                       "X-RateLimit-Reset-After": f"{failure.retry_after:.3f}",
+                       "X-RateLimit-Reset": f"{time.time() + failure.retry_after:.3f}",
+                       "Retry-After": str(max(1, math.ceil(failure.retry_after))),
+                       "X-RateLimit-Scope": failure.scope, "Via": "1.1 google"}
+            if failure.scope == "global":
+                headers["X-RateLimit-Global"] = "true"
+            return 429, {"message": "You are being rate limited.", "retry_after": failure.retry_after,
+                         "global": failure.scope == "global"}, headers
+        if failure is not None and failure.kind == "status":
+            self._record(handler, failure.status)
+            return failure.status, failure.body or {"message": "Server error", "code": 0}, {}
+        if not self._take_token(now):
+            self._record(handler, 429)
+            retry_after = round(max(0.001, self._bucket.window_start + self.rate_window - now), 3)
+            headers = {**self._rate_headers(now), "Retry-After": str(max(1, math.ceil(retry_after))),
+                       "X-RateLimit-Scope": "user", "Via": "1.1 google"}
+            return 429, {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}, headers
+        headers = self._rate_headers(now)
+        try:
+            content_type = handler.headers.get("Content-Type") or ""
+            if content_type.startswith("multipart/form-data"):
+                payload, files = _parse_multipart(content_type, body)
+            else:
+                payload, files = _json(body), {}
+            validate_payload(payload, files)
+        except _InvalidBody as exc:
+            self._record(handler, exc.status)
+            return exc.status, exc.body, headers
+        wait = parse_qs(query).get("wait", ["false"])[-1].lower() == "true"
+        if failure is not None and failure.kind == "hang" and not failure.after_accept:
+            self._record(handler, failure.status)
+            return failure.status, {"message": "Gateway timeout", "code": 0}, headers
+        # A hang "after accept" posts here and stalls in _handle: Discord did the work, the answer is lost.
+        message = self._accept(payload, files, wait)
+        self._record(handler, 200 if wait else 204)
+        return (200, message, headers) if wait else (204, None, headers)
+
+    def _accept(self, payload: dict[str, Any], files: dict[str, tuple[str, str, bytes]],
+                wait: bool) -> dict[str, Any]:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        message_id = str((ms << 22) | next(self._ids))
+        self.messages.append(ReceivedMessage(message_id, payload, files, wait))
+        return {
+            "id": message_id,
+            "type": 0,
+            "channel_id": "998877665544332211",
+            "webhook_id": self.webhook_id,
+            "author": {"id": self.webhook_id, "username": payload.get("username") or "Captain Hook", "bot": True},
+            "content": payload.get("content") or "",
+            "embeds": payload.get("embeds") or [],
+            "attachments": [{"id": str(i), "filename": f[0], "size": len(f[2]), "content_type": f[1]}
+                            for i, f in enumerate(files.values())],
+            "mentions": [],
+            "mention_roles": [],
+            "mention_everyone": False,
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+        }
