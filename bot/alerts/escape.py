@@ -23,13 +23,11 @@ _MENTION = re.compile(r"@(everyone|here|[!&]?[0-9]{17,20})", re.IGNORECASE)
 ZERO_WIDTH_SPACE = "\u200b"
 
 
-def strip_controls(text: str, keep_newlines: bool = False) -> str:
-    """Remove control and format characters (ANSI escapes, bidi overrides, NUL); tabs become spaces."""
+def strip_controls(text: str) -> str:
+    """Remove control and format characters (newlines, ANSI escapes, bidi overrides, NUL); tabs become spaces."""
     out = []
     for ch in text:
-        if ch == "\n" and keep_newlines:
-            out.append(ch)
-        elif ch == "\t":
+        if ch == "\t":
             out.append(" ")
         elif unicodedata.category(ch) not in ("Cc", "Cf"):
             out.append(ch)
@@ -38,11 +36,7 @@ def strip_controls(text: str, keep_newlines: bool = False) -> str:
 
 def escape_discord(text: str) -> str:
     """``text`` shown literally in a Discord embed: no formatting, no links, no pings, one line."""
-    text = strip_controls(text).replace("\n", " ")
+    text = strip_controls(text.replace("\n", " "))
     text = _LEADING_DASH.sub(r"\1\\-", _MARKDOWN_CHARS.sub(r"\\\1", text))
     return _MENTION.sub("@" + ZERO_WIDTH_SPACE + r"\1", text)
 
-
-def clean_console(text: str) -> str:
-    """``text`` safe to print on a terminal, newlines kept."""
-    return strip_controls(text, keep_newlines=True)

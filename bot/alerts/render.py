@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .escape import clean_console, escape_discord, strip_controls
+from .escape import escape_discord, strip_controls
 from .limits import DESCRIPTION_MAX, EMBEDS_TOTAL_MAX, TITLE_MAX, discord_len, embed_text_length
 from .model import Alert, RepoRef
 
@@ -29,6 +29,7 @@ EVIDENCE_LINE_MAX = 300
 LIST_FIELD_MAX = 600
 TEXT_FIELD_MAX = 400
 FOOTER_BUDGET = 120
+EMPTY_TEXT = "(empty)"
 # A real repo URL is ~130 characters; a longer one (a hostile id, percent-quoted) is shown unlinked
 # so that a field stays under FIELD_VALUE_MAX.
 URL_MAX = 512
@@ -77,7 +78,7 @@ def _safe_url(url: str) -> str | None:
 
 
 def _repo_link(repo: RepoRef) -> str:
-    name = fit_text(repo.repo_id, REPO_ID_DISPLAY_MAX)
+    name = fit_text(repo.repo_id, REPO_ID_DISPLAY_MAX).strip() or EMPTY_TEXT
     url = _safe_url(repo.url)
     return f"[{name}]({url})" if url else name
 
@@ -118,6 +119,11 @@ def _fields(alert: Alert, notes: Iterable[str]) -> list[dict[str, Any]]:
     notes = [escape_discord(n) for n in notes]
     if notes:
         fields.append({"name": "Note", "value": fit_lines(notes, TEXT_FIELD_MAX), "inline": False})
+    for f in fields:
+        # Discord refuses an empty (or whitespace-only) field value; hostile text can be all
+        # control characters, which escaping removes.
+        if not f["value"].strip():
+            f["value"] = EMPTY_TEXT
     return fields
 
 
@@ -181,4 +187,5 @@ def render_console(alert: Alert, notes: Iterable[str] = ()) -> str:
     if alert.evidence:
         lines.append("  evidence:")
         lines.extend(f"    - {e}" for e in alert.evidence)
-    return clean_console("\n".join(line for line in lines if line is not None))
+    # Per line: a newline inside a repo id must not forge a line of its own.
+    return "\n".join(strip_controls(line) for line in lines if line is not None)

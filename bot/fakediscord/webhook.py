@@ -149,7 +149,8 @@ def _check_embed(embed: Any, i: int, attachments: set[str]) -> None:
         raise _form_error(_nest([*at, "fields"], _leaf("BASE_TYPE_MAX_LENGTH", f"Must be {FIELDS_MAX} or fewer in length.")))
     for j, f in enumerate(fields):
         fat = [*at, "fields", str(j)]
-        if not isinstance(f, dict) or not f.get("name") or not f.get("value"):
+        # Discord trims whitespace before checking, so "  " is as empty as "".
+        if not isinstance(f, dict) or not str(f.get("name") or "").strip() or not str(f.get("value") or "").strip():
             raise _form_error(_nest(fat, _leaf("BASE_TYPE_REQUIRED", "This field is required")))
         _check_text(f.get("name"), [*fat, "name"], FIELD_NAME_MAX)
         _check_text(f.get("value"), [*fat, "value"], FIELD_VALUE_MAX)
