@@ -1,0 +1,293 @@
+"""The watcher: poll Hub feeds, fingerprint new revisions, alert on undeclared copies.
+
+One cycle of a feed:
+1. list the feed's models (newest by creation time, trending, recently modified);
+2. skip every (repo, sha) already fingerprinted — the store is the dedupe memory, so restarts
+   and overlapping feeds never redo work;
+3. fingerprint the rest concurrently (network-bound; ``feeds.concurrency`` at a time);
+4. in this thread, store each model and fingerprint, find its nearest stored models, and for the
+   strongest match decide with ``bot.policy`` whether it is an undeclared copy; alerts go to the
+   SQLite outbox, never straight to Discord;
+5. drain the outbox (``bot.alerts.delivery``): delivered exactly once across retries and restarts.
+
+SQLite connections are not shared across threads: every job opens its own ``Store``.
+All durable state (seen revisions, cursors, outbox, counters) lives in the store; the scheduler's
+job store is in memory and rebuilt at start with fixed ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Protocol
+
+from fingerprints.compare import compare_fingerprints
+from fingerprints.engine import fingerprint_model
+from fingerprints.errors import HubwatchError
+from fingerprints.model import Fingerprint
+from fingerprints.plot import render_comparison_png
+from fingerprints.reader import RangeReader
+from store.nearest import nearest
+from store.records import ModelRecord
+from store.store import Store
+
+from .alerts.delivery import deliver_pending
+from .alerts.discord_webhook import AlertSender
+from .alerts.model import Alert, RepoRef
+from .logging_setup import CycleSummary, log_cycle_summary
+from .metrics import Metrics
+from .policy import ALERTING_VERDICTS, ModelFacts, decide_alert
+from .settings import SEVERITIES, Settings
+
+log = logging.getLogger("hubwatch.watcher")
+
+# Feed name -> the Hub's sort key for /api/models (always descending).
+FEED_SORTS = {"newest": "createdAt", "trending": "trendingScore", "last_modified": "lastModified"}
+# What a listing entry must carry to skip a model_info call: the commit, dates, card lineage.
+LIST_EXPAND = ["author", "sha", "createdAt", "lastModified", "downloads", "likes", "trendingScore", "tags",
+               "library_name", "pipeline_tag", "cardData", "gated", "private", "disabled"]
+NEIGHBOURS = 5
+# Declared lineage is followed this many hops through the store (a card declaring a fine-tune of
+# X declares X too).
+ANCESTOR_DEPTH = 3
+# The outbox is drained this often between polls, so a Discord outage retry does not wait for
+# the next poll of a slow feed.
+DELIVERY_INTERVAL_S = 15
+# Payload key of the evidence PNG (kept beside the alert JSON, which excludes it).
+PLOT_KEY = "plot_png_base64"
+
+
+class Hub(Protocol):
+    """What the watcher needs from the Hub (bot.hub.HubClient through HubFeedAdapter)."""
+
+    def list_models(self, *, sort: str, limit: int, expand: list[str]) -> Iterable[dict[str, Any]]: ...
+
+    def reader(self, repo_id: str, sha: str) -> RangeReader: ...
+
+
+@dataclass
+class Fingerprinted:
+    record: ModelRecord
+    fingerprint: Fingerprint | None
+    error: str | None = None
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _facts(record: ModelRecord) -> ModelFacts:
+    return ModelFacts(repo_id=record.repo_id, sha=record.sha, author=record.author,
+                      created_at=_parse_time(record.created_at), license=record.license,
+                      declared_base_models=tuple(record.base_models))
+
+
+class Watcher:
+    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender, metrics: Metrics | None = None,
+                 open_store: Callable[[], Store] | None = None):
+        self.settings = settings
+        self.hub = hub
+        self.sender = sender
+        self.metrics = metrics or Metrics()
+        self.open_store = open_store or (lambda: Store.open(settings.store.path))
+        self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
+
+    # ---- one feed --------------------------------------------------------------------------
+
+    def poll_feed(self, feed: str) -> CycleSummary:
+        started = time.monotonic()
+        summary = CycleSummary(feed=feed)
+        store = self.open_store()
+        try:
+            try:
+                listing = list(self.hub.list_models(sort=FEED_SORTS[feed], expand=LIST_EXPAND,
+                                                    limit=self.settings.feeds.max_models_per_cycle))
+            except HubwatchError as exc:
+                summary.errors += 1
+                self.metrics.record_error(exc)
+                store.set_status("last_error", f"{feed}: {exc}")
+                log.warning("feed listing failed", extra={"feed": feed, "error": str(exc)})
+                return self._finish(store, summary, started)
+            records = [r for r in (ModelRecord.from_api(d) for d in listing) if r.repo_id and r.sha]
+            summary.models_seen = len(records)
+            new = [r for r in records if store.find_fingerprint(r.repo_id, r.sha) is None]
+            summary.new_revisions = len(new)
+            for r in records:
+                store.upsert_model(r)
+            for item in self._fingerprint_all(new):
+                self._ingest(store, item, summary)
+            newest = max((r.created_at for r in records if r.created_at), default=None)
+            if newest:
+                store.set_cursor(feed, None, newest)
+            delivered = self.deliver(store)
+            summary.alerts_delivered = delivered
+            store.set_status(f"last_poll:{feed}", datetime.now(timezone.utc).isoformat())
+            return self._finish(store, summary, started)
+        finally:
+            store.close()
+
+    def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
+        summary.duration_s = round(time.monotonic() - started, 3)
+        self.metrics.observe_cycle(summary)
+        self.metrics.outbox_depth.set(store.alert_counts().get("pending", 0))
+        log_cycle_summary(summary)
+        return summary
+
+    def _fingerprint_one(self, record: ModelRecord) -> Fingerprinted:
+        try:
+            return Fingerprinted(record, fingerprint_model(self.hub.reader(record.repo_id, record.sha),
+                                                           budget=self.settings.limits.tensor_bytes))
+        except HubwatchError as exc:
+            return Fingerprinted(record, None, str(exc))
+
+    def _fingerprint_all(self, records: list[ModelRecord]) -> Iterable[Fingerprinted]:
+        if not records:
+            return []
+        with ThreadPoolExecutor(max_workers=self.settings.feeds.concurrency) as pool:
+            return list(pool.map(self._fingerprint_one, records))
+
+    # ---- one model -------------------------------------------------------------------------
+
+    def _ingest(self, store: Store, item: Fingerprinted, summary: CycleSummary) -> None:
+        record, fp = item.record, item.fingerprint
+        if fp is None:
+            summary.errors += 1
+            store.bump("fingerprint_errors")
+            store.set_status("last_error", f"{record.repo_id}@{record.sha}: {item.error}")
+            log.warning("fingerprint failed", extra={"repo": record.repo_id, "sha": record.sha, "error": item.error})
+            return
+        fid, created = store.add_fingerprint(record.repo_id, record.sha, fp)
+        if not created:
+            return
+        summary.fingerprinted += 1
+        summary.bytes_read += fp.bytes_read
+        store.bump("models_fingerprinted")
+        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record)
+        match = next((n for n in neighbours if n.verdict in ALERTING_VERDICTS), None)
+        if match is None:
+            return
+        source_fp = store.load_fingerprint(match.fingerprint_id)
+        comparison = compare_fingerprints(source_fp, fp)
+        store.record_match(match.fingerprint_id, fid, comparison)
+        source = store.get_model(match.repo_id) or ModelRecord(repo_id=match.repo_id, sha=match.sha)
+        decision = decide_alert(
+            _facts(record), _facts(source), comparison.verdict, comparison.confidence,
+            declared_ancestors=frozenset(self._ancestors(store, record.base_models)),
+            alert_on_declared=self.settings.alerts.on_declared_derivatives,
+        )
+        log.info("match", extra={"repo": record.repo_id, "source": source.repo_id, "verdict": comparison.verdict,
+                                 "alert": decision.alert, "reason": decision.reason})
+        if not decision.alert or SEVERITIES.index(decision.severity) < self.min_severity:
+            return
+        alert = Alert(
+            suspect=RepoRef.on_hub(record.repo_id, self.settings.hub.endpoint, record.sha, _parse_time(record.created_at)),
+            source=RepoRef.on_hub(source.repo_id, self.settings.hub.endpoint, source.sha, _parse_time(source.created_at)),
+            severity=decision.severity, verdict=comparison.verdict, confidence=min(1.0, comparison.confidence),
+            score=min(1.0, max(0.0, comparison.score)), kinds=tuple(comparison.kinds), reason=decision.reason,
+            declared_base_models=tuple(record.base_models), lineage_declared=decision.declared,
+            license_conflict=decision.license_conflict, evidence=tuple(comparison.evidence),
+        )
+        payload = alert.to_dict()
+        payload[PLOT_KEY] = base64.b64encode(render_comparison_png(comparison)).decode("ascii")
+        if store.enqueue_alert(alert.key, payload):
+            summary.alerts_enqueued += 1
+            store.bump("alerts_enqueued")
+
+    @staticmethod
+    def _ancestors(store: Store, bases: list[str]) -> set[str]:
+        seen: set[str] = set()
+        frontier = list(bases)
+        for _ in range(ANCESTOR_DEPTH):
+            nxt = []
+            for repo in frontier:
+                rec = store.get_model(repo)
+                for parent in rec.base_models if rec else []:
+                    if parent not in seen:
+                        seen.add(parent)
+                        nxt.append(parent)
+            frontier = nxt
+        return seen
+
+    # ---- delivery --------------------------------------------------------------------------
+
+    def deliver(self, store: Store | None = None) -> int:
+        own = store is None
+        store = store or self.open_store()
+        try:
+            report = deliver_pending(store, self.sender, load_plot=_plot_of)
+            if report.delivered:
+                store.bump("alerts_delivered", report.delivered)
+            self.metrics.alerts_failed.inc(report.failed)
+            return report.delivered
+        finally:
+            if own:
+                store.close()
+
+    def deliver_job(self) -> None:
+        try:
+            self.metrics.alerts_delivered.inc(self.deliver())
+        except HubwatchError as exc:
+            self.metrics.record_error(exc)
+            log.warning("alert delivery failed", extra={"error": str(exc)})
+
+    def poll_job(self, feed: str) -> None:
+        try:
+            self.poll_feed(feed)
+        except HubwatchError as exc:  # a store failure: report, keep the schedule alive
+            self.metrics.record_error(exc)
+            log.error("poll failed", extra={"feed": feed, "error": str(exc)})
+
+    # ---- scheduling ------------------------------------------------------------------------
+
+    def enabled_feeds(self) -> list[tuple[str, int]]:
+        f = self.settings.feeds
+        feeds = [("newest", f.newest_enabled, f.newest_interval_s), ("trending", f.trending_enabled, f.trending_interval_s),
+                 ("last_modified", f.last_modified_enabled, f.last_modified_interval_s)]
+        return [(name, interval) for name, enabled, interval in feeds if enabled]
+
+    def run_once(self) -> list[CycleSummary]:
+        return [self.poll_feed(feed) for feed, _ in self.enabled_feeds()]
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        # APScheduler 3.11's AsyncIOScheduler must start inside the running loop.
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+        now = datetime.now(timezone.utc)
+        for feed, interval in self.enabled_feeds():
+            scheduler.add_job(self.poll_job, IntervalTrigger(seconds=interval, jitter=self.settings.feeds.jitter_s),
+                              args=[feed], id=f"poll-{feed}", replace_existing=True, misfire_grace_time=interval,
+                              next_run_time=now)
+        scheduler.add_job(self.deliver_job, IntervalTrigger(seconds=DELIVERY_INTERVAL_S), id="deliver",
+                          replace_existing=True, misfire_grace_time=DELIVERY_INTERVAL_S)
+        scheduler.start()
+        log.info("watching", extra={"feeds": ",".join(f for f, _ in self.enabled_feeds()),
+                                    "store": self.settings.store.path, "hub": self.settings.hub.endpoint})
+        try:
+            await stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+
+
+def _plot_of(row) -> bytes | None:
+    encoded = row.payload.get(PLOT_KEY) if isinstance(row.payload, dict) else None
+    return base64.b64decode(encoded) if encoded else None
