@@ -252,7 +252,9 @@ class FakeDiscordWebhook:
 
         self._server = ThreadingHTTPServer((self.host, 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-discord", daemon=True)
+        # A short poll interval makes stop() (and so each test) fast; the default is 0.5 s.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-discord", daemon=True)
         self._thread.start()
         return self
 

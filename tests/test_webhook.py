@@ -1,0 +1,429 @@
+"""Discord webhook delivery against the loopback fake: limits, multipart, 429/5xx/timeouts,
+permanent errors, pacing, token secrecy, and the outbox delivery loop (exactly one post per alert)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.alerts.delivery import deliver_pending, retry_delay
+from bot.alerts.discord_webhook import DiscordWebhookSender
+from bot.alerts.limits import FILE_MAX_BYTES
+from bot.alerts.model import Alert, RepoRef
+from bot.alerts.render import PLOT_FILENAME, render_discord_payload
+from bot.fakediscord import FakeDiscordWebhook
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def make_alert(n: int = 0, plot: bytes | None = None) -> Alert:
+    return Alert(
+        suspect=RepoRef.on_hub(f"copier/model-{n}", "http://hub.test", sha=f"{n:040x}", created_at=NOW),
+        source=RepoRef.on_hub("org/original", "http://hub.test", created_at=NOW - timedelta(days=300)),
+        severity="high", verdict="identical", confidence=1.0, score=1.0,
+        reason="undeclared identical from org/original", evidence=("same sha256 for every weight file",),
+        created_at=NOW, plot_png=plot,
+    )
+
+
+@pytest.fixture
+def fake():
+    with FakeDiscordWebhook() as server:
+        yield server
+
+
+def quick_sender(url: str, **kw) -> DiscordWebhookSender:
+    options = dict(timeout=2.0, backoff_base=0.02, backoff_cap=0.1)
+    options.update(kw)
+    return DiscordWebhookSender(url, **options)
+
+
+def footer(message) -> str:
+    return message.embeds[0]["footer"]["text"]
+
+
+# ---- the fake itself ----------------------------------------------------------------------------
+
+def test_fake_answers_like_discord(fake):
+    payload = render_discord_payload(make_alert())
+    with httpx.Client() as client:
+        no_wait = client.post(fake.url, json=payload)
+        assert no_wait.status_code == 204 and no_wait.content == b""
+        for key in ("Limit", "Remaining", "Reset", "Reset-After", "Bucket"):
+            assert f"x-ratelimit-{key.lower()}" in no_wait.headers
+        v10 = fake.url.replace("/api/webhooks/", "/api/v10/webhooks/") + "?wait=true"
+        waited = client.post(v10, json=payload)
+        assert waited.status_code == 200 and waited.json()["id"] == fake.messages[1].id
+        wrong = client.post(fake.url[:-1] + "y", json=payload)
+        assert wrong.status_code == 404 and wrong.json() == {"message": "Unknown Webhook", "code": 10015}
+        assert client.post(fake.url, content=b"{nope", headers={"Content-Type": "application/json"}).json()["code"] == 50109
+        assert client.post(fake.url, json={"embeds": []}).json()["code"] == 50006
+    assert len(fake.messages) == 2
+
+
+@pytest.mark.parametrize("mutate, path", [
+    (lambda p: p["embeds"][0].update(title="t" * 257), ["embeds", "0", "title"]),
+    (lambda p: p["embeds"][0].update(description="d" * 4097), ["embeds", "0", "description"]),
+    (lambda p: p["embeds"][0].update(fields=[{"name": "n", "value": "v"}] * 26), ["embeds", "0", "fields"]),
+    (lambda p: p["embeds"][0]["fields"][0].update(value="v" * 1025), ["embeds", "0", "fields", "0", "value"]),
+    (lambda p: p["embeds"][0]["fields"][0].update(name="n" * 257), ["embeds", "0", "fields", "0", "name"]),
+    (lambda p: p["embeds"][0]["fields"][0].update(value="   "), ["embeds", "0", "fields", "0"]),
+    (lambda p: p["embeds"][0].update(footer={"text": "f" * 2049}), ["embeds", "0", "footer", "text"]),
+    (lambda p: p["embeds"][0].update(author={"name": "a" * 257}), ["embeds", "0", "author", "name"]),
+    (lambda p: p["embeds"][0].update(description="d" * 4000, fields=[{"name": "n", "value": "v" * 1000}] * 3),
+     ["embeds"]),
+    (lambda p: p.update(embeds=p["embeds"] * 11), ["embeds"]),
+    (lambda p: p.update(content="c" * 2001), ["content"]),
+    (lambda p: p.update(allowed_mentions={"parse": ["everybody"]}), ["allowed_mentions", "parse"]),
+    (lambda p: p["embeds"][0].update(image={"url": "attachment://missing.png"}), ["embeds", "0", "image", "url"]),
+    (lambda p: p["embeds"][0].update(url="javascript:alert(1)"), ["embeds", "0", "url"]),
+])
+def test_fake_rejects_payloads_over_the_documented_limits(fake, mutate, path):
+    payload = render_discord_payload(make_alert())
+    mutate(payload)
+    answer = httpx.post(fake.url, json=payload)
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["code"] == 50035 and body["message"] == "Invalid Form Body"
+    node = body["errors"]
+    for key in path:
+        node = node[key]
+    assert node["_errors"][0]["code"]
+    assert fake.messages == []
+
+
+def test_fake_refuses_a_file_over_10_mib(fake):
+    payload = render_discord_payload(make_alert(plot=PNG))
+    answer = httpx.post(fake.url, data={"payload_json": json.dumps(payload)},
+                        files={"files[0]": (PLOT_FILENAME, b"\0" * (FILE_MAX_BYTES + 1), "image/png")})
+    assert answer.status_code == 413 and answer.json()["code"] == 40005
+
+
+def test_fake_rate_limits_each_webhook_with_discords_429_shape():
+    with FakeDiscordWebhook(rate_limit=2, rate_window=5.0) as fake, httpx.Client() as client:
+        payload = render_discord_payload(make_alert())
+        first, second, third = (client.post(fake.url, json=payload) for _ in range(3))
+    assert (first.status_code, second.status_code, third.status_code) == (204, 204, 429)
+    assert first.headers["x-ratelimit-remaining"] == "1" and second.headers["x-ratelimit-remaining"] == "0"
+    body = third.json()
+    assert 0 < body["retry_after"] <= 5.0 and body["global"] is False
+    assert third.headers["via"] == "1.1 google" and third.headers["x-ratelimit-scope"] == "user"
+    assert int(third.headers["retry-after"]) >= 1
+    assert len(fake.messages) == 2
+
+
+# ---- the sender -----------------------------------------------------------------------------------
+
+def test_json_delivery_records_the_message_id(fake):
+    result = quick_sender(fake.url).send(make_alert(), nonce="nonce-1")
+    assert result.delivered and not result.permanent and result.attempts == 1
+    [message] = fake.messages
+    assert result.message_id == message.id and message.wait
+    assert message.attachments == {} and "nonce-1" in footer(message)
+    assert message.payload["allowed_mentions"] == {"parse": []}
+
+
+def test_plot_goes_as_multipart_png(fake):
+    result = quick_sender(fake.url).send(make_alert(plot=PNG))
+    assert result.delivered
+    [message] = fake.messages
+    assert message.attachments == {"files[0]": (PLOT_FILENAME, "image/png", PNG)}
+    assert message.embeds[0]["image"] == {"url": f"attachment://{PLOT_FILENAME}"}
+    assert message.payload["attachments"][0]["filename"] == PLOT_FILENAME
+
+
+def test_plot_over_10_mib_is_dropped_and_said_so(fake):
+    result = quick_sender(fake.url).send(make_alert(plot=b"\0" * (FILE_MAX_BYTES + 1)))
+    assert result.delivered
+    [message] = fake.messages
+    assert message.attachments == {} and "image" not in message.embeds[0]
+    note = message.embeds[0]["fields"][-1]
+    assert note["name"] == "Note" and "10 MiB upload limit" in note["value"]
+
+
+def test_429_then_success_honours_retry_after(fake):
+    fake.respond_429(1, retry_after=0.3)
+    started = time.monotonic()
+    result = quick_sender(fake.url).send(make_alert())
+    elapsed = time.monotonic() - started
+    assert result.delivered and result.attempts == 2
+    assert fake.statuses() == [429, 200] and len(fake.messages) == 1
+    assert 0.3 <= elapsed < 1.0  # retry_after (0.3 s), not the whole-second Retry-After header
+
+
+def test_long_429_hands_the_wait_back_to_the_outbox(fake):
+    fake.respond_429(1, retry_after=120.0, scope="global")
+    result = quick_sender(fake.url).send(make_alert())
+    assert not result.delivered and not result.permanent and not result.ambiguous
+    assert result.retry_after == 120.0 and "global" in result.error
+    assert fake.messages == [] and fake.statuses() == [429]
+
+
+def test_5xx_then_success(fake):
+    fake.fail_next(2, status=503)
+    result = quick_sender(fake.url).send(make_alert())
+    assert result.delivered and result.attempts == 3
+    assert fake.statuses() == [503, 503, 200] and len(fake.messages) == 1
+
+
+def test_5xx_past_the_attempts_is_a_transient_failure(fake):
+    fake.fail_next(3, status=502)
+    result = quick_sender(fake.url, max_attempts=3).send(make_alert())
+    assert not result.delivered and not result.permanent and result.ambiguous
+    assert "502" in result.error and fake.messages == []
+
+
+def test_timeout_then_success(fake):
+    fake.hang(1, seconds=1.0)
+    result = quick_sender(fake.url, timeout=0.3).send(make_alert())
+    assert result.delivered and result.attempts == 2
+    assert len(fake.messages) == 1
+
+
+def test_timeout_after_discord_posted_is_the_documented_duplicate_window(fake):
+    """Execute Webhook has no idempotency key: when Discord posts but its answer is lost, the retry
+    posts again. Both copies carry the same nonce so the duplicate is recognisable."""
+    fake.hang(1, seconds=1.0, after_accept=True)
+    result = quick_sender(fake.url, timeout=0.3).send(make_alert(), nonce="n-dup")
+    assert result.delivered and result.attempts == 2
+    assert len(fake.messages) == 2 and {footer(m) for m in fake.messages} == {"hubwatch alert n-dup"}
+
+
+def test_unreachable_discord_is_transient_and_not_ambiguous():
+    with FakeDiscordWebhook() as fake:
+        url = fake.url
+    result = quick_sender(url, max_attempts=2).send(make_alert())
+    assert not result.delivered and not result.permanent and not result.ambiguous
+    assert "cannot connect" in result.error
+
+
+def test_wrong_token_is_permanent_with_discords_message(fake, caplog):
+    url = fake.url[:-4] + "nope"
+    with caplog.at_level(logging.DEBUG, logger="hubwatch.alerts"):
+        result = quick_sender(url).send(make_alert())
+    assert not result.delivered and result.permanent and result.attempts == 1
+    assert result.error == "Discord answered 404 (code 10015): Unknown Webhook"
+    assert fake.statuses() == [404]
+    token = url.rsplit("/", 1)[-1]
+    assert token not in caplog.text and token not in result.error
+
+
+def test_400_is_permanent_and_carries_the_form_errors(fake):
+    errors = {"embeds": {"0": {"title": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "too long"}]}}}}
+    fake.fail_next(1, status=400, body={"code": 50035, "message": "Invalid Form Body", "errors": errors})
+    result = quick_sender(fake.url).send(make_alert())
+    assert result.permanent and not result.delivered
+    assert result.error.startswith("Discord answered 400 (code 50035): Invalid Form Body: ")
+    assert "BASE_TYPE_MAX_LENGTH" in result.error and fake.statuses() == [400]
+
+
+def test_the_token_never_reaches_logs_or_errors(caplog):
+    token = "tok-" + secrets.token_urlsafe(48)
+    with FakeDiscordWebhook(token=token) as fake, caplog.at_level(logging.DEBUG, logger="hubwatch.alerts"):
+        fake.respond_429(1, retry_after=0.05)
+        fake.fail_next(1, status=500)
+        fake.hang(1, seconds=0.6)
+        result = quick_sender(fake.url, timeout=0.2, max_attempts=3).send(make_alert())
+        assert not result.delivered
+        dead_url = fake.url
+    result_down = quick_sender(dead_url, max_attempts=1).send(make_alert())
+    for text in (caplog.text, result.error, result_down.error, repr(result), repr(result_down)):
+        assert token not in text
+    assert "webhook" in caplog.text
+
+
+def test_sender_paces_on_remaining_zero_instead_of_hitting_429():
+    with FakeDiscordWebhook(rate_limit=2, rate_window=0.6) as fake:
+        sender = quick_sender(fake.url)
+        started = time.monotonic()
+        results = [sender.send(make_alert(i)) for i in range(5)]
+        elapsed = time.monotonic() - started
+    assert all(r.delivered for r in results)
+    assert fake.statuses() == [200] * 5  # waited on X-RateLimit-Reset-After, never drew a 429
+    assert elapsed >= 1.1  # two full windows of 0.6 s for five posts at two per window
+
+
+# ---- the delivery loop over an outbox ------------------------------------------------------------
+
+@dataclass
+class Row:
+    id: int
+    nonce: str
+    payload: dict[str, Any]
+    status: str = "pending"
+    attempts: int = 0
+    claim_token: str | None = None
+    lease_until: datetime | None = None
+    next_attempt_at: datetime = NOW
+    last_error: str | None = None
+    delivery_ref: str | None = None
+    resumed: bool = False
+
+
+@dataclass
+class MemoryOutbox:
+    """The outbox Protocol in memory, with store/outbox.py's state machine."""
+
+    lease: timedelta = timedelta(seconds=120)
+    max_attempts: int = 10
+    rows: dict[int, Row] = field(default_factory=dict)
+    delivered_calls: list[int] = field(default_factory=list)
+
+    def add(self, alert: Alert) -> int:
+        alert_id = len(self.rows) + 1
+        self.rows[alert_id] = Row(alert_id, secrets.token_hex(8), alert.to_dict())
+        return alert_id
+
+    def claim_pending_alerts(self, limit: int, now: datetime | None = None) -> list[Row]:
+        due = [r for r in self.rows.values()
+               if (r.status == "pending" and r.next_attempt_at <= now)
+               or (r.status == "sending" and r.lease_until <= now)]
+        claimed = []
+        for r in sorted(due, key=lambda r: (r.next_attempt_at, r.id))[:limit]:
+            r.resumed = r.status == "sending"
+            r.status, r.attempts = "sending", r.attempts + 1
+            r.claim_token, r.lease_until = secrets.token_hex(4), now + self.lease
+            claimed.append(Row(**vars(r)))
+        return claimed
+
+    def mark_delivered(self, alert_id: int, delivery_ref: str | None = None, now: datetime | None = None) -> bool:
+        self.delivered_calls.append(alert_id)
+        r = self.rows[alert_id]
+        if r.status == "delivered":
+            return False
+        r.status, r.delivery_ref, r.claim_token, r.lease_until = "delivered", delivery_ref, None, None
+        return True
+
+    def mark_failed(self, alert_id: int, claim_token: str, error: str, retry_at: datetime | None) -> str | None:
+        r = self.rows[alert_id]
+        if r.status != "sending" or r.claim_token != claim_token:
+            return None
+        r.status = "failed" if retry_at is None or r.attempts >= self.max_attempts else "pending"
+        r.last_error, r.claim_token, r.lease_until = error, None, None
+        if retry_at is not None:
+            r.next_attempt_at = retry_at
+        return r.status
+
+    def statuses(self) -> list[str]:
+        return [r.status for r in self.rows.values()]
+
+
+def posts_per_alert(fake: FakeDiscordWebhook, outbox: MemoryOutbox) -> dict[int, int]:
+    by_nonce = {r.nonce: r.id for r in outbox.rows.values()}
+    counts = dict.fromkeys(outbox.rows, 0)
+    for m in fake.messages:
+        counts[by_nonce[footer(m).removeprefix("hubwatch alert ")]] += 1
+    return counts
+
+
+def test_delivery_loop_delivers_each_alert_once(fake):
+    outbox = MemoryOutbox()
+    for i in range(3):
+        outbox.add(make_alert(i))
+    report = deliver_pending(outbox, quick_sender(fake.url), now=NOW)
+    assert report.to_dict() == {"claimed": 3, "delivered": 3, "retrying": 0, "failed": 0, "resumed": 0, "errors": []}
+    assert outbox.statuses() == ["delivered"] * 3 and outbox.delivered_calls == [1, 2, 3]
+    assert [r.delivery_ref for r in outbox.rows.values()] == [m.id for m in fake.messages]
+    assert posts_per_alert(fake, outbox) == {1: 1, 2: 1, 3: 1}
+    again = deliver_pending(outbox, quick_sender(fake.url), now=NOW + timedelta(hours=1))
+    assert again.claimed == 0 and len(fake.messages) == 3
+
+
+def test_transient_failures_are_retried_later_and_posted_exactly_once(fake):
+    outbox = MemoryOutbox()
+    outbox.add(make_alert(0))
+    outbox.add(make_alert(1))
+    sender = quick_sender(fake.url, max_attempts=2)
+    fake.fail_next(2, status=503)  # alert 1 fails both in-send attempts
+    first = deliver_pending(outbox, sender, now=NOW)
+    assert (first.delivered, first.retrying) == (1, 1) and "503" in first.errors[0]
+    assert outbox.rows[1].status == "pending" and outbox.rows[1].next_attempt_at == NOW + retry_delay(1)
+    assert deliver_pending(outbox, sender, now=NOW + timedelta(seconds=1)).claimed == 0  # not due yet
+    fake.respond_429(1, retry_after=0.05)
+    fake.hang(1, seconds=0.8)
+    second = deliver_pending(outbox, quick_sender(fake.url, timeout=0.3, max_attempts=3),
+                             now=NOW + timedelta(minutes=5))
+    assert second.delivered == 1 and outbox.statuses() == ["delivered", "delivered"]
+    assert posts_per_alert(fake, outbox) == {1: 1, 2: 1}
+    assert sorted(outbox.delivered_calls) == [1, 2]
+
+
+def test_a_long_rate_limit_reschedules_at_retry_after(fake):
+    outbox = MemoryOutbox()
+    outbox.add(make_alert())
+    fake.respond_429(1, retry_after=7200.0)
+    report = deliver_pending(outbox, quick_sender(fake.url), now=NOW)
+    assert report.retrying == 1
+    assert outbox.rows[1].next_attempt_at == NOW + timedelta(hours=2)
+
+
+def test_permanent_failures_stop_and_bad_payloads_fail_without_posting(fake):
+    outbox = MemoryOutbox()
+    outbox.add(make_alert())
+    outbox.rows[outbox.add(make_alert(1))].payload = {"format": 1, "severity": "nope"}
+    report = deliver_pending(outbox, quick_sender(fake.url[:-2] + "zz"), now=NOW)
+    assert (report.failed, report.delivered) == (2, 0)
+    assert outbox.statuses() == ["failed", "failed"]
+    assert "Unknown Webhook" in outbox.rows[1].last_error and "alert payload" in outbox.rows[2].last_error
+    assert deliver_pending(outbox, quick_sender(fake.url), now=NOW + timedelta(days=1)).claimed == 0
+    assert fake.messages == []
+
+
+class CrashingSender:
+    """Posts through a real sender, then 'dies' (an exception no one catches) on the n-th alert,
+    after Discord answered 2xx and before the loop records it."""
+
+    def __init__(self, inner: DiscordWebhookSender, crash_on: int):
+        self.inner, self.crash_on, self.calls = inner, crash_on, 0
+
+    def send(self, alert, nonce=None):
+        self.calls += 1
+        result = self.inner.send(alert, nonce)
+        if self.calls == self.crash_on:
+            raise SystemExit("killed")
+        return result
+
+
+def test_a_crash_leaves_at_most_one_alert_in_doubt(fake):
+    outbox = MemoryOutbox()
+    for i in range(4):
+        outbox.add(make_alert(i))
+    with pytest.raises(SystemExit):
+        deliver_pending(outbox, CrashingSender(quick_sender(fake.url), crash_on=2), now=NOW)
+    # Claimed one at a time: only the alert being sent is 'sending'; the rest were never claimed.
+    assert outbox.statuses() == ["delivered", "sending", "pending", "pending"]
+    restart = deliver_pending(outbox, quick_sender(fake.url), now=NOW + timedelta(seconds=1))
+    assert restart.claimed == 2 and restart.resumed == 0  # the in-doubt alert waits for its lease
+    after_lease = deliver_pending(outbox, quick_sender(fake.url), now=NOW + timedelta(minutes=3))
+    assert after_lease.resumed == 1 and outbox.statuses() == ["delivered"] * 4
+    # The residual window: alert 2 was posted before the crash and again after its lease expired.
+    assert posts_per_alert(fake, outbox) == {1: 1, 2: 2, 3: 1, 4: 1}
+
+
+def test_the_real_store_satisfies_the_outbox_protocol(fake, tmp_path):
+    from store.store import Store
+
+    with Store.open(tmp_path / "hub.db") as store:
+        alert = make_alert()
+        assert store.enqueue_alert(alert.key, alert.to_dict(), now=NOW)
+        assert not store.enqueue_alert(alert.key, alert.to_dict(), now=NOW)
+        fake.fail_next(1, status=500)
+        first = deliver_pending(store, quick_sender(fake.url, max_attempts=1), now=NOW)
+        assert first.retrying == 1 and fake.messages == []
+        second = deliver_pending(store, quick_sender(fake.url), now=NOW + timedelta(hours=2))
+        assert second.delivered == 1
+        row = store.get_alert(1)
+        assert row.status == "delivered" and row.delivery_ref == fake.messages[0].id
+        assert footer(fake.messages[0]) == f"hubwatch alert {row.nonce}"
+        assert Alert.from_dict(row.payload) == alert
+        assert deliver_pending(store, quick_sender(fake.url), now=NOW + timedelta(days=1)).claimed == 0
+    assert len(fake.messages) == 1
