@@ -8,7 +8,7 @@ Everything that came from the Hub is escaped (bot/alerts/escape.py) and the payl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,17 +56,26 @@ def fit_text(raw: str, limit: int, escape: Callable[[str], str] = escape_discord
     return escape(raw[:lo]) + _marker(len(raw) - lo, " chars")
 
 
-def fit_lines(lines: list[str], limit: int, sep: str = "\n") -> str:
-    """As many whole ``lines`` as fit in ``limit`` together with a final "…(N more)" line."""
-    if discord_len(sep.join(lines)) <= limit:
-        return sep.join(lines)
+def _units(text: str) -> int:
+    """UTF-16 length without trimming: an upper bound of discord_len, cheap to add up."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def fit_lines(lines: Sequence[str], limit: int, render: Callable[[str], str] = str, sep: str = "\n") -> str:
+    """As many whole lines as fit in ``limit``, then a final "…(N more)" line. ``render`` (e.g.
+    escaping) is applied to each line as it is taken, so a 100,000-line list costs what fits."""
     kept: list[str] = []
-    for i, line in enumerate(lines):
+    used = 0
+    for i, raw in enumerate(lines):
+        line = render(raw)
+        cost = _units(line) + (_units(sep) if kept else 0)
         rest = len(lines) - i - 1
-        if discord_len(sep.join([*kept, line, _marker(rest)])) > limit:
-            break
+        marker_cost = _units(sep) + _units(_marker(rest)) if rest else 0
+        if used + cost + marker_cost > limit:
+            return sep.join([*kept, _marker(len(lines) - len(kept))])
         kept.append(line)
-    return sep.join([*kept, _marker(len(lines) - len(kept))])
+        used += cost
+    return sep.join(kept)
 
 
 def _safe_url(url: str) -> str | None:
@@ -105,7 +114,7 @@ def _repo_field(repo: RepoRef, with_sha: bool) -> str:
 
 
 def _fields(alert: Alert, notes: Iterable[str]) -> list[dict[str, Any]]:
-    declared = (fit_lines([escape_discord(b) for b in alert.declared_base_models], LIST_FIELD_MAX)
+    declared = (fit_lines(alert.declared_base_models, LIST_FIELD_MAX, escape_discord)
                 if alert.declared_base_models else "none: the card names no base model")
     fields = [
         {"name": "Suspect", "value": _repo_field(alert.suspect, with_sha=True), "inline": True},
@@ -116,9 +125,9 @@ def _fields(alert: Alert, notes: Iterable[str]) -> list[dict[str, Any]]:
     if alert.license_conflict:
         fields.append({"name": "License conflict", "value": fit_text(alert.license_conflict, TEXT_FIELD_MAX),
                        "inline": False})
-    notes = [escape_discord(n) for n in notes]
+    notes = list(notes)
     if notes:
-        fields.append({"name": "Note", "value": fit_lines(notes, TEXT_FIELD_MAX), "inline": False})
+        fields.append({"name": "Note", "value": fit_lines(notes, TEXT_FIELD_MAX, escape_discord), "inline": False})
     for f in fields:
         # Discord refuses an empty (or whitespace-only) field value; hostile text can be all
         # control characters, which escaping removes.
@@ -131,9 +140,8 @@ def _description(alert: Alert, limit: int) -> str:
     head = fit_text(alert.reason or _headline(alert), min(limit // 2, TEXT_FIELD_MAX))
     if not alert.evidence:
         return head
-    lines = [f"• {fit_text(line, EVIDENCE_LINE_MAX)}" for line in alert.evidence]
     prefix = f"{head}\n\n**Evidence**\n"
-    return prefix + fit_lines(lines, limit - discord_len(prefix))
+    return prefix + fit_lines(alert.evidence, limit - _units(prefix), lambda line: f"• {fit_text(line, EVIDENCE_LINE_MAX)}")
 
 
 def render_discord_payload(alert: Alert, *, nonce: str | None = None, plot_attached: bool | None = None,
