@@ -378,6 +378,25 @@ def test_permanent_failures_stop_and_bad_payloads_fail_without_posting(fake):
     assert fake.messages == []
 
 
+def test_plots_come_from_load_plot_and_a_broken_plot_does_not_block_the_alert(fake):
+    outbox = MemoryOutbox()
+    outbox.add(make_alert(0))
+    outbox.add(make_alert(1))
+    plots = {1: PNG, 2: "corrupt"}
+
+    def load_plot(row):
+        plot = plots[row.id]
+        if not isinstance(plot, bytes):
+            raise ValueError("Incorrect padding")
+        return plot
+
+    report = deliver_pending(outbox, quick_sender(fake.url), now=NOW, load_plot=load_plot)
+    assert report.delivered == 2
+    with_plot, without = fake.messages
+    assert with_plot.attachments["files[0]"][2] == PNG and "image" in with_plot.embeds[0]
+    assert without.attachments == {} and "image" not in without.embeds[0]
+
+
 class CrashingSender:
     """Posts through a real sender, then 'dies' (an exception no one catches) on the n-th alert,
     after Discord answered 2xx and before the loop records it."""

@@ -104,14 +104,19 @@ def _deliver_one(outbox: Outbox, sender: AlertSender, row: OutboxRow, moment: da
     token = row.claim_token or ""
     try:
         alert = Alert.from_dict(row.payload)
-        if load_plot is not None:
-            alert = alert.with_plot(load_plot(row))
     except HubwatchError as exc:
         # A payload this hubwatch cannot read will not become readable by retrying.
         outbox.mark_failed(row.id, token, str(exc), None)
         report.failed += 1
         report.errors.append(f"alert {row.id}: {exc}")
         return
+    if load_plot is not None:
+        try:
+            alert = alert.with_plot(load_plot(row))
+        except (HubwatchError, ValueError) as exc:
+            # The plot is illustration; the alert itself must still go out.
+            log.warning("evidence plot unreadable; sending the alert without it",
+                        extra={"alert_id": row.id, "error": str(exc)})
     if row.resumed:
         report.resumed += 1
         log.warning("re-sending an alert whose previous sender died mid-delivery; it may already be posted",
