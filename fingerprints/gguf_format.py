@@ -380,9 +380,9 @@ def gguf_tokenizer(header: GGUFHeader) -> dict[str, Any] | None:
     special = {}
     for field in ("bos", "eos", "unknown", "padding"):
         token_id = _typed(header, f"tokenizer.ggml.{field}_token_id", int)
-        if token_id is not None and not 0 <= token_id < len(tokens):
-            raise InvalidModelError(f"{header.path}: tokenizer.ggml.{field}_token_id {token_id} is outside the vocabulary")
-        special[f"{field}_token_id"] = token_id
+        # An id outside the vocabulary names no token (converters write such pad ids); it is
+        # dropped rather than failing the whole fingerprint over an optional field.
+        special[f"{field}_token_id"] = token_id if token_id is not None and 0 <= token_id < len(tokens) else None
     return {
         "model": _typed(header, "tokenizer.ggml.model", str),
         "pre": _typed(header, "tokenizer.ggml.pre", str),

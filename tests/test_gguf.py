@@ -524,6 +524,13 @@ def test_metadata_type_errors_are_clear():
     header = parse_gguf_header(BytesReader({"m.gguf": blob}), "m.gguf")
     with pytest.raises(InvalidModelError, match="list of str"):
         gguf_tokenizer(header)
+    tokens = gstr("tokenizer.ggml.tokens") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.STRING, 2) + gstr("a") + gstr("b")
+    pad = kv_u32("tokenizer.ggml.padding_token_id", 2)
+    scores = gstr("tokenizer.ggml.scores") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.FLOAT32, 1) + b"\0" * 4
+    tok = gguf_tokenizer(parse_gguf_header(BytesReader({"m.gguf": gguf_bytes(n_kv=2, kvs=tokens + pad)}), "m.gguf"))
+    assert tok["tokens"] == ["a", "b"] and tok["padding_token_id"] is None
+    with pytest.raises(InvalidModelError, match="1 entries for 2 tokens"):
+        gguf_tokenizer(parse_gguf_header(BytesReader({"m.gguf": gguf_bytes(n_kv=2, kvs=tokens + scores)}), "m.gguf"))
     no_arch = parse_gguf_header(BytesReader({"m.gguf": gguf_bytes()}), "m.gguf")
     with pytest.raises(InvalidModelError, match="no general.architecture"):
         gguf_architecture(no_arch)
