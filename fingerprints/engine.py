@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 
+import re
+
+import numpy as np
+
 from .config import config_signature, parse_config_json
 from .errors import InvalidModelError
-from .model import Fingerprint, TensorInfo, WeightsSignature, stable_hash
+from .model import ConfigSignature, Fingerprint, TensorInfo, TokenizerSignature, WeightsSignature, stable_hash
 from .reader import RangeReader, read_small_file
 from .roles import assign_role
 from .safetensors_format import MAX_INDEX_BYTES, read_checkpoint
-from .tokenizer import MAX_TOKENIZER_BYTES, read_tokenizer
-from .weights import FLOAT_DTYPES, TENSOR_BYTE_BUDGET, sample_weights
+from .tokenizer import MAX_TOKENIZER_BYTES, ParsedTokenizer, read_tokenizer, tokenizer_signature
+from .weights import FLOAT_DTYPES, TENSOR_BYTE_BUDGET, TensorLayout, sample_weights
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # Formats that can only be opened by executing code or by libraries hubwatch does not run on
@@ -61,32 +65,30 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
     vocab = tokenizer.vocab if tokenizer else None
 
     has_safetensors = any(f.endswith(".safetensors") and "/" not in f for f in files)
+    gguf_file = choose_gguf_file(files)
     weights: WeightsSignature | None
     if has_safetensors:
         tensors, _ = read_checkpoint(reader, files, lambda p: small(p, MAX_INDEX_BYTES))
+        layouts = [TensorLayout(t.name, t.dtype, t.shape, t.file, t.offset, t.nbytes) for t in tensors]
         hidden = config.fields.get("hidden_size") if config else None
         vocab_size = len(vocab) if vocab else (config.fields.get("vocab_size") if config else None)
         infos = []
         for t in tensors:
             role, layer = assign_role(t.name, t.shape, hidden, vocab_size)
             infos.append(TensorInfo(t.name, t.dtype, list(t.shape), t.file, role, layer))
-        float_infos = [i for i in infos if i.dtype in FLOAT_DTYPES]
-        sampled = sample_weights(reader, tensors, infos, vocab, budget)
-        emb = sampled.embedding
-        layers = {i.layer for i in float_infos if i.layer is not None}
-        weights = WeightsSignature(
-            format="safetensors",
-            tensors=infos,
-            structure_hash=structure_hash(float_infos),
-            hidden_size=int(emb.values.shape[1]) if emb is not None else hidden,
-            num_layers=len(layers) or None,
-            embedding=emb,
-            samples=sampled.samples,
-            sample_digest=sampled.sample_digest,
-            value_digest=sampled.value_digest,
-            file_sha256={f: h for f in files if (h := reader.file_sha256(f))},
-            tensor_bytes_read=sampled.tensor_bytes_read,
-        )
+        weights = _sampled_weights("safetensors", reader, files, layouts, infos, vocab, hidden, budget)
+    elif gguf_file is not None:
+        from . import gguf_format as G  # the gguf package is only needed for GGUF repos
+
+        header = G.parse_gguf_header(reader, gguf_file)
+        arch = G.gguf_architecture(header)
+        if config is None:
+            config = _config_from_gguf(arch)
+        if tokenizer is None:
+            tokenizer = _tokenizer_from_gguf(G.gguf_tokenizer(header), gguf_file)
+            vocab = tokenizer.vocab if tokenizer else None
+        layouts, infos = _gguf_layouts(G, header, arch)
+        weights = _sampled_weights("gguf", reader, files, layouts, infos, vocab, arch.get("embedding_length"), budget)
     elif (kind := _uninspectable(files)) is not None:
         weights = WeightsSignature(
             format="uninspectable", tensors=[], structure_hash=None, hidden_size=None, num_layers=None,
@@ -103,3 +105,101 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
         source=reader.name, config=config, tokenizer=tokenizer, weights=weights,
         bytes_read=reader.bytes_read, requests=reader.requests,
     )
+
+
+def _sampled_weights(fmt, reader, files, layouts, infos, vocab, hidden, budget) -> WeightsSignature:
+    decodable = {i.name for i in infos if i.dtype in FLOAT_DTYPES or fmt == "gguf"}
+    sampled = sample_weights(reader, [l for l in layouts if l.name in decodable], infos, vocab, budget)
+    emb = sampled.embedding
+    layers = {i.layer for i in infos if i.layer is not None and i.name in decodable}
+    return WeightsSignature(
+        format=fmt,
+        tensors=infos,
+        structure_hash=structure_hash([i for i in infos if i.name in decodable]),
+        hidden_size=int(emb.values.shape[1]) if emb is not None else hidden,
+        num_layers=len(layers) or None,
+        embedding=emb,
+        samples=sampled.samples,
+        sample_digest=sampled.sample_digest,
+        value_digest=sampled.value_digest,
+        file_sha256={f: h for f in files if (h := reader.file_sha256(f))},
+        tensor_bytes_read=sampled.tensor_bytes_read,
+    )
+
+
+# Preference when a repo ships several quantisations: the least lossy first.
+GGUF_QUALITY = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k", "q5_0", "q4_k", "q4_0", "iq4", "q3_k", "q2_k")
+_GGUF_SHARD_RX = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
+def choose_gguf_file(files: list[str]) -> str | None:
+    """One GGUF file to fingerprint: the first shard of the least lossy quantisation."""
+    ggufs = [f for f in files if f.lower().endswith(".gguf") and "mmproj" not in f.lower()]
+    ggufs = [f for f in ggufs if not (m := _GGUF_SHARD_RX.search(f)) or m.group(1) == "00001"]
+    if not ggufs:
+        return None
+
+    def quality(name: str) -> tuple[int, str]:
+        low = name.lower()
+        return next((i for i, q in enumerate(GGUF_QUALITY) if q in low), len(GGUF_QUALITY)), name
+
+    return min(ggufs, key=quality)
+
+
+# GGUF architecture keys -> canonical config fields (config.py's names).
+_GGUF_CONFIG_FIELDS = {
+    "embedding_length": "hidden_size", "block_count": "num_layers", "head_count": "num_heads",
+    "head_count_kv": "num_kv_heads", "feed_forward_length": "intermediate_size", "vocab_size": "vocab_size",
+    "context_length": "max_positions", "rope_freq_base": "rope_theta", "expert_count": "num_experts",
+    "expert_used_count": "experts_per_token",
+}
+
+
+def _config_from_gguf(arch: dict) -> ConfigSignature:
+    fields = {canon: arch[k] for k, canon in _GGUF_CONFIG_FIELDS.items() if isinstance(arch.get(k), (int, float))}
+    return ConfigSignature(
+        family=arch["architecture"], architectures=[], fields=fields, arch_hash=stable_hash(fields),
+        exact_hash=stable_hash({k: v for k, v in arch.items() if k not in ("name", "basename", "file_type")}),
+        renamed_keys={},
+    )
+
+
+# tokenizer.ggml.model -> hubwatch's tokenizer kinds; token_type 3 = CONTROL, 4 = USER_DEFINED.
+_GGUF_TOKENIZER_KINDS = {"gpt2": "bpe", "llama": "sentencepiece", "bert": "wordpiece", "t5": "unigram"}
+
+
+def _tokenizer_from_gguf(tok: dict | None, path: str) -> TokenizerSignature | None:
+    if tok is None:
+        return None
+    types = tok.get("token_types") or []
+    tokens = tok["tokens"]
+    special = [t for t, ty in zip(tokens, types) if ty == 3]
+    added = [t for t, ty in zip(tokens, types) if ty == 4]
+    kind = _GGUF_TOKENIZER_KINDS.get(tok.get("model") or "", tok.get("model") or "gguf")
+    return tokenizer_signature(ParsedTokenizer(kind, path, list(tokens), tok.get("merges"), added, special))
+
+
+def _gguf_layouts(G, header, arch: dict) -> tuple[list[TensorLayout], list[TensorInfo]]:
+    layouts, infos = [], []
+    n_head, n_head_kv = arch.get("head_count"), arch.get("head_count_kv")
+    for t in header.tensors:
+        if t.ggml_type not in G.DEQUANTIZABLE_TYPES or (t.byte_order == ">" and t.ggml_type not in G.BIG_ENDIAN_ROW_TYPES):
+            continue
+        role, layer = G.gguf_name_to_hf_role(t.name)
+        role = role or "inferred:unknown"
+        row_order = None
+        if arch.get("qk_permuted") and role in ("attn_q", "attn_k") and isinstance(n_head, int) and len(t.shape) == 2:
+            kv = n_head if role == "attn_q" else (n_head_kv if isinstance(n_head_kv, int) else n_head)
+            hf_of_stored = G.gguf_qk_rows_to_hf_rows(np.arange(t.shape[0]), t.shape[0], n_head, kv)
+            row_order = np.argsort(hf_of_stored)  # logical (HF) row -> stored row
+        qtype = t.ggml_type
+        if t.byte_order == ">":
+            dequant = (lambda rows, dt=G.BIG_ENDIAN_ROW_TYPES[qtype]: rows.view(dt).astype(np.float32))
+        elif qtype in ("F32", "F16", "BF16"):
+            dequant = None
+        else:
+            dequant = (lambda rows, q=qtype: G.dequantize(rows, G.GGMLQuantizationType[q]))
+        shape = tuple(t.shape) if len(t.shape) <= 2 else (int(np.prod(t.shape[:-1])), t.shape[-1])
+        layouts.append(TensorLayout(t.name, qtype, shape, header.path, t.offset_abs, t.n_bytes, row_order, dequant))
+        infos.append(TensorInfo(t.name, qtype, list(t.shape), header.path, role, layer))
+    return layouts, infos

@@ -42,6 +42,10 @@ MATCHED_LAYER_MIN = 0.6
 SAME_VOCAB_CONTAINMENT = 0.98
 SAME_ARCH_CONFIG_SIMILARITY = 0.8
 
+INTEGER_DTYPES = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"}
+FLOAT_DTYPE_NAMES = {"F64", "F32", "F16", "BF16"}
+# Quantisation error (Q4_K: ~5% of each weight) is larger than a cast's; above this it is noise.
+QUANTIZE_MAX_REL_DELTA = 0.08
 ATTENTION_ROLES = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv", "inferred:attn_square"}
 MLP_ROLES = {"mlp_up", "mlp_gate", "mlp_down", "inferred:in_projection", "inferred:out_projection"}
 
@@ -110,7 +114,7 @@ def _score_z(emb, tensor_matches, score: float) -> float:
     return float(max(zs)) if zs else 0.0
 
 
-def _delta_kind(emb, tensor_matches, dtype_changed: bool) -> tuple[str | None, str]:
+def _delta_kind(emb, tensor_matches, dtype_changed: bool, quantized: bool = False) -> tuple[str | None, str]:
     rel = [m.rel_delta for m in tensor_matches if m.similarity > 0.5 and np.isfinite(m.rel_delta)]
     if emb is not None:
         rel += [float(r) for r in emb.rel_deltas if np.isfinite(r)]
@@ -122,6 +126,8 @@ def _delta_kind(emb, tensor_matches, dtype_changed: bool) -> tuple[str | None, s
         return None, "sampled values are numerically identical"
     if dtype_changed and top < CAST_MAX_REL_DELTA:
         return None, f"differences are dtype rounding only (largest relative change {top:.4f})"
+    if quantized and float(np.median(rel_arr)) < QUANTIZE_MAX_REL_DELTA:
+        return None, f"differences are quantisation error (median relative change {np.median(rel_arr):.4f})"
     spread = float(np.std(np.log10(rel_arr + 1e-12)))
     median = float(np.median(rel_arr))
     if spread <= NOISE_MAX_LOG_SPREAD:
@@ -257,27 +263,27 @@ def decide(fa, fb, config, tokenizer, weights, emb, tensor_matches) -> Decision:
                 )
             elif config.get("available") and (config["renamed_keys"] or config["identity_renamed"]):
                 kinds.append("rename")
-            dtypes_a = sorted({t.dtype for t in wa.tensors if t.dtype in ("F32", "F16", "BF16", "F64")})
-            dtypes_b = sorted({t.dtype for t in wb.tensors if t.dtype in ("F32", "F16", "BF16", "F64")})
+            dtypes_a = sorted({t.dtype for t in wa.tensors if t.dtype not in INTEGER_DTYPES})
+            dtypes_b = sorted({t.dtype for t in wb.tensors if t.dtype not in INTEGER_DTYPES})
             dtype_changed = dtypes_a != dtypes_b
             if dtype_changed:
-                kinds.append("cast")
+                quantized = [d for d in dtypes_b if d not in FLOAT_DTYPE_NAMES and d not in dtypes_a]
+                kinds.append("quantize" if quantized else "cast")
                 evidence.append(f"dtypes: {'/'.join(dtypes_a)} → {'/'.join(dtypes_b)}")
             if (wa.num_layers or 0) > (wb.num_layers or 0):
                 kinds.append("prune")
                 evidence.append(f"depth: {wa.num_layers} → {wb.num_layers} layers; layers matched by content, not index")
-            elif wa.structure_hash != wb.structure_hash and wa.num_layers == wb.num_layers and (
-                (wa.hidden_size or 0) >= (wb.hidden_size or 0)
-            ) and not _vocab_grew(fa, fb):
+            narrower = _narrower_dimensions(fa, fb)
+            if narrower:
                 kinds.append("prune")
-                evidence.append("shapes: some matrices are narrower in B (width pruning)")
+                evidence.append("width: " + ", ".join(narrower) + " (width pruning)")
             if _vocab_grew(fa, fb):
                 kinds.append("vocab-extend")
                 evidence.append(
                     f"vocabulary: {fa.tokenizer.vocab_size} → {fb.tokenizer.vocab_size} tokens; shared tokens' rows still match"
                 )
             kinds += _permutation_kinds(emb, weights_pairs(weights), tensor_matches, hidden_permuted)
-            delta_kind, delta_line = _delta_kind(emb, tensor_matches, dtype_changed)
+            delta_kind, delta_line = _delta_kind(emb, tensor_matches, dtype_changed, "quantize" in kinds)
             evidence.append(delta_line)
             if delta_kind:
                 kinds.append(delta_kind)
@@ -300,3 +306,16 @@ def weights_pairs(weights: dict[str, Any]) -> list[tuple[int, int, float]]:
 
 def _vocab_grew(fa, fb) -> bool:
     return bool(fa.tokenizer and fb.tokenizer and fb.tokenizer.vocab_size > fa.tokenizer.vocab_size)
+
+
+WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads")
+
+
+def _narrower_dimensions(fa, fb) -> list[str]:
+    """Width dimensions that shrank from A to B, from the configs, else from the embeddings."""
+    if fa.config is not None and fb.config is not None:
+        a, b = fa.config.fields, fb.config.fields
+        return [f"{k} {a[k]} → {b[k]}" for k in WIDTH_FIELDS
+                if isinstance(a.get(k), int) and isinstance(b.get(k), int) and b[k] < a[k]]
+    ha, hb = fa.weights.hidden_size, fb.weights.hidden_size
+    return [f"hidden_size {ha} → {hb}"] if ha and hb and hb < ha else []

@@ -22,7 +22,6 @@ import numpy as np
 from .model import TensorInfo, TensorSample, TokenRows, token_rank
 from .reader import RangeReader, RangeRequest
 from .roles import EMBEDDING_ROLES, is_expert
-from .safetensors_format import SafetensorsTensor, row_requests
 
 TENSOR_BYTE_BUDGET = 2 * 1024 * 1024
 # Shares of the budget. Embedding rows carry the alignment (permutations, vocab changes), so they
@@ -37,6 +36,50 @@ MAX_SAMPLED_LAYERS = 8
 ROWS_PER_MATRIX_MAX = 16
 
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """Where a tensor's rows lie in a file and how to turn their bytes into numbers.
+
+    ``row_order`` maps each logical row (Hugging Face order) to its stored row, for formats that
+    store rows permuted (llama.cpp's Q/K layout in GGUF); None means stored in order.
+    ``dequantize`` decodes whole rows of a quantised type (GGUF); None means a plain float dtype.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: str
+    offset: int
+    nbytes: int
+    row_order: np.ndarray | None = None
+    dequantize: object = None  # Callable[[np.ndarray], np.ndarray] on (n, row_bytes) uint8
+
+    @property
+    def row_bytes(self) -> int:
+        return self.nbytes // self.shape[0] if self.shape and self.shape[0] else self.nbytes
+
+    def requests(self, rows: list[int]) -> list[RangeRequest]:
+        """Byte ranges of ``rows`` in that order; consecutive stored rows become one range."""
+        rb = self.row_bytes
+        reqs: list[RangeRequest] = []
+        for r in rows:
+            stored = int(self.row_order[r]) if self.row_order is not None else r
+            start = self.offset + stored * rb
+            if reqs and reqs[-1].offset + reqs[-1].length == start:
+                last = reqs.pop()
+                reqs.append(RangeRequest(self.file, last.offset, last.length + rb))
+            else:
+                reqs.append(RangeRequest(self.file, start, rb))
+        return reqs
+
+    def decode(self, raw: bytes, n_rows: int) -> np.ndarray:
+        if self.dequantize is None:
+            return decode(raw, self.dtype).reshape(n_rows, -1)
+        rows = np.frombuffer(raw, dtype=np.uint8).reshape(n_rows, self.row_bytes)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(self.dequantize(rows), dtype=np.float32).reshape(n_rows, -1)
 
 
 def decode(raw: bytes, dtype: str) -> np.ndarray:
@@ -96,7 +139,7 @@ def embedding_token_ids(vocab: list[str] | None, rows: int, k: int) -> list[int]
     return sorted(chosen)
 
 
-def find_embedding(tensors: list[SafetensorsTensor], roles: dict[str, str], vocab_size: int | None):
+def find_embedding(tensors: list[TensorLayout], roles: dict[str, str]):
     named = [t for t in tensors if roles[t.name] in EMBEDDING_ROLES and len(t.shape) == 2]
     if named:
         return named[0]
@@ -106,7 +149,7 @@ def find_embedding(tensors: list[SafetensorsTensor], roles: dict[str, str], voca
 
 def sample_weights(
     reader: RangeReader,
-    tensors: list[SafetensorsTensor],
+    tensors: list[TensorLayout],
     infos: list[TensorInfo],
     vocab: list[str] | None,
     budget: int = TENSOR_BYTE_BUDGET,
@@ -114,10 +157,10 @@ def sample_weights(
     by_name = {t.name: t for t in tensors}
     roles = {i.name: i.role for i in infos}
     layers_of = {i.name: i.layer for i in infos}
-    float_tensors = [t for t in tensors if t.dtype in FLOAT_DTYPES and not is_expert(t.name) and t.nbytes > 0]
-    embedding = find_embedding(float_tensors, roles, len(vocab) if vocab else None)
+    float_tensors = [t for t in tensors if not is_expert(t.name) and t.nbytes > 0 and not roles[t.name].startswith("expert_")]
+    embedding = find_embedding(float_tensors, roles)
 
-    plan: list[tuple[SafetensorsTensor, list[int]]] = []
+    plan: list[tuple[TensorLayout, list[int]]] = []
     spent = 0
     emb_ids: list[int] = []
     if embedding is not None:
@@ -154,11 +197,11 @@ def sample_weights(
     requests: list[RangeRequest] = []
     spans: list[tuple[int, int]] = []
     if embedding is not None and emb_ids:
-        reqs = row_requests(embedding, emb_ids)
+        reqs = embedding.requests(emb_ids)
         spans.append((len(requests), len(reqs)))
         requests += reqs
     for t, rows in plan:
-        reqs = row_requests(t, rows) if len(t.shape) >= 2 else [RangeRequest(t.file, t.offset, t.nbytes)]
+        reqs = t.requests(rows) if len(t.shape) >= 2 else [RangeRequest(t.file, t.offset, t.nbytes)]
         spans.append((len(requests), len(reqs)))
         requests += reqs
     blobs = reader.read_ranges(requests) if requests else []
@@ -176,15 +219,14 @@ def sample_weights(
     part = iter(raw_parts)
     if embedding is not None and emb_ids:
         raw = next(part)
-        values = decode(raw, embedding.dtype).reshape(len(emb_ids), -1)
+        values = embedding.decode(raw, len(emb_ids))
         account(embedding.name, embedding.dtype, raw, values)
         tokens = [vocab[i] if vocab and i < len(vocab) else f"#{i}" for i in emb_ids]
         token_rows = TokenRows(embedding.name, tokens, emb_ids, values)
     samples = []
     for t, rows in plan:
         raw = next(part)
-        values = decode(raw, t.dtype)
-        values = values.reshape(1, -1) if len(t.shape) == 1 else values.reshape(len(rows), -1)
+        values = t.decode(raw, 1 if len(t.shape) == 1 else len(rows))
         account(t.name, t.dtype, raw, values)
         samples.append(TensorSample(t.name, roles[t.name], layers_of[t.name], list(t.shape), t.dtype, rows, values))
     return WeightSamples(
