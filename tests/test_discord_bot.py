@@ -155,7 +155,7 @@ def test_nearest_defers_then_replaces_thinking_message_with_embed_table():
             answer = await fake.wait_for_answer(interaction)
             assert answer.via == "followup" and not answer.ephemeral
             embed = answer.embeds[0]
-            assert "someone/llama\\-copy" in embed["title"] or "someone/llama-copy" in embed["title"]
+            assert embed["title"] == "Nearest to someone/llama-copy"
             assert embed["description"].startswith("```")
             assert "TheBloke/Llama-2-7B-GGUF" in embed["description"]
             assert "weights-derived" in embed["description"] and "0.991" in embed["description"]
@@ -192,9 +192,26 @@ def test_compare_attaches_the_plot_and_embeds_it():
             embed = answer.embeds[0]
             assert embed["image"]["url"] == f"attachment://{PLOT_FILENAME}"
             fields = {f["name"]: f["value"] for f in embed["fields"]}
-            assert fields["Verdict"] == "weights\\-derived" or fields["Verdict"] == "weights-derived"
+            assert fields["Verdict"] == "weights-derived"
             assert fields["Weight similarity"] == "0.987" and fields["Confidence"] == "0.93"
             assert "cosine 0.999" in embed["description"]
+    run(scenario)
+
+
+def test_huge_hostile_results_still_fit_discord_limits():
+    service = InMemoryService()
+    hostile = "@everyone [click](http://evil.example) `x` " * 20
+    service.compare = lambda a, b: CompareResult(a, b, "identical", 1.0, 1.0, ["rename"] * 400,
+                                                 [hostile + str(i) for i in range(20000)], None)
+
+    async def scenario():
+        async with connected_bot(service) as (fake, _client):
+            interaction = await fake.invoke("compare", {"a": "org1/model-1", "b": "org2/model-2"})
+            # The fake answers 400 to anything over Discord's embed limits; an answer means it fit.
+            answer = await fake.wait_for_answer(interaction)
+            description = answer.embeds[0]["description"]
+            assert description.endswith("more)") and "@everyone" not in description
+            assert "](http" not in description and not answer.attachments
     run(scenario)
 
 
@@ -313,7 +330,8 @@ def test_watch_changes_need_manage_server_and_list_shows_them():
             listing = await fake.invoke("watch", subcommand="list", user_id=BOB)
             embed = (await fake.wait_for_answer(listing)).embeds[0]
             fields = {f["name"]: f["value"] for f in embed["fields"]}
-            assert "org1/model\\-1" in fields["Reference models (1)"] or "org1/model-1" in fields["Reference models (1)"]
+            # Escaped: "(" and ")" could otherwise build a masked link out of user-supplied text.
+            assert fields["Reference models (1)"] == f"org1/model-1 \\(by user{ALICE[-4:]} \\({ALICE}\\), 2026-05-01\\)"
             assert "TheBloke" in fields["Watched authors (1)"]
     run(scenario)
 

@@ -181,7 +181,8 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
         if result.png is None:
             await send_result(interaction, embed=embed)
         else:
-            await send_result(interaction, embed=embed, file=discord.File(io.BytesIO(result.png), filename=PLOT_FILENAME))
+            plot = discord.File(io.BytesIO(result.png), filename=PLOT_FILENAME)
+            await send_result(interaction, embed=embed, file=plot)
 
     @tree.command(name="status", description="What hubwatch has been doing")
     async def status(interaction: discord.Interaction) -> None:

@@ -43,6 +43,11 @@ def _table_cell(text: str, width: int) -> str:
     return clean if len(clean) <= width else clean[: width - 1] + "…"
 
 
+def _fit_field(lines: list[str]) -> str:
+    """Escaped lines for one embed field value, cut to its limit with a "…(N more)" line."""
+    return fit_lines(lines, FIELD_VALUE_MAX, render=lambda line: fit_text(line, FIELD_VALUE_MAX))
+
+
 def _verdict_with_kinds(verdict: str, kinds: list[str]) -> str:
     return f"{verdict} ({', '.join(kinds)})" if kinds else verdict
 
@@ -57,17 +62,18 @@ def nearest_embed(repo: str, rows: list[NearestRow]) -> discord.Embed:
     lines = [header]
     for row in rows:
         mark = LIKELY_ORIGINAL_MARK if row.likely_original else " "
-        lines.append(f"{mark} {_table_cell(row.repo_id, TABLE_REPO_WIDTH):{TABLE_REPO_WIDTH}} "
-                     f"{_table_cell(_verdict_with_kinds(row.verdict, row.kinds), TABLE_VERDICT_WIDTH):{TABLE_VERDICT_WIDTH}} "
+        repo_cell = _table_cell(row.repo_id, TABLE_REPO_WIDTH)
+        verdict_cell = _table_cell(_verdict_with_kinds(row.verdict, row.kinds), TABLE_VERDICT_WIDTH)
+        lines.append(f"{mark} {repo_cell:{TABLE_REPO_WIDTH}} {verdict_cell:{TABLE_VERDICT_WIDTH}} "
                      f"{row.score:5.3f} {row.confidence:4.2f}")
     fence = "```"
     embed.description = fence + "\n" + fit_lines(lines, DESCRIPTION_MAX - 2 * len(fence) - 2) + "\n" + fence
     declared = [f"{row.repo_id}: {row.declared}" for row in rows if row.declared]
     if declared:
-        embed.add_field(name="Declared relations", value=fit_lines(declared, FIELD_VALUE_MAX, render=lambda s: fit_text(s, FIELD_VALUE_MAX)),
-                        inline=False)
+        embed.add_field(name="Declared relations", value=_fit_field(declared), inline=False)
     if any(row.likely_original for row in rows):
-        embed.set_footer(text=f"{LIKELY_ORIGINAL_MARK} older than {strip_controls(repo)[:TITLE_MAX]}: the likely original")
+        embed.set_footer(text=f"{LIKELY_ORIGINAL_MARK} older than {strip_controls(repo)[:TITLE_MAX]}: "
+                              "the likely original")
     return embed
 
 
@@ -80,7 +86,8 @@ def compare_embed(result: CompareResult) -> discord.Embed:
     if result.kinds:
         embed.add_field(name="Kinds", value=fit_text(", ".join(result.kinds), FIELD_VALUE_MAX), inline=False)
     if result.evidence:
-        embed.description = fit_lines(result.evidence, EVIDENCE_MAX, render=lambda line: "• " + fit_text(line, FIELD_VALUE_MAX))
+        embed.description = fit_lines(result.evidence, EVIDENCE_MAX,
+                                      render=lambda line: "• " + fit_text(line, FIELD_VALUE_MAX))
     if result.png is not None:
         embed.set_image(url=f"attachment://{PLOT_FILENAME}")
     return embed
@@ -92,11 +99,10 @@ def watch_list_embed(items: list[WatchItem]) -> discord.Embed:
         embed.description = "Nothing watched beyond the built-in references."
         return embed
     for kind, heading in (("reference", "Reference models"), ("author", "Watched authors")):
-        lines = [f"{item.value} (by {item.added_by or 'config'}, {item.added_at[:10]})" for item in items if item.kind == kind]
+        lines = [f"{item.value} (by {item.added_by or 'config'}, {item.added_at[:10]})"
+                 for item in items if item.kind == kind]
         if lines:
-            embed.add_field(name=f"{heading} ({len(lines)})",
-                            value=fit_lines(lines, FIELD_VALUE_MAX, render=lambda s: fit_text(s, FIELD_VALUE_MAX)),
-                            inline=False)
+            embed.add_field(name=f"{heading} ({len(lines)})", value=_fit_field(lines), inline=False)
     return embed
 
 

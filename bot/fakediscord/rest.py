@@ -56,7 +56,8 @@ LOADING = 1 << 7  # message flag of a deferred "thinking" message
 # Interaction and callback types (receiving-and-responding.mdx).
 APPLICATION_COMMAND, AUTOCOMPLETE = 2, 4
 CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 4, 5, 8
-ALLOWED_CALLBACKS = {APPLICATION_COMMAND: {CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE}, AUTOCOMPLETE: {AUTOCOMPLETE_RESULT}}
+ALLOWED_CALLBACKS = {APPLICATION_COMMAND: {CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE},
+                     AUTOCOMPLETE: {AUTOCOMPLETE_RESULT}}
 # Application command limits (application-commands.mdx).
 COMMAND_NAME_RX = re.compile(r"^[-_a-z0-9]{1,32}$")
 COMMAND_DESCRIPTION_MAX = 100
@@ -324,8 +325,8 @@ class FakeDiscord:
         known = {c["name"]: c for c in self.commands.get(guild, [])}
         creates = sum(1 for c in commands if c["name"] not in known)
         if self.command_creates.get(guild, 0) + creates > DAILY_CREATES_MAX:
-            raise _ApiError(400, f"Max number of daily application command creates has been reached ({DAILY_CREATES_MAX})",
-                            30034)
+            raise _ApiError(400, "Max number of daily application command creates has been reached "
+                            f"({DAILY_CREATES_MAX})", 30034)
         self.command_creates[guild] = self.command_creates.get(guild, 0) + creates
         stored = []
         for command in commands:
@@ -408,7 +409,9 @@ class FakeDiscord:
         record = self._interaction_for(request)
         wanted = request.match_info["message"]
         candidates = ([record.original] if record.original else []) + record.followups
-        message = next((m for m in candidates if not m.deleted and (m.id == wanted or (wanted == "@original" and m is record.original))), None)
+        if wanted == "@original":
+            candidates = candidates[:1] if record.original else []
+        message = next((m for m in candidates if not m.deleted and (wanted == "@original" or m.id == wanted)), None)
         if message is None:
             raise _ApiError(404, "Unknown Message", 10008)
         if request.method == "DELETE":
@@ -490,7 +493,8 @@ class FakeDiscord:
         return message
 
     async def _dispatch_interaction(self, kind: int, name: str, options: dict[str, Any], subcommand: str | None,
-                                    focused: str | None, user_id: str, permissions: int, in_guild: bool) -> InteractionRecord:
+                                    focused: str | None, user_id: str, permissions: int,
+                                    in_guild: bool) -> InteractionRecord:
         command = self.command(name, GUILD_ID if in_guild else None)
         definitions = command.get("options") or []
         if subcommand is not None:
@@ -572,7 +576,8 @@ def _check_command(command: Any, at: str) -> None:
     for j, option in enumerate(options):
         _check_command({**option, "type": 1}, f"{at}.options.{j}")
         if len(option.get("choices") or []) > CHOICES_MAX:
-            raise _ApiError(400, "Invalid Form Body", 50035, errors={f"{at}.options.{j}": {"choices": "BASE_TYPE_MAX_LENGTH"}})
+            raise _ApiError(400, "Invalid Form Body", 50035,
+                            errors={f"{at}.options.{j}": {"choices": "BASE_TYPE_MAX_LENGTH"}})
 
 
 def _check_choices(choices: Any) -> None:
@@ -582,7 +587,8 @@ def _check_choices(choices: Any) -> None:
         name, value = (choice.get("name"), choice.get("value")) if isinstance(choice, dict) else (None, None)
         if not isinstance(name, str) or not 1 <= len(name) <= CHOICE_TEXT_MAX or \
                 (isinstance(value, str) and not 1 <= len(value) <= CHOICE_TEXT_MAX) or value is None:
-            raise _ApiError(400, "Invalid Form Body", 50035, errors={"data": {"choices": {str(i): "BASE_TYPE_BAD_LENGTH"}}})
+            raise _ApiError(400, "Invalid Form Body", 50035,
+                            errors={"data": {"choices": {str(i): "BASE_TYPE_BAD_LENGTH"}}})
 
 
 async def _read_message_request(request: web.Request) -> tuple[dict[str, Any], dict[str, tuple[str, str, bytes]]]:
