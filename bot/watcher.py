@@ -72,7 +72,7 @@ class Hub(Protocol):
 
 
 @dataclass
-class Fingerprinted:
+class PolledFingerprint:
     record: ModelRecord
     fingerprint: Fingerprint | None
     error: str | None = None
@@ -144,14 +144,14 @@ class Watcher:
         log_cycle_summary(summary)
         return summary
 
-    def _fingerprint_one(self, record: ModelRecord) -> Fingerprinted:
+    def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
         try:
-            return Fingerprinted(record, fingerprint_model(self.hub.reader(record.repo_id, record.sha),
+            return PolledFingerprint(record, fingerprint_model(self.hub.reader(record.repo_id, record.sha),
                                                            budget=self.settings.limits.tensor_bytes))
         except HubwatchError as exc:
-            return Fingerprinted(record, None, str(exc))
+            return PolledFingerprint(record, None, str(exc))
 
-    def _fingerprint_all(self, records: list[ModelRecord]) -> Iterable[Fingerprinted]:
+    def _fingerprint_all(self, records: list[ModelRecord]) -> Iterable[PolledFingerprint]:
         if not records:
             return []
         with ThreadPoolExecutor(max_workers=self.settings.feeds.concurrency) as pool:
@@ -159,7 +159,7 @@ class Watcher:
 
     # ---- one model -------------------------------------------------------------------------
 
-    def _ingest(self, store: Store, item: Fingerprinted, summary: CycleSummary) -> None:
+    def _ingest(self, store: Store, item: PolledFingerprint, summary: CycleSummary) -> None:
         record, fp = item.record, item.fingerprint
         if fp is None:
             summary.errors += 1

@@ -5,18 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 from fingerprints.errors import HubwatchError
-from fingerprints.model import Fingerprint, stable_hash
-from fingerprints.reader import RangeReader
 
-from ..sources import open_reader
+from ..sources import fingerprint_spec, index_one
 
 DB_ENV_VAR = "HUBWATCH_DB"
 DEFAULT_DB = "hubwatch.db"
-LOCAL_SHA_PREFIX = "local-"
 
 
 def add_db_option(parser) -> None:
@@ -28,49 +23,6 @@ def open_store(args):
     from store import Store
 
     return Store.open(args.db)
-
-
-@dataclass
-class Fingerprinted:
-    repo_id: str  # Hub repo id, or the folder's absolute path
-    sha: str
-    fp: Fingerprint
-    is_local: bool
-
-
-def content_sha(fp: Fingerprint) -> str:
-    """A revision id for a local folder: equal for equal content, so re-adding it is a no-op."""
-    d = fp.to_dict(include_arrays=False)
-    for volatile in ("source", "bytes_read", "requests"):
-        d.pop(volatile, None)
-    return LOCAL_SHA_PREFIX + stable_hash(d)
-
-
-def fingerprint_spec(spec: str) -> Fingerprinted:
-    """Fingerprint a folder or an org/name[@revision] repo, and name the revision it was read at."""
-    from fingerprints.engine import fingerprint_model
-
-    reader: RangeReader = open_reader(spec)
-    fp = fingerprint_model(reader)
-    if os.path.isdir(spec):
-        return Fingerprinted(str(Path(spec).resolve()), content_sha(fp), fp, True)
-    repo_id, _, revision = spec.partition("@")
-    # The Hub reader pins one commit for all its reads and exposes it as ``sha``.
-    sha = getattr(reader, "sha", None) or revision or content_sha(fp)
-    return Fingerprinted(repo_id, sha, fp, False)
-
-
-def index_one(store, spec: str) -> tuple[Fingerprinted, int, bool]:
-    from store.records import ModelRecord
-
-    got = fingerprint_spec(spec)
-    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
-    if not got.is_local:
-        known = store.get_model(got.repo_id)
-        record = known or ModelRecord(repo_id=got.repo_id, author=got.repo_id.split("/")[0] if "/" in got.repo_id else None)
-        record.sha = got.sha
-        store.upsert_model(record)
-    return got, fid, created
 
 
 def register(sub) -> None:

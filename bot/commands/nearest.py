@@ -7,7 +7,8 @@ import sys
 
 from fingerprints.errors import InvalidModelError
 
-from .index import add_db_option, fingerprint_spec, open_store
+from ..sources import fingerprint_spec
+from .index import add_db_option, open_store
 
 # Column widths of the table; longer values are cut with an ellipsis.
 REPO_COLUMN = 48

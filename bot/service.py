@@ -1,0 +1,110 @@
+"""The store-backed HubwatchService: what the Discord bot's commands do.
+
+Each call opens its own Store connection: the bot runs service calls in worker threads, and
+SQLite connections must not cross threads. A repo that is not in the store yet is fingerprinted
+(ranged reads) and stored before it is answered about.
+"""
+
+from __future__ import annotations
+
+from fingerprints.compare import compare_fingerprints
+from fingerprints.model import Fingerprint
+from fingerprints.plot import render_comparison_png
+from store.nearest import nearest
+from store.store import Store
+
+from .discord_bot.service import CompareResult, NearestRow, StatusInfo, WatchItem
+from .settings import Settings
+from .sources import fingerprint_spec, index_one
+
+
+class StoreService:
+    def __init__(self, store_path: str):
+        self.store_path = store_path
+
+    def _store(self) -> Store:
+        return Store.open(self.store_path)
+
+    def _fingerprint(self, store: Store, spec: str) -> tuple[str, Fingerprint]:
+        stored = store.find_fingerprint(spec)
+        if stored is not None:
+            return spec, store.load_fingerprint(stored.id)
+        got, _, _ = index_one(store, spec)
+        return got.repo_id, got.fp
+
+    def nearest(self, repo: str, k: int) -> list[NearestRow]:
+        store = self._store()
+        try:
+            repo_id, fp = self._fingerprint(store, repo)
+            rows = nearest(store, fp, k=k, exclude_repo=repo_id, query_record=store.get_model(repo_id))
+            return [NearestRow(n.repo_id, n.verdict, n.score, n.confidence, list(n.kinds),
+                               "" if n.declared == "none" else n.declared, n.likely_original == "neighbour")
+                    for n in rows]
+        finally:
+            store.close()
+
+    def compare(self, a: str, b: str) -> CompareResult:
+        store = self._store()
+        try:
+            fa = self._fingerprint(store, a)[1] if store.find_fingerprint(a) else fingerprint_spec(a).fp
+            fb = self._fingerprint(store, b)[1] if store.find_fingerprint(b) else fingerprint_spec(b).fp
+        finally:
+            store.close()
+        result = compare_fingerprints(fa, fb)
+        return CompareResult(a, b, result.verdict, result.confidence, result.score, list(result.kinds),
+                             list(result.evidence), render_comparison_png(result))
+
+    def watch_add(self, kind: str, value: str, by_user: str) -> bool:
+        store = self._store()
+        try:
+            return store.add_watch(kind, value, added_by=by_user)
+        finally:
+            store.close()
+
+    def watch_remove(self, kind: str, value: str, by_user: str) -> bool:
+        store = self._store()
+        try:
+            return store.remove_watch(kind, value)
+        finally:
+            store.close()
+
+    def watch_list(self) -> list[WatchItem]:
+        store = self._store()
+        try:
+            return [WatchItem(e.kind, e.value, e.added_by, e.added_at) for e in store.watch_list()]
+        finally:
+            store.close()
+
+    def status(self) -> StatusInfo:
+        store = self._store()
+        try:
+            counters = store.counters()
+            polls = [c["text_value"] for name, c in counters.items() if name.startswith("last_poll:") and c["text_value"]]
+            value = lambda name: int((counters.get(name) or {}).get("value") or 0)  # noqa: E731
+            return StatusInfo(
+                last_poll_at=max(polls) if polls else None,
+                models_fingerprinted=value("models_fingerprinted"),
+                alerts_sent=value("alerts_delivered"),
+                queue_depth=store.alert_counts().get("pending", 0),
+                errors=value("fingerprint_errors"),
+                last_error=(counters.get("last_error") or {}).get("text_value"),
+            )
+        finally:
+            store.close()
+
+    def known_repo_ids(self, prefix: str, limit: int) -> list[str]:
+        store = self._store()
+        try:
+            like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = store.conn.execute(
+                "SELECT DISTINCT repo_id FROM fingerprints WHERE repo_id LIKE ? ESCAPE '\\' ORDER BY repo_id LIMIT ?",
+                (like, limit),
+            ).fetchall()
+            return [r[0] for r in rows]
+        finally:
+            store.close()
+
+
+def open_service(settings: Settings) -> StoreService:
+    Store.open(settings.store.path).close()  # create/migrate now, so a bad path fails at start
+    return StoreService(settings.store.path)
