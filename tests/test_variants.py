@@ -164,7 +164,8 @@ def test_prune_width_keeps_a_consistent_subset_of_ffn_units(variants, base):
         units = torch.cdist(up, base_up).argmin(dim=1)
         assert torch.equal(base_up[units], up)
         assert torch.equal(base[f"encoder.layer.{i}.output.dense.weight"][:, units], down)
-        assert torch.equal(base[f"encoder.layer.{i}.intermediate.dense.bias"][units], pruned[f"encoder.layer.{i}.intermediate.dense.bias"])
+        bias = f"encoder.layer.{i}.intermediate.dense.bias"
+        assert torch.equal(base[bias][units], pruned[bias])
 
 
 def test_vocab_extend_appends_tokens_rows_and_rare_special_tokens(variants, base, minilm_dir):

@@ -280,10 +280,10 @@ def fresh_init(tensors: Tensors, seed: int) -> Tensors:
         t = tensors[name]
         if not t.is_floating_point():
             out[name] = t
-        elif "LayerNorm" in name:
-            out[name] = torch.ones_like(t, dtype=torch.float32) if name.endswith(".weight") else torch.zeros_like(t, dtype=torch.float32)
+        elif "LayerNorm" in name and name.endswith(".weight"):
+            out[name] = torch.ones(t.shape)
         elif name.endswith(".bias"):
-            out[name] = torch.zeros_like(t, dtype=torch.float32)
+            out[name] = torch.zeros(t.shape)
         else:
             out[name] = torch.randn(t.shape, generator=generator) * INIT_STD
     return out
