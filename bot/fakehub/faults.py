@@ -78,11 +78,14 @@ class TrafficStats:
     requests: int = 0
     bytes_sent: int = 0
     by_bucket: dict[str, int] = field(default_factory=dict)
+    authorized_by_bucket: dict[str, int] = field(default_factory=dict)  # requests that carried a token
     log: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def record(self, method: str, bucket: str, path: str, status: int, body_bytes: int) -> None:
+    def record(self, method: str, bucket: str, path: str, status: int, body_bytes: int, authorized: bool) -> None:
         with self._lock:
+            if authorized:
+                self.authorized_by_bucket[bucket] = self.authorized_by_bucket.get(bucket, 0) + 1
             self.requests += 1
             self.bytes_sent += body_bytes
             self.by_bucket[bucket] = self.by_bucket.get(bucket, 0) + 1
@@ -93,4 +96,5 @@ class TrafficStats:
             self.requests = 0
             self.bytes_sent = 0
             self.by_bucket.clear()
+            self.authorized_by_bucket.clear()
             self.log.clear()

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +80,17 @@ def _decode_cursor(text: str) -> tuple[Any, str]:
     return value, oid
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients drop keep-alive connections and abort bodies they do not want; that is not an error.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            return
+        log.exception("fake Hub request from %s failed", client_address[0])
+
+
 class FakeHub:
     """The server. ``start()`` runs it in a daemon thread; ``endpoint`` is what clients use."""
 
@@ -95,10 +107,9 @@ class FakeHub:
         self.page_size = page_size
         self.host = host
         try:
-            self._server = ThreadingHTTPServer((host, port), _Handler)
+            self._server = _Server((host, port), _Handler)
         except OSError as exc:
             raise FakeHubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-        self._server.daemon_threads = True
         self._server.hub = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
 
@@ -232,7 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
                         break
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # a client that aborts a body it does not want
-        self.hub.stats.record(self._method, self._bucket, self._raw_path, status, sent)
+        self.hub.stats.record(self._method, self._bucket, self._raw_path, status, sent,
+                              authorized=self._token() is not None)
 
     def _send_json(self, data: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(data, separators=(",", ":")).encode()

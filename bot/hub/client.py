@@ -1,0 +1,421 @@
+"""HubClient: every request hubwatch makes to the Hub and its CDN.
+
+One pooled httpx client (the one huggingface_hub 1.x uses, so there is one HTTP stack), bounded
+concurrency, hubwatch's own retry policy (``retry.py``), ranged reads that insist on 206 and
+never download a body the server sends instead, and an allowlist for redirect targets: a
+resolve URL may redirect only to the endpoint's host, the Hub's CDN domains, or (for a loopback
+endpoint such as the fake Hub) another loopback host.
+
+HF_ENDPOINT and HF_TOKEN are read when the client is built, not at import. The token is sent as
+a Bearer header to the endpoint's host only and never appears in logs, errors or repr.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+from urllib.parse import quote, urljoin, urlsplit
+
+from huggingface_hub.utils import httpx
+
+from bot.settings import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES
+from fingerprints.errors import InvalidModelError
+
+from .errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RangeNotSupportedError,
+                     RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
+from .models import HubModel
+from .retry import RETRY_STATUSES, RetryPolicy, wait_for_429
+
+log = logging.getLogger("hubwatch.hub")
+T = TypeVar("T")
+
+TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # huggingface_hub's order (utils/_auth.py)
+USER_AGENT = "hubwatch/0.1 (+fingerprints Hub models by ranged reads)"
+# Listing sort keys: huggingface_hub's snake_case names map to the Hub's camelCase ones (hf_api.py).
+SORT_ALIASES = {"created_at": "createdAt", "last_modified": "lastModified", "trending_score": "trendingScore"}
+SORT_KEYS = ("createdAt", "lastModified", "trendingScore", "downloads", "likes")
+# The Hub honours at most 1000 results per listing page (its default page size).
+MAX_PAGE_SIZE = 1000
+# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", ".").
+REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}$")
+COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
+CONTENT_RANGE_RX = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+# A resolve URL takes one hop (307 to resolve-cache or 302 to the CDN); renamed repos add one.
+MAX_REDIRECTS = 5
+# Model info of a repo with ~100k files is a few MB; listings of 1000 entries with expand about 2 MB.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+# Most bytes read per model unless the caller says otherwise (settings.limits.model_bytes' default).
+DEFAULT_MODEL_BYTE_BUDGET = 64 * 1024 * 1024
+# Server messages are hostile input: they are cut to one short line before they reach an error.
+MAX_SERVER_MESSAGE = 200
+# Redirect and error bodies up to this size are read before closing, so the connection is reused.
+DRAIN_LIMIT = 64 * 1024
+# Where a file's resolve URL led (CDN or resolve-cache, both pinned to the commit) is reused for
+# later ranges of the file, saving one resolver-bucket request and one round trip per range. A
+# fingerprint takes seconds; ten minutes keeps a cached signed CDN URL far from its expiry, and a
+# stale one (401/403/404/410) falls back to the resolve URL anyway.
+LOCATION_TTL_S = 600.0
+STALE_LOCATION_STATUSES = (401, 403, 404, 410)
+# A long-running watcher visits many files; expired locations are pruned past this many.
+MAX_CACHED_LOCATIONS = 4096
+# huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT default.
+DEFAULT_TIMEOUT_S = 10.0
+# Connections kept open (settings.hub.max_connections' default) and requests in flight at once
+# (huggingface.js reads safetensors shard headers 20 at a time, research §1.5). CDN requests do
+# not count against the Hub's rate limits.
+DEFAULT_MAX_CONNECTIONS = 16
+DEFAULT_CONCURRENCY = 16
+
+
+class _Retryable(Exception):
+    """A transient failure inside one attempt (a short body, a broken stream)."""
+
+
+class _StaleLocation(Exception):
+    """A cached CDN location no longer serves the file."""
+
+
+def _drain(resp: httpx.Response) -> None:
+    """Close a response, reading it first when it is small so its connection goes back to the pool."""
+    length = resp.headers.get("Content-Length", "")
+    try:
+        if length.isdigit() and int(length) <= DRAIN_LIMIT:
+            resp.read()
+    except httpx.HTTPError:
+        pass  # the connection is dropped instead of reused
+    finally:
+        resp.close()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _one_line(text: str) -> str:
+    clean = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return clean[:MAX_SERVER_MESSAGE] + ("…" if len(clean) > MAX_SERVER_MESSAGE else "")
+
+
+class HubClient:
+    def __init__(self, endpoint: str | None = None, token: str | None = None, *,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_concurrency: int = DEFAULT_CONCURRENCY, retry: RetryPolicy | None = None,
+                 model_byte_budget: int = DEFAULT_MODEL_BYTE_BUDGET,
+                 redirect_hosts: tuple[str, ...] = HUB_REDIRECT_HOST_SUFFIXES,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT).rstrip("/")
+        parts = urlsplit(self.endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise HubError(f"Hub endpoint {self.endpoint!r} is not an http(s) URL")
+        self._host = parts.hostname.lower()
+        if token is None:
+            token = next((os.environ[v] for v in TOKEN_ENV_VARS if os.environ.get(v)), None)
+        self._token = token or None
+        self.retry = retry or RetryPolicy()
+        self.model_byte_budget = model_byte_budget
+        self.redirect_hosts = tuple(h.lower() for h in redirect_hosts)
+        self._sleep = sleep
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="hub")
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            follow_redirects=False,  # followed by hand: allowlist, Authorization only to the endpoint
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._counter_lock = threading.Lock()
+        self.requests = 0
+        self._locations: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    def __repr__(self) -> str:
+        return f"HubClient(endpoint={self.endpoint!r}, token={'***' if self._token else None})"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+    def _allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if not host or parts.scheme not in ("http", "https"):
+            return False
+        if parts.scheme == "http" and urlsplit(self.endpoint).scheme != "http":
+            return False
+        if host == self._host or any(host == s or host.endswith("." + s) for s in self.redirect_hosts):
+            return True
+        return _is_loopback(self._host) and _is_loopback(host)
+
+    def _send_following(self, method: str, url: str, headers: dict[str, str], stop_off_host: bool) -> httpx.Response:
+        """Send, following redirects to allowed hosts; the returned response's body is not read yet."""
+        for _ in range(MAX_REDIRECTS + 1):
+            if not self._allowed(url):
+                raise HubError(f"refusing to follow the Hub to {urlsplit(url).hostname or url!r} (not an allowed host)")
+            same_host = (urlsplit(url).hostname or "").lower() == self._host
+            hdrs = dict(headers)
+            if self._token and same_host:
+                hdrs["Authorization"] = f"Bearer {self._token}"
+            log.debug("%s %s", method, url)
+            with self._counter_lock:
+                self.requests += 1
+            resp = self._http.send(self._http.build_request(method, url, headers=hdrs), stream=True)
+            location = resp.headers.get("Location")
+            if resp.status_code not in REDIRECT_STATUSES or not location:
+                return resp
+            target = urljoin(url, location)
+            if stop_off_host and (urlsplit(target).hostname or "").lower() != self._host:
+                return resp  # the 302 to the CDN carries the file's metadata itself
+            _drain(resp)
+            url = target
+        raise HubError(f"more than {MAX_REDIRECTS} redirects from the Hub")
+
+    def _call(self, method: str, url: str, what: str, consume: Callable[[httpx.Response], T], *,
+              headers: dict[str, str] | None = None, stop_off_host: bool = False) -> T:
+        """One logical request: retries, redirects, status mapping; ``consume`` reads the response."""
+        waited, attempt = 0.0, 0
+        while True:
+            rate_limited = False
+            try:
+                with self._slots:
+                    resp = self._send_following(method, url, headers or {}, stop_off_host)
+                    try:
+                        if resp.status_code not in RETRY_STATUSES:
+                            return consume(resp)
+                        rate_limited = resp.status_code == 429
+                        reason = f"HTTP {resp.status_code}"
+                        headers_seen = resp.headers
+                        _drain(resp)
+                    finally:
+                        resp.close()
+            except _Retryable as exc:
+                reason, headers_seen = str(exc), None
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                reason = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+                headers_seen = None
+            wait = self.retry.backoff(attempt)
+            if rate_limited:
+                wait = wait_for_429(headers_seen, wait)
+            attempt += 1
+            if attempt >= self.retry.max_attempts or waited + wait > self.retry.max_total_wait_s:
+                if rate_limited:
+                    raise RateLimitedError(
+                        f"{what}: rate limited by the Hub ({reason}; it asks to wait {wait:.0f} s, "
+                        f"after {attempt} attempts and {waited:.1f} s of waiting)")
+                raise HubUnavailableError(f"{what}: the Hub did not answer usably after {attempt} attempts "
+                                          f"({waited:.1f} s of waiting); last error: {reason}")
+            log.info("retrying", extra={"what": what, "reason": reason, "wait_s": wait, "attempt": attempt})
+            self._sleep(wait)
+            waited += wait
+
+    def _raise_for_status(self, resp: httpx.Response, what: str) -> None:
+        status = resp.status_code
+        if status < 400:
+            return
+        code = resp.headers.get("X-Error-Code")
+        message = resp.headers.get("X-Error-Message") or ""
+        if not message and status < 500:
+            try:
+                data = json.loads(resp.read()[:MAX_SERVER_MESSAGE * 4])
+                message = data.get("error", "") if isinstance(data, dict) else ""
+            except (ValueError, httpx.HTTPError):
+                message = ""
+        detail = self._redact(_one_line(str(message))) or f"HTTP {status}"
+        if code == "GatedRepo":
+            hint = "set HF_TOKEN to a token that has been granted access" if not self._token else \
+                "this token has not been granted access"
+            raise GatedRepoError(f"{what}: gated repo, {hint} (HTTP {status})")
+        if code == "RepoNotFound" or (status == 401 and code is None):
+            raise RepoNotFoundError(f"{what}: repository not found on {self.endpoint} (or private; HTTP {status})")
+        if code == "RevisionNotFound":
+            raise RevisionNotFoundError(f"{what}: revision not found ({detail})")
+        if code == "EntryNotFound":
+            raise EntryNotFoundError(f"{what}: no such file in the repo")
+        raise HubError(f"{what}: HTTP {status} from the Hub: {detail}")
+
+    def _read_json(self, resp: httpx.Response, what: str) -> Any:
+        self._raise_for_status(resp, what)
+        body = bytearray()
+        for chunk in resp.iter_bytes():
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise HubError(f"{what}: response over {MAX_JSON_BYTES:,} bytes")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise HubError(f"{what}: the Hub sent malformed JSON") from exc
+
+    def map_concurrent(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+        """``[fn(x) for x in items]`` on the client's thread pool; the first error propagates."""
+        if len(items) <= 1:
+            return [fn(x) for x in items]
+        futures = [self._pool.submit(fn, x) for x in items]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
+
+    # ---- API -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def check_repo_id(repo_id: str) -> str:
+        if not REPO_ID_RX.match(repo_id or ""):
+            raise RepoNotFoundError(f"{repo_id!r} is not a Hub repo id (org/name)")
+        return repo_id
+
+    def list_models(self, sort: str = "createdAt", limit: int = 100, expand: Sequence[str] | None = None, *,
+                    author: str | None = None, search: str | None = None,
+                    filter: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Raw listing entries, newest/most-trending first, following the ``Link`` header up to ``limit``."""
+        sort = SORT_ALIASES.get(sort, sort)
+        if sort not in SORT_KEYS:
+            raise HubError(f"unknown sort {sort!r}; use one of {', '.join(SORT_KEYS)}")
+        params: list[tuple[str, str]] = [("sort", sort), ("limit", str(min(max(1, limit), MAX_PAGE_SIZE)))]
+        params += [("expand", e) for e in expand or ()]
+        params += [("filter", f) for f in filter or ()]
+        if author:
+            params.append(("author", author))
+        if search:
+            params.append(("search", search))
+        url: str | None = str(httpx.URL(f"{self.endpoint}/api/models", params=params))
+        yielded = 0
+        while url and yielded < limit:
+            page, next_url = self._call("GET", url, "listing models",
+                                        lambda r: (self._read_json(r, "listing models"), r.links.get("next", {}).get("url")))
+            if not isinstance(page, list):
+                raise HubError("listing models: the Hub sent something other than a list")
+            for entry in page:
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                    yield entry
+                    yielded += 1
+                    if yielded >= limit:
+                        return
+            if next_url and urlsplit(next_url).hostname != self._host:
+                raise HubError(f"listing models: next page is on another host ({urlsplit(next_url).hostname})")
+            url = next_url if page else None
+
+    def model_info(self, repo_id: str, revision: str | None = None, *, files_metadata: bool = True) -> HubModel:
+        self.check_repo_id(repo_id)
+        url = f"{self.endpoint}/api/models/{repo_id}"
+        if revision:
+            url += f"/revision/{quote(revision, safe='')}"
+        if files_metadata:
+            url += "?blobs=true"
+        what = repo_id + (f"@{revision}" if revision else "")
+        data = self._call("GET", url, what, lambda r: self._read_json(r, what))
+        if not isinstance(data, dict):
+            raise HubError(f"{what}: model info is not a JSON object")
+        try:
+            return HubModel.from_api(data)
+        except ValueError as exc:
+            raise HubError(f"{what}: model info is malformed ({exc})") from exc
+
+    def resolve_url(self, repo_id: str, revision: str, path: str) -> str:
+        return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
+
+    def file_size(self, repo_id: str, commit: str, path: str) -> int:
+        """The file's size from a HEAD on its resolve URL (X-Linked-Size on the CDN redirect)."""
+        what = f"{repo_id}@{commit[:12]}/{path}"
+
+        def consume(resp: httpx.Response) -> int:
+            self._raise_for_status(resp, what)
+            size = resp.headers.get("X-Linked-Size") or (
+                None if resp.status_code in REDIRECT_STATUSES else resp.headers.get("Content-Length"))
+            if not size or not size.isdigit():
+                raise HubError(f"{what}: the Hub did not say how big the file is")
+            return int(size)
+
+        return self._call("HEAD", self.resolve_url(repo_id, commit, path), what, consume,
+                          headers={"Accept-Encoding": "identity"}, stop_off_host=True)
+
+    def read_range(self, repo_id: str, commit: str, path: str, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of a file at a commit. Requires 206; never reads a 200 body."""
+        if length <= 0:
+            return b""
+        if not COMMIT_RX.match(commit):
+            raise HubError(f"{repo_id}: ranged reads must be pinned to a commit sha, not {commit!r}")
+        end = offset + length - 1
+        what = f"{repo_id}@{commit[:12]}/{path} bytes {offset}-{end}"
+
+        def consume(resp: httpx.Response) -> bytes:
+            if resp.status_code == 200:
+                raise RangeNotSupportedError(
+                    f"{what}: the server ignored the Range header and started sending the whole file; "
+                    "stopped without reading it")
+            if resp.status_code == 416:
+                raise InvalidModelError(f"{what}: range lies outside the file ({resp.headers.get('Content-Range', '')})")
+            self._raise_for_status(resp, what)
+            if resp.status_code != 206:
+                raise HubError(f"{what}: expected 206 Partial Content, got HTTP {resp.status_code}")
+            m = CONTENT_RANGE_RX.match(resp.headers.get("Content-Range", ""))
+            if not m or int(m.group(1)) != offset or int(m.group(2)) != end:
+                raise RangeNotSupportedError(
+                    f"{what}: the server answered a different range ({resp.headers.get('Content-Range')!r})")
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > length:
+                    raise RangeNotSupportedError(f"{what}: the server sent more bytes than asked for")
+            if len(body) != length:
+                raise _Retryable(f"body truncated at {len(body)} of {length} bytes")
+            return bytes(body)
+
+        key = (repo_id, commit, path)
+        headers = {"Range": f"bytes={offset}-{end}", "Accept-Encoding": "identity"}
+        with self._counter_lock:
+            cached = self._locations.get(key)
+        if cached and cached[1] > time.monotonic():
+            def consume_cached(resp: httpx.Response) -> bytes:
+                if resp.status_code in STALE_LOCATION_STATUSES:
+                    raise _StaleLocation()
+                return consume(resp)
+
+            try:
+                return self._call("GET", cached[0], what, consume_cached, headers=headers)
+            except _StaleLocation:
+                with self._counter_lock:
+                    self._locations.pop(key, None)
+
+        def consume_and_remember(resp: httpx.Response) -> bytes:
+            data = consume(resp)
+            now = time.monotonic()
+            with self._counter_lock:
+                if len(self._locations) >= MAX_CACHED_LOCATIONS:
+                    self._locations = {k: v for k, v in self._locations.items() if v[1] > now}
+                self._locations[key] = (str(resp.request.url), now + LOCATION_TTL_S)
+            return data
+
+        return self._call("GET", self.resolve_url(repo_id, commit, path), what, consume_and_remember, headers=headers)
+
+    def reader(self, repo_id: str, sha: str | None = None, *, byte_budget: int | None = None):
+        """A RangeReader over the repo at ``sha`` (a commit or branch; default: main)."""
+        from .remote_reader import HubRepoReader  # remote_reader imports this module
+
+        return HubRepoReader(self, repo_id, revision=sha, byte_budget=byte_budget)

@@ -1,0 +1,85 @@
+"""HubRepoReader: the RangeReader of a Hub repo, so fingerprints/ runs on org/name as on a folder.
+
+The repo's revision is resolved to its commit sha once, at construction, and every read is pinned
+to that sha: a push during fingerprinting cannot mix two revisions. Sizes and sha256 come from
+the model info's siblings (``blobs=true``); a batch of ranges is merged per file (``ranges.py``)
+and fetched concurrently; a per-model byte budget is enforced before any request is sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+from fingerprints.errors import BudgetExceededError, InvalidModelError
+from fingerprints.reader import RangeRequest
+
+from .client import COMMIT_RX, HubClient
+from .errors import HubError
+from .models import HubModel
+from .ranges import Span, merge_ranges
+
+
+class HubRepoReader:
+    def __init__(self, client: HubClient, repo_id: str, revision: str | None = None, *,
+                 byte_budget: int | None = None):
+        self.client = client
+        self.model: HubModel = client.model_info(repo_id, revision)
+        if not self.model.sha or not COMMIT_RX.match(self.model.sha):
+            raise HubError(f"{repo_id}: the Hub gave no commit sha to pin reads to")
+        self.repo_id = repo_id
+        self.sha = self.model.sha
+        self.name = f"{repo_id}@{self.sha}"
+        self.byte_budget = byte_budget if byte_budget is not None else client.model_byte_budget
+        self.bytes_read = 0
+        self.requests = 1  # the model info call
+        self._siblings = {s.path: s for s in self.model.siblings}
+        self._sizes: dict[str, int] = {p: s.size for p, s in self._siblings.items() if s.size is not None}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HubRepoReader({self.name!r}, bytes_read={self.bytes_read}, requests={self.requests})"
+
+    def list_files(self) -> list[str]:
+        return sorted(self._siblings)
+
+    def size(self, path: str) -> int:
+        if path not in self._siblings:
+            raise InvalidModelError(f"{self.name}: no file {path!r}")
+        if path not in self._sizes:  # a Hub that left sizes out of the siblings: ask the file itself
+            size = self.client.file_size(self.repo_id, self.sha, path)
+            with self._lock:
+                self.requests += 1
+                self._sizes[path] = size
+        return self._sizes[path]
+
+    def file_sha256(self, path: str) -> str | None:
+        sibling = self._siblings.get(path)
+        return sibling.lfs_sha256 if sibling else None
+
+    def _reserve(self, spans: list[Span]) -> None:
+        total = sum(s.length for s in spans)
+        with self._lock:
+            if self.bytes_read + total > self.byte_budget:
+                raise BudgetExceededError(
+                    f"{self.name}: reading {total:,} more bytes would pass the per-model budget of "
+                    f"{self.byte_budget:,} bytes ({self.bytes_read:,} already read)")
+            self.bytes_read += total
+            self.requests += len(spans)
+
+    def read_ranges(self, requests: Sequence[RangeRequest]) -> list[bytes]:
+        for r in requests:
+            size = self.size(r.path)
+            if r.offset < 0 or r.length < 0 or r.offset + r.length > size:
+                raise InvalidModelError(f"{self.name}: {r.path} range {r.offset}+{r.length} is outside the file "
+                                        f"({size:,} bytes)")
+        spans = merge_ranges(requests)
+        self._reserve(spans)
+        blobs = self.client.map_concurrent(
+            lambda s: self.client.read_range(self.repo_id, self.sha, s.path, s.offset, s.length), spans)
+        out = [b""] * len(requests)
+        for span, blob in zip(spans, blobs):
+            for i in span.members:
+                start = requests[i].offset - span.offset
+                out[i] = blob[start:start + requests[i].length]
+        return out
