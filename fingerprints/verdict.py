@@ -10,6 +10,7 @@ sits well inside the gap, and a z-score floor keeps small samples from deciding 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ INTEGER_DTYPES = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"}
 FLOAT_DTYPE_NAMES = {"F64", "F32", "F16", "BF16"}
 # Quantisation error (Q4_K: ~5% of each weight) is larger than a cast's; above this it is noise.
 QUANTIZE_MAX_REL_DELTA = 0.08
+_LAYER_NUMBER_RX = re.compile(r"\d+")
 ATTENTION_ROLES = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv", "inferred:attn_square"}
 MLP_ROLES = {"mlp_up", "mlp_gate", "mlp_down", "inferred:in_projection", "inferred:out_projection"}
 
@@ -124,12 +126,14 @@ def _delta_kind(emb, tensor_matches, dtype_changed: bool, quantized: bool = Fals
     top = float(rel_arr.max())
     if top < EXACT_REL_DELTA:
         return None, "sampled values are numerically identical"
-    if dtype_changed and top < CAST_MAX_REL_DELTA:
-        return None, f"differences are dtype rounding only (largest relative change {top:.4f})"
+    median = float(np.median(rel_arr))
+    # The median, not the maximum: rounding is relative to each value, so a low-spread vector (a
+    # LayerNorm gain near 1) shows a large change relative to its spread after a plain bf16 cast.
+    if dtype_changed and median < CAST_MAX_REL_DELTA:
+        return None, f"differences are dtype rounding only (median relative change {median:.4f})"
     if quantized and float(np.median(rel_arr)) < QUANTIZE_MAX_REL_DELTA:
         return None, f"differences are quantisation error (median relative change {np.median(rel_arr):.4f})"
     spread = float(np.std(np.log10(rel_arr + 1e-12)))
-    median = float(np.median(rel_arr))
     if spread <= NOISE_MAX_LOG_SPREAD:
         return "noise", (
             f"differences look like added noise: relative change ~{median:.3g} in every tensor and row "
@@ -253,7 +257,8 @@ def decide(fa, fb, config, tokenizer, weights, emb, tensor_matches) -> Decision:
         if derived:
             names_a = {t.name for t in wa.tensors}
             names_b = {t.name for t in wb.tensors}
-            if names_a != names_b:
+            # Layer numbers are masked: dropping layers renumbers the rest without renaming them.
+            if {_LAYER_NUMBER_RX.sub("#", n) for n in names_b} - {_LAYER_NUMBER_RX.sub("#", n) for n in names_a}:
                 renamed = len(names_b - names_a)
                 example = next(((m.a, m.b) for m in tensor_matches if m.a != m.b), None)
                 kinds.append("rename")
