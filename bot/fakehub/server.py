@@ -44,6 +44,8 @@ DEFAULT_PAGE_SIZE = 1000
 TRENDING_MAX = 20
 # Bodies are streamed from disk in chunks of this size.
 SEND_CHUNK = 1024 * 1024
+# How often the background server checks for stop(); short, so test teardown is quick.
+STOP_POLL_S = 0.05
 RANGE_RX = re.compile(r"^bytes=(\d*)-(\d*)$")
 TRUE_VALUES = ("1", "true", "True")
 # The real Hub's text for a missing or private repo seen anonymously (research §1.4).
@@ -122,7 +124,8 @@ class FakeHub:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> FakeHub:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fakehub", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": STOP_POLL_S},
+                                        name="fakehub", daemon=True)
         self._thread.start()
         return self
 

@@ -1,0 +1,105 @@
+"""Helpers and fixtures to run a fake Hub in a test. Test modules import the fixtures they use.
+
+The served folder holds the real all-MiniLM-L6-v2 (files symlinked from the installed package),
+a byte-identical re-upload under another name, a gated and a private copy, and a few tiny
+config-only repos with distinct dates and counters for listing and paging tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import variants as variant_builder
+from bot.fakehub import FakeHub
+from bot.hub import HubClient, RetryPolicy
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+COPY = "acme/minilm-copy"
+GATED = "acme/gated-minilm"
+PRIVATE = "acme/private-minilm"
+GRANTED_TOKEN = "hf_granted_token_0123456789"
+OTHER_TOKEN = "hf_other_token_9876543210"
+MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "vocab.txt")
+# Tiny repos: (repo id, createdAt, trendingScore, downloads, likes, tags)
+TINY_REPOS = [
+    ("tiny/a", "2024-01-01T00:00:00.000Z", 5, 10, 1, ["text-classification"]),
+    ("tiny/b", "2024-02-01T00:00:00.000Z", 50, 5, 9, []),
+    ("tiny/c", "2024-03-01T00:00:00.000Z", 1, 500, 3, ["text-classification"]),
+    ("other/d", "2024-04-01T00:00:00.000Z", 20, 0, 0, []),
+]
+# Fast retries for tests: the behaviour under test is the policy, not the wall-clock waits.
+FAST_RETRY = RetryPolicy(max_attempts=4, backoff_base_s=0.01, backoff_cap_s=0.02, max_total_wait_s=5.0)
+
+
+def wait_for(predicate, timeout_s: float = 5.0) -> bool:
+    """Poll ``predicate``: the fake Hub records a response only after its body is written."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    (folder / "_hub.json").write_text(json.dumps(meta))
+
+
+def link_minilm(folder: Path, minilm: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in MINILM_FILES:
+        os.symlink(minilm / name, folder / name)
+    return folder
+
+
+def build_hub_dir(root: Path, minilm: Path) -> Path:
+    """Lay out the test repos under ``root`` and return it."""
+    original = link_minilm(root / MINILM, minilm)
+    _write_meta(original, {"createdAt": "2022-03-02T23:29:05.000Z", "downloads": 90_000_000, "likes": 3000,
+                           "trendingScore": 100, "cardData": {"license": "apache-2.0", "library_name":
+                           "sentence-transformers", "pipeline_tag": "sentence-similarity"}})
+    copy = link_minilm(root / COPY, minilm)
+    _write_meta(copy, {"createdAt": "2025-06-01T12:00:00.000Z", "downloads": 3, "trendingScore": 7,
+                       "cardData": {"license": "mit", "base_model": "google-bert/bert-base-uncased"}})
+    gated = link_minilm(root / GATED, minilm)
+    _write_meta(gated, {"createdAt": "2025-05-01T00:00:00.000Z", "gated": "manual",
+                        "granted_tokens": [GRANTED_TOKEN]})
+    private = link_minilm(root / PRIVATE, minilm)
+    _write_meta(private, {"createdAt": "2025-07-01T00:00:00.000Z", "private": True,
+                          "granted_tokens": [GRANTED_TOKEN]})
+    for repo_id, created, trending, downloads, likes, tags in TINY_REPOS:
+        folder = root / repo_id
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+        _write_meta(folder, {"createdAt": created, "trendingScore": trending, "downloads": downloads,
+                             "likes": likes, "tags": tags})
+    return root
+
+
+def public_repo_ids() -> set[str]:
+    return {MINILM, COPY, GATED} | {r[0] for r in TINY_REPOS}
+
+
+@pytest.fixture(scope="session")
+def hub_dir(tmp_path_factory) -> Path:
+    return build_hub_dir(tmp_path_factory.mktemp("fakehub"), variant_builder.minilm_dir())
+
+
+@pytest.fixture
+def fake_hub(hub_dir):
+    """A fresh fake Hub over the shared folder: clean counters, no faults."""
+    with FakeHub(hub_dir) as hub:
+        yield hub
+
+
+@pytest.fixture
+def client(fake_hub):
+    """A HubClient on the fake Hub with fast retries and no token (the environment's is ignored)."""
+    with HubClient(fake_hub.endpoint, token="", retry=FAST_RETRY) as c:
+        yield c
