@@ -1,0 +1,257 @@
+"""HubClient and HubRepoReader against the fake Hub: results, costs and every error path."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from bot.fakehub import FakeHub
+from bot.hub import (EntryNotFoundError, GatedRepoError, HubClient, HubError, HubUnavailableError,
+                     RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RetryPolicy, RevisionNotFoundError)
+from bot.hub.models import HubModel, declared_base_models
+from bot.hub.ranges import MERGE_GAP, merge_ranges
+from bot.hub.remote_reader import HubRepoReader
+from bot.hub.retry import wait_for_429
+from fingerprints.engine import fingerprint_model
+from fingerprints.errors import BudgetExceededError, InvalidModelError
+from fingerprints.reader import LocalFolderReader, RangeRequest
+from hubfixtures import (COPY, FAST_RETRY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, client,  # noqa: F401
+                         fake_hub, hub_dir, link_minilm, wait_for)
+
+MiB = 1024 * 1024
+
+
+def recording_client(hub: FakeHub, **kwargs) -> tuple[HubClient, list[float]]:
+    waits: list[float] = []
+    kwargs.setdefault("retry", FAST_RETRY)
+    return HubClient(hub.endpoint, token=kwargs.pop("token", ""), sleep=waits.append, **kwargs), waits
+
+
+# ---- listing and model info --------------------------------------------------------------------
+
+
+def test_list_models_follows_pages_up_to_the_limit(hub_dir):
+    with FakeHub(hub_dir, page_size=2) as hub, HubClient(hub.endpoint, token="") as c:
+        entries = list(c.list_models(sort="created_at", limit=5, expand=["sha", "createdAt", "cardData"]))
+        assert [e["id"] for e in entries] == [COPY, GATED, "other/d", "tiny/c", "tiny/b"]
+        assert all(len(e["sha"]) == 40 for e in entries)
+        assert hub.stats.by_bucket["api"] == 3  # pages of 2, 2 and 1 wanted
+        trending = [e["id"] for e in c.list_models(sort="trendingScore", limit=2, expand=["trendingScore"])]
+        assert trending == [MINILM, "tiny/b"]
+        assert [e["id"] for e in c.list_models(limit=10, author="tiny", search="a")] == ["tiny/a"]
+    with pytest.raises(HubError, match="unknown sort"):
+        next(c.list_models(sort="recent"))
+
+
+def test_model_info_is_typed(client, hub_dir):
+    m = client.model_info(COPY)
+    assert isinstance(m, HubModel) and m.repo_id == COPY and len(m.sha) == 40
+    assert m.author == "acme" and m.license == "mit" and m.created_at.startswith("2025-06-01")
+    assert m.declared_base_models == ("google-bert/bert-base-uncased",)
+    weights = m.sibling("model.safetensors")
+    assert weights.size == 90_868_376 and weights.lfs_sha256 == hashlib.sha256(
+        (hub_dir / MINILM / "model.safetensors").read_bytes()).hexdigest()
+    assert m.sibling("config.json").lfs_sha256 is None and m.sibling("config.json").size > 0
+    assert client.model_info(GATED).gated == "manual"
+    assert client.model_info(MINILM).downloads == 90_000_000
+
+
+def test_declared_base_models_from_every_source():
+    assert declared_base_models(["base_model:quantized:a/b", "base_model:c/d", "license:mit"], ["e/f", 3],
+                                {"relation": "merge", "models": [{"id": "a/b"}, {"id": "g/h"}]}) == \
+        ("e/f", "a/b", "c/d", "g/h")
+    hostile = HubModel.from_api({"id": "x/y", "siblings": [{"rfilename": "w", "lfs": {"sha256": "../etc"}}, 7]})
+    assert hostile.sibling("w").lfs_sha256 is None and len(hostile.siblings) == 1
+
+
+# ---- the remote reader -------------------------------------------------------------------------
+
+
+def test_remote_fingerprint_equals_local_and_costs_little(client, hub_dir):
+    reader = client.reader(MINILM)
+    assert reader.name == f"{MINILM}@{reader.sha}"
+    remote = fingerprint_model(reader)
+    local = fingerprint_model(LocalFolderReader(hub_dir / MINILM))
+    assert remote.weights.structure_hash == local.weights.structure_hash
+    assert remote.tokenizer.vocab_hash == local.tokenizer.vocab_hash
+    assert remote.config.fields == local.config.fields
+    assert remote.weights.file_sha256["model.safetensors"] == reader.file_sha256("model.safetensors")
+    assert reader.bytes_read <= 3 * MiB and reader.requests < 150
+
+
+def test_read_ranges_merges_neighbours_and_returns_exact_bytes(client, hub_dir, fake_hub):
+    reader = HubRepoReader(client, MINILM)
+    data = (hub_dir / MINILM / "model.safetensors").read_bytes()
+    wanted = [RangeRequest("model.safetensors", 1000, 10), RangeRequest("model.safetensors", 0, 8),
+              RangeRequest("model.safetensors", 1005, 20), RangeRequest("model.safetensors", 5 * MiB, 4),
+              RangeRequest("config.json", 0, 5), RangeRequest("model.safetensors", 7, 0)]
+    fake_hub.stats.reset()
+    got = reader.read_ranges(wanted)
+    assert got[:4] == [data[1000:1010], data[0:8], data[1005:1025], data[5 * MiB:5 * MiB + 4]]
+    assert got[4] == (hub_dir / MINILM / "config.json").read_bytes()[:5] and got[5] == b""
+    assert reader.requests == 1 + 3  # model info, then [0, 1025), [5 MiB, +4) and config.json
+    assert wait_for(lambda: fake_hub.stats.by_bucket.get("cdn") == 2)
+    with pytest.raises(InvalidModelError, match="outside the file"):
+        reader.read_ranges([RangeRequest("config.json", 0, 10**6)])
+    with pytest.raises(InvalidModelError, match="no file"):
+        reader.size("missing.bin")
+
+
+def test_merge_ranges_gap_rule():
+    reqs = [RangeRequest("a", 0, 10), RangeRequest("a", 10 + MERGE_GAP - 1, 5), RangeRequest("a", 10**7, 5),
+            RangeRequest("a", 10**7 + 5 + MERGE_GAP, 1), RangeRequest("b", 0, 1)]
+    spans = merge_ranges(reqs)
+    assert [(s.path, s.offset, s.end, s.members) for s in spans] == [
+        ("a", 0, 10 + MERGE_GAP + 4, [0, 1]), ("a", 10**7, 10**7 + 5, [2]),
+        ("a", 10**7 + 5 + MERGE_GAP, 10**7 + 6 + MERGE_GAP, [3]), ("b", 0, 1, [4])]
+
+
+def test_reads_are_pinned_to_the_commit(tmp_path, hub_dir):
+    repo = link_minilm(tmp_path / "org" / "model", hub_dir / MINILM)
+    with FakeHub(tmp_path) as hub, HubClient(hub.endpoint, token="", retry=FAST_RETRY) as c:
+        reader = c.reader("org/model")
+        assert reader.read_ranges([RangeRequest("config.json", 0, 1)]) == [b"{"]
+        (repo / "README.md").write_text("a push while we were reading")
+        with pytest.raises(RevisionNotFoundError):
+            reader.read_ranges([RangeRequest("vocab.txt", 0, 5)])
+
+
+def test_byte_budget_stops_before_reading(client, fake_hub):
+    reader = HubRepoReader(client, MINILM, byte_budget=MiB)
+    fake_hub.stats.reset()
+    with pytest.raises(BudgetExceededError, match="budget"):
+        fingerprint_model(reader)
+    assert reader.bytes_read <= MiB
+    assert wait_for(lambda: fake_hub.stats.requests > 0) and fake_hub.stats.bytes_sent <= MiB
+
+
+def test_file_size_from_head(client):
+    sha = client.model_info(MINILM).sha
+    assert client.file_size(MINILM, sha, "model.safetensors") == 90_868_376
+    assert client.file_size(MINILM, sha, "config.json") == client.model_info(MINILM).sibling("config.json").size
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+def test_missing_private_and_bad_ids(client):
+    for repo in ("nobody/nothing", PRIVATE):
+        with pytest.raises(RepoNotFoundError, match="not found"):
+            client.reader(repo)
+    with pytest.raises(RepoNotFoundError, match="not a Hub repo id"):
+        client.model_info("../../etc/passwd")
+    with pytest.raises(RevisionNotFoundError):
+        client.reader(MINILM, "v0.0-nope")
+    sha = client.model_info(MINILM).sha
+    with pytest.raises(EntryNotFoundError):
+        client.read_range(MINILM, sha, "nope.safetensors", 0, 8)
+
+
+def test_gated_repo_needs_a_granted_token(fake_hub):
+    with HubClient(fake_hub.endpoint, token="") as anonymous:
+        reader = anonymous.reader(GATED)  # model info is public
+        with pytest.raises(GatedRepoError, match="set HF_TOKEN"):
+            reader.read_ranges([RangeRequest("config.json", 0, 1)])
+    with HubClient(fake_hub.endpoint, token=OTHER_TOKEN) as wrong:
+        with pytest.raises(GatedRepoError, match="not been granted") as err:
+            wrong.reader(GATED).read_ranges([RangeRequest("config.json", 0, 1)])
+        assert OTHER_TOKEN not in str(err.value) and OTHER_TOKEN not in repr(wrong)
+    with HubClient(fake_hub.endpoint, token=GRANTED_TOKEN) as granted:
+        assert granted.reader(GATED).read_ranges([RangeRequest("model.safetensors", 0, 8)])[0]
+        assert granted.reader(PRIVATE).model.private
+
+
+def test_token_and_endpoint_come_from_the_environment_at_construction(fake_hub, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", GRANTED_TOKEN)
+    with HubClient(retry=FAST_RETRY) as c:
+        assert c.endpoint == fake_hub.endpoint and c.has_token
+        c.reader(GATED).read_ranges([RangeRequest("model.safetensors", 0, 8)])
+    assert wait_for(lambda: fake_hub.stats.by_bucket.get("cdn"))
+    # The Bearer token goes to the Hub only, never to the CDN host.
+    assert fake_hub.stats.authorized_by_bucket.get("api") and not fake_hub.stats.authorized_by_bucket.get("cdn")
+
+
+def test_429_then_success_waits_for_the_reset(fake_hub):
+    c, waits = recording_client(fake_hub)
+    fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 2, 2
+    assert c.model_info(MINILM).repo_id == MINILM
+    assert waits == [2.0, 2.0]  # the RateLimit header's t, not the backoff
+
+
+def test_429_beyond_the_wait_cap_is_a_clear_error(fake_hub):
+    c, waits = recording_client(fake_hub)
+    fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 100, 250
+    with pytest.raises(RateLimitedError, match="rate limited by the Hub.*250 s"):
+        c.model_info(MINILM)
+    assert waits == []  # a 250 s reset is past the 5 s cap: give up at once instead of sleeping
+
+
+def test_retry_after_and_backoff_rules():
+    assert wait_for_429({"RateLimit": '"api";r=0;t=42', "Retry-After": "5"}, 1.0) == 42.0
+    assert wait_for_429({"RateLimit": '"api";r=10;t=42', "Retry-After": "5"}, 1.0) == 5.0
+    assert wait_for_429({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 1.5) == 1.5
+    policy = RetryPolicy(backoff_base_s=1, backoff_cap_s=8)
+    assert [policy.backoff(i) for i in range(5)] == [1, 2, 4, 8, 8]
+
+
+def test_5xx_then_success_and_5xx_forever(fake_hub):
+    c, waits = recording_client(fake_hub)
+    fake_hub.faults.errors_5xx = 2
+    assert c.model_info(MINILM).sha
+    assert waits == [FAST_RETRY.backoff(0), FAST_RETRY.backoff(1)]
+    fake_hub.faults.errors_5xx = 1000
+    fake_hub.stats.reset()
+    with pytest.raises(HubUnavailableError, match="after 4 attempts.*HTTP 503"):
+        c.model_info(MINILM)
+    assert wait_for(lambda: fake_hub.stats.requests == FAST_RETRY.max_attempts)
+
+
+def test_truncated_header_body_is_retried_then_reported(fake_hub):
+    c, _ = recording_client(fake_hub)
+    reader = c.reader(MINILM)
+    fake_hub.faults.scope, fake_hub.faults.truncate = "cdn", 1
+    header = reader.read_ranges([RangeRequest("model.safetensors", 0, 64 * 1024)])[0]
+    assert len(header) == 64 * 1024
+    fake_hub.faults.truncate = 1000
+    with pytest.raises(HubUnavailableError, match="RemoteProtocolError|truncated"):
+        reader.read_ranges([RangeRequest("model.safetensors", 8, 64 * 1024)])
+
+
+def test_server_ignoring_range_is_refused_without_downloading(tmp_path):
+    repo = tmp_path / "big" / "model"
+    repo.mkdir(parents=True)
+    size = 1024 * MiB
+    with open(repo / "model.safetensors", "wb") as fh:
+        fh.truncate(size)  # sparse: a 1 GiB file that costs no disk
+    (repo / "_hub.json").write_text('{"sha256": {"model.safetensors": "%s"}}' % ("0" * 64))
+    with FakeHub(tmp_path) as hub, HubClient(hub.endpoint, token="", retry=FAST_RETRY) as c:
+        reader = c.reader("big/model")
+        hub.faults.ignore_range = True
+        with pytest.raises(RangeNotSupportedError, match="ignored the Range header"):
+            reader.read_ranges([RangeRequest("model.safetensors", 0, 8)])
+        assert wait_for(lambda: hub.stats.by_bucket.get("cdn"))
+        assert hub.stats.bytes_sent < 64 * MiB  # the server stopped as soon as the client hung up
+
+
+def test_redirect_to_a_foreign_host_is_refused(hub_dir):
+    with FakeHub(hub_dir, cdn_host="cdn.example.org") as hub, HubClient(hub.endpoint, token="") as c:
+        reader = c.reader(MINILM)
+        with pytest.raises(HubError, match="refusing to follow.*cdn.example.org"):
+            reader.read_ranges([RangeRequest("model.safetensors", 0, 8)])
+        assert reader.read_ranges([RangeRequest("config.json", 0, 1)]) == [b"{"]  # resolve-cache is same-host
+
+
+def test_unreachable_hub_is_a_clear_error():
+    with HubClient("http://127.0.0.1:9", token="", retry=FAST_RETRY) as c:
+        with pytest.raises(HubUnavailableError, match="ConnectError"):
+            c.model_info(MINILM)
+    with pytest.raises(HubError, match="not an http"):
+        HubClient("ftp://example", token="")
+
+
+def test_hub_client_satisfies_the_watcher_protocol(client):
+    entries = list(client.list_models(sort="createdAt", limit=2, expand=["sha"]))
+    reader = client.reader(entries[0]["id"], entries[0]["sha"])
+    assert reader.sha == entries[0]["sha"] and "config.json" in reader.list_files()
