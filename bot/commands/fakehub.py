@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 from bot.fakehub import FakeHub, FaultConfig
 from bot.fakehub.faults import ANONYMOUS_API_QUOTA, ANONYMOUS_RESOLVER_QUOTA, SCOPES
