@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from bot.fakehub import FakeHub, FaultConfig
 from bot.fakehub.faults import ANONYMOUS_API_QUOTA, ANONYMOUS_RESOLVER_QUOTA, SCOPES
 from bot.fakehub.server import DEFAULT_PAGE_SIZE
