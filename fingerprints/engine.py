@@ -11,10 +11,10 @@ import numpy as np
 from .config import config_signature, parse_config_json
 from .errors import InvalidModelError
 from .model import ConfigSignature, Fingerprint, TensorInfo, TokenizerSignature, WeightsSignature, stable_hash
-from .reader import RangeReader, read_small_file
+from .reader import RangeReader, read_small_file, read_small_files
 from .roles import assign_role
 from .safetensors_format import MAX_INDEX_BYTES, read_checkpoint
-from .tokenizer import MAX_TOKENIZER_BYTES, ParsedTokenizer, read_tokenizer, tokenizer_signature
+from .tokenizer import MAX_TOKENIZER_BYTES, ParsedTokenizer, read_tokenizer, tokenizer_files, tokenizer_signature
 from .weights import FLOAT_DTYPES, TENSOR_BYTE_BUDGET, TensorLayout, sample_weights
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -55,8 +55,14 @@ def _uninspectable(files: list[str]) -> str | None:
 def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> Fingerprint:
     files = reader.list_files()
 
+    # Every small file the fingerprint may need, fetched in one batch (one round trip over HTTP).
+    limits = {p: MAX_CONFIG_BYTES for p in ("config.json",) if p in files}
+    limits.update({p: MAX_INDEX_BYTES for p in ("model.safetensors.index.json",) if p in files})
+    limits.update({p: MAX_TOKENIZER_BYTES for p in tokenizer_files(files)})
+    prefetched = read_small_files(reader, limits)
+
     def small(path: str, limit: int = MAX_TOKENIZER_BYTES) -> bytes:
-        return read_small_file(reader, path, limit)
+        return prefetched[path] if path in prefetched else read_small_file(reader, path, limit)
 
     config = None
     if "config.json" in files:

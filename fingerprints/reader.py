@@ -53,12 +53,20 @@ def read_range(reader: RangeReader, path: str, offset: int, length: int) -> byte
 
 def read_small_file(reader: RangeReader, path: str, max_bytes: int) -> bytes:
     """Read a whole small file (config, tokenizer), refusing files larger than ``max_bytes``."""
-    size = reader.size(path)
-    if size > max_bytes:
-        raise InvalidModelError(
-            f"{path} is {size:,} bytes, over the {max_bytes:,}-byte limit for this kind of file"
-        )
-    return read_range(reader, path, 0, size) if size else b""
+    return read_small_files(reader, {path: max_bytes})[path]
+
+
+def read_small_files(reader: RangeReader, limits: dict[str, int]) -> dict[str, bytes]:
+    """Read several whole small files in one batch (one round trip over HTTP), each capped."""
+    sizes = {path: reader.size(path) for path in limits}
+    for path, size in sizes.items():
+        if size > limits[path]:
+            raise InvalidModelError(
+                f"{path} is {size:,} bytes, over the {limits[path]:,}-byte limit for this kind of file"
+            )
+    wanted = [p for p in limits if sizes[p]]
+    blobs = reader.read_ranges([RangeRequest(p, 0, sizes[p]) for p in wanted]) if wanted else []
+    return {**{p: b"" for p in limits}, **dict(zip(wanted, blobs))}
 
 
 class LocalFolderReader:

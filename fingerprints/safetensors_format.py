@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from .errors import InvalidModelError
-from .reader import RangeReader, read_range
+from .reader import RangeReader, RangeRequest
 
 # huggingface_hub refuses headers over 25 MB (constants.SAFETENSORS_MAX_HEADER_LENGTH); real
 # headers of 1000-tensor shards are ~100 KB.
@@ -96,21 +96,35 @@ def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int
     return tensors
 
 
+def read_safetensors_headers(reader: RangeReader, files: list[str]) -> dict[str, tuple[list[SafetensorsTensor], int]]:
+    """Parse the headers of ``files``: one batched read of every file's start, then one batched
+    read of the rest of any header longer than that. Returns file -> (tensors, header bytes)."""
+    sizes = {f: reader.size(f) for f in files}
+    for f, size in sizes.items():
+        if size < 8:
+            raise InvalidModelError(f"{f}: {size} bytes is too small to be a safetensors file")
+    firsts = dict(zip(files, reader.read_ranges([RangeRequest(f, 0, min(sizes[f], FIRST_READ_BYTES)) for f in files])))
+    lengths = {}
+    for f in files:
+        (header_len,) = struct.unpack("<Q", firsts[f][:8])
+        if header_len > MAX_HEADER_BYTES:
+            raise InvalidModelError(f"{f}: header claims {header_len:,} bytes, over the {MAX_HEADER_BYTES:,}-byte limit")
+        if 8 + header_len > sizes[f]:
+            raise InvalidModelError(f"{f}: header claims {header_len:,} bytes but the file has {sizes[f]:,}")
+        lengths[f] = header_len
+    short = [f for f in files if len(firsts[f]) < 8 + lengths[f]]
+    rests = dict(zip(short, reader.read_ranges(
+        [RangeRequest(f, len(firsts[f]), 8 + lengths[f] - len(firsts[f])) for f in short]))) if short else {}
+    out = {}
+    for f in files:
+        header = (firsts[f] + rests.get(f, b""))[8 : 8 + lengths[f]]
+        out[f] = (parse_header_bytes(header, f, sizes[f], lengths[f]), 8 + lengths[f])
+    return out
+
+
 def read_safetensors_header(reader: RangeReader, file: str) -> tuple[list[SafetensorsTensor], int]:
     """Parse one file's header; returns the tensors and the header bytes read."""
-    size = reader.size(file)
-    if size < 8:
-        raise InvalidModelError(f"{file}: {size} bytes is too small to be a safetensors file")
-    first = read_range(reader, file, 0, min(size, FIRST_READ_BYTES))
-    (header_len,) = struct.unpack("<Q", first[:8])
-    if header_len > MAX_HEADER_BYTES:
-        raise InvalidModelError(f"{file}: header claims {header_len:,} bytes, over the {MAX_HEADER_BYTES:,}-byte limit")
-    if 8 + header_len > size:
-        raise InvalidModelError(f"{file}: header claims {header_len:,} bytes but the file has {size:,}")
-    header = first[8 : 8 + header_len]
-    if len(header) < header_len:
-        header += read_range(reader, file, len(first), 8 + header_len - len(first))
-    return parse_header_bytes(header, file, size, header_len), 8 + header_len
+    return read_safetensors_headers(reader, [file])[file]
 
 
 def safetensors_files(files: list[str], read_index) -> list[str]:
@@ -137,8 +151,10 @@ def read_checkpoint(reader: RangeReader, files: list[str], read_index) -> tuple[
     tensors: list[SafetensorsTensor] = []
     header_bytes = 0
     seen: set[str] = set()
-    for shard in safetensors_files(files, read_index):
-        shard_tensors, n = read_safetensors_header(reader, shard)
+    shards = safetensors_files(files, read_index)
+    headers = read_safetensors_headers(reader, shards)
+    for shard in shards:
+        shard_tensors, n = headers[shard]
         header_bytes += n
         for t in shard_tensors:
             if t.name in seen:

@@ -371,24 +371,41 @@ def tokenizer_signature(parsed: ParsedTokenizer, extra_special: list[str] = ()) 
     )
 
 
+SPECIAL_TOKEN_CONFIGS = ("tokenizer_config.json", "special_tokens_map.json")
+
+
+def tokenizer_files(files: list[str]) -> list[str]:
+    """The files read_tokenizer will read, in order: the vocabulary source, then special-token configs."""
+    names = set(files)
+    if "tokenizer.json" in names:
+        source = ["tokenizer.json"]
+    elif "vocab.json" in names:
+        source = ["vocab.json"] + (["merges.txt"] if "merges.txt" in names else [])
+    elif "vocab.txt" in names:
+        source = ["vocab.txt"]
+    elif "tokenizer.model" in names:
+        source = ["tokenizer.model"]
+    else:
+        source = sorted(f for f in files if f.endswith(".tiktoken") and "/" not in f)[:1]
+    return source + [p for p in SPECIAL_TOKEN_CONFIGS if p in names] if source else []
+
+
 def read_tokenizer(files: list[str], read: Callable[[str], bytes]) -> TokenizerSignature | None:
     """Find and parse the model's tokenizer among ``files``; ``read(path)`` returns a small file."""
-    names = set(files)
-    parsed: ParsedTokenizer | None = None
-    if "tokenizer.json" in names:
-        parsed = parse_tokenizer_json(read("tokenizer.json"))
-    elif "vocab.json" in names:
-        parsed = parse_vocab_json_and_merges(read("vocab.json"), read("merges.txt") if "merges.txt" in names else None)
-    elif "vocab.txt" in names:
-        parsed = parse_vocab_txt(read("vocab.txt"))
-    elif "tokenizer.model" in names:
-        raw = read("tokenizer.model")
-        parsed = parse_tiktoken(raw, "tokenizer.model") if looks_like_tiktoken(raw) else parse_sentencepiece_model(raw)
-    else:
-        tik = sorted(f for f in files if f.endswith(".tiktoken") and "/" not in f)
-        if tik:
-            parsed = parse_tiktoken(read(tik[0]), tik[0])
-    if parsed is None:
+    needed = tokenizer_files(files)
+    if not needed:
         return None
-    configs = [(p, read(p)) for p in ("tokenizer_config.json", "special_tokens_map.json") if p in names]
+    source = needed[0]
+    if source == "tokenizer.json":
+        parsed = parse_tokenizer_json(read(source))
+    elif source == "vocab.json":
+        parsed = parse_vocab_json_and_merges(read(source), read("merges.txt") if "merges.txt" in needed else None)
+    elif source == "vocab.txt":
+        parsed = parse_vocab_txt(read(source))
+    elif source == "tokenizer.model":
+        raw = read(source)
+        parsed = parse_tiktoken(raw, source) if looks_like_tiktoken(raw) else parse_sentencepiece_model(raw)
+    else:
+        parsed = parse_tiktoken(read(source), source)
+    configs = [(p, read(p)) for p in SPECIAL_TOKEN_CONFIGS if p in needed]
     return tokenizer_signature(parsed, special_tokens_from_configs(configs))
