@@ -1,0 +1,92 @@
+"""End to end: `hubwatch watch --once` against the fake Hub and a fake Discord webhook.
+
+The Hub holds a reference model and a trending list with a disguised copy of it (renamed, noised,
+cast to bf16), an honestly declared fine-tune and an independent model of the same architecture.
+One cycle must post exactly one alert, for the copy, with its evidence and plot; a second cycle
+must post nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.fakediscord.webhook import FakeDiscordWebhook
+from bot.fakehub import FakeHub
+from store.store import Store
+
+pytestmark = pytest.mark.timeout(1200)  # a cold variant cache trains models first
+
+REFERENCE = "sentence-transformers/all-MiniLM-L6-v2"
+COPY = "someone/MiniLM-pro"
+DECLARED = "lab/minilm-finetuned"
+INDEPENDENT = "indie/encoder-small"
+
+
+def _repo(root: Path, repo_id: str, source: Path, meta: dict) -> None:
+    folder = root / repo_id
+    folder.mkdir(parents=True)
+    for f in source.iterdir():
+        if f.is_file():
+            os.symlink(f, folder / f.name)
+    (folder / "_hub.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def hub_root(tmp_path, minilm_dir, variants) -> Path:
+    root = tmp_path / "hub"
+    _repo(root, REFERENCE, minilm_dir, {"createdAt": "2021-08-30T00:00:00.000Z", "trendingScore": 5,
+                                        "cardData": {"license": "apache-2.0"}})
+    _repo(root, COPY, variants["noise-rename-cast"], {"createdAt": "2026-11-20T00:00:00.000Z", "trendingScore": 90,
+                                                      "cardData": {"license": "mit"}})
+    _repo(root, DECLARED, variants["finetune-heavy"], {"createdAt": "2026-11-21T00:00:00.000Z", "trendingScore": 80,
+                                                       "cardData": {"license": "apache-2.0", "base_model": REFERENCE}})
+    _repo(root, INDEPENDENT, variants["independent-trained"], {"createdAt": "2026-11-22T00:00:00.000Z",
+                                                                "trendingScore": 70})
+    return root
+
+
+def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp_path, monkeypatch, capsys):
+    db = tmp_path / "hubwatch.db"
+    with FakeHub(hub_root) as hub, FakeDiscordWebhook() as discord:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "")
+        monkeypatch.setenv("HUBWATCH_DB", str(db))
+        monkeypatch.setenv("HUBWATCH_DISCORD_ALLOWED_HOSTS", "127.0.0.1")
+        monkeypatch.setenv("HUBWATCH_DISCORD_WEBHOOK", discord.url)
+        monkeypatch.setenv("HUBWATCH_FEEDS_NEWEST_ENABLED", "false")
+        monkeypatch.setenv("HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED", "false")
+        monkeypatch.chdir(tmp_path)  # no stray ./hubwatch.toml
+
+        assert main(["index", "add", REFERENCE, "--db", str(db)]) == 0
+        assert main(["watch", "--once"]) == 0
+        out = capsys.readouterr().out
+        assert "3 fingerprinted, 1 alerts, 0 errors" in out
+
+        assert len(discord.messages) == 1
+        message = discord.messages[0]
+        embed = message.embeds[0]
+        text = json.dumps(embed)
+        assert COPY in text and REFERENCE in text
+        assert "weights-derived" in text and "rename" in text and "noise" in text
+        assert message.payload["allowed_mentions"] == {"parse": []}
+        filename, content_type, png = next(iter(message.attachments.values()))
+        assert content_type == "image/png" and png.startswith(b"\x89PNG")  # the evidence plot
+
+        store = Store.open(str(db))
+        try:
+            assert store.alert_counts().get("delivered") == 1
+            declared = store.matches_for(store.find_fingerprint(DECLARED).id)
+            assert [m.verdict for m in declared] == ["weights-derived"]  # recorded, not alerted
+            assert store.matches_for(store.find_fingerprint(INDEPENDENT).id) == []
+        finally:
+            store.close()
+
+        # A second cycle: every revision is known, nothing is fingerprinted or posted again.
+        assert main(["watch", "--once"]) == 0
+        assert "0 fingerprinted, 0 alerts, 0 errors" in capsys.readouterr().out
+        assert len(discord.messages) == 1
