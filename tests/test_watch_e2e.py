@@ -90,3 +90,25 @@ def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp
         assert main(["watch", "--once"]) == 0
         assert "0 fingerprinted, 0 alerts, 0 errors" in capsys.readouterr().out
         assert len(discord.messages) == 1
+
+
+def test_index_seed_fingerprints_references_and_skips_missing_ones(hub_root, tmp_path, monkeypatch, capsys):
+    db = tmp_path / "seed.db"
+    with FakeHub(hub_root) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "")
+        # "bert" references are not on this Hub: each is reported and skipped, the seed goes on.
+        assert main(["index", "seed", "--family", "bert", "--db", str(db)]) == 0
+        captured = capsys.readouterr()
+        assert "seeded 0 of 2 references (2 failed)" in captured.out
+        assert captured.err.count("failed:") == 2 and "Traceback" not in captured.err
+        assert main(["index", "seed", "--family", "minilm", "--db", str(db)]) == 0
+        captured = capsys.readouterr()
+        assert "[1/1] sentence-transformers/all-MiniLM-L6-v2 ... ok" in captured.err
+        assert "seeded 1 of 1 references (0 failed)" in captured.out
+    store = Store.open(str(db))
+    try:
+        assert store.find_fingerprint(REFERENCE) is not None
+        assert [w.value for w in store.watch_list("reference")] == [REFERENCE]
+    finally:
+        store.close()
