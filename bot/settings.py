@@ -104,7 +104,7 @@ def setting(default: Any, meaning: str, *, env: str | None = None, minimum: floa
     return field(default=default, metadata=meta)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -113,7 +113,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _host_matches(host: str, allowed: tuple[str, ...]) -> bool:
+def host_matches(host: str, allowed: tuple[str, ...]) -> bool:
     host = host.lower().rstrip(".")
     return any(host == a or host.endswith("." + a) for a in allowed)
 
@@ -140,9 +140,9 @@ class HubSettings:
         host = (parts.hostname or "").lower()
         if parts.scheme not in ("https", "http") or not host:
             return False
-        if parts.scheme == "http" and not (_is_loopback(host) or urlsplit(self.endpoint).scheme == "http"):
+        if parts.scheme == "http" and not (is_loopback_host(host) or urlsplit(self.endpoint).scheme == "http"):
             return False
-        return host == self.host or _host_matches(host, self.redirect_hosts)
+        return host == self.host or host_matches(host, self.redirect_hosts)
 
 
 @dataclass(frozen=True)
@@ -226,9 +226,9 @@ class DiscordSettings:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         where = f"discord.webhook_url ({DiscordSettings.env_name('webhook_url')})"
-        if not _host_matches(host, self.allowed_hosts):
+        if not host_matches(host, self.allowed_hosts):
             raise ConfigError(f"{where}: host {host or '(none)'!r} is not one of {', '.join(self.allowed_hosts)}")
-        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback_host(host)):
             raise ConfigError(f"{where}: must be an https:// URL")
         if not DISCORD_WEBHOOK_PATH_RX.match(parts.path):
             raise ConfigError(f"{where}: path must look like /api/webhooks/<id>/<token>")

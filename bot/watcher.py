@@ -38,6 +38,7 @@ from store.records import ModelRecord
 from store.store import Store
 
 from .alerts.delivery import deliver_pending
+from .hub.models import HubModel
 from .alerts.discord_webhook import AlertSender
 from .alerts.model import Alert, RepoRef
 from .logging_setup import CycleSummary, log_cycle_summary
@@ -119,7 +120,7 @@ class Watcher:
                 store.set_status("last_error", f"{feed}: {exc}")
                 log.warning("feed listing failed", extra={"feed": feed, "error": str(exc)})
                 return self._finish(store, summary, started)
-            records = [r for r in (ModelRecord.from_api(d) for d in listing) if r.repo_id and r.sha]
+            records = [r for r in (HubModel.from_api(d).to_record() for d in listing) if r.sha]
             summary.models_seen = len(records)
             new = [r for r in records if store.find_fingerprint(r.repo_id, r.sha) is None]
             summary.new_revisions = len(new)

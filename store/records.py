@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-BASE_MODEL_TAG_PREFIX = "base_model:"
-LICENSE_TAG_PREFIX = "license:"
 
 
 def utc_iso(moment: datetime | None = None) -> str:
@@ -19,22 +17,9 @@ def utc_iso(moment: datetime | None = None) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def declared_base_models(tags: list[str], card_base: Any) -> list[str]:
-    """Base models a repo declares: cardData.base_model (a string or list) and base_model:[relation:]org/name tags."""
-    found: list[str] = []
-    if isinstance(card_base, str):
-        found.append(card_base)
-    elif isinstance(card_base, list):
-        found += [b for b in card_base if isinstance(b, str)]
-    for tag in tags:
-        if tag.startswith(BASE_MODEL_TAG_PREFIX):
-            found.append(tag[len(BASE_MODEL_TAG_PREFIX):].split(":")[-1])
-    return sorted({b.strip() for b in found if b.strip()})
-
-
 @dataclass
 class ModelRecord:
-    """A Hub repo's listing metadata (what /api/models and /api/models/{id} return)."""
+    """A Hub repo's listing metadata, as the store keeps it (bot.hub.models.HubModel.to_record builds it)."""
 
     repo_id: str
     model_id: str | None = None
@@ -52,24 +37,6 @@ class ModelRecord:
     pipeline_tag: str | None = None
     first_seen: str | None = None  # set by the store
     last_seen: str | None = None  # set by the store
-
-    @classmethod
-    def from_api(cls, d: dict[str, Any]) -> ModelRecord:
-        """From a Hub API model object (``id``, ``_id``, ``createdAt``, ``cardData``, ...)."""
-        tags = [t for t in d.get("tags") or [] if isinstance(t, str)]
-        card = d.get("cardData") if isinstance(d.get("cardData"), dict) else {}
-        license_ = card.get("license") if isinstance(card.get("license"), str) else None
-        if license_ is None:
-            license_ = next((t[len(LICENSE_TAG_PREFIX):] for t in tags if t.startswith(LICENSE_TAG_PREFIX)), None)
-        repo_id = d.get("id") or d.get("modelId")
-        author = d.get("author") or (repo_id.split("/")[0] if repo_id and "/" in repo_id else None)
-        return cls(
-            repo_id=repo_id, model_id=d.get("_id"), sha=d.get("sha"), author=author,
-            created_at=d.get("createdAt"), last_modified=d.get("lastModified"),
-            downloads=d.get("downloads"), likes=d.get("likes"), trending_score=d.get("trendingScore"),
-            license=license_, base_models=declared_base_models(tags, card.get("base_model")), tags=tags,
-            library_name=d.get("library_name"), pipeline_tag=d.get("pipeline_tag"),
-        )
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelRecord:

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from bot.hub.models import HubModel
+
 from bot.cli import main
 from fingerprints.model import (ConfigSignature, Fingerprint, TokenizerSignature, TokenRows,
                                 WeightsSignature)
@@ -110,8 +112,8 @@ def test_model_metadata_upsert_keeps_first_seen(store):
     api = {"id": "org/m", "_id": "abc", "sha": "s1", "createdAt": "2024-05-01T00:00:00.000Z", "likes": 3,
            "tags": ["base_model:finetune:meta-llama/Llama-3.1-8B", "license:apache-2.0"],
            "cardData": {"base_model": "org/base"}}
-    store.upsert_model(ModelRecord.from_api(api), now=T0)
-    store.upsert_model(ModelRecord.from_api({**api, "sha": "s2", "likes": 9}), now=T0 + timedelta(days=1))
+    store.upsert_model(HubModel.from_api(api).to_record(), now=T0)
+    store.upsert_model(HubModel.from_api({**api, "sha": "s2", "likes": 9}).to_record(), now=T0 + timedelta(days=1))
     rec = store.get_model("org/m")
     assert (rec.sha, rec.likes, rec.license, rec.author) == ("s2", 9, "apache-2.0", "org")
     assert rec.base_models == ["meta-llama/Llama-3.1-8B", "org/base"]

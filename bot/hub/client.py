@@ -12,7 +12,6 @@ a Bearer header to the endpoint's host only and never appears in logs, errors or
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from huggingface_hub.utils import httpx
 
-from bot.settings import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES
+from bot.settings import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, is_loopback_host
 from fingerprints.errors import InvalidModelError
 
 from .errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RangeNotSupportedError,
@@ -95,15 +94,6 @@ def _drain(resp: httpx.Response) -> None:
         resp.close()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _one_line(text: str) -> str:
     clean = "".join(ch if ch.isprintable() else " " for ch in text).strip()
     return clean[:MAX_SERVER_MESSAGE] + ("…" if len(clean) > MAX_SERVER_MESSAGE else "")
@@ -171,7 +161,7 @@ class HubClient:
             return False
         if host == self._host or any(host == s or host.endswith("." + s) for s in self.redirect_hosts):
             return True
-        return _is_loopback(self._host) and _is_loopback(host)
+        return is_loopback_host(self._host) and is_loopback_host(host)
 
     def _send_following(self, method: str, url: str, headers: dict[str, str], stop_off_host: bool) -> httpx.Response:
         """Send, following redirects to allowed hosts; the returned response's body is not read yet."""

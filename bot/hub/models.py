@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from store.records import ModelRecord
+
 BASE_MODEL_TAG = "base_model:"
 LICENSE_TAG = "license:"
 # Relations in base_model:<relation>:<id> tags (hub-docs model-cards.md, "Specifying a base model").
@@ -104,6 +106,16 @@ class HubModel:
             gated=gated if gated in ("auto", "manual") else ("auto" if gated is True else None),
             private=d.get("private") is True,
             siblings=tuple(s for s in (Sibling.from_api(x) for x in siblings if isinstance(x, dict)) if s),
+        )
+
+    def to_record(self) -> ModelRecord:
+        """What the store keeps of this model."""
+        return ModelRecord(
+            repo_id=self.repo_id, model_id=self.model_id, sha=self.sha, author=self.author,
+            created_at=self.created_at, last_modified=self.last_modified, downloads=self.downloads,
+            likes=self.likes, trending_score=self.trending_score, license=self.license,
+            base_models=sorted(self.declared_base_models), tags=list(self.tags),
+            library_name=self.library_name, pipeline_tag=self.pipeline_tag,
         )
 
     def sibling(self, path: str) -> Sibling | None:
