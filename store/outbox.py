@@ -19,9 +19,10 @@ State machine of an ``alerts`` row::
   claim token: a sender whose lease expired and was re-claimed cannot push the row back.
 - A crash between the webhook's 2xx and ``mark_delivered`` leaves a ``sending`` row. When its
   lease expires it is claimed again with ``resumed=True``: the earlier attempt may have been
-  posted. The sender then looks for the row's ``nonce`` (it puts the nonce in every message it
-  posts, e.g. in the embed footer, and records the answer's message id as ``delivery_ref``)
-  before posting again. That check is what turns at-least-once into exactly-once.
+  posted. Discord's Execute Webhook has no idempotency key and a webhook token cannot list a
+  channel's messages, so that attempt cannot be checked: the alert is posted again, carrying the
+  same ``nonce`` in its footer so the duplicate is traceable. The sender keeps this window to the
+  time between Discord's answer and the commit (bot/alerts/delivery.py).
 """
 
 from __future__ import annotations
