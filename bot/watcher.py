@@ -21,6 +21,7 @@ import asyncio
 import base64
 import logging
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -267,11 +268,9 @@ class Watcher:
 
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-                pass
         scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
         now = datetime.now(timezone.utc)
         for feed, interval in self.enabled_feeds():

@@ -17,7 +17,7 @@ from bot.settings import ConfigError, load_settings
 
 HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
 WEBHOOK_TOKEN = "Wt" * 34
-WEBHOOK = f"https://discord.com/api/webhooks/123456789012345678/{WEBHOOK_TOKEN}"
+WEBHOOK = f"https://discord.com/api/webhooks/123456789012345678/{WEBHOOK_TOKEN}"  # real-endpoint-constant: validated, never contacted
 BOT_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4OQ" + ".GhIjKl." + "abcdefghijklmnopqrstuvwxyz0123456789"
 # Prometheus text format 0.0.4: a sample line is name{labels} value.
 SAMPLE_RX = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? (\S+)$')
