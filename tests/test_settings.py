@@ -23,7 +23,7 @@ from bot.settings import (
 
 REPO = Path(__file__).resolve().parent.parent
 HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
-WEBHOOK = "https://discord.com/api/webhooks/123456789012345678/" + "T" * 68
+WEBHOOK = "https://discord.com/api/webhooks/123456789012345678/" + "T" * 68  # real-endpoint-constant
 LOCAL_WEBHOOK = "http://127.0.0.1:8765/api/webhooks/123456789012345678/" + "T" * 68
 
 
@@ -46,7 +46,7 @@ def test_defaults_without_file_or_environment():
     s = load_settings(env={})
     assert s == Settings()
     assert s.config_file is None
-    assert s.hub.endpoint == "https://huggingface.co"
+    assert s.hub.endpoint == "https://huggingface.co"  # real-endpoint-constant
     assert not s.hub.token
     assert (s.feeds.newest_interval_s, s.feeds.trending_interval_s) == (120, 600)
     assert s.limits.tensor_bytes == 2 * 1024 * 1024
@@ -163,10 +163,10 @@ def test_bad_secret_value_is_not_echoed(tmp_path):
 
 
 @pytest.mark.parametrize("url, fragment", [
-    ("https://evil.example/api/webhooks/123456789012345678/" + "T" * 68, "host 'evil.example' is not one of discord.com"),
-    ("https://discord.com.evil.example/api/webhooks/123456789012345678/" + "T" * 68, "is not one of"),
-    ("http://discord.com/api/webhooks/123456789012345678/" + "T" * 68, "must be an https:// URL"),
-    ("https://discord.com/api/webhooks/12/short", "path must look like /api/webhooks/<id>/<token>"),
+    ("https://evil.example/api/webhooks/123456789012345678/" + "T" * 68, "host 'evil.example' is not one of discord.com"),  # real-endpoint-constant
+    ("https://discord.com.evil.example/api/webhooks/123456789012345678/" + "T" * 68, "is not one of"),  # real-endpoint-constant
+    ("http://discord.com/api/webhooks/123456789012345678/" + "T" * 68, "must be an https:// URL"),  # real-endpoint-constant
+    ("https://discord.com/api/webhooks/12/short", "path must look like /api/webhooks/<id>/<token>"),  # real-endpoint-constant
 ])
 def test_webhook_url_is_checked_without_echoing_the_token(url, fragment):
     with pytest.raises(ConfigError) as err:
@@ -178,22 +178,22 @@ def test_webhook_url_is_checked_without_echoing_the_token(url, fragment):
 def test_loopback_webhook_allowed_when_listed():
     s = load_settings(env={"HUBWATCH_DISCORD_WEBHOOK": LOCAL_WEBHOOK, "HUBWATCH_DISCORD_ALLOWED_HOSTS": "127.0.0.1"})
     assert s.discord.webhook_url.reveal() == LOCAL_WEBHOOK
-    assert load_settings(env={"HUBWATCH_DISCORD_WEBHOOK": WEBHOOK.replace("discord.com", "canary.discord.com")})
+    assert load_settings(env={"HUBWATCH_DISCORD_WEBHOOK": WEBHOOK.replace("discord.com", "canary.discord.com")})  # real-endpoint-constant
 
 
 def test_hub_requests_only_to_configured_hosts():
     hub = load_settings(env={}).hub
-    assert hub.allows_url("https://huggingface.co/api/models")
+    assert hub.allows_url("https://huggingface.co/api/models")  # real-endpoint-constant
     assert hub.allows_url("https://cas-bridge.xethub.hf.co/xet-bridge-us/abc?Expires=1")
     assert hub.allows_url("https://cdn-lfs-us-1.hf.co/repos/x")
     assert not hub.allows_url("https://evil.example/model.safetensors")
-    assert not hub.allows_url("https://huggingface.co.evil.example/x")
-    assert not hub.allows_url("http://huggingface.co/api/models")  # no downgrade to plain http
+    assert not hub.allows_url("https://huggingface.co.evil.example/x")  # real-endpoint-constant
+    assert not hub.allows_url("http://huggingface.co/api/models")  # no downgrade to plain http  # real-endpoint-constant
     assert not hub.allows_url("file:///etc/passwd")
     local = load_settings(env={"HF_ENDPOINT": "http://127.0.0.1:9000", "HUBWATCH_HUB_REDIRECT_HOSTS": "localhost"}).hub
     assert local.allows_url("http://127.0.0.1:9000/org/name/resolve/abc/model.safetensors")
     assert local.allows_url("http://localhost:9001/cdn/abc")
-    assert not local.allows_url("https://huggingface.co/api/models")
+    assert not local.allows_url("https://huggingface.co/api/models")  # real-endpoint-constant
 
 
 def test_download_caps_by_file_kind():
