@@ -51,6 +51,8 @@ log = logging.getLogger("hubwatch.watcher")
 
 # Feed name -> the Hub's sort key for /api/models (always descending).
 FEED_SORTS = {"newest": "createdAt", "trending": "trendingScore", "last_modified": "lastModified"}
+# Authors and reference models people added with /watch; polled at the trending interval.
+WATCHED_FEED = "watched"
 # What a listing entry must carry to skip a model_info call: the commit, dates, card lineage.
 LIST_EXPAND = ["author", "sha", "createdAt", "lastModified", "downloads", "likes", "trendingScore", "tags",
                "library_name", "pipeline_tag", "cardData", "gated", "private", "disabled"]
@@ -68,9 +70,9 @@ PLOT_KEY = "plot_png_base64"
 class Hub(Protocol):
     """What the watcher needs from the Hub (bot.hub.HubClient through HubFeedAdapter)."""
 
-    def list_models(self, *, sort: str, limit: int, expand: list[str]) -> Iterable[dict[str, Any]]: ...
+    def list_models(self, *, sort: str, limit: int, expand: list[str], author: str | None = None) -> Iterable[dict[str, Any]]: ...
 
-    def reader(self, repo_id: str, sha: str) -> RangeReader: ...
+    def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
 
 @dataclass
@@ -113,8 +115,7 @@ class Watcher:
         store = self.open_store()
         try:
             try:
-                listing = list(self.hub.list_models(sort=FEED_SORTS[feed], expand=LIST_EXPAND,
-                                                    limit=self.settings.feeds.max_models_per_cycle))
+                listing = self._listing(store, feed)
             except HubwatchError as exc:
                 summary.errors += 1
                 self.metrics.record_error(exc)
@@ -138,6 +139,22 @@ class Watcher:
             return self._finish(store, summary, started)
         finally:
             store.close()
+
+    def _listing(self, store: Store, feed: str) -> list[dict[str, Any]]:
+        limit = self.settings.feeds.max_models_per_cycle
+        if feed != WATCHED_FEED:
+            return list(self.hub.list_models(sort=FEED_SORTS[feed], expand=LIST_EXPAND, limit=limit))
+        # Watch list entries added with /watch: new uploads of watched authors, and reference
+        # models that are not in the index yet.
+        listing: list[dict[str, Any]] = []
+        for entry in store.watch_list("author"):
+            listing += self.hub.list_models(sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit, author=entry.value)
+        for entry in store.watch_list("reference"):
+            if store.find_fingerprint(entry.value) is None:
+                reader = self.hub.reader(entry.value)
+                store.upsert_model(reader.model.to_record())
+                store.add_fingerprint(entry.value, reader.sha, fingerprint_model(reader, budget=self.settings.limits.tensor_bytes))
+        return listing
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
@@ -256,7 +273,8 @@ class Watcher:
         f = self.settings.feeds
         feeds = [("newest", f.newest_enabled, f.newest_interval_s), ("trending", f.trending_enabled, f.trending_interval_s),
                  ("last_modified", f.last_modified_enabled, f.last_modified_interval_s)]
-        return [(name, interval) for name, enabled, interval in feeds if enabled]
+        enabled = [(name, interval) for name, enabled, interval in feeds if enabled]
+        return enabled + [(WATCHED_FEED, f.trending_interval_s)]
 
     def run_once(self) -> list[CycleSummary]:
         return [self.poll_feed(feed) for feed, _ in self.enabled_feeds()]

@@ -112,3 +112,27 @@ def test_index_seed_fingerprints_references_and_skips_missing_ones(hub_root, tmp
         assert [w.value for w in store.watch_list("reference")] == [REFERENCE]
     finally:
         store.close()
+
+
+def test_watch_list_entries_are_polled(hub_root, tmp_path, monkeypatch, capsys):
+    """/watch add author|reference takes effect: the watched feed indexes references and polls authors."""
+    db = tmp_path / "watched.db"
+    with FakeHub(hub_root) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "")
+        monkeypatch.setenv("HUBWATCH_DB", str(db))
+        for feed in ("NEWEST", "TRENDING", "LAST_MODIFIED"):
+            monkeypatch.setenv(f"HUBWATCH_FEEDS_{feed}_ENABLED", "false")
+        monkeypatch.chdir(tmp_path)
+        store = Store.open(str(db))
+        store.add_watch("reference", REFERENCE, added_by="alice")
+        store.add_watch("author", "someone", added_by="alice")
+        store.close()
+        assert main(["watch", "--once"]) == 0
+        assert "1 fingerprinted, 1 alerts, 0 errors" in capsys.readouterr().out  # someone/MiniLM-pro
+    store = Store.open(str(db))
+    try:
+        assert store.find_fingerprint(REFERENCE) is not None and store.find_fingerprint(COPY) is not None
+        assert store.find_fingerprint(DECLARED) is None  # lab/ is not watched and its feeds are off
+    finally:
+        store.close()
