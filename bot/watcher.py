@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-from fingerprints.compare import compare_fingerprints
 from fingerprints.engine import fingerprint_model
 from fingerprints.errors import HubwatchError
 from fingerprints.model import Fingerprint
@@ -115,7 +114,7 @@ class Watcher:
         store = self.open_store()
         try:
             try:
-                listing = self._listing(store, feed)
+                listing = self._listing(store, feed, summary)
             except HubwatchError as exc:
                 summary.errors += 1
                 self.metrics.record_error(exc)
@@ -140,20 +139,27 @@ class Watcher:
         finally:
             store.close()
 
-    def _listing(self, store: Store, feed: str) -> list[dict[str, Any]]:
+    def _listing(self, store: Store, feed: str, summary: CycleSummary) -> list[dict[str, Any]]:
         limit = self.settings.feeds.max_models_per_cycle
         if feed != WATCHED_FEED:
             return list(self.hub.list_models(sort=FEED_SORTS[feed], expand=LIST_EXPAND, limit=limit))
         # Watch list entries added with /watch: new uploads of watched authors, and reference
-        # models that are not in the index yet.
+        # models that are not in the index yet. One unreachable entry must not hide the others.
         listing: list[dict[str, Any]] = []
-        for entry in store.watch_list("author"):
-            listing += self.hub.list_models(sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit, author=entry.value)
-        for entry in store.watch_list("reference"):
-            if store.find_fingerprint(entry.value) is None:
-                reader = self.hub.reader(entry.value)
-                store.upsert_model(reader.model.to_record())
-                store.add_fingerprint(entry.value, reader.sha, fingerprint_model(reader, budget=self.settings.limits.tensor_bytes))
+        for entry in store.watch_list():
+            try:
+                if entry.kind == "author":
+                    listing += self.hub.list_models(sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit,
+                                                    author=entry.value)
+                elif store.find_fingerprint(entry.value) is None:
+                    reader = self.hub.reader(entry.value)
+                    fp = fingerprint_model(reader, budget=self.settings.limits.tensor_bytes)
+                    store.upsert_model(reader.model.to_record())
+                    store.add_fingerprint(entry.value, reader.sha, fp)
+            except HubwatchError as exc:
+                summary.errors += 1
+                store.set_status("last_error", f"watched {entry.kind} {entry.value}: {exc}")
+                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": str(exc)})
         return listing
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
@@ -179,6 +185,12 @@ class Watcher:
     # ---- one model -------------------------------------------------------------------------
 
     def _ingest(self, store: Store, item: PolledFingerprint, summary: CycleSummary) -> None:
+        """Match, alert, then store the fingerprint — in that order.
+
+        The stored fingerprint is what marks a revision as done. Enqueuing first means a crash
+        between the two steps re-processes the revision next cycle (the outbox dedupes the alert)
+        instead of skipping it with its alert never raised.
+        """
         record, fp = item.record, item.fingerprint
         if fp is None:
             summary.errors += 1
@@ -186,19 +198,21 @@ class Watcher:
             store.set_status("last_error", f"{record.repo_id}@{record.sha}: {item.error}")
             log.warning("fingerprint failed", extra={"repo": record.repo_id, "sha": record.sha, "error": item.error})
             return
+        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record)
+        match = next((n for n in neighbours if n.verdict in ALERTING_VERDICTS), None)
+        if match is not None:
+            self._maybe_alert(store, record, match, summary)
         fid, created = store.add_fingerprint(record.repo_id, record.sha, fp)
         if not created:
             return
         summary.fingerprinted += 1
         summary.bytes_read += fp.bytes_read
         store.bump("models_fingerprinted")
-        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record)
-        match = next((n for n in neighbours if n.verdict in ALERTING_VERDICTS), None)
-        if match is None:
-            return
-        source_fp = store.load_fingerprint(match.fingerprint_id)
-        comparison = compare_fingerprints(source_fp, fp)
-        store.record_match(match.fingerprint_id, fid, comparison)
+        if match is not None:
+            store.record_match(match.fingerprint_id, fid, match.result)
+
+    def _maybe_alert(self, store: Store, record: ModelRecord, match, summary: CycleSummary) -> None:
+        comparison = match.result
         source = store.get_model(match.repo_id) or ModelRecord(repo_id=match.repo_id, sha=match.sha)
         decision = decide_alert(
             _facts(record), _facts(source), comparison.verdict, comparison.confidence,

@@ -36,9 +36,13 @@ class Neighbour:
     created_at: str | None
     likely_original: str | None  # "neighbour" | "query" | None (not a copy, or dates unknown)
     comparison: dict[str, Any] = field(default_factory=dict, repr=False)
+    # The comparison object itself (for plots), kept out of to_dict and equality.
+    result: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("result")
+        return d
 
 
 def declared_relation(query: ModelRecord | None, other: ModelRecord | None, other_repo: str) -> str:
@@ -88,7 +92,7 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
             declared=declared_relation(query_record, other, cand.repo_id),
             created_at=other.created_at if other else None,
             likely_original=likely_original(result.verdict, query_record, other),
-            comparison=result.to_dict(),
+            comparison=result.to_dict(), result=result,
         ))
     out.sort(key=_rank)
     return out[:k]

@@ -136,3 +136,27 @@ def test_watch_list_entries_are_polled(hub_root, tmp_path, monkeypatch, capsys):
         assert store.find_fingerprint(DECLARED) is None  # lab/ is not watched and its feeds are off
     finally:
         store.close()
+
+
+def test_a_crash_after_storing_the_fingerprint_does_not_lose_the_alert(hub_root, tmp_path, monkeypatch, capsys):
+    """The revision is marked done only after its alert is in the outbox."""
+    db = tmp_path / "crash.db"
+    with FakeHub(hub_root) as hub, FakeDiscordWebhook() as discord:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "")
+        monkeypatch.setenv("HUBWATCH_DB", str(db))
+        monkeypatch.setenv("HUBWATCH_DISCORD_ALLOWED_HOSTS", "127.0.0.1")
+        monkeypatch.setenv("HUBWATCH_DISCORD_WEBHOOK", discord.url)
+        monkeypatch.setenv("HUBWATCH_FEEDS_NEWEST_ENABLED", "false")
+        monkeypatch.setenv("HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED", "false")
+        monkeypatch.chdir(tmp_path)
+        assert main(["index", "add", REFERENCE, "--db", str(db)]) == 0
+
+        def crash(self, *args, **kwargs):
+            raise RuntimeError("simulated crash after the fingerprint was stored")
+
+        with monkeypatch.context() as m:
+            m.setattr(Store, "record_match", crash)
+            assert main(["watch", "--once"]) != 0
+        assert main(["watch", "--once"]) == 0
+        assert len(discord.messages) == 1 and COPY in json.dumps(discord.messages[0].embeds[0])
