@@ -82,7 +82,7 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
         for t in tensors:
             role, layer = assign_role(t.name, t.shape, hidden, vocab_size)
             infos.append(TensorInfo(t.name, t.dtype, list(t.shape), t.file, role, layer))
-        weights = _sampled_weights("safetensors", reader, files, layouts, infos, vocab, hidden, budget)
+        weights = _sampled_weights("safetensors", reader, files, layouts, infos, tokenizer, hidden, budget)
     elif gguf_file is not None:
         from . import gguf_format as G  # the gguf package is only needed for GGUF repos
 
@@ -92,9 +92,8 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
             config = _config_from_gguf(arch)
         if tokenizer is None:
             tokenizer = _tokenizer_from_gguf(G.gguf_tokenizer(header), gguf_file)
-            vocab = tokenizer.vocab if tokenizer else None
         layouts, infos = _gguf_layouts(G, header, arch)
-        weights = _sampled_weights("gguf", reader, files, layouts, infos, vocab, arch.get("embedding_length"), budget)
+        weights = _sampled_weights("gguf", reader, files, layouts, infos, tokenizer, arch.get("embedding_length"), budget)
     elif (kind := _uninspectable(files)) is not None:
         weights = WeightsSignature(
             format="uninspectable", tensors=[], structure_hash=None, hidden_size=None, num_layers=None,
@@ -113,9 +112,10 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
     )
 
 
-def _sampled_weights(fmt, reader, files, layouts, infos, vocab, hidden, budget) -> WeightsSignature:
+def _sampled_weights(fmt, reader, files, layouts, infos, tokenizer, hidden, budget) -> WeightsSignature:
     decodable = {i.name for i in infos if i.dtype in FLOAT_DTYPES or fmt == "gguf"}
-    sampled = sample_weights(reader, [l for l in layouts if l.name in decodable], infos, vocab, budget)
+    vocab, ranks = (tokenizer.vocab, tokenizer.token_hashes) if tokenizer else (None, None)
+    sampled = sample_weights(reader, [l for l in layouts if l.name in decodable], infos, vocab, budget, ranks)
     emb = sampled.embedding
     layers = {i.layer for i in infos if i.layer is not None and i.name in decodable}
     return WeightsSignature(

@@ -74,6 +74,8 @@ class TokenizerSignature:
     minhash: list[int]  # MinHash of the token strings, MINHASH_PERMUTATIONS values
     standard_vocabulary: str | None  # name of a widely shared vocabulary, if recognised
     vocab: list[str] | None = field(default=None, repr=False)  # id -> token; not in the blob
+    # token_rank of every id, computed once while parsing (not in the blob).
+    token_hashes: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -191,6 +193,7 @@ class Fingerprint:
         d = asdict(self)
         if self.tokenizer is not None:
             d["tokenizer"].pop("vocab", None)
+            d["tokenizer"].pop("token_hashes", None)
         w = self.weights
         if w is not None:
             if include_arrays:

@@ -323,21 +323,24 @@ _MINHASH_SEEDS = _splitmix64(np.arange(1, MINHASH_PERMUTATIONS + 1, dtype=np.uin
 
 
 def token_hashes(tokens: list[str]) -> np.ndarray:
+    """model.token_rank of every token, as one uint64 array (the only place tokens are hashed)."""
     return np.array(
         [int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little") for t in tokens],
         dtype=np.uint64,
     )
 
 
-def minhash(tokens: list[str]) -> list[int]:
-    """MinHash signature of a token set; equal positions estimate the Jaccard similarity."""
-    uniq = sorted(set(t for t in tokens if t))
-    if not uniq:
+def minhash_of_hashes(hashes: np.ndarray) -> list[int]:
+    """MinHash signature of a token set given its token hashes; equal positions estimate Jaccard."""
+    h = np.unique(hashes)
+    if not h.size:
         return [0] * MINHASH_PERMUTATIONS
-    h = token_hashes(uniq)
     with np.errstate(over="ignore"):
-        mins = [int(_splitmix64(h ^ seed).min()) for seed in _MINHASH_SEEDS]
-    return mins
+        return [int(_splitmix64(h ^ seed).min()) for seed in _MINHASH_SEEDS]
+
+
+def minhash(tokens: list[str]) -> list[int]:
+    return minhash_of_hashes(token_hashes([t for t in tokens if t]))
 
 
 def minhash_jaccard(a: list[int], b: list[int]) -> float:
@@ -357,6 +360,8 @@ def recognise_standard_vocabulary(vocab: list[str]) -> str | None:
 
 def tokenizer_signature(parsed: ParsedTokenizer, extra_special: list[str] = ()) -> TokenizerSignature:
     special = sorted(set(parsed.special) | set(extra_special))
+    hashes = token_hashes(parsed.vocab)
+    present = np.fromiter((bool(t) for t in parsed.vocab), dtype=bool, count=len(parsed.vocab))
     return TokenizerSignature(
         kind=parsed.kind,
         source_file=parsed.source,
@@ -365,9 +370,10 @@ def tokenizer_signature(parsed: ParsedTokenizer, extra_special: list[str] = ()) 
         merges_hash=stable_hash(parsed.merges) if parsed.merges else None,
         special_tokens=special,
         added_tokens=sorted(set(parsed.added)),
-        minhash=minhash(parsed.vocab),
+        minhash=minhash_of_hashes(hashes[present]),
         standard_vocabulary=recognise_standard_vocabulary(parsed.vocab),
         vocab=parsed.vocab,
+        token_hashes=hashes,
     )
 
 

@@ -115,11 +115,12 @@ def pick_layers(layers: list[int]) -> list[int]:
     return [layers[i] for i in sorted(set(idx.tolist()))]
 
 
-def embedding_token_ids(vocab: list[str] | None, rows: int, k: int) -> list[int]:
+def embedding_token_ids(vocab: list[str] | None, rows: int, k: int, ranks: np.ndarray | None = None) -> list[int]:
     """Token ids to sample: EMBEDDING_BLOCKS contiguous blocks, then hash-ranked tokens.
 
     Block starts are fractions of the largest power of two below the vocabulary size, so a
-    vocabulary extended by a few thousand tokens samples the same ids as its source.
+    vocabulary extended by a few thousand tokens samples the same ids as its source. ``ranks``
+    are the tokens' token_rank values when the tokenizer already computed them.
     """
     n_hashed = min(HASHED_TOKENS_MAX, k // 2)
     per_block = max(1, (k - n_hashed) // EMBEDDING_BLOCKS)
@@ -133,9 +134,12 @@ def embedding_token_ids(vocab: list[str] | None, rows: int, k: int) -> list[int]
                 chosen.append(i)
                 seen.add(i)
     if vocab is not None:
-        candidates = [(token_rank(t), i) for i, t in enumerate(vocab[:rows]) if t and i not in seen]
-        candidates.sort()
-        chosen += [i for _, i in candidates[:n_hashed]]
+        n = min(rows, len(vocab))
+        if ranks is None or len(ranks) < n:
+            ranks = np.array([token_rank(t) for t in vocab[:n]], dtype=np.uint64)
+        eligible = np.fromiter((bool(vocab[i]) and i not in seen for i in range(n)), dtype=bool, count=n)
+        ids = np.flatnonzero(eligible)
+        chosen += ids[np.argsort(ranks[:n][ids], kind="stable")[:n_hashed]].tolist()
     return sorted(chosen)
 
 
@@ -153,6 +157,7 @@ def sample_weights(
     infos: list[TensorInfo],
     vocab: list[str] | None,
     budget: int = TENSOR_BYTE_BUDGET,
+    ranks: np.ndarray | None = None,
 ) -> WeightSamples:
     by_name = {t.name: t for t in tensors}
     roles = {i.name: i.role for i in infos}
@@ -165,7 +170,7 @@ def sample_weights(
     emb_ids: list[int] = []
     if embedding is not None:
         k = int(min(EMBEDDING_ROWS_MAX, (budget * EMBEDDING_SHARE) // embedding.row_bytes))
-        emb_ids = embedding_token_ids(vocab, embedding.shape[0], k) if k > 0 else []
+        emb_ids = embedding_token_ids(vocab, embedding.shape[0], k, ranks) if k > 0 else []
         spent += len(emb_ids) * embedding.row_bytes
 
     all_layers = sorted({layers_of[t.name] for t in float_tensors if layers_of[t.name] is not None})
