@@ -50,6 +50,15 @@ def build_repos(root: Path) -> dict[str, tuple[str, int]]:
     return repos
 
 
+def settled(hub: FakeHub) -> tuple[int, int]:
+    """(bytes, requests) once the server threads have recorded their last response."""
+    last = None
+    while (now := (hub.stats.bytes_sent, hub.stats.requests)) != last:
+        last = now
+        time.sleep(0.05)
+    return now
+
+
 def safetensors_metadata_bytes(hub: FakeHub, repo: str) -> str:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import NotASafetensorsRepoError
@@ -59,7 +68,8 @@ def safetensors_metadata_bytes(hub: FakeHub, repo: str) -> str:
         HfApi(endpoint=hub.endpoint, token=False).get_safetensors_metadata(repo)
     except NotASafetensorsRepoError:
         return "n/a (GGUF)"
-    return f"{hub.stats.bytes_sent:,} B / {hub.stats.requests} req"
+    served, requests = settled(hub)
+    return f"{served:,} B / {requests} req"
 
 
 def main() -> int:
@@ -79,7 +89,7 @@ def main() -> int:
                         start = time.perf_counter()
                         fp = fingerprint_model(client.reader(repo))
                         timings[latency] = time.perf_counter() - start
-                        served, requests = hub.stats.bytes_sent, hub.stats.requests
+                        served, requests = settled(hub)
                 hub.faults.latency_ms = 0
                 print(f"{label:<30} {full_size / 1e9:>12.2f} GB {served / 2**20:>8.2f} MiB "
                       f"{fp.weights.tensor_bytes_read / 2**20:>8.2f} MiB {requests:>9} "
