@@ -113,6 +113,23 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def hub_url_allowed(url: str, endpoint: str, redirect_hosts: tuple[str, ...]) -> bool:
+    """The one rule for Hub requests and redirects: the endpoint's host or a redirect host, never a
+    downgrade to plain http, and any loopback host when the endpoint itself is loopback (the fake
+    Hub's CDN runs under another loopback name)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host or parts.scheme not in ("http", "https"):
+        return False
+    endpoint_parts = urlsplit(endpoint)
+    if parts.scheme == "http" and endpoint_parts.scheme != "http":
+        return False
+    endpoint_host = (endpoint_parts.hostname or "").lower()
+    if host == endpoint_host or host_matches(host, redirect_hosts):
+        return True
+    return is_loopback_host(endpoint_host) and is_loopback_host(host)
+
+
 def host_matches(host: str, allowed: tuple[str, ...]) -> bool:
     host = host.lower().rstrip(".")
     return any(host == a or host.endswith("." + a) for a in allowed)
@@ -136,13 +153,7 @@ class HubSettings:
 
     def allows_url(self, url: str) -> bool:
         """May hubwatch send a request to ``url``? Only the endpoint's host and the redirect hosts."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme not in ("https", "http") or not host:
-            return False
-        if parts.scheme == "http" and not (is_loopback_host(host) or urlsplit(self.endpoint).scheme == "http"):
-            return False
-        return host == self.host or host_matches(host, self.redirect_hosts)
+        return hub_url_allowed(url, self.endpoint, self.redirect_hosts)
 
 
 @dataclass(frozen=True)

@@ -244,3 +244,14 @@ def test_any_env_string_loads_or_fails_cleanly(raw):
             load_settings(env={name: raw})
         except ConfigError as exc:
             assert "\n" not in str(exc)
+
+
+def test_hub_settings_and_client_share_one_url_rule():
+    """The fake Hub's CDN runs on another loopback name; settings and client must agree on it."""
+    from bot.hub import HubClient
+
+    local = load_settings(env={"HF_ENDPOINT": "http://127.0.0.1:9000"})
+    cdn = "http://localhost:9000/cdn/org/name/abc/model.safetensors"
+    with HubClient("http://127.0.0.1:9000", token="") as client:
+        assert local.hub.allows_url(cdn) and client._allowed(cdn)
+        assert not local.hub.allows_url("http://evil.example/x") and not client._allowed("http://evil.example/x")

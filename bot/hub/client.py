@@ -24,7 +24,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from huggingface_hub.utils import httpx
 
-from bot.settings import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, is_loopback_host
+from bot.settings import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 from fingerprints.errors import InvalidModelError
 
 from .errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RangeNotSupportedError,
@@ -153,15 +153,7 @@ class HubClient:
         return text.replace(self._token, "***") if self._token else text
 
     def _allowed(self, url: str) -> bool:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if not host or parts.scheme not in ("http", "https"):
-            return False
-        if parts.scheme == "http" and urlsplit(self.endpoint).scheme != "http":
-            return False
-        if host == self._host or any(host == s or host.endswith("." + s) for s in self.redirect_hosts):
-            return True
-        return is_loopback_host(self._host) and is_loopback_host(host)
+        return hub_url_allowed(url, self.endpoint, self.redirect_hosts)
 
     def _send_following(self, method: str, url: str, headers: dict[str, str], stop_off_host: bool) -> httpx.Response:
         """Send, following redirects to allowed hosts; the returned response's body is not read yet."""
