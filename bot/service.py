@@ -25,11 +25,12 @@ class StoreService:
     def _store(self) -> Store:
         return Store.open(self.store_path)
 
-    def _fingerprint(self, store: Store, spec: str) -> tuple[str, Fingerprint]:
+    def _fingerprint(self, store: Store, spec: str, keep: bool = True) -> tuple[str, Fingerprint]:
+        """The stored fingerprint of ``spec``, else a fresh one (stored too when ``keep``)."""
         stored = store.find_fingerprint(spec)
         if stored is not None:
             return spec, store.load_fingerprint(stored.id)
-        got, _, _ = index_one(store, spec)
+        got = index_one(store, spec)[0] if keep else fingerprint_spec(spec)
         return got.repo_id, got.fp
 
     def nearest(self, repo: str, k: int) -> list[NearestRow]:
@@ -46,8 +47,9 @@ class StoreService:
     def compare(self, a: str, b: str) -> CompareResult:
         store = self._store()
         try:
-            fa = self._fingerprint(store, a)[1] if store.find_fingerprint(a) else fingerprint_spec(a).fp
-            fb = self._fingerprint(store, b)[1] if store.find_fingerprint(b) else fingerprint_spec(b).fp
+            # A comparison does not add its models to the index; /nearest does.
+            fa = self._fingerprint(store, a, keep=False)[1]
+            fb = self._fingerprint(store, b, keep=False)[1]
         finally:
             store.close()
         result = compare_fingerprints(fa, fb)

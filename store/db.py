@@ -63,7 +63,7 @@ def connect(path: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite
         conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise describe_sqlite_error(path, exc) from exc
-    try:
+    with closing_on_error(conn, path):
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal" and path != ":memory:":
@@ -72,13 +72,21 @@ def connect(path: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite
         # last commits), which is the failure the outbox must survive (kill -9 of the watcher).
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+@contextmanager
+def closing_on_error(conn: sqlite3.Connection, path: str) -> Iterator[sqlite3.Connection]:
+    """Close ``conn`` when the block fails (no half-open handle holds the file); SQLite errors
+    leave as one-line StoreErrors."""
+    try:
+        yield conn
     except sqlite3.Error as exc:
         conn.close()
         raise describe_sqlite_error(path, exc) from exc
     except StoreError:
         conn.close()
         raise
-    return conn
 
 
 @contextmanager

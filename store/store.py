@@ -14,7 +14,7 @@ import sqlite_utils
 from fingerprints.model import FINGERPRINT_VERSION, Fingerprint
 
 from . import outbox
-from .db import DEFAULT_BUSY_TIMEOUT_S, connect, describe_sqlite_error, transaction, translating
+from .db import DEFAULT_BUSY_TIMEOUT_S, closing_on_error, connect, transaction, translating
 from .errors import StoreError
 from .lsh import estimated_jaccard, minhash_from_bytes, minhash_to_bytes
 from .migrations import latest_version, migrate
@@ -76,14 +76,8 @@ class Store:
         """Open (creating if needed) and migrate the database at ``path``."""
         path = os.fspath(path)
         conn = connect(path, busy_timeout_s)
-        try:
+        with closing_on_error(conn, path):
             migrate(conn, path)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise describe_sqlite_error(path, exc) from exc
-        except StoreError:
-            conn.close()
-            raise
         return cls(path, conn)
 
     def close(self) -> None:
