@@ -128,7 +128,13 @@ class Watcher:
             for r in records:
                 store.upsert_model(r)
             for item in self._fingerprint_all(new):
-                self._ingest(store, item, summary)
+                try:
+                    self._ingest(store, item, summary)
+                except Exception as exc:  # one model must not stop the feed: log it, go on
+                    summary.errors += 1
+                    self.metrics.record_error(exc)
+                    store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
+                    log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
             newest = max((r.created_at for r in records if r.created_at), default=None)
             if newest:
                 store.set_cursor(feed, None, newest)

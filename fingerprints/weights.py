@@ -76,10 +76,14 @@ class TensorLayout:
 
     def decode(self, raw: bytes, n_rows: int) -> np.ndarray:
         if self.dequantize is None:
-            return decode(raw, self.dtype).reshape(n_rows, -1)
-        rows = np.frombuffer(raw, dtype=np.uint8).reshape(n_rows, self.row_bytes)
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.asarray(self.dequantize(rows), dtype=np.float32).reshape(n_rows, -1)
+            values = decode(raw, self.dtype).reshape(n_rows, -1)
+        else:
+            rows = np.frombuffer(raw, dtype=np.uint8).reshape(n_rows, self.row_bytes)
+            with np.errstate(over="ignore", invalid="ignore"):
+                values = np.asarray(self.dequantize(rows), dtype=np.float32).reshape(n_rows, -1)
+        # Hub bytes may hold NaN/inf (hostile files, damaged quant scales). They carry no lineage
+        # signal and would poison every statistic downstream, so they count as zeros.
+        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def decode(raw: bytes, dtype: str) -> np.ndarray:

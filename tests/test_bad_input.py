@@ -184,3 +184,22 @@ def test_fuzzed_structured_headers_only_raise_invalid_model(tmp_path_factory, he
         return
     for t in tensors:  # whatever parsed must be self-consistent
         assert t.offset + t.nbytes <= (d / "model.safetensors").stat().st_size
+
+
+def test_non_finite_weights_are_compared_not_crashed_on(capsys, tmp_path, minilm_dir):
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    copy = tmp_path / "nan-copy"
+    shutil.copytree(minilm_dir, copy)
+    tensors = load_file(minilm_dir / "model.safetensors")
+    emb = tensors["embeddings.word_embeddings.weight"].copy()
+    emb[:, 5] = np.nan
+    emb[3000:3100] = np.inf
+    tensors["embeddings.word_embeddings.weight"] = emb
+    save_file(tensors, copy / "model.safetensors")
+    code, out, err = run_cli(capsys, "compare", str(minilm_dir), str(copy))
+    assert code == 0 and "Traceback" not in err
+    assert "verdict:    weights-derived" in out

@@ -153,7 +153,8 @@ def test_a_crash_after_storing_the_fingerprint_does_not_lose_the_alert(hub_root,
         assert main(["index", "add", REFERENCE, "--db", str(db)]) == 0
 
         def crash(self, *args, **kwargs):
-            raise RuntimeError("simulated crash after the fingerprint was stored")
+            # Not an Exception: like a kill, it is not caught by the per-model error handling.
+            raise KeyboardInterrupt("simulated crash after the fingerprint was stored")
 
         with monkeypatch.context() as m:
             m.setattr(Store, "record_match", crash)
