@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from fingerprints.errors import HubwatchError
 
 from ..sources import fingerprint_spec, index_one
 
-DB_ENV_VAR = "HUBWATCH_DB"
-DEFAULT_DB = "hubwatch.db"
-
-
 def add_db_option(parser) -> None:
-    parser.add_argument("--db", default=os.environ.get(DB_ENV_VAR) or DEFAULT_DB,
-                        help=f"SQLite database (default: ${DB_ENV_VAR} or ./{DEFAULT_DB})")
+    parser.add_argument("--db", help="SQLite database (default: the store path from the settings: "
+                        "$HUBWATCH_DB, hubwatch.toml, or ./hubwatch.db)")
 
 
 def open_store(args):
     from store import Store
 
-    return Store.open(args.db)
+    from ..settings import load_settings
+
+    return Store.open(args.db or load_settings().store.path)
 
 
 def register(sub) -> None:
