@@ -5,11 +5,17 @@ checkpoint and a 7B Q4_K GGUF (sparse files: real headers over holes), at 0 ms a
 latency per request, next to the full download size and to what huggingface_hub's
 get_safetensors_metadata reads for the headers alone.
 
+The fake Hub runs in a child process, as the real one runs on other machines: in this process its
+request handling would hold the GIL and bill the client for the server's CPU. Each model is
+fingerprinted once before timing (imports, first-call costs, as in a long-running watcher), then
+timed with a fresh client: new connections, no cached CDN locations.
+
     python benchmarks/remote.py
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -50,6 +56,54 @@ def build_repos(root: Path) -> dict[str, tuple[str, int]]:
     return repos
 
 
+def serve_fake_hub(root: str, conn) -> None:
+    """Child process: run a FakeHub over ``root`` and answer the parent's commands on ``conn``."""
+    with FakeHub(root) as hub:
+        conn.send(hub.endpoint)
+        while True:
+            command, arg = conn.recv()
+            if command == "latency":
+                hub.faults.latency_ms = arg
+            elif command == "reset":
+                hub.stats.reset()
+            elif command == "settled":
+                conn.send(settled(hub))
+                continue
+            elif command == "stop":
+                return
+            conn.send(None)
+
+
+class RemoteFakeHub:
+    """The parent's handle on the child's FakeHub: its endpoint, latency switch and counters."""
+
+    def __init__(self, root: str):
+        self._conn, child = multiprocessing.Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(target=serve_fake_hub, args=(root, child), daemon=True)
+        self._process.start()
+        self.endpoint = self._conn.recv()
+
+    def _ask(self, command: str, arg=None):
+        self._conn.send((command, arg))
+        return self._conn.recv()
+
+    def set_latency(self, ms: float) -> None:
+        self._ask("latency", ms)
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def settled(self) -> tuple[int, int]:
+        return self._ask("settled")
+
+    def __enter__(self) -> RemoteFakeHub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.send(("stop", None))
+        self._process.join(timeout=10)
+
+
 def settled(hub: FakeHub) -> tuple[int, int]:
     """(bytes, requests) once the server threads have recorded their last response."""
     last = None
@@ -59,23 +113,23 @@ def settled(hub: FakeHub) -> tuple[int, int]:
     return now
 
 
-def safetensors_metadata_bytes(hub: FakeHub, repo: str) -> str:
+def safetensors_metadata_bytes(hub: RemoteFakeHub, repo: str) -> str:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import NotASafetensorsRepoError
 
-    hub.stats.reset()
+    hub.reset()
     try:
         HfApi(endpoint=hub.endpoint, token=False).get_safetensors_metadata(repo)
     except NotASafetensorsRepoError:
         return "n/a (GGUF)"
-    served, requests = settled(hub)
+    served, requests = hub.settled()
     return f"{served:,} B / {requests} req"
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repos = build_repos(Path(tmp))
-        with FakeHub(tmp) as hub:
+        with RemoteFakeHub(tmp) as hub:
             header = (f"{'model':<30} {'full download':>15} {'read':>11} {'tensor data':>12} {'requests':>9} "
                       f"{'0 ms':>7} {'50 ms':>7}  get_safetensors_metadata")
             print(header)
@@ -83,14 +137,17 @@ def main() -> int:
             for label, (repo, full_size) in repos.items():
                 timings = {}
                 for latency in LATENCIES_MS:
-                    hub.faults.latency_ms = latency
-                    with HubClient(hub.endpoint, token="") as client:
-                        hub.stats.reset()
+                    hub.set_latency(0)
+                    with HubClient(hub.endpoint, token="") as warm:
+                        fingerprint_model(warm.reader(repo))  # imports and first-call costs, not timed
+                    hub.set_latency(latency)
+                    with HubClient(hub.endpoint, token="") as client:  # cold: no connections, no cached CDN URLs
+                        hub.reset()
                         start = time.perf_counter()
                         fp = fingerprint_model(client.reader(repo))
                         timings[latency] = time.perf_counter() - start
-                        served, requests = settled(hub)
-                hub.faults.latency_ms = 0
+                        served, requests = hub.settled()
+                hub.set_latency(0)
                 print(f"{label:<30} {full_size / 1e9:>12.2f} GB {served / 2**20:>8.2f} MiB "
                       f"{fp.weights.tensor_bytes_read / 2**20:>8.2f} MiB {requests:>9} "
                       f"{timings[0]:>6.2f}s {timings[50]:>6.2f}s  {safetensors_metadata_bytes(hub, repo)}")

@@ -145,7 +145,7 @@ class HubSettings:
         "Hosts (and their subdomains) that resolve redirects may lead to, besides the endpoint's own host.")
     timeout_s: float = setting(10.0, "Seconds before one Hub request times out (huggingface_hub's default is 10).",
                                minimum=0.1, maximum=600)
-    max_connections: int = setting(16, "HTTP connections to the Hub and its CDN kept open at once.", minimum=1, maximum=256)
+    max_connections: int = setting(32, "HTTP connections to the Hub and its CDN kept open at once.", minimum=1, maximum=256)
 
     @property
     def host(self) -> str:

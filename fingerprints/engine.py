@@ -11,9 +11,9 @@ import numpy as np
 from .config import config_signature, parse_config_json
 from .errors import InvalidModelError
 from .model import ConfigSignature, Fingerprint, TensorInfo, TokenizerSignature, WeightsSignature, stable_hash
-from .reader import RangeReader, read_small_file, read_small_files
+from .reader import RangeReader, read_files_and_heads, read_small_file
 from .roles import assign_role
-from .safetensors_format import MAX_INDEX_BYTES, read_checkpoint
+from .safetensors_format import FIRST_READ_BYTES, INDEX_FILE, MAX_INDEX_BYTES, read_checkpoint, unindexed_files
 from .tokenizer import MAX_TOKENIZER_BYTES, ParsedTokenizer, read_tokenizer, tokenizer_files, tokenizer_signature
 from .weights import FLOAT_DTYPES, TENSOR_BYTE_BUDGET, TensorLayout, sample_weights
 
@@ -55,11 +55,23 @@ def _uninspectable(files: list[str]) -> str | None:
 def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> Fingerprint:
     files = reader.list_files()
 
-    # Every small file the fingerprint may need, fetched in one batch (one round trip over HTTP).
+    has_safetensors = any(f.endswith(".safetensors") and "/" not in f for f in files)
+    gguf_file = choose_gguf_file(files)
+
+    # Every small file the fingerprint may need, and the start of every weights file whose header
+    # is known to be needed, fetched in one batch (one round trip over HTTP). Shards listed in an
+    # index are read next, sized by the index.
     limits = {p: MAX_CONFIG_BYTES for p in ("config.json",) if p in files}
-    limits.update({p: MAX_INDEX_BYTES for p in ("model.safetensors.index.json",) if p in files})
+    limits.update({p: MAX_INDEX_BYTES for p in (INDEX_FILE,) if p in files})
     limits.update({p: MAX_TOKENIZER_BYTES for p in tokenizer_files(files)})
-    prefetched = read_small_files(reader, limits)
+    heads: dict[str, int] = {}
+    if has_safetensors and INDEX_FILE not in files:
+        heads = dict.fromkeys(unindexed_files(files), FIRST_READ_BYTES)
+    elif not has_safetensors and gguf_file is not None:
+        from .gguf_format import FIRST_CHUNK_BYTES
+
+        heads = {gguf_file: FIRST_CHUNK_BYTES}
+    prefetched, prefetched_heads = read_files_and_heads(reader, limits, heads)
 
     def small(path: str, limit: int = MAX_TOKENIZER_BYTES) -> bytes:
         return prefetched[path] if path in prefetched else read_small_file(reader, path, limit)
@@ -70,11 +82,9 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
     tokenizer = read_tokenizer(files, small)
     vocab = tokenizer.vocab if tokenizer else None
 
-    has_safetensors = any(f.endswith(".safetensors") and "/" not in f for f in files)
-    gguf_file = choose_gguf_file(files)
     weights: WeightsSignature | None
     if has_safetensors:
-        tensors, _ = read_checkpoint(reader, files, lambda p: small(p, MAX_INDEX_BYTES))
+        tensors, _ = read_checkpoint(reader, files, lambda p: small(p, MAX_INDEX_BYTES), prefetched_heads)
         layouts = [TensorLayout(t.name, t.dtype, t.shape, t.file, t.offset, t.nbytes) for t in tensors]
         hidden = config.fields.get("hidden_size") if config else None
         vocab_size = len(vocab) if vocab else (config.fields.get("vocab_size") if config else None)
@@ -86,7 +96,7 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
     elif gguf_file is not None:
         from . import gguf_format as G  # the gguf package is only needed for GGUF repos
 
-        header = G.parse_gguf_header(reader, gguf_file)
+        header = G.parse_gguf_header(reader, gguf_file, prefetched_heads[gguf_file])
         arch = G.gguf_architecture(header)
         if config is None:
             config = _config_from_gguf(arch)

@@ -38,9 +38,19 @@ GGUF_MAGIC = b"GGUF"
 # Version 1 (2023) used u32 lengths; gguf-py's reader and llama.cpp read only 2 and 3.
 SUPPORTED_VERSIONS = (2, 3)
 
-# The first read: the whole header of a 32k-vocabulary model (tokens, scores, types and ~300
-# tensor infos, about 0.7 MB) fits, so a 7B GGUF costs one request.
-FIRST_CHUNK_BYTES = 1024 * 1024
+# The first read. Headers without a vocabulary fit; a vocabulary's token strings overflow it, and
+# the parser then asks for what it estimates the rest of the header to be (ESTIMATE_* below), so a
+# 32k-vocabulary 7B header (~0.7 MB) costs two requests and ~1% over-read, where a fixed 1 MiB
+# first read cost one request and ~0.3 MB of tensor bytes nobody used.
+FIRST_CHUNK_BYTES = 256 * 1024
+# Estimating the header left when a string array overflows the buffer: the array's remaining
+# strings at the average length seen so far, plus two 4-byte arrays of the same count (llama.cpp
+# writes tokenizer.ggml.scores and token_type right after the tokens), plus one tensor info per
+# tensor (name, dims, type, offset: ~60 bytes for llama.cpp names), plus slack for the small keys.
+# A miss costs one more request, never a wrong parse.
+ESTIMATE_COMPANION_BYTES_PER_ITEM = 8
+ESTIMATE_TENSOR_INFO_BYTES = 64
+ESTIMATE_SLACK_BYTES = 16 * 1024
 # Token and merge arrays of 256k vocabularies make headers of ~10 MB; huggingface.js stops at
 # 50 MB (HTTP_TOTAL_MAX_SIZE). 64 MiB leaves headroom for both without reading tensor data.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -140,19 +150,23 @@ class GGUFHeader:
 class _HeaderStream:
     """Sequential little- or big-endian decoding over a prefix of the file that grows on demand."""
 
-    def __init__(self, reader: RangeReader, path: str, file_size: int):
+    def __init__(self, reader: RangeReader, path: str, file_size: int, head: bytes = b""):
         self.reader = reader
         self.path = path
         self.file_size = file_size
-        self.buf = bytearray()
+        # ``head``: the file's first bytes when the caller already fetched them in a batch.
+        self.buf = bytearray(head[: min(file_size, MAX_HEADER_BYTES)])
         self.pos = 0
         self.order = "<"
         self.array_elements = 0
+        self.tensor_count = 0
 
     def fail(self, what: str) -> InvalidModelError:
         return InvalidModelError(f"{self.path}: {what} (at byte {self.pos:,})")
 
-    def _ensure(self, n: int) -> None:
+    def _ensure(self, n: int, expect_more: int = 0) -> None:
+        """Hold at least ``n`` bytes past ``pos``; ``expect_more`` is the caller's estimate of the
+        header bytes that follow, fetched in the same request."""
         need = self.pos + n
         if need <= len(self.buf):
             return
@@ -160,8 +174,8 @@ class _HeaderStream:
             raise self.fail(f"GGUF header is truncated: needs {need:,} bytes, file has {self.file_size:,}")
         if need > MAX_HEADER_BYTES:
             raise self.fail(f"GGUF header runs past the {MAX_HEADER_BYTES:,}-byte limit")
-        # Double what we hold (at least the first chunk) so a large header costs few requests.
-        target = max(need, 2 * len(self.buf), FIRST_CHUNK_BYTES)
+        # Without an estimate, double what we hold (at least the first chunk): few requests.
+        target = need + expect_more if expect_more else max(need, 2 * len(self.buf), FIRST_CHUNK_BYTES)
         target = min(target, self.file_size, MAX_HEADER_BYTES)
         start = len(self.buf)
         chunk = read_range(self.reader, self.path, start, target - start)
@@ -198,6 +212,38 @@ class _HeaderStream:
         except UnicodeDecodeError as exc:
             raise self.fail(f"{what} is not valid UTF-8 ({exc.reason})") from exc
 
+    def string_array(self, key: str, count: int) -> list[str]:
+        """``count`` strings, decoded in one tight loop (a vocabulary is 32k-256k of them)."""
+        what = f"value of {key!r}"
+        unpack_length = struct.Struct(self.order + "Q").unpack_from
+        start, out = self.pos, []
+        for i in range(count):
+            if self.pos + 8 > len(self.buf) or self.pos + 8 + unpack_length(self.buf, self.pos)[0] > len(self.buf):
+                self._ensure(8, self._estimate_rest(start, i, count))
+                (length,) = unpack_length(self.buf, self.pos)
+                if length > MAX_STRING_LENGTH:
+                    raise self.fail(f"{what} claims {length:,} bytes, over the {MAX_STRING_LENGTH:,}-byte limit")
+                self.pos += 8
+                self._ensure(length, self._estimate_rest(start, i, count))
+            else:
+                (length,) = unpack_length(self.buf, self.pos)
+                if length > MAX_STRING_LENGTH:
+                    raise self.fail(f"{what} claims {length:,} bytes, over the {MAX_STRING_LENGTH:,}-byte limit")
+                self.pos += 8
+            end = self.pos + length
+            try:
+                out.append(self.buf[self.pos : end].decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise self.fail(f"{what} is not valid UTF-8 ({exc.reason})") from exc
+            self.pos = end
+        return out
+
+    def _estimate_rest(self, array_start: int, done: int, count: int) -> int:
+        """Header bytes expected after ``pos`` when a string array of ``count`` overflows at item ``done``."""
+        average = (self.pos - array_start) / done if done else 16
+        return int(average * (count - done) + ESTIMATE_COMPANION_BYTES_PER_ITEM * count
+                   + ESTIMATE_TENSOR_INFO_BYTES * self.tensor_count + ESTIMATE_SLACK_BYTES)
+
     def value_type(self, what: str) -> GGUFValueType:
         raw = self.u32()
         try:
@@ -223,6 +269,8 @@ class _HeaderStream:
         self.array_elements += count
         if self.array_elements > MAX_TOTAL_ARRAY_ELEMENTS:
             raise self.fail(f"arrays hold over {MAX_TOTAL_ARRAY_ELEMENTS:,} elements in all")
+        if etype == GGUFValueType.STRING:
+            return self.string_array(key, count)
         fmt = _SCALAR_FORMATS.get(etype)
         if fmt is None:
             return [self.value(etype, key, depth) for _ in range(count)]
@@ -306,12 +354,15 @@ def _check_tensor_layout(path: str, tensors: list[GGUFTensor], file_size: int) -
         end = t.offset_abs + t.n_bytes
 
 
-def parse_gguf_header(reader: RangeReader, path: str) -> GGUFHeader:
-    """Parse a GGUF file's header through ``reader``, reading only its first bytes."""
+def parse_gguf_header(reader: RangeReader, path: str, head: bytes = b"") -> GGUFHeader:
+    """Parse a GGUF file's header through ``reader``, reading only its first bytes.
+
+    ``head`` is the file's first bytes when the caller fetched them already (the engine reads
+    ``FIRST_CHUNK_BYTES`` in the same batch as the config and tokenizer files)."""
     file_size = reader.size(path)
-    stream = _HeaderStream(reader, path, file_size)
+    stream = _HeaderStream(reader, path, file_size, head)
     version = _read_preamble(stream)
-    tensor_count = stream.u64()
+    tensor_count = stream.tensor_count = stream.u64()
     kv_count = stream.u64()
     if tensor_count > MAX_TENSOR_COUNT:
         raise stream.fail(f"header claims {tensor_count:,} tensors, over the {MAX_TENSOR_COUNT:,} limit")

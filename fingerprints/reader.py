@@ -58,15 +58,25 @@ def read_small_file(reader: RangeReader, path: str, max_bytes: int) -> bytes:
 
 def read_small_files(reader: RangeReader, limits: dict[str, int]) -> dict[str, bytes]:
     """Read several whole small files in one batch (one round trip over HTTP), each capped."""
-    sizes = {path: reader.size(path) for path in limits}
-    for path, size in sizes.items():
-        if size > limits[path]:
+    return read_files_and_heads(reader, limits, {})[0]
+
+
+def read_files_and_heads(reader: RangeReader, limits: dict[str, int],
+                         heads: dict[str, int]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """One batch (one round trip over HTTP): whole small files, each capped by ``limits``, and the
+    first ``heads[path]`` bytes (at most the whole file) of files whose header is parsed next."""
+    if set(limits) & set(heads):
+        raise ValueError("a file is read either whole or by its head, not both")
+    sizes = {path: reader.size(path) for path in [*limits, *heads]}
+    for path in limits:
+        if sizes[path] > limits[path]:
             raise InvalidModelError(
-                f"{path} is {size:,} bytes, over the {limits[path]:,}-byte limit for this kind of file"
+                f"{path} is {sizes[path]:,} bytes, over the {limits[path]:,}-byte limit for this kind of file"
             )
-    wanted = [p for p in limits if sizes[p]]
-    blobs = reader.read_ranges([RangeRequest(p, 0, sizes[p]) for p in wanted]) if wanted else []
-    return {**{p: b"" for p in limits}, **dict(zip(wanted, blobs))}
+    lengths = {**sizes, **{p: min(n, sizes[p]) for p, n in heads.items()}}
+    wanted = [RangeRequest(p, 0, lengths[p]) for p in [*limits, *heads] if lengths[p]]
+    blobs = dict(zip([r.path for r in wanted], reader.read_ranges(wanted) if wanted else []))
+    return {p: blobs.get(p, b"") for p in limits}, {p: blobs.get(p, b"") for p in heads}
 
 
 class LocalFolderReader:

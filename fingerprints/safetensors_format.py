@@ -20,10 +20,18 @@ from .reader import RangeReader, RangeRequest
 # huggingface_hub refuses headers over 25 MB (constants.SAFETENSORS_MAX_HEADER_LENGTH); real
 # headers of 1000-tensor shards are ~100 KB.
 MAX_HEADER_BYTES = 25_000_000
-# One GET of this size returns the whole header of most shards (7B and Grok-1 shards: ~17-34 KB;
-# a 1000-tensor shard ~100 KB takes a second GET). huggingface_hub reads 100 KB, which costs a
-# 16-shard checkpoint 1.6 MB of header reads instead of ~0.3 MB.
+# One GET of this size returns the whole header of a single-file checkpoint up to ~600 tensors
+# (MiniLM: 9 KB, a 7B: ~30 KB); a longer header takes a second GET. Shards listed in an index are
+# read by an estimate from their tensor names instead (below). huggingface_hub reads 100 KB per
+# file, which costs a 16-shard checkpoint 1.6 MB of header reads.
 FIRST_READ_BYTES = 64 * 1024
+# Estimating a shard's header from the index: each entry is its quoted name plus
+# {"dtype":"BF16","shape":[..],"data_offsets":[..,..]} with up to 4 dims and 12-digit offsets,
+# 70-95 bytes; 112 over-reads a 7B shard header by ~15% and never falls short in practice. The
+# allowance covers __metadata__ ({"format":"pt"}) and the padding to 8 bytes. A short estimate
+# costs one more GET, never a wrong parse.
+HEADER_ENTRY_BYTES = 112
+HEADER_ALLOWANCE_BYTES = 1024
 MAX_INDEX_BYTES = 50 * 1024 * 1024
 
 DTYPE_SIZES = {
@@ -96,14 +104,19 @@ def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int
     return tensors
 
 
-def read_safetensors_headers(reader: RangeReader, files: list[str]) -> dict[str, tuple[list[SafetensorsTensor], int]]:
-    """Parse the headers of ``files``: one batched read of every file's start, then one batched
-    read of the rest of any header longer than that. Returns file -> (tensors, header bytes)."""
+def read_safetensors_headers(reader: RangeReader, files: list[str], *, heads: dict[str, bytes] | None = None,
+                             first_reads: dict[str, int] | None = None) -> dict[str, tuple[list[SafetensorsTensor], int]]:
+    """Parse the headers of ``files``: one batched read of every file's start (``first_reads[f]``
+    bytes, default FIRST_READ_BYTES; none for files whose ``heads`` the caller already holds), then
+    one batched read of the rest of any header longer than that. Returns file -> (tensors, header bytes)."""
+    heads, first_reads = heads or {}, first_reads or {}
     sizes = {f: reader.size(f) for f in files}
     for f, size in sizes.items():
         if size < 8:
             raise InvalidModelError(f"{f}: {size} bytes is too small to be a safetensors file")
-    firsts = dict(zip(files, reader.read_ranges([RangeRequest(f, 0, min(sizes[f], FIRST_READ_BYTES)) for f in files])))
+    missing = [f for f in files if len(heads.get(f, b"")) < 8]
+    firsts = {**heads, **dict(zip(missing, reader.read_ranges(
+        [RangeRequest(f, 0, min(sizes[f], max(8, first_reads.get(f, FIRST_READ_BYTES)))) for f in missing])))}
     lengths = {}
     for f in files:
         (header_len,) = struct.unpack("<Q", firsts[f][:8])
@@ -127,19 +140,32 @@ def read_safetensors_header(reader: RangeReader, file: str) -> tuple[list[Safete
     return read_safetensors_headers(reader, [file])[file]
 
 
-def safetensors_files(files: list[str], read_index) -> list[str]:
-    """Which safetensors files make up the checkpoint (root level; index-listed shards win)."""
-    index_name = "model.safetensors.index.json"
-    if index_name in files:
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def checkpoint_shards(files: list[str], read_index) -> dict[str, int | None]:
+    """Which safetensors files make up the checkpoint (root level; index-listed shards win), each
+    with an estimate of its header's size when the index lists its tensors (None otherwise)."""
+    if INDEX_FILE in files:
         try:
-            index = json.loads(read_index(index_name))
-            shard_names = sorted(set(index["weight_map"].values()))
+            weight_map = json.loads(read_index(INDEX_FILE))["weight_map"]
+            entries = [(str(name), shard) for name, shard in weight_map.items()]
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise InvalidModelError(f"{index_name} is malformed: {exc}") from exc
-        missing = [s for s in shard_names if s not in files]
+            raise InvalidModelError(f"{INDEX_FILE} is malformed: {exc}") from exc
+        if not all(isinstance(shard, str) for _, shard in entries):
+            raise InvalidModelError(f"{INDEX_FILE} is malformed: shard names must be strings")
+        estimates: dict[str, int] = {}
+        for name, shard in entries:
+            estimates[shard] = estimates.get(shard, 8 + HEADER_ALLOWANCE_BYTES) + len(json.dumps(name)) + HEADER_ENTRY_BYTES
+        missing = [s for s in estimates if s not in files]
         if missing:
-            raise InvalidModelError(f"{index_name} lists shards that are not in the repo: {missing[:3]}")
-        return shard_names
+            raise InvalidModelError(f"{INDEX_FILE} lists shards that are not in the repo: {sorted(missing)[:3]}")
+        return dict(sorted(estimates.items()))
+    return dict.fromkeys(unindexed_files(files))
+
+
+def unindexed_files(files: list[str]) -> list[str]:
+    """The checkpoint's files when no index lists them."""
     root = sorted(f for f in files if f.endswith(".safetensors") and "/" not in f)
     if "model.safetensors" in root:
         return ["model.safetensors"]
@@ -147,12 +173,17 @@ def safetensors_files(files: list[str], read_index) -> list[str]:
     return [f for f in root if f != "consolidated.safetensors"] or root
 
 
-def read_checkpoint(reader: RangeReader, files: list[str], read_index) -> tuple[list[SafetensorsTensor], int]:
+def read_checkpoint(reader: RangeReader, files: list[str], read_index,
+                    heads: dict[str, bytes] | None = None) -> tuple[list[SafetensorsTensor], int]:
+    """Every tensor of the checkpoint and the header bytes that described them. ``heads``: first
+    bytes of unindexed files the caller fetched already (the engine's first batch)."""
     tensors: list[SafetensorsTensor] = []
     header_bytes = 0
     seen: set[str] = set()
-    shards = safetensors_files(files, read_index)
-    headers = read_safetensors_headers(reader, shards)
+    estimates = checkpoint_shards(files, read_index)
+    shards = list(estimates)
+    headers = read_safetensors_headers(reader, shards, heads=heads,
+                                       first_reads={f: n for f, n in estimates.items() if n is not None})
     for shard in shards:
         shard_tensors, n = headers[shard]
         header_bytes += n

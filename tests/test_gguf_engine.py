@@ -8,6 +8,7 @@ from gguf import GGMLQuantizationType
 from fingerprints.compare import compare_fingerprints
 from fingerprints.engine import choose_gguf_file, fingerprint_model
 from fingerprints.reader import LocalFolderReader
+from fingerprints.weights import TENSOR_BYTE_BUDGET
 from test_gguf import minilm_gguf_tensors, minilm_kv, write_gguf
 
 
@@ -22,7 +23,7 @@ def test_gguf_conversion_is_weights_derived(tmp_path, minilm_fp, qtype, kind):
     fp = fingerprint_model(LocalFolderReader(tmp_path))
     assert fp.weights.format == "gguf" and fp.config.fields["hidden_size"] == 384
     assert fp.tokenizer.vocab_hash == minilm_fp.tokenizer.vocab_hash  # GGUF token list == vocab.txt
-    assert fp.weights.tensor_bytes_read <= 2 * 1024 * 1024
+    assert fp.weights.tensor_bytes_read <= TENSOR_BYTE_BUDGET
     result = compare_fingerprints(minilm_fp, fp)
     assert result.verdict == "weights-derived", result.evidence
     assert result.score > 0.99

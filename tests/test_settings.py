@@ -49,7 +49,7 @@ def test_defaults_without_file_or_environment():
     assert s.hub.endpoint == "https://huggingface.co"  # real-endpoint-constant
     assert not s.hub.token
     assert (s.feeds.newest_interval_s, s.feeds.trending_interval_s) == (120, 600)
-    assert s.limits.tensor_bytes == 2 * 1024 * 1024
+    assert s.limits.tensor_bytes == 1024 * 1024
     assert s.alerts.on_declared_derivatives is False
     assert s.store.path == "hubwatch.db"
     assert s.metrics.port == 0

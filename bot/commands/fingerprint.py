@@ -15,7 +15,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "fingerprint",
         help="fingerprint a model folder or Hub repo",
-        description="Read a model's config, tokenizer and a sample of its weights (at most 2 MiB of "
+        description="Read a model's config, tokenizer and a sample of its weights (at most 1 MiB of "
         "tensor data) and print its fingerprint.",
     )
     p.add_argument("model", help="a local model folder, or a Hub repo id org/name[@revision]")

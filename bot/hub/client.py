@@ -70,8 +70,8 @@ DEFAULT_TIMEOUT_S = 10.0
 # Connections kept open (settings.hub.max_connections' default) and requests in flight at once
 # (huggingface.js reads safetensors shard headers 20 at a time, research §1.5). CDN requests do
 # not count against the Hub's rate limits.
-DEFAULT_MAX_CONNECTIONS = 16
-DEFAULT_CONCURRENCY = 16
+DEFAULT_MAX_CONNECTIONS = 32
+DEFAULT_CONCURRENCY = 32
 
 
 class _Retryable(Exception):
