@@ -25,7 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
 from fingerprints.engine import fingerprint_model
@@ -33,6 +33,7 @@ from fingerprints.errors import HubwatchError
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
 from fingerprints.reader import RangeReader
+from fingerprints.tokenizer_cache import TokenizerCache
 from store.nearest import nearest
 from store.records import ModelRecord
 from store.store import Store
@@ -105,6 +106,8 @@ class Watcher:
         self.metrics = metrics or Metrics()
         self.open_store = open_store or (lambda: Store.open(settings.store.path))
         self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
+        # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
+        self.tokenizers = TokenizerCache()
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -159,7 +162,7 @@ class Watcher:
                                                     author=entry.value)
                 elif store.find_fingerprint(entry.value) is None:
                     reader = self.hub.reader(entry.value)
-                    fp = fingerprint_model(reader, budget=self.settings.limits.tensor_bytes)
+                    fp = self._fingerprint(reader)
                     store.upsert_model(reader.model.to_record())
                     store.add_fingerprint(entry.value, reader.sha, fp)
             except HubwatchError as exc:
@@ -171,14 +174,17 @@ class Watcher:
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
         self.metrics.observe_cycle(summary)
-        self.metrics.outbox_depth.set(store.alert_counts().get("pending", 0))
+        counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
+        self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
         log_cycle_summary(summary)
         return summary
 
+    def _fingerprint(self, reader: RangeReader) -> Fingerprint:
+        return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=self.tokenizers)
+
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
         try:
-            return PolledFingerprint(record, fingerprint_model(self.hub.reader(record.repo_id, record.sha),
-                                                           budget=self.settings.limits.tensor_bytes))
+            return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
         except HubwatchError as exc:
             return PolledFingerprint(record, None, str(exc))
 
@@ -264,7 +270,8 @@ class Watcher:
         own = store is None
         store = store or self.open_store()
         try:
-            report = deliver_pending(store, self.sender, load_plot=_plot_of)
+            report = deliver_pending(store, self.sender, load_plot=_plot_of,
+                                     lease=timedelta(seconds=self.settings.alerts.delivery_lease_s))
             if report.delivered:
                 store.bump("alerts_delivered", report.delivered)
             self.metrics.alerts_failed.inc(report.failed)

@@ -15,6 +15,7 @@ from .reader import RangeReader, read_files_and_heads, read_small_file
 from .roles import assign_role
 from .safetensors_format import FIRST_READ_BYTES, INDEX_FILE, MAX_INDEX_BYTES, read_checkpoint, unindexed_files
 from .tokenizer import MAX_TOKENIZER_BYTES, ParsedTokenizer, read_tokenizer, tokenizer_files, tokenizer_signature
+from .tokenizer_cache import TokenizerCache, tokenizer_cache_key
 from .weights import FLOAT_DTYPES, TENSOR_BYTE_BUDGET, TensorLayout, sample_weights
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -52,8 +53,14 @@ def _uninspectable(files: list[str]) -> str | None:
     return ", ".join(kinds) if kinds else None
 
 
-def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> Fingerprint:
+def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
+                      tokenizers: TokenizerCache | None = None) -> Fingerprint:
+    """``tokenizers``: signatures of tokenizers seen before, by file identity; a hit reads none
+    of the tokenizer's files (see tokenizer_cache.py)."""
     files = reader.list_files()
+    tokenizer_paths = tokenizer_files(files)
+    tokenizer_key = tokenizer_cache_key(reader, tokenizer_paths) if tokenizers is not None else None
+    cached_tokenizer = tokenizers.get(tokenizer_key) if tokenizers is not None and tokenizer_key else None
 
     has_safetensors = any(f.endswith(".safetensors") and "/" not in f for f in files)
     gguf_file = choose_gguf_file(files)
@@ -63,7 +70,8 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
     # index are read next, sized by the index.
     limits = {p: MAX_CONFIG_BYTES for p in ("config.json",) if p in files}
     limits.update({p: MAX_INDEX_BYTES for p in (INDEX_FILE,) if p in files})
-    limits.update({p: MAX_TOKENIZER_BYTES for p in tokenizer_files(files)})
+    if cached_tokenizer is None:
+        limits.update({p: MAX_TOKENIZER_BYTES for p in tokenizer_paths})
     heads: dict[str, int] = {}
     if has_safetensors and INDEX_FILE not in files:
         heads = dict.fromkeys(unindexed_files(files), FIRST_READ_BYTES)
@@ -79,7 +87,9 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET) -> 
     config = None
     if "config.json" in files:
         config = config_signature(parse_config_json(small("config.json", MAX_CONFIG_BYTES)))
-    tokenizer = read_tokenizer(files, small)
+    tokenizer = cached_tokenizer or read_tokenizer(files, small)
+    if tokenizers is not None and tokenizer_key and cached_tokenizer is None and tokenizer is not None:
+        tokenizers.put(tokenizer_key, tokenizer)
     vocab = tokenizer.vocab if tokenizer else None
 
     weights: WeightsSignature | None

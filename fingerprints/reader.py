@@ -46,6 +46,11 @@ class RangeReader(Protocol):
         """The file's sha256 when the storage already knows it (Hub LFS metadata), else None."""
         ...
 
+    def file_id(self, path: str) -> str | None:
+        """A name for the file's exact content when the storage knows one without reading the
+        file (the Hub's git blob id or LFS sha256), else None."""
+        ...
+
 
 def read_range(reader: RangeReader, path: str, offset: int, length: int) -> bytes:
     return reader.read_ranges([RangeRequest(path, offset, length)])[0]
@@ -126,4 +131,8 @@ class LocalFolderReader:
 
     def file_sha256(self, path: str) -> str | None:
         # Hashing a local file would read all of it; identity is judged from sampled bytes instead.
+        return None
+
+    def file_id(self, path: str) -> str | None:
+        # Same reason: a local folder names no content without reading it.
         return None

@@ -64,6 +64,9 @@ class BytesReader:
     def file_sha256(self, path: str) -> None:
         return None
 
+    def file_id(self, path: str) -> None:
+        return None
+
 
 def write_gguf(path: Path, arch: str, kv, tensors, endianess=GGUFEndian.LITTLE, alignment: int | None = None) -> Path:
     """Write a GGUF with gguf-py's writer: ``kv(writer)`` adds metadata; tensors are (name, array, raw_dtype)."""

@@ -57,6 +57,10 @@ class HubRepoReader:
         sibling = self._siblings.get(path)
         return sibling.lfs_sha256 if sibling else None
 
+    def file_id(self, path: str) -> str | None:
+        sibling = self._siblings.get(path)
+        return (sibling.lfs_sha256 or sibling.blob_id) if sibling else None
+
     def _reserve(self, spans: list[Span]) -> None:
         total = sum(s.length for s in spans)
         with self._lock:

@@ -1,0 +1,69 @@
+"""The tokenizer cache: a repo whose tokenizer files the Hub names as already seen reads none of them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.fakehub import FakeHub
+from bot.hub import HubClient
+from fingerprints.engine import fingerprint_model
+from fingerprints.model import TokenizerSignature
+from fingerprints.reader import LocalFolderReader
+from fingerprints.tokenizer_cache import TokenizerCache, tokenizer_cache_key
+from hubfixtures import COPY, MINILM, client, fake_hub, hub_dir, link_minilm  # noqa: F401
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def signature(name: str) -> TokenizerSignature:
+    return TokenizerSignature("bpe", name, 1, name, None, [], [], [0] * 128, None, [name])
+
+
+def test_lru_evicts_the_least_recently_used_and_counts_hits():
+    cache = TokenizerCache(max_entries=2)
+    a, b, c = ((("tokenizer.json", k),) for k in "abc")
+    cache.put(a, signature("a"))
+    cache.put(b, signature("b"))
+    assert cache.get(a).vocab == ["a"]  # a is now the most recent
+    cache.put(c, signature("c"))
+    assert cache.get(b) is None and cache.get(a) is not None and cache.get(c) is not None
+    assert (cache.hits, cache.misses, len(cache)) == (3, 1, 2)
+    with pytest.raises(ValueError):
+        TokenizerCache(max_entries=0)
+
+
+def test_no_key_without_a_content_id_for_every_file(minilm_dir):
+    local = LocalFolderReader(minilm_dir)
+    assert tokenizer_cache_key(local, list(TOKENIZER_FILES)) is None
+    cache = TokenizerCache()
+    fingerprint_model(local, tokenizers=cache)
+    assert len(cache) == 0 and cache.hits == 0
+
+
+def test_a_reupload_reads_no_tokenizer_bytes(client, hub_dir):  # noqa: F811
+    cache = TokenizerCache()
+    first_reader = client.reader(MINILM)
+    first = fingerprint_model(first_reader, tokenizers=cache)
+    second_reader = client.reader(COPY)  # byte-identical files: same blob ids
+    second = fingerprint_model(second_reader, tokenizers=cache)
+    tokenizer_bytes = sum((hub_dir / MINILM / f).stat().st_size for f in TOKENIZER_FILES)
+    assert cache.hits == 1 and cache.misses == 1
+    assert second.tokenizer is first.tokenizer
+    assert first_reader.bytes_read - second_reader.bytes_read == tokenizer_bytes
+    assert second.weights.sample_digest == first.weights.sample_digest  # same rows sampled
+
+
+def test_a_changed_special_tokens_config_is_another_tokenizer(tmp_path, minilm_dir):
+    base = link_minilm(tmp_path / "org" / "base", minilm_dir)
+    changed = link_minilm(tmp_path / "org" / "changed", minilm_dir)
+    (changed / "special_tokens_map.json").unlink()
+    special = json.loads((base / "special_tokens_map.json").read_text())
+    (changed / "special_tokens_map.json").write_text(json.dumps({**special, "additional_special_tokens": ["<|hub|>"]}))
+    cache = TokenizerCache()
+    with FakeHub(tmp_path) as hub, HubClient(hub.endpoint, token="") as hub_client:
+        fingerprint_model(hub_client.reader("org/base"), tokenizers=cache)
+        changed_fp = fingerprint_model(hub_client.reader("org/changed"), tokenizers=cache)
+    assert cache.hits == 0 and len(cache) == 2
+    assert "<|hub|>" in changed_fp.tokenizer.special_tokens
