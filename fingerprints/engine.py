@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import re
 
@@ -87,14 +88,20 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
     config = None
     if "config.json" in files:
         config = config_signature(parse_config_json(small("config.json", MAX_CONFIG_BYTES)))
-    tokenizer = cached_tokenizer or read_tokenizer(files, small)
+    # An indexed checkpoint's shard headers take one more round trip: parse the tokenizer (a few
+    # hundred ms for a 131k vocabulary) while they are in flight. Only the worker touches the
+    # reader; the tokenizer's files were all prefetched above.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checkpoint = (pool.submit(read_checkpoint, reader, files, lambda p: small(p, MAX_INDEX_BYTES), prefetched_heads)
+                      if has_safetensors else None)
+        tokenizer = cached_tokenizer or read_tokenizer(files, small)
     if tokenizers is not None and tokenizer_key and cached_tokenizer is None and tokenizer is not None:
         tokenizers.put(tokenizer_key, tokenizer)
     vocab = tokenizer.vocab if tokenizer else None
 
     weights: WeightsSignature | None
-    if has_safetensors:
-        tensors, _ = read_checkpoint(reader, files, lambda p: small(p, MAX_INDEX_BYTES), prefetched_heads)
+    if checkpoint is not None:
+        tensors, _ = checkpoint.result()
         layouts = [TensorLayout(t.name, t.dtype, t.shape, t.file, t.offset, t.nbytes) for t in tensors]
         hidden = config.fields.get("hidden_size") if config else None
         vocab_size = len(vocab) if vocab else (config.fields.get("vocab_size") if config else None)
