@@ -35,6 +35,7 @@ from fingerprints.errors import HubwatchError
 from fingerprints.safetensors_format import MAX_HEADER_BYTES
 from fingerprints.tokenizer import MAX_TOKENIZER_BYTES
 from fingerprints.weights import TENSOR_BYTE_BUDGET
+from store.outbox import DEFAULT_LEASE
 
 MiB = 1024 * 1024
 
@@ -220,14 +221,22 @@ class AlertSettings:
     on_declared_derivatives: bool = setting(
         False, "Alert even when the suspect declares the source as its base model (an honest fine-tune).")
     min_severity: str = setting("medium", "Least severe alert that is sent (low, medium, high).", choices=SEVERITIES)
+    delivery_lease_s: int = setting(
+        int(DEFAULT_LEASE.total_seconds()),
+        "Seconds an alert being posted stays claimed by its sender. After a crash it is taken up again once "
+        "this has passed; keep it above the longest send (5 tries of up to 10 s, ~70 s) or a live sender's "
+        "alert may be taken up and posted twice.", minimum=1, maximum=3600)
 
 
 @dataclass(frozen=True)
 class DiscordSettings:
     webhook_url: Secret = setting(Secret(), "Discord webhook that receives alerts; unset prints alerts to the console.",
                                   env="HUBWATCH_DISCORD_WEBHOOK")
-    bot_token: Secret = setting(Secret(), "Token of the Discord bot that answers questions; unset disables the bot.",
-                                env="HUBWATCH_DISCORD_TOKEN")
+    bot_token: Secret = setting(
+        Secret(), "Token of the Discord bot that answers questions; unset disables the bot. The watcher also uses "
+        "it to look an in-doubt alert up in the webhook's channel before posting it again: exactly-once "
+        "delivery across crashes needs it (View Channel, Read Message History, Message Content intent).",
+        env="HUBWATCH_DISCORD_TOKEN")
     guild_id: int = setting(0, "Discord server (guild) whose slash commands are synced at once; 0 syncs globally.",
                             minimum=0)
     allowed_hosts: tuple[str, ...] = setting(DISCORD_WEBHOOK_HOSTS, "Hosts a webhook URL may point at.")

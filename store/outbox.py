@@ -2,11 +2,14 @@
 
 State machine of an ``alerts`` row::
 
-    enqueue ──► pending ──claim──► sending ──mark_delivered (webhook answered 2xx)──► delivered
-                   ▲                  │  │
-                   └── mark_failed ───┘  └── mark_failed after MAX_ATTEMPTS, or permanent ──► failed
-                       (retry_at)
-    sending, lease expired (the sender died: kill -9, OOM, power) ──claim──► sending (resumed=True)
+    enqueue ──► pending ──claim──► sending ──mark_delivered (a 2xx, or found posted)──► delivered
+                   ▲                 │ ▲ │
+                   └── mark_failed ──┘ │ └── mark_failed after MAX_ATTEMPTS, or permanent ──► failed
+                       (retry_at)      │
+    sending, lease expired ──claim─────┘ (resumed=True)
+      - the sender died holding the claim (kill -9, OOM, power), or
+      - mark_failed(in_doubt=True) put the lease at retry_at: the attempt may have been posted
+        (a timeout or 5xx after the body was sent), or checking whether it was posted failed.
 
 - ``enqueue_alert`` inserts once per ``dedupe_key`` (a re-detected copy does not alert twice) and
   fixes a random ``nonce`` for the row's whole life.
@@ -14,15 +17,18 @@ State machine of an ``alerts`` row::
   ``attempts``, and gives the claim a fresh ``claim_token`` and a lease. Two senders never hold
   the same row: the second sees it ``sending`` with a live lease.
 - The sender posts, and only after a 2xx calls ``mark_delivered``. A 2xx is the truth, so
-  ``mark_delivered`` succeeds whatever the claim token; it reports whether it was the first.
+  ``mark_delivered`` succeeds whatever the claim token; it reports whether it was first.
 - ``mark_failed`` (timeouts, 5xx, 429 with ``retry_at`` from retry_after) needs the current
-  claim token: a sender whose lease expired and was re-claimed cannot push the row back.
-- A crash between the webhook's 2xx and ``mark_delivered`` leaves a ``sending`` row. When its
-  lease expires it is claimed again with ``resumed=True``: the earlier attempt may have been
-  posted. Discord's Execute Webhook has no idempotency key and a webhook token cannot list a
-  channel's messages, so that attempt cannot be checked: the alert is posted again, carrying the
-  same ``nonce`` in its footer so the duplicate is traceable. The sender keeps this window to the
-  time between Discord's answer and the commit (bot/alerts/delivery.py).
+  claim token: a sender whose lease expired and was re-claimed cannot push the row back. A failure
+  that leaves the alert *in doubt* keeps the row ``sending`` (no claim token, lease until
+  ``retry_at``) instead of ``pending``, so its next claim says ``resumed`` too.
+- A ``resumed`` claim means an earlier attempt may have been posted. Execute Webhook has no
+  idempotency key, so the sender looks the alert's ``nonce`` up in the webhook's channel before
+  posting again (bot/alerts/delivery.py; needs the bot token): found, the row is recorded
+  delivered with that message; lookup failed, the row stays in doubt and is tried later. Without
+  a bot token the alert is posted again, carrying the same ``nonce`` in its footer so the
+  duplicate is traceable: at-least-once. The lease must outlast the longest send, or a live sender's
+  row could be resumed while its request is still in flight.
 """
 
 from __future__ import annotations
@@ -36,9 +42,9 @@ from .db import transaction
 from .errors import StoreError
 from .records import Alert, utc_iso
 
-# A delivery is one webhook POST with a 10 s client timeout plus rate-limit waits (Discord asks
-# for at most ~5 posts per 2 s per webhook); 120 s leaves room for a retry_after without letting
-# a dead sender's alert wait long.
+# A send is at most 5 webhook POSTs of 10 s with 1-8 s backoffs between them (~65 s), plus the
+# lookup of a resumed alert (a few GETs); 120 s covers that and a short retry_after without letting
+# a dead sender's alert wait long. The watcher takes it from settings.alerts.delivery_lease_s.
 DEFAULT_LEASE = timedelta(seconds=120)
 # Ten attempts with the sender's backoff span hours of Discord outage before giving up.
 MAX_ATTEMPTS = 10
@@ -125,12 +131,14 @@ def mark_delivered(conn: sqlite3.Connection, alert_id: int, delivery_ref: str | 
 
 
 def mark_failed(conn: sqlite3.Connection, alert_id: int, claim_token: str, error: str,
-                retry_at: datetime | None, max_attempts: int = MAX_ATTEMPTS) -> str | None:
+                retry_at: datetime | None, max_attempts: int = MAX_ATTEMPTS, in_doubt: bool = False) -> str | None:
     """Record a failed attempt by the holder of ``claim_token``.
 
-    The row goes back to ``pending`` until ``retry_at``, or to ``failed`` when ``retry_at`` is None
-    (a permanent error such as a deleted webhook) or ``max_attempts`` were made. Returns the new
-    status, or None when the claim is stale (another sender re-claimed the row, or it was delivered).
+    The row goes back to ``pending`` until ``retry_at`` (with ``in_doubt``: stays ``sending``,
+    unclaimed, its lease ending at ``retry_at``, so the next claim is ``resumed``), or to ``failed``
+    when ``retry_at`` is None (a permanent error such as a deleted webhook) or ``max_attempts``
+    were made. Returns the new status, or None when the claim is stale (another sender re-claimed
+    the row, or it was delivered).
     """
     error = error[:MAX_ERROR_CHARS]
     with transaction(conn):
@@ -140,11 +148,12 @@ def mark_failed(conn: sqlite3.Connection, alert_id: int, claim_token: str, error
         ).fetchone()
         if row is None:
             return None
-        status = "failed" if retry_at is None or row[0] >= max_attempts else "pending"
+        retry = utc_iso(retry_at) if retry_at else None
+        status = "failed" if retry is None or row[0] >= max_attempts else "sending" if in_doubt else "pending"
         conn.execute(
             "UPDATE alerts SET status = ?, last_error = ?, next_attempt_at = COALESCE(?, next_attempt_at), "
-            "claim_token = NULL, lease_until = NULL WHERE id = ?",
-            (status, error, utc_iso(retry_at) if retry_at else None, alert_id),
+            "claim_token = NULL, lease_until = ? WHERE id = ?",
+            (status, error, retry, retry if status == "sending" else None, alert_id),
         )
     return status
 

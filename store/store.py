@@ -342,8 +342,8 @@ class Store:
 
     @_translated
     def mark_failed(self, alert_id: int, claim_token: str, error: str, retry_at: datetime | None,
-                    max_attempts: int = outbox.MAX_ATTEMPTS) -> str | None:
-        return outbox.mark_failed(self.conn, alert_id, claim_token, error, retry_at, max_attempts)
+                    max_attempts: int = outbox.MAX_ATTEMPTS, in_doubt: bool = False) -> str | None:
+        return outbox.mark_failed(self.conn, alert_id, claim_token, error, retry_at, max_attempts, in_doubt)
 
     @_translated
     def get_alert(self, alert_id: int) -> Alert | None:

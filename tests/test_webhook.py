@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bot.alerts.delivery import deliver_pending, retry_delay
-from bot.alerts.discord_webhook import DiscordWebhookSender
+from bot.alerts.discord_webhook import DiscordWebhookSender, PostedLookupError
 from bot.alerts.limits import FILE_MAX_BYTES
 from bot.alerts.model import Alert, RepoRef
 from bot.alerts.render import PLOT_FILENAME, render_discord_payload
@@ -119,6 +119,44 @@ def test_fake_rate_limits_each_webhook_with_discords_429_shape():
     assert third.headers["via"] == "1.1 google" and third.headers["x-ratelimit-scope"] == "user"
     assert int(third.headers["retry-after"]) >= 1
     assert len(fake.messages) == 2
+
+
+def test_fake_serves_the_webhook_object_and_its_channel_history(fake):
+    api = f"{fake.base_url}/api/v10"
+    bot = {"Authorization": f"Bot {fake.bot_token}"}
+    with httpx.Client() as client:
+        webhook = client.get(fake.url).json()  # Get Webhook with Token: no auth, no user
+        assert webhook == {"id": fake.webhook_id, "type": 1, "guild_id": fake.guild_id, "channel_id": fake.channel_id,
+                           "name": "Captain Hook", "avatar": None, "application_id": None, "token": fake.token}
+        assert client.get(fake.url[:-1] + "y").json() == {"message": "Unknown Webhook", "code": 10015}
+        posted = client.post(fake.url + "?wait=true", json=render_discord_payload(make_alert(), nonce="n-1")).json()
+        chatter = [fake.add_channel_message(f"chat {i}") for i in range(60)]
+        history = f"{api}/channels/{fake.channel_id}/messages"
+        denied = client.get(history)
+        assert denied.status_code == 401 and denied.json() == {"message": "401: Unauthorized", "code": 0}
+        newest = client.get(history, headers=bot).json()
+        assert len(newest) == 50 and newest[0]["id"] == chatter[-1]["id"]  # default limit, newest first
+        assert [m["id"] for m in newest] == sorted((m["id"] for m in newest), key=int, reverse=True)
+        older = client.get(history, params={"limit": 100, "before": newest[-1]["id"]}, headers=bot).json()
+        assert [m["id"] for m in older] == [m["id"] for m in reversed(chatter[:10])] + [posted["id"]]
+        assert older[-1]["webhook_id"] == fake.webhook_id and older[-1]["embeds"] == posted["embeds"]
+        after = client.get(history, params={"limit": 2, "after": posted["id"]}, headers=bot).json()
+        assert [m["id"] for m in after] == [chatter[1]["id"], chatter[0]["id"]]
+        too_many = client.get(history, params={"limit": 101}, headers=bot)
+        assert too_many.status_code == 400 and too_many.json()["code"] == 50035 and "limit" in too_many.json()["errors"]
+        channel = client.get(f"{api}/channels/{fake.channel_id}", headers=bot).json()
+        assert channel["last_message_id"] == chatter[-1]["id"] and channel["guild_id"] == fake.guild_id
+        unknown = client.get(f"{api}/channels/1/messages", headers=bot).json()
+        assert unknown == {"message": "Unknown Channel", "code": 10003}
+        fake.message_content = False  # webhook messages are not the app's own: content fields come back empty
+        hidden = client.get(history, params={"limit": 100}, headers=bot).json()[-1]
+        assert hidden["id"] == posted["id"]
+        assert (hidden["content"], hidden["embeds"], hidden["attachments"]) == ("", [], [])
+        fake.read_history = False
+        assert client.get(history, headers=bot).json() == []  # no error: no messages
+        fake.can_view_channel = False
+        assert client.get(history, headers=bot).json() == {"message": "Missing Access", "code": 50001}
+    assert [r.method for r in fake.requests].count("POST") == 1 and len(fake.messages) == 1
 
 
 # ---- the sender -----------------------------------------------------------------------------------
@@ -267,6 +305,7 @@ class Row:
     last_error: str | None = None
     delivery_ref: str | None = None
     resumed: bool = False
+    created_at: str = NOW.isoformat()
 
 
 @dataclass
@@ -283,7 +322,8 @@ class MemoryOutbox:
         self.rows[alert_id] = Row(alert_id, secrets.token_hex(8), alert.to_dict())
         return alert_id
 
-    def claim_pending_alerts(self, limit: int, now: datetime | None = None) -> list[Row]:
+    def claim_pending_alerts(self, limit: int, now: datetime | None = None,
+                             lease: timedelta | None = None) -> list[Row]:
         due = [r for r in self.rows.values()
                if (r.status == "pending" and r.next_attempt_at <= now)
                or (r.status == "sending" and r.lease_until <= now)]
@@ -291,7 +331,7 @@ class MemoryOutbox:
         for r in sorted(due, key=lambda r: (r.next_attempt_at, r.id))[:limit]:
             r.resumed = r.status == "sending"
             r.status, r.attempts = "sending", r.attempts + 1
-            r.claim_token, r.lease_until = secrets.token_hex(4), now + self.lease
+            r.claim_token, r.lease_until = secrets.token_hex(4), now + (lease or self.lease)
             claimed.append(Row(**vars(r)))
         return claimed
 
@@ -303,12 +343,16 @@ class MemoryOutbox:
         r.status, r.delivery_ref, r.claim_token, r.lease_until = "delivered", delivery_ref, None, None
         return True
 
-    def mark_failed(self, alert_id: int, claim_token: str, error: str, retry_at: datetime | None) -> str | None:
+    def mark_failed(self, alert_id: int, claim_token: str, error: str, retry_at: datetime | None,
+                    in_doubt: bool = False) -> str | None:
         r = self.rows[alert_id]
         if r.status != "sending" or r.claim_token != claim_token:
             return None
-        r.status = "failed" if retry_at is None or r.attempts >= self.max_attempts else "pending"
-        r.last_error, r.claim_token, r.lease_until = error, None, None
+        if retry_at is None or r.attempts >= self.max_attempts:
+            r.status = "failed"
+        else:
+            r.status = "sending" if in_doubt else "pending"
+        r.last_error, r.claim_token, r.lease_until = error, None, retry_at if r.status == "sending" else None
         if retry_at is not None:
             r.next_attempt_at = retry_at
         return r.status
@@ -330,7 +374,8 @@ def test_delivery_loop_delivers_each_alert_once(fake):
     for i in range(3):
         outbox.add(make_alert(i))
     report = deliver_pending(outbox, quick_sender(fake.url), now=NOW)
-    assert report.to_dict() == {"claimed": 3, "delivered": 3, "retrying": 0, "failed": 0, "resumed": 0, "errors": []}
+    assert report.to_dict() == {"claimed": 3, "delivered": 3, "retrying": 0, "failed": 0, "resumed": 0,
+                                "found_posted": 0, "errors": []}
     assert outbox.statuses() == ["delivered"] * 3 and outbox.delivered_calls == [1, 2, 3]
     assert [r.delivery_ref for r in outbox.rows.values()] == [m.id for m in fake.messages]
     assert posts_per_alert(fake, outbox) == {1: 1, 2: 1, 3: 1}
@@ -346,13 +391,16 @@ def test_transient_failures_are_retried_later_and_posted_exactly_once(fake):
     fake.fail_next(2, status=503)  # alert 1 fails both in-send attempts
     first = deliver_pending(outbox, sender, now=NOW)
     assert (first.delivered, first.retrying) == (1, 1) and "503" in first.errors[0]
-    assert outbox.rows[1].status == "pending" and outbox.rows[1].next_attempt_at == NOW + retry_delay(1)
+    # A 503 may come from a proxy in front of a Discord that posted: the alert is in doubt, held
+    # 'sending' until its retry time, when it is claimed as resumed.
+    in_doubt = outbox.rows[1]
+    assert (in_doubt.status, in_doubt.claim_token, in_doubt.lease_until) == ("sending", None, NOW + retry_delay(1))
     assert deliver_pending(outbox, sender, now=NOW + timedelta(seconds=1)).claimed == 0  # not due yet
     fake.respond_429(1, retry_after=0.05)
     fake.hang(1, seconds=0.8)
     second = deliver_pending(outbox, quick_sender(fake.url, timeout=0.3, max_attempts=3),
                              now=NOW + timedelta(minutes=5))
-    assert second.delivered == 1 and outbox.statuses() == ["delivered", "delivered"]
+    assert second.delivered == 1 and second.resumed == 1 and outbox.statuses() == ["delivered", "delivered"]
     assert posts_per_alert(fake, outbox) == {1: 1, 2: 1}
     assert sorted(outbox.delivered_calls) == [1, 2]
 
@@ -446,3 +494,115 @@ def test_the_real_store_satisfies_the_outbox_protocol(fake, tmp_path):
         assert Alert.from_dict(row.payload) == alert
         assert deliver_pending(store, quick_sender(fake.url), now=NOW + timedelta(days=1)).claimed == 0
     assert len(fake.messages) == 1
+
+
+# ---- settling in-doubt alerts with the bot token ------------------------------------------------
+
+def checking_sender(fake: FakeDiscordWebhook, **kw) -> DiscordWebhookSender:
+    return quick_sender(fake.url, bot_token=fake.bot_token, **kw)
+
+
+def test_find_posted_finds_this_webhooks_nonce_and_pages_back_to_when_the_alert_was_queued(fake):
+    sender = checking_sender(fake)
+    fake.add_channel_message("hubwatch alert n-1")  # someone quoting a footer is not the webhook's post
+    posted = sender.send(make_alert(), nonce="n-1")
+    for i in range(150):
+        fake.add_channel_message(f"chat {i}")
+    assert sender.find_posted("n-1", since=NOW) == posted.message_id  # on the second page
+    assert sender.find_posted("n-2", since=NOW) is None
+    gets = [r.path for r in fake.requests if r.method == "GET"]
+    assert gets.count(f"/api/v10/channels/{fake.channel_id}/messages") == 4  # two pages per lookup
+    # Nothing is searched older than the alert (less the clock skew allowance): one page suffices.
+    assert sender.find_posted("n-1", since=datetime.now(timezone.utc) + timedelta(hours=1)) is None
+    assert [r.path for r in fake.requests if r.method == "GET"].count(gets[-1]) == 5
+
+
+def test_find_posted_never_takes_what_it_cannot_read_for_not_posted(fake, caplog):
+    sender = checking_sender(fake)
+    assert sender.find_posted("n-1", since=NOW) is None  # an empty channel
+    fake.read_history = False
+    assert sender.find_posted("n-1", since=NOW) is None  # empty, and its last_message_id is null
+    sender.send(make_alert(), nonce="n-1")
+    with pytest.raises(PostedLookupError, match="Read Message History"):
+        sender.find_posted("n-1", since=NOW)  # messages exist that the bot cannot list
+    fake.read_history, fake.message_content = True, False
+    with pytest.raises(PostedLookupError, match="Message Content"):
+        sender.find_posted("n-1", since=NOW)
+    fake.message_content, fake.can_view_channel = True, False
+    with pytest.raises(PostedLookupError, match="50001"):
+        sender.find_posted("n-1", since=NOW)
+    with caplog.at_level(logging.DEBUG, logger="hubwatch.alerts"), \
+            pytest.raises(PostedLookupError, match="401") as wrong:
+        quick_sender(fake.url, bot_token="wrong-" + fake.bot_token).find_posted("n-1", since=NOW)
+    url = fake.url
+    fake.stop()
+    with pytest.raises(PostedLookupError, match="no answer") as down:
+        quick_sender(url, bot_token=fake.bot_token).find_posted("n-1")
+    for text in (str(wrong.value), str(down.value), caplog.text):
+        assert fake.bot_token not in text and fake.token not in text
+
+
+def test_a_crash_after_discord_posted_is_settled_by_finding_the_nonce(fake):
+    outbox = MemoryOutbox()
+    for i in range(3):
+        outbox.add(make_alert(i))
+    with pytest.raises(SystemExit):
+        deliver_pending(outbox, CrashingSender(checking_sender(fake), crash_on=2), now=NOW)
+    report = deliver_pending(outbox, checking_sender(fake), now=NOW + timedelta(minutes=3))
+    assert (report.claimed, report.resumed, report.found_posted, report.delivered) == (2, 1, 1, 2)
+    assert outbox.statuses() == ["delivered"] * 3 and posts_per_alert(fake, outbox) == {1: 1, 2: 1, 3: 1}
+    assert outbox.rows[2].delivery_ref == fake.messages[1].id  # recorded with the message found
+
+
+def test_an_in_doubt_alert_that_was_not_posted_is_posted_once(fake):
+    outbox = MemoryOutbox()
+    outbox.add(make_alert())
+    outbox.claim_pending_alerts(1, NOW)  # a sender claims it and dies before its request leaves
+    report = deliver_pending(outbox, checking_sender(fake), now=NOW + timedelta(minutes=3))
+    assert (report.resumed, report.found_posted, report.delivered) == (1, 0, 1)
+    assert posts_per_alert(fake, outbox) == {1: 1}
+
+
+def test_an_in_doubt_alert_whose_lookup_fails_is_not_posted_and_stays_in_doubt(fake, caplog):
+    outbox = MemoryOutbox()
+    outbox.add(make_alert())
+    with pytest.raises(SystemExit):
+        deliver_pending(outbox, CrashingSender(checking_sender(fake), crash_on=1), now=NOW)
+    fake.can_view_channel = False
+    later = NOW + timedelta(minutes=3)
+    with caplog.at_level(logging.DEBUG, logger="hubwatch.alerts"):
+        report = deliver_pending(outbox, checking_sender(fake), now=later)
+    assert (report.resumed, report.retrying, report.delivered) == (1, 1, 0) and "Missing Access" in report.errors[0]
+    row = outbox.rows[1]
+    assert (row.status, row.claim_token, row.lease_until) == ("sending", None, later + retry_delay(2))
+    assert len(fake.messages) == 1  # not posted blindly
+    assert deliver_pending(outbox, checking_sender(fake), now=later + timedelta(seconds=30)).claimed == 0
+    fake.can_view_channel = True
+    again = deliver_pending(outbox, checking_sender(fake), now=later + timedelta(minutes=2))
+    assert (again.resumed, again.found_posted) == (1, 1) and posts_per_alert(fake, outbox) == {1: 1}
+    assert fake.bot_token not in caplog.text
+
+
+def test_with_a_bot_token_an_answer_lost_after_discord_posted_is_found_not_posted_again(fake):
+    outbox = MemoryOutbox()
+    outbox.add(make_alert())
+    fake.hang(1, seconds=1.0, after_accept=True)
+    first = deliver_pending(outbox, checking_sender(fake, timeout=0.3), now=NOW)
+    # No blind retry inside the send: the alert is handed back in doubt.
+    assert first.retrying == 1 and len(fake.messages) == 1 and outbox.rows[1].status == "sending"
+    second = deliver_pending(outbox, checking_sender(fake), now=NOW + retry_delay(1))
+    assert (second.resumed, second.found_posted) == (1, 1) and posts_per_alert(fake, outbox) == {1: 1}
+
+
+def test_the_real_store_keeps_an_in_doubt_alert_resumable(tmp_path):
+    from store.store import Store
+
+    with Store.open(tmp_path / "hub.db") as store:
+        store.enqueue_alert("k", make_alert().to_dict(), now=NOW)
+        [claim] = store.claim_pending_alerts(1, now=NOW)
+        retry_at = NOW + timedelta(seconds=30)
+        assert store.mark_failed(claim.id, claim.claim_token, "timeout", retry_at, in_doubt=True) == "sending"
+        assert store.claim_pending_alerts(1, now=NOW + timedelta(seconds=29)) == []
+        [again] = store.claim_pending_alerts(1, now=NOW + timedelta(seconds=30))
+        assert again.resumed and again.attempts == 2 and again.last_error == "timeout"
+        assert store.mark_failed(again.id, again.claim_token, "x", NOW, max_attempts=2, in_doubt=True) == "failed"

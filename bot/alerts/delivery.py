@@ -1,20 +1,25 @@
 """Drain the alert outbox: claim one alert, send it, record the outcome, repeat.
 
 Guarantees, given the outbox's state machine (store/outbox.py):
-- never lost: an alert leaves the outbox only as ``delivered`` (after a 2xx) or ``failed``
-  (permanent error, or out of attempts), both visible in the store;
-- never posted twice by this loop: each claimed alert is sent once per claim; a new claim happens
+- never lost: an alert leaves the outbox only as ``delivered`` (after a 2xx, or found posted) or
+  ``failed`` (permanent error, or out of attempts), both visible in the store;
+- posted once per claim: each claimed alert is sent at most once per claim; a new claim happens
   only after a recorded failure, or after a sender died holding the claim.
 
-The residual window (documented, not closable with a webhook): Discord has posted the message
-and the process dies before ``mark_delivered`` commits (kill -9 while the 2xx is in flight or
-between the 2xx and the commit), or the 2xx is lost (timeout after Discord posted). The alert is
-then claimed again (``resumed``) once its lease expires and posted a second time, with the same
-nonce in its footer. To keep that window small:
+An attempt is *in doubt* when Discord may have posted it without the outbox knowing: the process
+died between sending the request and ``mark_delivered`` committing (kill -9 while the 2xx is in
+flight or before the commit), or the answer was lost (a timeout or 5xx after the body was sent).
+Such a row is claimed again ``resumed`` (after its lease, or its retry delay), and then:
+- with a bot token (``posted_checker(sender)``): the alert's nonce is looked up in the webhook's
+  channel first. Found: recorded delivered with that message, not posted again. Not found:
+  posted. Lookup failed: not posted; the row stays in doubt and is retried later. Exactly once,
+  provided Discord does not act on a request after the lease / retry delay (>= 30 s) has passed;
+- without one (a webhook cannot read its channel): posted again, logged with its nonce, which the
+  footer carries too, so the duplicate is traceable: at-least-once.
+To keep the in-doubt window small:
 - ``mark_delivered`` is the first thing done after a 2xx: no logging, rendering or other I/O first;
 - alerts are claimed ONE at a time, so at most one alert is ever in flight; a batch claim would
-  leave the rest of the batch ``sending`` and make every one of them look ambiguous after a crash;
-- a claimed-but-resumed alert is logged with its nonce so a duplicate can be traced.
+  leave the rest of the batch ``sending`` and make every one of them look ambiguous after a crash.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any, Protocol
 
 from fingerprints.errors import HubwatchError
 
-from .discord_webhook import AlertSender
+from store.outbox import DEFAULT_LEASE
+
+from .discord_webhook import AlertSender, PostedLookupError, posted_checker
 from .model import Alert
 
 log = logging.getLogger("hubwatch.alerts")
@@ -50,16 +57,19 @@ class OutboxRow(Protocol):
     attempts: int
     claim_token: str | None
     resumed: bool
+    created_at: str
 
 
 class Outbox(Protocol):
     """The part of the store the delivery loop needs (store.Store implements it)."""
 
-    def claim_pending_alerts(self, limit: int, now: datetime | None = None) -> list[OutboxRow]: ...
+    def claim_pending_alerts(self, limit: int, now: datetime | None = None,
+                             lease: timedelta = DEFAULT_LEASE) -> list[OutboxRow]: ...
 
     def mark_delivered(self, alert_id: int, delivery_ref: str | None = None, now: datetime | None = None) -> bool: ...
 
-    def mark_failed(self, alert_id: int, claim_token: str, error: str, retry_at: datetime | None) -> str | None: ...
+    def mark_failed(self, alert_id: int, claim_token: str, error: str, retry_at: datetime | None,
+                    in_doubt: bool = False) -> str | None: ...
 
 
 @dataclass
@@ -68,13 +78,16 @@ class DeliveryReport:
     delivered: int = 0
     retrying: int = 0
     failed: int = 0
-    # Claims that took over a dead sender's alert: these may have been posted already.
+    # Claims of in-doubt alerts (a dead sender's, or after an ambiguous failure): maybe posted already.
     resumed: int = 0
+    # Of those, the ones found posted in the channel and recorded delivered without a new post.
+    found_posted: int = 0
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"claimed": self.claimed, "delivered": self.delivered, "retrying": self.retrying,
-                "failed": self.failed, "resumed": self.resumed, "errors": list(self.errors)}
+                "failed": self.failed, "resumed": self.resumed, "found_posted": self.found_posted,
+                "errors": list(self.errors)}
 
 
 def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
@@ -84,13 +97,14 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
 
 
 def deliver_pending(outbox: Outbox, sender: AlertSender, now: datetime | None = None, limit: int = DEFAULT_BATCH,
-                    load_plot: Callable[[OutboxRow], bytes | None] | None = None) -> DeliveryReport:
-    """Deliver up to ``limit`` due alerts, one claim at a time. ``load_plot`` returns the PNG kept
-    beside an alert (not in its JSON payload), or None."""
+                    load_plot: Callable[[OutboxRow], bytes | None] | None = None,
+                    lease: timedelta = DEFAULT_LEASE) -> DeliveryReport:
+    """Deliver up to ``limit`` due alerts, one claim at a time, each claim held for ``lease``.
+    ``load_plot`` returns the PNG kept beside an alert (not in its JSON payload), or None."""
     report = DeliveryReport()
     for _ in range(limit):
         moment = now or datetime.now(timezone.utc)
-        rows = outbox.claim_pending_alerts(1, moment)
+        rows = outbox.claim_pending_alerts(1, moment, lease)
         if not rows:
             break
         row = rows[0]
@@ -119,21 +133,53 @@ def _deliver_one(outbox: Outbox, sender: AlertSender, row: OutboxRow, moment: da
                         extra={"alert_id": row.id, "error": str(exc)})
     if row.resumed:
         report.resumed += 1
-        log.warning("re-sending an alert whose previous sender died mid-delivery; it may already be posted",
-                    extra={"alert_id": row.id, "nonce": row.nonce, "key": alert.key})
+        if _settle_in_doubt(outbox, sender, row, alert, moment, report):
+            return
     result = sender.send(alert, nonce=row.nonce)
     if result.delivered:
         outbox.mark_delivered(row.id, result.message_id)
         report.delivered += 1
         log.info("alert delivered", extra={"alert_id": row.id, "key": alert.key, "message_id": result.message_id})
         return
-    error = result.error or "delivery failed"
     retry_at = None if result.permanent else moment + retry_delay(row.attempts, result.retry_after)
-    status = outbox.mark_failed(row.id, token, error, retry_at)
+    _record_failure(outbox, row, alert, result.error or "delivery failed", retry_at, result.ambiguous, report)
+
+
+def _settle_in_doubt(outbox: Outbox, sender: AlertSender, row: OutboxRow, alert: Alert, moment: datetime,
+                     report: DeliveryReport) -> bool:
+    """Before re-posting an alert that may have been posted: look for it. True when that settled
+    the claim (found and recorded, or the lookup failed and the row stays in doubt)."""
+    extra = {"alert_id": row.id, "nonce": row.nonce, "key": alert.key}
+    checker = posted_checker(sender)
+    if checker is None:
+        log.warning("re-sending an alert whose previous attempt may have been posted (no bot token to check)",
+                    extra=extra)
+        return False
+    try:
+        message_id = checker.find_posted(row.nonce, since=datetime.fromisoformat(row.created_at))
+    except PostedLookupError as exc:
+        retry_at = moment + retry_delay(row.attempts, exc.retry_after)
+        _record_failure(outbox, row, alert, f"cannot tell whether it was posted: {exc}", retry_at, True, report)
+        return True
+    if message_id is None:
+        log.info("in-doubt alert was not posted; posting it", extra=extra)
+        return False
+    # Logged before the commit (no post is at stake here): a kill in between only repeats the lookup.
+    log.info("in-doubt alert was already posted; recording it, not posting again",
+             extra={**extra, "message_id": message_id})
+    outbox.mark_delivered(row.id, message_id)
+    report.delivered += 1
+    report.found_posted += 1
+    return True
+
+
+def _record_failure(outbox: Outbox, row: OutboxRow, alert: Alert, error: str, retry_at: datetime | None,
+                    in_doubt: bool, report: DeliveryReport) -> None:
+    status = outbox.mark_failed(row.id, row.claim_token or "", error, retry_at, in_doubt=in_doubt)
     if status == "failed":
         report.failed += 1
-    elif status == "pending":
+    elif status in ("pending", "sending"):
         report.retrying += 1
     report.errors.append(f"alert {row.id}: {error}")
     log.warning("alert not delivered", extra={"alert_id": row.id, "key": alert.key, "error": error,
-                                              "permanent": result.permanent, "status": status})
+                                              "permanent": retry_at is None, "in_doubt": in_doubt, "status": status})

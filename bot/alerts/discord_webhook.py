@@ -8,12 +8,22 @@ fix it.
 
 Exactly-once: Execute Webhook has no idempotency key (webhook.mdx lists no ``nonce``; only the
 bot-token Create Message has ``nonce`` + ``enforce_nonce``, and that deduplicates only "in the past
-few minutes"). So a retry after an *ambiguous* failure (a read timeout or dropped connection
-after the body was sent, a 5xx from a proxy in front of a Discord that did post) can post twice;
-each message carries the outbox nonce in its footer so a duplicate can be recognised. Failures
-before the request left (connect errors, 429s, 4xx) are never ambiguous.
+few minutes"), and a webhook token cannot read its channel. So a retry after an *ambiguous*
+failure (a read timeout or dropped connection after the body was sent, a 5xx from a proxy in front
+of a Discord that did post) can post twice; each message carries the outbox nonce in its footer so
+a duplicate can be recognised. Failures before the request left (connect errors, 429s, 4xx) are
+never ambiguous.
 
-The webhook URL holds a secret token: it never appears in a log line or an error text.
+With a bot token (``bot_token``; the bot needs View Channel and Read Message History in the
+webhook's channel, and the Message Content intent, since webhook messages are not the app's own),
+``find_posted`` settles an ambiguous attempt instead: Get Webhook with Token gives the webhook's
+channel, Get Channel Messages (newest first) is searched for a message of this webhook whose
+embed footer carries the nonce. Such a sender does not retry an ambiguous failure within ``send``:
+it hands it back so the outbox checks, after a retry delay, whether it was posted. Whatever cannot
+be checked (unreadable history or content, an error) raises ``PostedLookupError``; it is never
+read as "not posted".
+
+The webhook URL and the bot token are secrets: they never appear in a log line or an error text.
 """
 
 from __future__ import annotations
@@ -21,10 +31,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any, Protocol
 
 import httpx
@@ -52,6 +64,18 @@ DEFAULT_BACKOFF_CAP_S = 16.0
 DEFAULT_MAX_INLINE_WAIT_S = 30.0
 # Discord's error text is for a human; its "errors" tree on a 400 can be large.
 ERROR_TEXT_MAX = 300
+# Get Channel Messages returns at most 100 messages a page (message.mdx). An in-doubt alert is
+# looked for back to its queueing time; ten pages bound the search in a busy channel.
+HISTORY_PAGE = 100
+HISTORY_MAX_PAGES = 10
+# Our clock and Discord's may disagree: search this far before the alert was queued.
+CLOCK_SKEW = timedelta(minutes=5)
+# Snowflakes carry milliseconds since Discord's epoch in their top 42 bits (reference.mdx).
+DISCORD_EPOCH_MS = 1420070400000
+API_VERSION = "v10"
+WEBHOOK_URL_RX = re.compile(r"/webhooks/(?P<id>\d+)/(?P<token>[^/?#]+)")
+# reference.mdx "User Agent": bot-authenticated requests name their library and version.
+USER_AGENT = "DiscordBot (hubwatch, 0.1.0)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,36 @@ class DeliveryResult:
 
 class AlertSender(Protocol):
     def send(self, alert: Alert, nonce: str | None = None) -> DeliveryResult: ...
+
+
+class PostedLookupError(Exception):
+    """Whether an alert was posted cannot be told now; ``retry_after`` when Discord asked to wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PostedChecker(Protocol):
+    def find_posted(self, nonce: str, since: datetime | None = None) -> str | None:
+        """The id of the message carrying ``nonce`` posted since ``since``, or None when there is
+        none. Raises PostedLookupError when that cannot be told."""
+        ...
+
+
+def posted_checker(sender: AlertSender) -> PostedChecker | None:
+    """``sender`` when it can look an alert up in its channel (a webhook sender with a bot token)."""
+    return sender if getattr(sender, "can_check_posted", False) else None  # type: ignore[return-value]
+
+
+def snowflake_time(snowflake: str | int) -> datetime:
+    return datetime.fromtimestamp(((int(snowflake) >> 22) + DISCORD_EPOCH_MS) / 1000, timezone.utc)
+
+
+def _carries_nonce(message: dict[str, Any], nonce: str) -> bool:
+    embeds = message.get("embeds") if isinstance(message.get("embeds"), list) else []
+    return any(isinstance(e, dict) and isinstance(e.get("footer"), dict)
+               and nonce in str(e["footer"].get("text") or "") for e in embeds)
 
 
 class ConsoleSender:
@@ -115,11 +169,20 @@ class DiscordWebhookSender:
     def __init__(self, url: str, client: httpx.Client | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_base: float = DEFAULT_BACKOFF_BASE_S,
                  backoff_cap: float = DEFAULT_BACKOFF_CAP_S, max_inline_wait: float = DEFAULT_MAX_INLINE_WAIT_S,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 bot_token: str | None = None):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._url = url
-        self._post_url = httpx.URL(url).copy_merge_params({"wait": "true"})
+        self._bot_token = bot_token or None
+        parsed = httpx.URL(url)
+        webhook = WEBHOOK_URL_RX.search(parsed.path)
+        if self._bot_token and webhook is None:
+            raise ValueError("a webhook URL ends in /webhooks/<id>/<token>")
+        self.webhook_id, self._webhook_token = (webhook["id"], webhook["token"]) if webhook else (None, None)
+        # The REST API lives on the webhook URL's host (discord.com/api/webhooks/... -> discord.com/api/v10).
+        self._api = f"{parsed.scheme}://{parsed.netloc.decode('ascii')}/api/{API_VERSION}"
+        self._post_url = parsed.copy_merge_params({"wait": "true"})
         self._own_client = client is None
         self._client = client or httpx.Client(follow_redirects=False)
         self.timeout = timeout
@@ -147,7 +210,11 @@ class DiscordWebhookSender:
         self.close()
 
     def _redact(self, text: str) -> str:
-        return redact(text, [self._url, self._url.rstrip("/").rsplit("/", 1)[-1]])
+        return redact(text, [self._url, self._url.rstrip("/").rsplit("/", 1)[-1], self._bot_token or ""])
+
+    @property
+    def can_check_posted(self) -> bool:
+        return self._bot_token is not None
 
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
@@ -223,12 +290,89 @@ class DiscordWebhookSender:
             error = self._redact(error)
             log.info("alert delivery attempt failed", extra={"webhook": self.redacted_url, "attempt": attempt,
                                                              "error": error})
+            if ambiguous and self.can_check_posted:
+                break  # maybe posted: the outbox checks before another post, after a retry delay
             if attempt < self.max_attempts:
                 self._sleep(self._backoff(attempt))
         return DeliveryResult(delivered=False, error=self._redact(error), retry_after=retry_after,
                               ambiguous=ambiguous, attempts=attempt)
 
+    # ---- was it posted? ---------------------------------------------------------------------
 
-def make_sender(webhook_url: str | None, client: httpx.Client | None = None) -> AlertSender:
-    """The Discord sender when a webhook URL is configured, else the console."""
-    return DiscordWebhookSender(webhook_url, client) if webhook_url else ConsoleSender()
+    def _get(self, url: str, params: dict[str, Any] | None = None, bot: bool = False) -> Any:
+        """One GET; any answer but a 2xx with JSON raises PostedLookupError (429: with retry_after)."""
+        headers = {"User-Agent": USER_AGENT}
+        if bot:
+            headers["Authorization"] = f"Bot {self._bot_token}"
+        try:
+            response = self._client.get(url, params=params, headers=headers, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise PostedLookupError(self._redact(f"no answer from Discord: {type(exc).__name__} {exc}")) from None
+        if response.status_code == 429:
+            retry_after = _seconds(_json_body(response).get("retry_after"))
+            retry_after = retry_after or _seconds(response.headers.get("retry-after"))
+            raise PostedLookupError("rate limited by Discord", retry_after)
+        if not response.is_success:
+            raise PostedLookupError(self._redact(_discord_error(response)))
+        try:
+            return response.json()
+        except ValueError:
+            raise PostedLookupError(f"Discord answered {response.status_code} without JSON") from None
+
+    def find_posted(self, nonce: str, since: datetime | None = None) -> str | None:
+        """The id of this webhook's message whose embed footer carries ``nonce``, searched newest
+        first back to ``since`` (less CLOCK_SKEW), or None when there is none."""
+        if not self._bot_token:
+            raise PostedLookupError("no bot token: a webhook cannot read its channel")
+        webhook = self._get(f"{self._api}/webhooks/{self.webhook_id}/{self._webhook_token}")
+        channel_id = webhook.get("channel_id") if isinstance(webhook, dict) else None
+        if not channel_id:
+            raise PostedLookupError("the webhook has no channel")
+        floor = since - CLOCK_SKEW if since else None
+        before = None
+        for _ in range(HISTORY_MAX_PAGES):
+            page = self._get(f"{self._api}/channels/{channel_id}/messages",
+                             {"limit": HISTORY_PAGE, **({"before": before} if before else {})}, bot=True)
+            try:
+                found = self._search_page(page, nonce)
+                oldest = page[-1]["id"] if page else None
+                reached_floor = floor is not None and oldest is not None and snowflake_time(oldest) < floor
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise PostedLookupError("Get Channel Messages answered something else than messages") from None
+            if found is not None:
+                return found
+            if oldest is None:
+                if before is None:
+                    self._check_history_readable(channel_id, floor)
+                return None
+            if len(page) < HISTORY_PAGE or reached_floor:
+                return None
+            before = oldest
+        raise PostedLookupError(f"more than {HISTORY_PAGE * HISTORY_MAX_PAGES} messages in the channel since "
+                                "the alert was queued")
+
+    def _search_page(self, page: list[dict[str, Any]], nonce: str) -> str | None:
+        for message in page:
+            if message.get("webhook_id") != self.webhook_id:
+                continue
+            if _carries_nonce(message, nonce):
+                return str(message["id"])
+            if not message.get("content") and not message.get("embeds"):
+                raise PostedLookupError("the bot cannot read the webhook's messages: it needs the Message Content "
+                                        "intent")
+        return None
+
+    def _check_history_readable(self, channel_id: str, floor: datetime | None) -> None:
+        """An empty history is also what a bot without Read Message History gets (message.mdx):
+        believe it only if the channel's last message is older than the alert."""
+        channel = self._get(f"{self._api}/channels/{channel_id}", bot=True)
+        last = channel.get("last_message_id") if isinstance(channel, dict) else None
+        if last and (floor is None or not str(last).isdigit() or snowflake_time(last) >= floor):
+            raise PostedLookupError("the channel has messages the bot cannot see: it needs Read Message History")
+
+
+def make_sender(webhook_url: str | None, client: httpx.Client | None = None,
+                bot_token: str | None = None) -> AlertSender:
+    """The Discord sender when a webhook URL is configured, else the console. With ``bot_token``
+    the sender can check whether an in-doubt alert was posted (exactly-once across crashes)."""
+    return DiscordWebhookSender(webhook_url, client, bot_token=bot_token) if webhook_url else ConsoleSender()

@@ -55,7 +55,8 @@ def run(args) -> int:
     hub = HubClient(settings.hub.endpoint, settings.hub.token.reveal() or None, timeout_s=settings.hub.timeout_s,
                     max_connections=settings.hub.max_connections, model_byte_budget=settings.limits.model_bytes,
                     redirect_hosts=settings.hub.redirect_hosts)
-    sender = make_sender(settings.discord.webhook_url.reveal() or None)
+    sender = make_sender(settings.discord.webhook_url.reveal() or None,
+                         bot_token=settings.discord.bot_token.reveal() or None)
     metrics = Metrics()
     server = start_metrics_server(settings, metrics)
     watcher = Watcher(settings, hub, sender, metrics)

@@ -1,8 +1,19 @@
-"""A fake Discord Execute Webhook endpoint on loopback, for tests and demos.
+"""A fake Discord Execute Webhook endpoint on loopback, for tests and demos, with the channel it
+posts to.
 
-What it reproduces (discord-api-docs webhook.mdx, message.mdx, reference.mdx, topics/rate-limits.mdx):
+What it reproduces (discord-api-docs webhook.mdx, message.mdx, channel.mdx, reference.mdx,
+topics/rate-limits.mdx, events/gateway.mdx "Message Content Intent"):
 - ``POST /api/webhooks/{id}/{token}`` and ``/api/v{n}/webhooks/{id}/{token}``, JSON or
   multipart (``payload_json`` + ``files[n]``); 204 without ``wait``, 200 + message with ``wait=true``;
+- ``GET`` of the same URL (Get Webhook with Token): the webhook object, no auth, no ``user``;
+- ``GET /api/v{n}/channels/{channel_id}/messages`` (Get Channel Messages): ``Authorization: Bot
+  <token>`` required (401 ``{"message": "401: Unauthorized", "code": 0}``), ``limit`` 1-100
+  (default 50; 50035 outside), ``before`` or ``after`` paging (``around`` is not modelled), newest first;
+  403 50001 "Missing Access" without VIEW_CHANNEL (``can_view_channel``), an empty list without
+  READ_MESSAGE_HISTORY (``read_history``), and empty ``content``/``embeds``/``attachments``/
+  ``components`` in webhook messages when the bot lacks the Message Content intent
+  (``message_content``); 404 10003 "Unknown Channel" for another channel;
+- ``GET /api/v{n}/channels/{channel_id}`` (Get Channel): the channel object with ``last_message_id``;
 - 404 ``{"message": "Unknown Webhook", "code": 10015}`` for a wrong id or token;
 - 400 ``{"code": 50035, "message": "Invalid Form Body", "errors": {...}}`` when a payload breaks a
   documented limit (content 2000, 10 embeds, title 256, description 4096, 25 fields, field name
@@ -12,8 +23,11 @@ What it reproduces (discord-api-docs webhook.mdx, message.mdx, reference.mdx, to
   fixed-window limit (5 requests / 2 s by default, the community-reported webhook limit);
   a 429 carries ``retry_after`` in the body, ``Retry-After``, ``X-RateLimit-Scope`` and ``Via``;
 - scripted failures: the next N requests answer 429, or another status (5xx, 401...), or hang past the client's timeout
-  (before or after the message is posted).
-Accepted messages are recorded (payload, attachments) for assertions.
+  (before or after the message is posted); ``latency`` delays every answer, half before the fake
+  acts on the request and half after (a client killed mid-request may die before or after Discord
+  posted). GETs are not rate limited.
+Accepted messages are recorded (payload, attachments) for assertions; ``add_channel_message`` puts
+someone else's message in the channel.
 """
 
 from __future__ import annotations
@@ -39,9 +53,23 @@ from bot.alerts.limits import (ATTACHMENT_IMAGE_SUFFIXES, AUTHOR_NAME_MAX, CONTE
                                FOOTER_TEXT_MAX, MENTION_TYPES, TITLE_MAX, discord_len, embed_text_length)
 
 WEBHOOK_PATH = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>\d+)/(?P<token>[^/]+)/?$")
+CHANNEL_PATH = re.compile(r"^/api(?:/v\d+)?/channels/(?P<id>\d+)(?P<messages>/messages)?/?$")
 # Same shape as real ones (discord.py's Webhook.from_url regex: 17-20 digit id, 60+ char token).
 DEFAULT_WEBHOOK_ID = "112233445566778899"
 DEFAULT_TOKEN = "fake-token-" + "x" * 60
+DEFAULT_BOT_TOKEN = "fake-webhook-bot-token." + "y" * 40
+DEFAULT_CHANNEL_ID = "998877665544332211"
+DEFAULT_GUILD_ID = "887766554433221100"
+WEBHOOK_NAME = "Captain Hook"
+# Get Channel Messages: "Max number of messages to return (1-100)", default 50 (message.mdx).
+MESSAGES_LIMIT_MAX = 100
+MESSAGES_LIMIT_DEFAULT = 50
+# Message fields that the Message Content intent gates (gateway.mdx).
+CONTENT_FIELDS = {"content": "", "embeds": [], "attachments": [], "components": []}
+UNAUTHORIZED = (401, {"message": "401: Unauthorized", "code": 0})
+MISSING_ACCESS = (403, {"message": "Missing Access", "code": 50001})
+UNKNOWN_CHANNEL = (404, {"message": "Unknown Channel", "code": 10003})
+UNKNOWN_WEBHOOK = (404, {"message": "Unknown Webhook", "code": 10015})
 # Community-reported per-webhook limit (discord-api-docs issue #367): 5 requests per 2 s.
 DEFAULT_RATE_LIMIT = 5
 DEFAULT_RATE_WINDOW_S = 2.0
@@ -81,6 +109,7 @@ class RequestRecord:
     path: str
     status: int
     at: float
+    method: str = "POST"
 
 
 @dataclass
@@ -223,13 +252,24 @@ class FakeDiscordWebhook:
 
     def __init__(self, webhook_id: str = DEFAULT_WEBHOOK_ID, token: str = DEFAULT_TOKEN,
                  rate_limit: int = DEFAULT_RATE_LIMIT, rate_window: float = DEFAULT_RATE_WINDOW_S,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", bot_token: str = DEFAULT_BOT_TOKEN, channel_id: str = DEFAULT_CHANNEL_ID,
+                 guild_id: str = DEFAULT_GUILD_ID, latency: float = 0.0):
         self.webhook_id = webhook_id
         self.token = token
         self.rate_limit = rate_limit
         self.rate_window = rate_window
         self.host = host
+        self.bot_token = bot_token
+        self.channel_id = channel_id
+        self.guild_id = guild_id
+        self.latency = latency
+        # What the bot may see in the webhook's channel (permissions.mdx, gateway.mdx).
+        self.can_view_channel = True
+        self.read_history = True
+        self.message_content = True
         self.messages: list[ReceivedMessage] = []
+        # Every message in the channel as Discord stores it, oldest first: the webhook's and others'.
+        self.channel_messages: list[dict[str, Any]] = []
         self.requests: list[RequestRecord] = []
         self._script: deque[ScriptedFailure] = deque()
         self._bucket = _Bucket()
@@ -246,6 +286,9 @@ class FakeDiscordWebhook:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 fake._handle(self)
+
+            def do_GET(self) -> None:  # noqa: N802
+                fake._handle_get(self)
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: tests assert on ``fake.requests`` instead of stderr."""
@@ -300,6 +343,14 @@ class FakeDiscordWebhook:
         with self._lock:
             return [r.status for r in self.requests]
 
+    def add_channel_message(self, content: str, author_id: str = "445566778899001122") -> dict[str, Any]:
+        """Someone else (a user, another bot) posts ``content`` in the webhook's channel."""
+        with self._lock:
+            message = self._message({"content": content}, {}, {"id": author_id, "username": "someone",
+                                                               "discriminator": "0", "avatar": None})
+            self.channel_messages.append(message)
+            return message
+
     # ---- request handling ------------------------------------------------------------------
 
     def _rate_headers(self, now: float) -> dict[str, str]:
@@ -323,7 +374,7 @@ class FakeDiscordWebhook:
         return True
 
     def _record(self, handler: BaseHTTPRequestHandler, status: int) -> None:
-        self.requests.append(RequestRecord(urlsplit(handler.path).path, status, time.monotonic()))
+        self.requests.append(RequestRecord(urlsplit(handler.path).path, status, time.monotonic(), handler.command))
 
     def _send(self, handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any] | None,
               headers: dict[str, str]) -> None:
@@ -351,17 +402,88 @@ class FakeDiscordWebhook:
             return
         body = handler.rfile.read(length)
         match = WEBHOOK_PATH.match(parts.path)
+        time.sleep(self.latency / 2)
         with self._lock:
             now = time.monotonic()
-            if not match or match["id"] != self.webhook_id or match["token"] != self.token:
+            if not self._is_webhook(match):
                 self._record(handler, 404)
-                status, answer, headers, failure = 404, {"message": "Unknown Webhook", "code": 10015}, {}, None
+                (status, answer), headers, failure = UNKNOWN_WEBHOOK, {}, None
             else:
                 failure = self._script.popleft() if self._script else None
                 status, answer, headers = self._answer(handler, body, parts.query, now, failure)
-        if failure is not None and failure.kind == "hang":
-            time.sleep(failure.seconds)
+        time.sleep(self.latency / 2 + (failure.seconds if failure is not None and failure.kind == "hang" else 0))
         self._send(handler, status, answer, headers)
+
+    def _is_webhook(self, match: re.Match[str] | None) -> bool:
+        return bool(match) and match["id"] == self.webhook_id and match["token"] == self.token
+
+    def _handle_get(self, handler: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(handler.path)
+        time.sleep(self.latency / 2)
+        with self._lock:
+            status, answer = self._answer_get(handler, parts.path, parse_qs(parts.query))
+            self._record(handler, status)
+        time.sleep(self.latency / 2)
+        self._send(handler, status, answer, {})
+
+    def _answer_get(self, handler: BaseHTTPRequestHandler, path: str,
+                    query: dict[str, list[str]]) -> tuple[int, Any]:
+        """Get Webhook with Token, Get Channel, Get Channel Messages (called with the lock held)."""
+        webhook = WEBHOOK_PATH.match(path)
+        if webhook:
+            return (200, self._webhook_object()) if self._is_webhook(webhook) else UNKNOWN_WEBHOOK
+        channel = CHANNEL_PATH.match(path)
+        if not channel:
+            return 404, {"message": "404: Not Found", "code": 0}
+        if handler.headers.get("Authorization") != f"Bot {self.bot_token}":
+            return UNAUTHORIZED
+        if channel["id"] != self.channel_id:
+            return UNKNOWN_CHANNEL
+        if not self.can_view_channel:
+            return MISSING_ACCESS
+        if not channel["messages"]:
+            return 200, self._channel_object()
+        try:
+            return 200, self._history(query)
+        except _InvalidBody as exc:
+            return exc.status, exc.body
+
+    def _webhook_object(self) -> dict[str, Any]:
+        # Get Webhook with Token: "does not require authentication and returns no user".
+        return {"id": self.webhook_id, "type": 1, "guild_id": self.guild_id, "channel_id": self.channel_id,
+                "name": WEBHOOK_NAME, "avatar": None, "application_id": None, "token": self.token}
+
+    def _channel_object(self) -> dict[str, Any]:
+        last = self.channel_messages[-1]["id"] if self.channel_messages else None
+        return {"id": self.channel_id, "type": 0, "guild_id": self.guild_id, "name": "alerts", "position": 0,
+                "permission_overwrites": [], "nsfw": False, "topic": None, "last_message_id": last,
+                "rate_limit_per_user": 0, "parent_id": None}
+
+    def _history(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        raw_limit = query.get("limit", [str(MESSAGES_LIMIT_DEFAULT)])[-1]
+        if not raw_limit.isdigit():
+            raise _form_error({"limit": _leaf("NUMBER_TYPE_COERCE", f"Value \"{raw_limit}\" is not int.")})
+        limit = int(raw_limit)
+        if not 1 <= limit <= MESSAGES_LIMIT_MAX:
+            code, bound = ("NUMBER_TYPE_MIN", "greater than or equal to 1") if limit < 1 else \
+                ("NUMBER_TYPE_MAX", f"less than or equal to {MESSAGES_LIMIT_MAX}")
+            raise _form_error({"limit": _leaf(code, f"int value should be {bound}.")})
+        anchors = {k: int(query[k][-1]) for k in ("before", "after") if query.get(k, [""])[-1].isdigit()}
+        if not self.read_history:
+            return []  # "If the current user is missing READ_MESSAGE_HISTORY ... no messages will be returned."
+        newest_first = sorted(self.channel_messages, key=lambda m: int(m["id"]), reverse=True)
+        if "before" in anchors:
+            page = [m for m in newest_first if int(m["id"]) < anchors["before"]][:limit]
+        elif "after" in anchors:
+            page = [m for m in newest_first if int(m["id"]) > anchors["after"]][-limit:]
+        else:
+            page = newest_first[:limit]
+        return [self._as_seen(m) for m in page]
+
+    def _as_seen(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A message as the bot reads it: content fields blanked without the Message Content intent
+        (webhook messages are not the app's own)."""
+        return dict(message) if self.message_content else {**message, **CONTENT_FIELDS}
 
     def _answer(self, handler: BaseHTTPRequestHandler, body: bytes, query: str, now: float,
                 failure: ScriptedFailure | None) -> tuple[int, dict[str, Any] | None, dict[str, str]]:
@@ -409,21 +531,33 @@ class FakeDiscordWebhook:
 
     def _accept(self, payload: dict[str, Any], files: dict[str, tuple[str, str, bytes]],
                 wait: bool) -> dict[str, Any]:
+        author = {"id": self.webhook_id, "username": payload.get("username") or WEBHOOK_NAME, "discriminator": "0000",
+                  "avatar": None, "bot": True}
+        message = {**self._message(payload, files, author), "webhook_id": self.webhook_id}
+        self.messages.append(ReceivedMessage(message["id"], payload, files, wait))
+        self.channel_messages.append(message)
+        return message
+
+    def _message(self, payload: dict[str, Any], files: dict[str, tuple[str, str, bytes]],
+                 author: dict[str, Any]) -> dict[str, Any]:
+        """A message object (message.mdx) with a fresh snowflake id, as stored in the channel."""
         ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
-        message_id = str((ms << 22) | next(self._ids))
-        self.messages.append(ReceivedMessage(message_id, payload, files, wait))
         return {
-            "id": message_id,
+            "id": str((ms << 22) | next(self._ids)),
             "type": 0,
-            "channel_id": "998877665544332211",
-            "webhook_id": self.webhook_id,
-            "author": {"id": self.webhook_id, "username": payload.get("username") or "Captain Hook", "bot": True},
+            "channel_id": self.channel_id,
+            "author": author,
             "content": payload.get("content") or "",
             "embeds": payload.get("embeds") or [],
             "attachments": [{"id": str(i), "filename": f[0], "size": len(f[2]), "content_type": f[1]}
                             for i, f in enumerate(files.values())],
+            "components": [],
             "mentions": [],
             "mention_roles": [],
             "mention_everyone": False,
+            "pinned": False,
+            "tts": False,
+            "flags": 0,
             "timestamp": datetime.now(timezone.utc).isoformat(),
+            "edited_timestamp": None,
         }
