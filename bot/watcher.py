@@ -108,6 +108,7 @@ class Watcher:
         self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
+        self._delivering = threading.Lock()
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -267,9 +268,13 @@ class Watcher:
     # ---- delivery --------------------------------------------------------------------------
 
     def deliver(self, store: Store | None = None) -> int:
+        """Drain the outbox; 0 at once when another job (a poll, the deliver job) is draining it:
+        the sender is not thread-safe, and that job delivers what is due anyway."""
+        if not self._delivering.acquire(blocking=False):
+            return 0
         own = store is None
-        store = store or self.open_store()
         try:
+            store = store or self.open_store()
             report = deliver_pending(store, self.sender, load_plot=_plot_of,
                                      lease=timedelta(seconds=self.settings.alerts.delivery_lease_s))
             if report.delivered:
@@ -277,8 +282,9 @@ class Watcher:
             self.metrics.alerts_failed.inc(report.failed)
             return report.delivered
         finally:
-            if own:
+            if own and store is not None:
                 store.close()
+            self._delivering.release()
 
     def deliver_job(self) -> None:
         try:
