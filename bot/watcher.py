@@ -129,8 +129,7 @@ class Watcher:
             summary.models_seen = len(records)
             new = [r for r in records if store.find_fingerprint(r.repo_id, r.sha) is None]
             summary.new_revisions = len(new)
-            for r in records:
-                store.upsert_model(r)
+            store.upsert_models(records)
             for item in self._fingerprint_all(new):
                 try:
                     self._ingest(store, item, summary)

@@ -112,6 +112,14 @@ class Store:
         )
 
     @_translated
+    def upsert_models(self, records: list[ModelRecord], now: datetime | None = None) -> None:
+        """upsert_model for a whole feed listing in one transaction: one commit (and fsync) per poll
+        instead of one per listed model, and no half-written listing after a crash."""
+        with transaction(self.conn):
+            for record in records:
+                self.upsert_model(record, now)
+
+    @_translated
     def get_model(self, repo_id: str) -> ModelRecord | None:
         rows = list(self.db.query("SELECT * FROM models WHERE repo_id = ?", [repo_id]))
         return ModelRecord.from_row(rows[0]) if rows else None

@@ -120,6 +120,17 @@ def test_model_metadata_upsert_keeps_first_seen(store):
     assert rec.first_seen < rec.last_seen
 
 
+def test_a_listing_is_upserted_all_or_nothing(store):
+    good = HubModel.from_api({"id": "org/a", "sha": "s1"}).to_record()
+    nameless = HubModel.from_api({"id": "org/b", "sha": "s2"}).to_record()
+    nameless.repo_id = ""
+    with pytest.raises(StoreError, match="repo id"):
+        store.upsert_models([good, nameless])
+    assert store.get_model("org/a") is None  # rolled back with the bad record
+    store.upsert_models([good, HubModel.from_api({"id": "org/c", "sha": "s3"}).to_record()])
+    assert store.get_model("org/a").sha == "s1" and store.get_model("org/c").sha == "s3"
+
+
 def test_cursors_watch_list_counters_and_matches(store):
     assert store.get_cursor("newest") is None
     store.set_cursor("newest", "cur-1", last_seen="2025-01-01")
