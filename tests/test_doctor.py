@@ -241,3 +241,23 @@ def test_container_files_only_set_real_settings():
     assert compose["services"]["datasette"]["profiles"] == ["browse"]
     assert "hubwatch-data:/data:ro" in compose["services"]["datasette"]["volumes"]
 
+
+
+def test_alert_delivery_says_whether_exactly_once_holds(capsys, env):
+    from bot.fakediscord.webhook import FakeDiscordWebhook
+
+    with FakeDiscordWebhook() as fake:
+        env.setenv("HUBWATCH_DISCORD_ALLOWED_HOSTS", "127.0.0.1")
+        env.setenv("HUBWATCH_DISCORD_WEBHOOK", fake.url)
+        code, lines, output = doctor(capsys)
+        assert lines["alert delivery"].startswith("WARN") and "at least once" in lines["alert delivery"]
+        env.setenv("HUBWATCH_DISCORD_TOKEN", fake.bot_token)
+        code, lines, output = doctor(capsys)
+        assert lines["alert delivery"].startswith("OK") and "exactly once" in lines["alert delivery"]
+        fake.read_history = False  # Discord then answers 200 with an empty history...
+        code, lines, output = doctor(capsys)
+        assert lines["alert delivery"].startswith("OK")  # ...which an empty channel cannot contradict
+        fake.add_channel_message("an earlier alert")
+        code, lines, output = doctor(capsys)
+        assert lines["alert delivery"].startswith("WARN") and "cannot read" in lines["alert delivery"]
+        assert fake.bot_token not in output and fake.token not in output

@@ -17,6 +17,7 @@ import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +40,12 @@ HF_TOKEN_RX = re.compile(r"^hf_[A-Za-z0-9]{30,}$")
 # Discord bot tokens: base64 user id . base64 timestamp . HMAC.
 DISCORD_BOT_TOKEN_RX = re.compile(r"^[A-Za-z0-9_\-]{23,28}\.[A-Za-z0-9_\-]{6,7}\.[A-Za-z0-9_\-]{27,}$")
 SECRET_KEYS = (("hub", "token"), ("discord", "webhook_url"), ("discord", "bot_token"))
+# Looked up in the webhook's channel to prove the bot can read it; no alert carries it.
+DOCTOR_PROBE_NONCE = "hubwatch-doctor-probe"
+# How far back the probe looks. A bot without Read Message History sees an empty history, which
+# only betrays it when the channel's last message is newer than this; a week catches a channel
+# in use without paging through a busy one.
+DOCTOR_PROBE_LOOKBACK = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,27 @@ def check_discord(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_exactly_once(settings: Settings) -> Check | None:
+    """Can the bot read the webhook's channel? That is what settles an alert whose delivery a
+    crash left in doubt without posting it twice (bot/alerts/delivery.py)."""
+    if not settings.discord.webhook_url:
+        return None
+    token = settings.discord.bot_token.reveal()
+    if not token:
+        return Check("WARN", "alert delivery", "at least once: a crash between Discord's answer and the outbox "
+                     "commit can post an alert twice; set HUBWATCH_DISCORD_TOKEN to a bot that can read the "
+                     "webhook's channel for exactly once")
+    from ..alerts.discord_webhook import DiscordWebhookSender, PostedLookupError
+
+    with DiscordWebhookSender(settings.discord.webhook_url.reveal(), bot_token=token,
+                              timeout=HUB_PROBE_TIMEOUT_S, max_attempts=1) as sender:
+        try:
+            sender.find_posted(DOCTOR_PROBE_NONCE, since=datetime.now(timezone.utc) - DOCTOR_PROBE_LOOKBACK)
+        except PostedLookupError as exc:
+            return Check("WARN", "alert delivery", f"at least once: the bot cannot read the webhook's channel ({exc})")
+    return Check("OK", "alert delivery", "exactly once: the bot can read the webhook's channel")
+
+
 def check_torch() -> Check:
     try:
         import torch
@@ -243,6 +271,7 @@ def run_checks(settings: Settings, quick: bool) -> list[Check]:
     checks += check_discord(settings)
     if not quick:
         checks.append(check_hub(settings))
+        checks += [c for c in (check_exactly_once(settings),) if c]
         checks.append(check_torch())
     health = check_watcher_health(settings, quick)
     if health:
