@@ -17,7 +17,6 @@ the common case of a fine-tune shipping its base model's tokenizer.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import bigmodels  # noqa: E402
-from bot.fakehub import FakeHub  # noqa: E402
+from fake_world import FakeWorld  # noqa: E402
 from bot.hub import HubClient  # noqa: E402
 from fingerprints.engine import fingerprint_model  # noqa: E402
 from fingerprints.model import Fingerprint  # noqa: E402
@@ -60,95 +59,38 @@ def build_repos(root: Path) -> dict[str, tuple[str, int]]:
     return repos
 
 
-def serve_fake_hub(root: str, conn) -> None:
-    """Child process: run a FakeHub over ``root`` and answer the parent's commands on ``conn``."""
-    with FakeHub(root) as hub:
-        conn.send(hub.endpoint)
-        while True:
-            command, arg = conn.recv()
-            if command == "latency":
-                hub.faults.latency_ms = arg
-            elif command == "reset":
-                hub.stats.reset()
-            elif command == "settled":
-                conn.send(settled(hub))
-                continue
-            elif command == "stop":
-                return
-            conn.send(None)
-
-
-class RemoteFakeHub:
-    """The parent's handle on the child's FakeHub: its endpoint, latency switch and counters."""
-
-    def __init__(self, root: str):
-        self._conn, child = multiprocessing.Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(target=serve_fake_hub, args=(root, child), daemon=True)
-        self._process.start()
-        self.endpoint = self._conn.recv()
-
-    def _ask(self, command: str, arg=None):
-        self._conn.send((command, arg))
-        return self._conn.recv()
-
-    def set_latency(self, ms: float) -> None:
-        self._ask("latency", ms)
-
-    def reset(self) -> None:
-        self._ask("reset")
-
-    def settled(self) -> tuple[int, int]:
-        return self._ask("settled")
-
-    def __enter__(self) -> RemoteFakeHub:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._conn.send(("stop", None))
-        self._process.join(timeout=10)
-
-
-def settled(hub: FakeHub) -> tuple[int, int]:
-    """(bytes, requests) once the server threads have recorded their last response."""
-    last = None
-    while (now := (hub.stats.bytes_sent, hub.stats.requests)) != last:
-        last = now
-        time.sleep(0.05)
-    return now
-
-
-def safetensors_metadata_bytes(hub: RemoteFakeHub, repo: str) -> str:
+def safetensors_metadata_bytes(hub: FakeWorld, repo: str) -> str:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import NotASafetensorsRepoError
 
-    hub.reset()
+    hub.traffic()
     try:
         HfApi(endpoint=hub.endpoint, token=False).get_safetensors_metadata(repo)
     except NotASafetensorsRepoError:
         return "n/a (GGUF)"
-    served, requests = hub.settled()
-    return f"{served:,} B / {requests} req"
+    served = hub.traffic()
+    return f"{served['bytes']:,} B / {served['requests']} req"
 
 
-def fingerprint_cold(hub: RemoteFakeHub, repo: str, latency_ms: float,
+def fingerprint_cold(hub: FakeWorld, repo: str, latency_ms: float,
                      tokenizers: TokenizerCache | None = None) -> tuple[Fingerprint, float, int, int]:
     """Fingerprint ``repo`` with a fresh client (new connections, no cached CDN URLs): the
     fingerprint, seconds, bytes served and requests."""
-    hub.set_latency(latency_ms)
+    hub.hub_faults(latency_ms=latency_ms)
     with HubClient(hub.endpoint, token="") as client:
-        hub.reset()
+        hub.traffic()
         start = time.perf_counter()
         fp = fingerprint_model(client.reader(repo), tokenizers=tokenizers)
         elapsed = time.perf_counter() - start
-        served, requests = hub.settled()
-    hub.set_latency(0)
-    return fp, elapsed, served, requests
+        served = hub.traffic()
+    hub.hub_faults(latency_ms=0)
+    return fp, elapsed, served["bytes"], served["requests"]
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repos = build_repos(Path(tmp))
-        with RemoteFakeHub(tmp) as hub:
+        with FakeWorld(tmp) as hub:
             header = (f"{'model':<30} {'full download':>15} {'read':>11} {'tensor data':>12} {'requests':>9} "
                       f"{'0 ms':>7} {'50 ms':>7} {'tokenizer seen':>15}  get_safetensors_metadata")
             print(header)
