@@ -41,26 +41,34 @@ async def _serve(watcher, settings) -> None:
         task.result()  # re-raise a bot failure (bad token) instead of dying silently
 
 
-def run(args) -> int:
+def build_watcher(settings, metrics=None):
+    """The watcher as ``hubwatch watch`` runs it: Hub client, alert sender and store from ``settings``.
+    The caller closes ``watcher.hub``."""
     from store.store import Store
 
     from ..alerts.discord_webhook import make_sender
     from ..hub import HubClient
-    from ..metrics import Metrics, start_metrics_server
     from ..watcher import Watcher
 
-    settings = load_settings(args.config)
-    configure_logging(settings.logging.format, "DEBUG" if args.debug else settings.logging.level, settings.secrets())
     Store.open(settings.store.path).close()  # create or migrate now: a bad store path fails before polling
     hub = HubClient(settings.hub.endpoint, settings.hub.token.reveal() or None, timeout_s=settings.hub.timeout_s,
                     max_connections=settings.hub.max_connections, model_byte_budget=settings.limits.model_bytes,
                     redirect_hosts=settings.hub.redirect_hosts)
     sender = make_sender(settings.discord.webhook_url.reveal() or None,
                          bot_token=settings.discord.bot_token.reveal() or None)
+    return Watcher(settings, hub, sender, metrics)
+
+
+def run(args) -> int:
+    from ..metrics import Metrics, start_metrics_server
+
+    settings = load_settings(args.config)
+    configure_logging(settings.logging.format, "DEBUG" if args.debug else settings.logging.level, settings.secrets())
     metrics = Metrics()
-    server = start_metrics_server(settings, metrics)
-    watcher = Watcher(settings, hub, sender, metrics)
+    watcher = build_watcher(settings, metrics)
+    server = None
     try:
+        server = start_metrics_server(settings, metrics)
         if args.once:
             summaries = watcher.run_once()
             print(f"hubwatch: one cycle done: {sum(s.fingerprinted for s in summaries)} fingerprinted, "
@@ -69,6 +77,6 @@ def run(args) -> int:
         asyncio.run(_serve(watcher, settings))
         return 0
     finally:
-        hub.close()
+        watcher.hub.close()
         if server is not None:
             server.stop()
