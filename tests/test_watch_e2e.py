@@ -161,3 +161,22 @@ def test_a_crash_after_storing_the_fingerprint_does_not_lose_the_alert(hub_root,
             assert main(["watch", "--once"]) != 0
         assert main(["watch", "--once"]) == 0
         assert len(discord.messages) == 1 and COPY in json.dumps(discord.messages[0].embeds[0])
+
+
+def test_a_source_and_its_copy_listed_in_one_cycle_still_alert(hub_root, tmp_path, monkeypatch, capsys):
+    # No `index add`: the reference arrives in the same trending listing as its copy, listed after
+    # it (lower trendingScore). The copy is ingested first and finds nothing; the alert must come
+    # when the reference is ingested and matches the later copy.
+    db = tmp_path / "hubwatch.db"
+    with FakeHub(hub_root) as hub, FakeDiscordWebhook() as discord:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "")
+        monkeypatch.setenv("HUBWATCH_DB", str(db))
+        monkeypatch.setenv("HUBWATCH_DISCORD_ALLOWED_HOSTS", "127.0.0.1")
+        monkeypatch.setenv("HUBWATCH_DISCORD_WEBHOOK", discord.url)
+        monkeypatch.setenv("HUBWATCH_FEEDS_NEWEST_ENABLED", "false")
+        monkeypatch.setenv("HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED", "false")
+        monkeypatch.chdir(tmp_path)
+        assert main(["watch", "--once"]) == 0
+        assert "4 fingerprinted, 1 alerts, 0 errors" in capsys.readouterr().out
+        assert len(discord.messages) == 1 and COPY in json.dumps(discord.messages[0].embeds[0])
