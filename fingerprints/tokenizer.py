@@ -148,7 +148,10 @@ def parse_tokenizer_json(raw: bytes, path: str = "tokenizer.json") -> ParsedToke
     else:
         raise InvalidModelError(f"{path}: unsupported tokenizer model type {mtype!r}")
     added, special = [], []
-    for tok in data.get("added_tokens") or []:
+    added_tokens = data.get("added_tokens") or []
+    if not isinstance(added_tokens, list):
+        raise InvalidModelError(f"{path}: added_tokens must be a list")
+    for tok in added_tokens:
         if not isinstance(tok, dict) or not isinstance(tok.get("content"), str):
             raise InvalidModelError(f"{path}: bad added_tokens entry")
         content, idx = tok["content"][:MAX_TOKEN_CHARS], tok.get("id")

@@ -11,15 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.cli import main
+from fuzz_targets import safetensors_bytes
 from fingerprints.errors import InvalidModelError
 from fingerprints.reader import LocalFolderReader
 from fingerprints.safetensors_format import read_safetensors_header
 
 
 def write_safetensors(path, header: dict, data: bytes = b"", header_len: int | None = None):
-    raw = json.dumps(header).encode()
-    n = len(raw) if header_len is None else header_len
-    path.write_bytes(struct.pack("<Q", n) + raw + data)
+    path.write_bytes(safetensors_bytes(header, data, header_len))
 
 
 def run_cli(capsys, *argv):

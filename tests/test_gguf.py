@@ -547,7 +547,7 @@ def test_metadata_type_errors_are_clear():
 # --- fuzzing ----------------------------------------------------------------------------------
 
 
-def small_valid_gguf(tmp_path_factory) -> bytes:
+def small_valid_gguf(folder: Path) -> bytes:
     rng = np.random.default_rng(2)
     emb = rng.normal(size=(8, 64)).astype(np.float32)
 
@@ -559,14 +559,14 @@ def small_valid_gguf(tmp_path_factory) -> bytes:
         w.add_array("test.nested", [[1, 2], [3]])
         w.add_key_value("test.f64", 0.5, GGUFValueType.FLOAT64)
 
-    path = tmp_path_factory.mktemp("fuzz") / "s.gguf"
+    path = folder / "s.gguf"
     write_gguf(path, "llama", kv, [("token_embd.weight", emb, None), ("blk.0.ffn_up.weight", quantize(emb, Q8_0), Q8_0)])
     return path.read_bytes()
 
 
 @pytest.fixture(scope="module")
 def valid_blob(tmp_path_factory):
-    return small_valid_gguf(tmp_path_factory)
+    return small_valid_gguf(tmp_path_factory.mktemp("fuzz"))
 
 
 def exercise(blob: bytes) -> None:

@@ -4,37 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
+import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fingerprints.config import config_signature, config_similarity
-from fingerprints.errors import InvalidModelError
+from fingerprints.errors import HubwatchError, InvalidModelError
 from fingerprints.model import rare_special_tokens
 from fingerprints.tokenizer import (
     looks_like_tiktoken, minhash, minhash_jaccard, parse_sentencepiece_model, parse_tiktoken,
     parse_tokenizer_json, parse_vocab_json_and_merges, read_tokenizer, tokenizer_signature,
 )
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _sp_model(pieces: list[tuple[str, int]]) -> bytes:
-    """A ModelProto with SentencePiece entries (piece = field 1, score = 2, type = 3)."""
-    out = b""
-    for piece, ptype in pieces:
-        raw = piece.encode()
-        msg = b"\x0a" + _varint(len(raw)) + raw + b"\x15" + struct.pack("<f", -1.0) + b"\x18" + _varint(ptype)
-        out += b"\x0a" + _varint(len(msg)) + msg
-    return out + b"\x12\x02\x08\x01"  # an unrelated trainer_spec field, skipped
+import fuzz_targets
+from fuzz_targets import _sp_model
 
 
 def test_sentencepiece_protobuf():
@@ -104,3 +88,36 @@ def test_config_renamed_keys_compare_equal():
 def test_nested_text_config():
     sig = config_signature({"model_type": "llava", "text_config": {"hidden_size": 4096, "num_hidden_layers": 32}})
     assert sig.text_config_path == "text_config" and sig.fields["hidden_size"] == 4096
+
+
+# --- bounded fuzzing (the long run is benchmarks/fuzz_parsers.py) ------------------------------
+
+FUZZ_TARGETS = fuzz_targets.build_targets()
+SEED_POOL = [data for t in FUZZ_TARGETS.values() for s in t.seeds for data in s.values()]
+
+
+def _only_clean_errors(target: str, seed: int) -> None:
+    files, _ = fuzz_targets.mutate_input(random.Random(seed), FUZZ_TARGETS[target], SEED_POOL)
+    try:
+        FUZZ_TARGETS[target].run(files)
+    except HubwatchError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_fuzzed_sentencepiece_models_only_raise_clean_errors(seed):
+    _only_clean_errors("sentencepiece", seed)
+
+
+@settings(max_examples=150, deadline=None)
+@given(target=st.sampled_from(["tokenizer.json", "vocab.txt", "vocab.json+merges", "tiktoken"]), seed=st.integers(0, 2**32 - 1))
+def test_fuzzed_tokenizer_files_only_raise_clean_errors(target, seed):
+    _only_clean_errors(target, seed)
+
+
+@pytest.mark.parametrize("added", [1.5, 7, True])
+def test_added_tokens_not_a_list_is_clean_error(added):
+    data = {"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": added}
+    with pytest.raises(InvalidModelError, match="added_tokens must be a list"):
+        parse_tokenizer_json(json.dumps(data).encode())
