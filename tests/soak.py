@@ -44,15 +44,19 @@ HIDDEN, LAYERS, VOCAB, INTERMEDIATE, HEADS = 64, 2, 3000, 256, 4
 SHRINK = {30522: VOCAB, 384: HIDDEN, 1536: INTERMEDIATE}
 # The disguised copies' noise, relative to each tensor's spread (tests/variants.py copies use 0.05).
 COPY_NOISE = 0.05
-# What the Hub does during a cycle, in rotation. Counts are responses: a storm of 6 429s makes the
-# client wait out the announced reset (1 s) several times; 4 503s take its backoff.
+# What the Hub does during a cycle, in rotation. Counts are responses. A storm of 6 429s outlasts
+# the client's 6 attempts at the listing: the cycle gives up and the next one finds the repos.
+# 3 429s on the resolvers bucket hit the fingerprints' first ranged reads of each file (the CDN
+# behind the redirect does not rate-limit), which wait out the reset and go on.
+# 4 503s take the client's backoff (1 + 2 + 4 + 8 s).
 FAULT_WAVES: tuple[tuple[str, dict], ...] = (
     ("calm", {}),
     ("429 storm", {"storm_429": 6, "retry_after_s": 1}),
     ("5xx burst", {"errors_5xx": 4}),
     ("slow + truncated", {"latency_ms": 150, "truncate": 2}),
+    ("429s on resolves", {"storm_429": 3, "scope": "resolvers"}),
 )
-CALM = {"storm_429": 0, "retry_after_s": None, "errors_5xx": 0, "latency_ms": 0, "truncate": 0}
+CALM = {"storm_429": 0, "retry_after_s": None, "errors_5xx": 0, "latency_ms": 0, "truncate": 0, "scope": "any"}
 # Every WEBHOOK_FAULT_EVERY-th cycle the webhook refuses the next post once, alternating 429 / 502.
 WEBHOOK_FAULT_EVERY = 3
 # Cycles after the faults stop, to pick up what a failed listing or fingerprint left.
