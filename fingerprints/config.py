@@ -12,6 +12,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from . import untrusted_json
 from .errors import InvalidModelError
 from .model import ConfigSignature, stable_hash
 
@@ -28,8 +29,8 @@ IDENTITY_KEYS = ("architectures", "model_type")
 
 def parse_config_json(raw: bytes, path: str = "config.json") -> dict[str, Any]:
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = untrusted_json.loads(raw)
+    except ValueError as exc:  # bad UTF-8 or JSON, nesting too deep, a 5000-digit number
         raise InvalidModelError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidModelError(f"{path} must hold a JSON object, not {type(data).__name__}")

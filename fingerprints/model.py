@@ -35,10 +35,15 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+# float16's largest finite value. Sampled values are finite (weights.py) but may be far larger: a
+# stored inf made every later comparison with this fingerprint fail (NaN correlations).
+F16_MAX = float(np.finfo(np.float16).max)
+
+
 def _encode_array(a: np.ndarray | None) -> dict | None:
     if a is None:
         return None
-    a16 = np.asarray(a, dtype=np.float16)
+    a16 = np.clip(np.nan_to_num(np.asarray(a, dtype=np.float32)), -F16_MAX, F16_MAX).astype(np.float16)
     return {"shape": list(a16.shape), "f16": base64.b64encode(a16.tobytes()).decode("ascii")}
 
 
@@ -46,7 +51,9 @@ def _decode_array(d: dict | None) -> np.ndarray | None:
     if d is None:
         return None
     raw = base64.b64decode(d["f16"])
-    return np.frombuffer(raw, dtype=np.float16).astype(np.float32).reshape(d["shape"])
+    values = np.frombuffer(raw, dtype=np.float16).astype(np.float32).reshape(d["shape"])
+    # Fingerprints stored before F16_MAX clipping may hold inf: read them as the largest finite value.
+    return np.nan_to_num(values, nan=0.0, posinf=F16_MAX, neginf=-F16_MAX)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import math
 import struct
 from dataclasses import dataclass
 
+from . import untrusted_json
 from .errors import InvalidModelError
 from .reader import RangeReader, RangeRequest
 
@@ -57,8 +58,8 @@ class SafetensorsTensor:
 
 def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int) -> list[SafetensorsTensor]:
     try:
-        data = json.loads(header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = untrusted_json.loads(header)
+    except ValueError as exc:  # bad UTF-8 or JSON, nesting too deep, a 5000-digit number
         raise InvalidModelError(f"{file}: safetensors header is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidModelError(f"{file}: safetensors header must be a JSON object")
@@ -74,7 +75,7 @@ def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int
         if not isinstance(info, dict):
             raise InvalidModelError(f"{file}: entry {name!r} is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise InvalidModelError(f"{file}: tensor {name!r} has unknown dtype {dtype!r}")
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise InvalidModelError(f"{file}: tensor {name!r} has an invalid shape {shape!r}")
@@ -149,9 +150,9 @@ def checkpoint_shards(files: list[str], read_index) -> dict[str, int | None]:
     with an estimate of its header's size when the index lists its tensors (None otherwise)."""
     if INDEX_FILE in files:
         try:
-            weight_map = json.loads(read_index(INDEX_FILE))["weight_map"]
+            weight_map = untrusted_json.loads(read_index(INDEX_FILE))["weight_map"]
             entries = [(str(name), shard) for name, shard in weight_map.items()]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidModelError(f"{INDEX_FILE} is malformed: {exc}") from exc
         if not all(isinstance(shard, str) for _, shard in entries):
             raise InvalidModelError(f"{INDEX_FILE} is malformed: shard names must be strings")

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import untrusted_json
 from .errors import InvalidModelError
 from .model import TokenizerSignature, splitmix64, stable_hash, token_hashes
 
@@ -75,8 +76,8 @@ BYTE_TO_UNICODE = _bytes_to_unicode()
 
 def _json(raw: bytes, path: str) -> Any:
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return untrusted_json.loads(raw)
+    except ValueError as exc:  # bad UTF-8 or JSON, nesting too deep, a 5000-digit number
         raise InvalidModelError(f"{path} is not valid JSON: {exc}") from exc
 
 
