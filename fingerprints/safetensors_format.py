@@ -26,6 +26,8 @@ MAX_HEADER_BYTES = 25_000_000
 # read by an estimate from their tensor names instead (below). huggingface_hub reads 100 KB per
 # file, which costs a 16-shard checkpoint 1.6 MB of header reads.
 FIRST_READ_BYTES = 64 * 1024
+# Dimensions a tensor may have (the widest real ones have 5 or 6).
+MAX_DIMS = 32
 # Estimating a shard's header from the index: each entry is its quoted name plus
 # {"dtype":"BF16","shape":[..],"data_offsets":[..,..]} with up to 4 dims and 12-digit offsets,
 # 70-95 bytes; 112 cannot fall short below 4 dims and 10^15-byte offsets. Measured over-read:
@@ -77,7 +79,9 @@ def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise InvalidModelError(f"{file}: tensor {name!r} has unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        # dims are usize in the format: at most MAX_DIMS of them keeps the byte count printable
+        if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+                or not all(isinstance(d, int) and 0 <= d < 2**64 for d in shape)):
             raise InvalidModelError(f"{file}: tensor {name!r} has an invalid shape {shape!r}")
         if (
             not isinstance(offsets, list)

@@ -329,12 +329,22 @@ def mutate_bytes(rng: random.Random, raw: bytes, pool: list[bytes]) -> bytes:
     return bytes(b)
 
 
+def mutate_safetensors_header(rng: random.Random, raw: bytes) -> bytes:
+    """The JSON header mutated as a tree and packed again with its true length, so the mutation
+    reaches the dtype/shape/offset checks instead of the length check."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = mutate_json(rng, raw[8 : 8 + n])
+    return struct.pack("<Q", len(header)) + header + raw[8 + n :]
+
+
 def mutate_input(rng: random.Random, target: Target, pool: list[bytes]) -> tuple[dict[str, bytes], str]:
     """One fuzz input: a copy of a seed with one file mutated; returns (files, the mutated file's name)."""
     files = dict(rng.choice(target.seeds))
     name = rng.choice(sorted(files))
     if name in target.json_files and rng.random() < 0.5:
         files[name] = mutate_json(rng, files[name])
+    elif name.endswith(".safetensors") and rng.random() < 0.5:
+        files[name] = mutate_safetensors_header(rng, files[name])
     else:
         files[name] = mutate_bytes(rng, files[name], pool)
     return files, name

@@ -149,6 +149,14 @@ def test_compare_rejects_non_png_plot(capsys, model_dir):
     assert_one_line_error(code, err, "ending in .png")
 
 
+@pytest.mark.parametrize("shape", [[2**64 - 1] * 300, [1] * 33, [2**64, 1], [10**4000, 10**4000]])
+def test_absurd_shapes_are_clean_errors(tmp_path, shape):
+    # Found by benchmarks/fuzz_parsers.py: a byte count over 4300 digits broke the error message.
+    write_safetensors(tmp_path / "model.safetensors", {"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 16]}}, b"\0" * 16)
+    with pytest.raises(InvalidModelError, match="invalid shape"):
+        read_safetensors_header(LocalFolderReader(tmp_path), "model.safetensors")
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blob=st.binary(max_size=400), header_len=st.integers(min_value=0, max_value=2**64 - 1))
 def test_fuzzed_headers_only_raise_invalid_model(tmp_path_factory, blob, header_len):
