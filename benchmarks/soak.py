@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     def progress(c: CycleFigures) -> None:
         print(f"cycle {c.cycle:4d} {c.wave:<17} {c.seconds:6.1f} s  fingerprinted {c.fingerprinted}  "
               f"alerts {c.alerts_enqueued}  errors {c.errors}  429s {c.hub_429}  5xx {c.hub_5xx}  "
-              f"rss {c.rss_kib / 1024:.1f} MiB", flush=True)
+              f"rss {c.rss_kib / 1024:.1f} MiB  objects {c.objects:,}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         report = run_soak(Path(tmp), minilm_dir(), duration_s=args.minutes * 60, min_cycles=2 * WARM_UP_CYCLES,
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"resident memory:       start {started_rss / 1024:.1f} MiB, after {warm.cycle} cycles "
           f"{warm.rss_kib / 1024:.1f} MiB, end {cycles[-1].rss_kib / 1024:.1f} MiB, "
           f"slope over the second half {report.rss_slope_kib_per_cycle():+.1f} KiB/cycle")
+    print(f"live Python objects:   after {warm.cycle} cycles {warm.objects:,}, end {cycles[-1].objects:,}")
     problems = report.problems(args.max_slope_kib)
     for problem in problems:
         print(f"PROBLEM: {problem}")

@@ -9,8 +9,9 @@ fingerprint what is new, match, alert, deliver) while the Hub answers with the c
 At the end the faults stop and the watcher drains what is left. Then:
 - lost: published repos with no stored fingerprint (must be none);
 - alerts: every copy alerted, no independent model alerted, every alert posted exactly once;
-- memory: this process's resident set after each cycle; "flat" is judged on the slope over the
-  second half of the run, after caches (tokenizers, connections, imports) have filled.
+- memory: this process's resident set and live Python objects after each cycle; "flat" is judged
+  on the resident set's slope over the second half of the run, after caches (tokenizers,
+  connections, imports) have filled.
 
 The fakes run in a child process (tests/fake_world.py), so their recorded traffic and messages are
 not counted in this process's memory.
@@ -74,6 +75,9 @@ class CycleFigures:
     hub_429: int
     hub_5xx: int
     rss_kib: int
+    # Live Python objects after a full collection: a leak of Python objects shows here even while
+    # the allocator's high-water marks keep the resident set noisy.
+    objects: int
     seconds: float
 
 
@@ -237,7 +241,7 @@ def _cycle(watcher, world: FakeWorld, maker: RepoMaker, report: SoakReport, cycl
         cycle=cycle, wave=wave, published=2, fingerprinted=sum(s.fingerprinted for s in summaries),
         alerts_enqueued=sum(s.alerts_enqueued for s in summaries), errors=sum(s.errors for s in summaries),
         hub_429=statuses.get(429, 0), hub_5xx=sum(n for status, n in statuses.items() if status >= 500),
-        rss_kib=rss_kib(), seconds=seconds)
+        rss_kib=rss_kib(), objects=len(gc.get_objects()), seconds=seconds)
 
 
 def _tally(report: SoakReport, store_path: str, posted: list[tuple[str, str]]) -> None:
