@@ -36,6 +36,15 @@ def _repo(root: Path, repo_id: str, source: Path, meta: dict) -> None:
     (folder / "_hub.json").write_text(json.dumps(meta))
 
 
+def trending_only(monkeypatch, hub: FakeHub, discord: FakeDiscordWebhook, db: Path, cwd: Path) -> None:
+    """Environment of a `hubwatch watch` polling only the trending feed of ``hub``, alerting to ``discord``."""
+    for name, value in {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "", "HUBWATCH_DB": str(db),
+                        "HUBWATCH_DISCORD_ALLOWED_HOSTS": "127.0.0.1", "HUBWATCH_DISCORD_WEBHOOK": discord.url,
+                        "HUBWATCH_FEEDS_NEWEST_ENABLED": "false", "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)  # no stray ./hubwatch.toml
+
+
 @pytest.fixture
 def hub_root(tmp_path, minilm_dir, variants) -> Path:
     root = tmp_path / "hub"
@@ -53,14 +62,7 @@ def hub_root(tmp_path, minilm_dir, variants) -> Path:
 def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp_path, monkeypatch, capsys):
     db = tmp_path / "hubwatch.db"
     with FakeHub(hub_root) as hub, FakeDiscordWebhook() as discord:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        monkeypatch.setenv("HF_TOKEN", "")
-        monkeypatch.setenv("HUBWATCH_DB", str(db))
-        monkeypatch.setenv("HUBWATCH_DISCORD_ALLOWED_HOSTS", "127.0.0.1")
-        monkeypatch.setenv("HUBWATCH_DISCORD_WEBHOOK", discord.url)
-        monkeypatch.setenv("HUBWATCH_FEEDS_NEWEST_ENABLED", "false")
-        monkeypatch.setenv("HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED", "false")
-        monkeypatch.chdir(tmp_path)  # no stray ./hubwatch.toml
+        trending_only(monkeypatch, hub, discord, db, tmp_path)
 
         assert main(["index", "add", REFERENCE, "--db", str(db)]) == 0
         assert main(["watch", "--once"]) == 0
@@ -142,14 +144,7 @@ def test_a_crash_after_storing_the_fingerprint_does_not_lose_the_alert(hub_root,
     """The revision is marked done only after its alert is in the outbox."""
     db = tmp_path / "crash.db"
     with FakeHub(hub_root) as hub, FakeDiscordWebhook() as discord:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        monkeypatch.setenv("HF_TOKEN", "")
-        monkeypatch.setenv("HUBWATCH_DB", str(db))
-        monkeypatch.setenv("HUBWATCH_DISCORD_ALLOWED_HOSTS", "127.0.0.1")
-        monkeypatch.setenv("HUBWATCH_DISCORD_WEBHOOK", discord.url)
-        monkeypatch.setenv("HUBWATCH_FEEDS_NEWEST_ENABLED", "false")
-        monkeypatch.setenv("HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED", "false")
-        monkeypatch.chdir(tmp_path)
+        trending_only(monkeypatch, hub, discord, db, tmp_path)
         assert main(["index", "add", REFERENCE, "--db", str(db)]) == 0
 
         def crash(self, *args, **kwargs):
@@ -169,14 +164,7 @@ def test_a_source_and_its_copy_listed_in_one_cycle_still_alert(hub_root, tmp_pat
     # when the reference is ingested and matches the later copy.
     db = tmp_path / "hubwatch.db"
     with FakeHub(hub_root) as hub, FakeDiscordWebhook() as discord:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        monkeypatch.setenv("HF_TOKEN", "")
-        monkeypatch.setenv("HUBWATCH_DB", str(db))
-        monkeypatch.setenv("HUBWATCH_DISCORD_ALLOWED_HOSTS", "127.0.0.1")
-        monkeypatch.setenv("HUBWATCH_DISCORD_WEBHOOK", discord.url)
-        monkeypatch.setenv("HUBWATCH_FEEDS_NEWEST_ENABLED", "false")
-        monkeypatch.setenv("HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED", "false")
-        monkeypatch.chdir(tmp_path)
+        trending_only(monkeypatch, hub, discord, db, tmp_path)
         assert main(["watch", "--once"]) == 0
         assert "4 fingerprinted, 1 alerts, 0 errors" in capsys.readouterr().out
         assert len(discord.messages) == 1 and COPY in json.dumps(discord.messages[0].embeds[0])
