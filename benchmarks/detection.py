@@ -3,14 +3,13 @@
 Prints one row per case (expected relation, verdict, kinds, weight score, bytes read) and the
 margin between the lowest-scoring derived case and the highest-scoring independent one — the gap
 the thresholds in fingerprints/verdict.py sit in. Builds the variants on first run (a few minutes:
-it includes real fine-tuning), cached in .fixtures/variants or $HUBWATCH_FIXTURE_CACHE.
+it includes real fine-tuning), cached in ~/.cache/hubwatch/fixtures/variants or $HUBWATCH_FIXTURE_CACHE.
 
     python benchmarks/detection.py
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from itertools import combinations
@@ -30,7 +29,7 @@ DERIVED = {"identical", "weights-derived"}
 
 
 def main() -> int:
-    cache = Path(os.environ.get("HUBWATCH_FIXTURE_CACHE", ROOT / ".fixtures" / "variants"))
+    cache = variants.default_cache_dir()
     t0 = time.perf_counter()
     paths = variants.build_all(cache)
     print(f"variants ready in {time.perf_counter() - t0:.1f} s ({cache})\n")

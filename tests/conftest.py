@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# Where the built MiniLM variants are cached between runs (gitignored); CI may point it elsewhere.
-FIXTURE_CACHE_ENV = "HUBWATCH_FIXTURE_CACHE"
-DEFAULT_FIXTURE_CACHE = REPO_ROOT / ".fixtures" / "variants"
 
 
 @pytest.fixture(scope="session")
@@ -30,4 +24,4 @@ def variants(minilm_dir) -> dict[str, Path]:
     """Every tests/variants.py variant folder by name, built once per cache (~2.5 min cold, instant warm)."""
     import variants as variant_builder
 
-    return variant_builder.build_all(os.environ.get(FIXTURE_CACHE_ENV) or DEFAULT_FIXTURE_CACHE)
+    return variant_builder.build_all(variant_builder.default_cache_dir())

@@ -13,8 +13,8 @@ import multiprocessing
 import time
 from typing import Any
 
-from bot.fakediscord.webhook import FakeDiscordWebhook
-from bot.fakehub import FakeHub
+from bot.fakes.discord.webhook import FakeDiscordWebhook
+from bot.fakes.hub import FakeHub
 
 
 def _settled(hub: FakeHub) -> None:

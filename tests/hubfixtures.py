@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import variants as variant_builder
-from bot.fakehub import FakeHub
+from bot.fakes.hub import FakeHub
 from bot.hub import HubClient, RetryPolicy
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bot.commands.watch import build_watcher
+from bot.cli.commands.watch import build_watcher
 from bot.settings import load_settings
 from fake_world import FakeWorld
 from store.store import Store
@@ -223,7 +223,7 @@ def run_soak(workdir: Path, minilm_dir: Path, *, duration_s: float, min_cycles: 
 def _cycle(watcher, world: FakeWorld, maker: RepoMaker, report: SoakReport, cycle: int,
            wave_and_faults: tuple[str, dict]) -> CycleFigures:
     wave, faults = wave_and_faults
-    # Other owners than the reference's: a lab re-uploading its own model is not alerted (bot/policy.py).
+    # Other owners than the reference's: a lab re-uploading its own model is not alerted (bot/watch/policy.py).
     copy, independent = f"copier-{cycle}/model", f"indie-{cycle}/model"
     maker.publish(copy, maker.copy_of_reference(cycle), maker.vocab)
     maker.publish(independent, *maker.independent(cycle))

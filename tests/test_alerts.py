@@ -17,8 +17,8 @@ from bot.alerts.limits import (DESCRIPTION_MAX, EMBEDS_TOTAL_MAX, FIELD_NAME_MAX
                                FOOTER_TEXT_MAX, TITLE_MAX, discord_len, embed_text_length)
 from bot.alerts.model import Alert, AlertFormatError, RepoRef, build_alert
 from bot.alerts.render import PLOT_FILENAME, render_console, render_discord_payload
-from bot.fakediscord.webhook import validate_payload
-from bot.policy import ModelFacts, decide_alert
+from bot.fakes.discord.webhook import validate_payload
+from bot.watch.policy import ModelFacts, decide_alert
 from fingerprints.compare import Comparison
 
 HUB = "http://hub.test"

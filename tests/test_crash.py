@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.fakediscord import FakeDiscordWebhook
+from bot.fakes.discord import FakeDiscordWebhook
 from store.store import Store
 from test_webhook import footer, make_alert
 

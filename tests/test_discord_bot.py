@@ -21,12 +21,12 @@ import discord.gateway
 import pytest
 import yarl
 
-from bot.discord_bot import (BotConfigError, CompareResult, NearestRow, StatusInfo, UserRateLimiter, WatchItem,
+from bot.discord import (BotConfigError, CompareResult, NearestRow, StatusInfo, UserRateLimiter, WatchItem,
                              build_client, run_bot)
-from bot.discord_bot.commands import AUTOCOMPLETE_CHOICES_MAX, GENERIC_FAILURE
-from bot.discord_bot.ratelimit import EXPENSIVE_CALLS_PER_WINDOW
-from bot.discord_bot.render import PLOT_FILENAME
-from bot.fakediscord.rest import (ADMINISTRATOR, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT,
+from bot.discord.commands import AUTOCOMPLETE_CHOICES_MAX, GENERIC_FAILURE
+from bot.discord.ratelimit import EXPENSIVE_CALLS_PER_WINDOW
+from bot.discord.render import PLOT_FILENAME
+from bot.fakes.discord.rest import (ADMINISTRATOR, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT,
                                   EPHEMERAL, GUILD_ID, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord)
 from fingerprints.errors import InvalidModelError
 
@@ -244,7 +244,7 @@ def test_unexpected_exception_gives_a_generic_ephemeral_error_and_is_logged(capl
             assert error.ephemeral and error.content == GENERIC_FAILURE
             assert "database exploded" not in error.content
 
-    with caplog.at_level(logging.ERROR, logger="bot.discord_bot.commands"):
+    with caplog.at_level(logging.ERROR, logger="bot.discord.commands"):
         run(scenario)
     assert any("database exploded" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 

@@ -14,8 +14,8 @@ import pytest
 import yaml  # PyYAML comes with huggingface_hub
 
 from bot.cli import build_parser, main
-from bot.commands import doctor as doctor_command
-from bot.metrics import Metrics, MetricsServer
+from bot.cli.commands import doctor as doctor_command
+from bot.ops.metrics import Metrics, MetricsServer
 from bot.settings import known_env_vars
 
 HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
@@ -244,7 +244,7 @@ def test_container_files_only_set_real_settings():
 
 
 def test_alert_delivery_says_whether_exactly_once_holds(capsys, env):
-    from bot.fakediscord.webhook import FakeDiscordWebhook
+    from bot.fakes.discord.webhook import FakeDiscordWebhook
 
     with FakeDiscordWebhook() as fake:
         env.setenv("HUBWATCH_DISCORD_ALLOWED_HOSTS", "127.0.0.1")

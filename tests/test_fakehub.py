@@ -14,9 +14,9 @@ from huggingface_hub.errors import (GatedRepoError, RemoteEntryNotFoundError, Re
                                     RevisionNotFoundError)
 
 from bot.cli import main as cli_main
-from bot.fakehub import FakeHub
-from bot.fakehub import repos as fakehub_repos
-from bot.fakehub.repos import FULL_HASH_LIMIT_BYTES
+from bot.fakes.hub import FakeHub
+from bot.fakes.hub import repos as fakehub_repos
+from bot.fakes.hub.repos import FULL_HASH_LIMIT_BYTES
 from hubfixtures import (COPY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, fake_hub,  # noqa: F401
                          hub_dir, public_repo_ids, wait_for)
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from bot.fakehub import FakeHub
+from bot.fakes.hub import FakeHub
 from bot.hub import (EntryNotFoundError, GatedRepoError, HubClient, HubError, HubUnavailableError,
                      RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RetryPolicy, RevisionNotFoundError)
 from bot.hub.models import HubModel, declared_base_models

@@ -11,8 +11,8 @@ import threading
 import httpx
 import pytest
 
-from bot.logging_setup import CycleSummary, configure_logging, log_cycle_summary, redact
-from bot.metrics import EXPOSITION_CONTENT_TYPE, Metrics, MetricsServer, format_value, start_metrics_server
+from bot.ops.logging_setup import CycleSummary, configure_logging, log_cycle_summary, redact
+from bot.ops.metrics import EXPOSITION_CONTENT_TYPE, Metrics, MetricsServer, format_value, start_metrics_server
 from bot.settings import ConfigError, load_settings
 
 HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"

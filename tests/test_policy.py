@@ -1,6 +1,6 @@
 from datetime import datetime, timezone
 
-from bot.policy import ModelFacts, decide_alert
+from bot.watch.policy import ModelFacts, decide_alert
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 T1 = datetime(2024, 6, 1, tzinfo=timezone.utc)

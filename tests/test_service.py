@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from bot.service import StoreService
-from bot.sources import index_one
+from bot.discord.store_service import StoreService
+from bot.hub.sources import index_one
 from store.store import Store
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.fakehub import FakeHub
+from bot.fakes.hub import FakeHub
 from bot.hub import HubClient
 from fingerprints.engine import fingerprint_model
 from fingerprints.model import TokenizerSignature

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.fakediscord.webhook import FakeDiscordWebhook
-from bot.fakehub import FakeHub
+from bot.fakes.discord.webhook import FakeDiscordWebhook
+from bot.fakes.hub import FakeHub
 from store.store import Store
 
 pytestmark = pytest.mark.timeout(1200)  # a cold variant cache trains models first

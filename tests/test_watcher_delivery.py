@@ -6,7 +6,7 @@ import threading
 
 from bot.alerts.discord_webhook import DeliveryResult
 from bot.settings import load_settings
-from bot.watcher import Watcher
+from bot.watch.watcher import Watcher
 from store.store import Store
 from test_alerts import make_alert
 

@@ -19,7 +19,7 @@ from bot.alerts.discord_webhook import DiscordWebhookSender, PostedLookupError
 from bot.alerts.limits import FILE_MAX_BYTES
 from bot.alerts.model import Alert, RepoRef
 from bot.alerts.render import PLOT_FILENAME, render_discord_payload
-from bot.fakediscord import FakeDiscordWebhook
+from bot.fakes.discord import FakeDiscordWebhook
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import time
@@ -34,6 +35,8 @@ import minibert  # noqa: E402
 from minibert import TrainRecipe  # noqa: E402
 
 # Bump whenever any build below changes: build_all rebuilds a cache whose marker differs.
+# Built fixtures live in a user cache directory, outside the checkout (they take ~1.9 GB).
+FIXTURE_CACHE_ENV = "HUBWATCH_FIXTURE_CACHE"
 VARIANTS_VERSION = "hubwatch-variants-1"
 MARKER_FILE = ".variants-version"
 BUILDING_MARK = VARIANTS_VERSION + " (building)"
@@ -507,12 +510,26 @@ def build_variant(spec: VariantSpec, source: Path, out_dir: Path) -> None:
     spec.build(load_file(str(source / WEIGHTS_FILE)), out_dir)
 
 
+def default_cache_dir() -> Path:
+    """$HUBWATCH_FIXTURE_CACHE, else $XDG_CACHE_HOME/hubwatch/fixtures/variants (~/.cache by default)."""
+    if os.environ.get(FIXTURE_CACHE_ENV):
+        return Path(os.environ[FIXTURE_CACHE_ENV])
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_home / "hubwatch" / "fixtures" / "variants"
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes the files under folder take on disk (sparse files count what is allocated)."""
+    return sum(p.lstat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+
+
 def build_all(cache_dir: Path | str, log: Callable[[str], None] = lambda line: None) -> dict[str, Path]:
     """Every variant under cache_dir/<name>, built once; a marker holding VARIANTS_VERSION means done.
 
     One process builds at a time (an exclusive lock on cache_dir/.lock; others wait, then find the
     work done). Each variant is built in a temporary folder and renamed into place and the marker
-    says "done" only at the end, so an interrupted build resumes and a stale one is rebuilt. Only
+    says "done" only at the end, so an interrupted build resumes, a new variant is added without
+    rebuilding the others, and another generation's cache is rebuilt. Only
     the variant folders are ever deleted, never anything else in cache_dir.
     """
     cache_dir = Path(cache_dir)
@@ -524,11 +541,13 @@ def build_all(cache_dir: Path | str, log: Callable[[str], None] = lambda line: N
         state = marker.read_text().strip() if marker.is_file() else None
         if state == VARIANTS_VERSION and all(p.is_dir() for p in paths.values()):
             return paths
-        if state != BUILDING_MARK:
+        if state not in (VARIANTS_VERSION, BUILDING_MARK):
             # Another generation, or folders of unknown origin: none of them can be trusted.
             for path in paths.values():
                 shutil.rmtree(path, ignore_errors=True)
-            marker.write_text(BUILDING_MARK + "\n")
+        # Same generation with variants missing (an interrupted build, or a variant added since):
+        # build only those; changing how an existing variant is built needs a VARIANTS_VERSION bump.
+        marker.write_text(BUILDING_MARK + "\n")
         base = minilm_dir()
         for name, spec in VARIANTS.items():
             if paths[name].is_dir():
@@ -540,6 +559,10 @@ def build_all(cache_dir: Path | str, log: Callable[[str], None] = lambda line: N
             partial.rename(paths[name])
             log(f"{name}: {time.perf_counter() - started:.1f} s")
         marker.write_text(VARIANTS_VERSION + "\n")
+        # Said once, when built, on stderr so pytest shows it even when it captures output.
+        print(f"hubwatch test fixtures: built {len(paths)} variants in {cache_dir} "
+              f"({folder_bytes(cache_dir) / 2**30:.2f} GiB on disk; set ${FIXTURE_CACHE_ENV} to move them)",
+              file=sys.__stderr__)
     return paths
 
 

@@ -34,8 +34,8 @@ from fingerprints.errors import HubwatchError
 
 from store.outbox import DEFAULT_LEASE
 
-from .discord_webhook import AlertSender, PostedLookupError, posted_checker
-from .model import Alert
+from bot.alerts.discord_webhook import AlertSender, PostedLookupError, posted_checker
+from bot.alerts.model import Alert
 
 log = logging.getLogger("hubwatch.alerts")
 

@@ -41,10 +41,10 @@ from typing import IO, Any, Protocol
 
 import httpx
 
-from ..logging_setup import redact
-from .limits import FILE_MAX_BYTES
-from .model import Alert
-from .render import PLOT_FILENAME, render_console, render_discord_payload
+from bot.ops.logging_setup import redact
+from bot.alerts.limits import FILE_MAX_BYTES
+from bot.alerts.model import Alert
+from bot.alerts.render import PLOT_FILENAME, render_console, render_discord_payload
 
 log = logging.getLogger("hubwatch.alerts")
 

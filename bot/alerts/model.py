@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from fingerprints.errors import HubwatchError
 
-from ..policy import AlertDecision, ModelFacts
+from bot.watch.policy import AlertDecision, ModelFacts
 
 # Where repo links point; tests and mirrors pass their own base URL.
 DEFAULT_HUB_URL = "https://huggingface.co"  # real-endpoint-constant

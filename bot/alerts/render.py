@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .escape import escape_discord, strip_controls
-from .limits import DESCRIPTION_MAX, EMBEDS_TOTAL_MAX, TITLE_MAX, discord_len, embed_text_length
-from .model import Alert, RepoRef
+from bot.alerts.escape import escape_discord, strip_controls
+from bot.alerts.limits import DESCRIPTION_MAX, EMBEDS_TOTAL_MAX, TITLE_MAX, discord_len, embed_text_length
+from bot.alerts.model import Alert, RepoRef
 
 PLOT_FILENAME = "evidence.png"
 WEBHOOK_USERNAME = "hubwatch"

@@ -27,10 +27,10 @@ from huggingface_hub.utils import httpx
 from bot.settings import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 from fingerprints.errors import InvalidModelError
 
-from .errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RangeNotSupportedError,
+from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RangeNotSupportedError,
                      RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
-from .models import HubModel
-from .retry import RETRY_STATUSES, RetryPolicy, wait_for_429
+from bot.hub.models import HubModel
+from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
@@ -398,6 +398,6 @@ class HubClient:
 
     def reader(self, repo_id: str, sha: str | None = None, *, byte_budget: int | None = None):
         """A RangeReader over the repo at ``sha`` (a commit or branch; default: main)."""
-        from .remote_reader import HubRepoReader  # remote_reader imports this module
+        from bot.hub.remote_reader import HubRepoReader  # remote_reader imports this module
 
         return HubRepoReader(self, repo_id, revision=sha, byte_budget=byte_budget)

@@ -14,10 +14,10 @@ from typing import Sequence
 from fingerprints.errors import BudgetExceededError, InvalidModelError
 from fingerprints.reader import RangeRequest
 
-from .client import COMMIT_RX, HubClient
-from .errors import HubError
-from .models import HubModel
-from .ranges import Span, merge_ranges
+from bot.hub.client import COMMIT_RX, HubClient
+from bot.hub.errors import HubError
+from bot.hub.models import HubModel
+from bot.hub.ranges import Span, merge_ranges
 
 
 class HubRepoReader:

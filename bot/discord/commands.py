@@ -17,11 +17,11 @@ from discord import app_commands
 
 from fingerprints.errors import HubwatchError
 
-from .errors import BotInputError
-from .ratelimit import UserRateLimiter
-from .render import (PLOT_FILENAME, compare_embed, error_text, nearest_embed, status_embed,
+from bot.discord.errors import BotInputError
+from bot.discord.ratelimit import UserRateLimiter
+from bot.discord.render import (PLOT_FILENAME, compare_embed, error_text, nearest_embed, status_embed,
                      watch_list_embed)
-from .service import HubwatchService, WatchKind
+from bot.discord.service import HubwatchService, WatchKind
 
 log = logging.getLogger(__name__)
 

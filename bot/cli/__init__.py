@@ -1,6 +1,6 @@
 """The ``hubwatch`` command line.
 
-Subcommands live in ``bot/commands/<name>.py``; each module's ``register(subparsers)`` adds its
+Subcommands live in ``bot/cli/commands/<name>.py``; each module's ``register(subparsers)`` adds its
 parser and sets ``func``. Every ``HubwatchError`` becomes one line on stderr and its exit code;
 anything else is a bug, reported in one line too unless ``--debug`` asks for the traceback.
 """
@@ -15,8 +15,8 @@ import sys
 
 from fingerprints.errors import HubwatchError
 
-from . import commands
-from .logging_setup import configure_logging
+from bot.cli import commands
+from bot.ops.logging_setup import configure_logging
 
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE from sysexits.h
 
@@ -57,6 +57,3 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_INTERNAL_ERROR
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..logging_setup import configure_logging
-from ..settings import load_settings
+from bot.ops.logging_setup import configure_logging
+from bot.settings import load_settings
 
 log = logging.getLogger("hubwatch.watch")
 
@@ -28,8 +28,8 @@ def register(sub) -> None:
 async def _serve(watcher, settings) -> None:
     tasks = [asyncio.create_task(watcher.run_forever(), name="watcher")]
     if settings.discord.bot_token:
-        from ..discord_bot.client import run_bot
-        from ..service import open_service
+        from bot.discord.client import run_bot
+        from bot.discord.store_service import open_service
 
         tasks.append(asyncio.create_task(
             run_bot(settings.discord.bot_token.reveal(), open_service(settings),
@@ -46,9 +46,9 @@ def build_watcher(settings, metrics=None):
     The caller closes ``watcher.hub``."""
     from store.store import Store
 
-    from ..alerts.discord_webhook import make_sender
-    from ..hub import HubClient
-    from ..watcher import Watcher
+    from bot.alerts.discord_webhook import make_sender
+    from bot.hub import HubClient
+    from bot.watch.watcher import Watcher
 
     Store.open(settings.store.path).close()  # create or migrate now: a bad store path fails before polling
     hub = HubClient(settings.hub.endpoint, settings.hub.token.reveal() or None, timeout_s=settings.hub.timeout_s,
@@ -60,7 +60,7 @@ def build_watcher(settings, metrics=None):
 
 
 def run(args) -> int:
-    from ..metrics import Metrics, start_metrics_server
+    from bot.ops.metrics import Metrics, start_metrics_server
 
     settings = load_settings(args.config)
     configure_logging(settings.logging.format, "DEBUG" if args.debug else settings.logging.level, settings.secrets())

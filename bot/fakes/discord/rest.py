@@ -38,8 +38,8 @@ from typing import Any, Iterator
 
 from aiohttp import web
 
-from .gateway import FakeGateway
-from .webhook import DISCORD_EPOCH_MS, _InvalidBody, validate_payload
+from bot.fakes.discord.gateway import FakeGateway
+from bot.fakes.discord.webhook import DISCORD_EPOCH_MS, _InvalidBody, validate_payload
 
 API_PREFIX = "/api/v10"
 BOT_TOKEN = "fake-bot-token." + "x" * 40

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ..logging_setup import configure_logging
-from ..settings import DiscordSettings, load_settings
+from bot.ops.logging_setup import configure_logging
+from bot.settings import DiscordSettings, load_settings
 
 
 def register(sub) -> None:
@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from bot.discord_bot import BotConfigError, run_bot
+    from bot.discord import BotConfigError, run_bot
 
     settings = load_settings(args.config)
     configure_logging(settings.logging.format, settings.logging.level, settings.secrets())
@@ -30,7 +30,7 @@ def run(args) -> int:
                              "(Discord developer portal > your application > Bot > Reset Token)")
     try:
         # The store-backed HubwatchService is wired by the service layer; the bot only needs the protocol.
-        from bot.service import open_service
+        from bot.discord.store_service import open_service
     except ImportError as exc:
         raise BotConfigError(f"this install has no hubwatch service for the bot ({exc})") from exc
     service = open_service(settings)

@@ -1,7 +1,7 @@
 """A fake Hugging Face Hub for loopback tests and demos (``hubwatch fakehub DIR``)."""
 
-from .faults import FaultConfig, TrafficStats
-from .repos import FakeHubError
-from .server import FakeHub
+from bot.fakes.hub.faults import FaultConfig, TrafficStats
+from bot.fakes.hub.repos import FakeHubError
+from bot.fakes.hub.server import FakeHub
 
 __all__ = ["FakeHub", "FakeHubError", "FaultConfig", "TrafficStats"]

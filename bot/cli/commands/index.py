@@ -7,7 +7,7 @@ import sys
 
 from fingerprints.errors import HubwatchError
 
-from ..sources import fingerprint_spec, index_one
+from bot.hub.sources import fingerprint_spec, index_one
 
 def add_db_option(parser) -> None:
     parser.add_argument("--db", help="SQLite database (default: the store path from the settings: "
@@ -17,7 +17,7 @@ def add_db_option(parser) -> None:
 def open_store(args):
     from store import Store
 
-    from ..settings import load_settings
+    from bot.settings import load_settings
 
     return Store.open(args.db or load_settings().store.path)
 

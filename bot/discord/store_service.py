@@ -13,9 +13,9 @@ from fingerprints.plot import render_comparison_png
 from store.nearest import nearest
 from store.store import Store
 
-from .discord_bot.service import CompareResult, NearestRow, StatusInfo, WatchItem
-from .settings import Settings
-from .sources import fingerprint_spec, index_one
+from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
+from bot.settings import Settings
+from bot.hub.sources import fingerprint_spec, index_one
 
 
 class StoreService:

@@ -6,7 +6,7 @@ One cycle of a feed:
    and overlapping feeds never redo work;
 3. fingerprint the rest concurrently (network-bound; ``feeds.concurrency`` at a time);
 4. in this thread, store each model and fingerprint, find its nearest stored models, and for the
-   strongest match decide with ``bot.policy`` whether it is an undeclared copy; alerts go to the
+   strongest match decide with ``bot.watch.policy`` whether it is an undeclared copy; alerts go to the
    SQLite outbox, never straight to Discord;
 5. drain the outbox (``bot.alerts.delivery``): delivered exactly once across retries and restarts.
 
@@ -38,14 +38,14 @@ from store.nearest import nearest
 from store.records import ModelRecord
 from store.store import Store
 
-from .alerts.delivery import deliver_pending
-from .hub.models import HubModel
-from .alerts.discord_webhook import AlertSender
-from .alerts.model import Alert, RepoRef
-from .logging_setup import CycleSummary, log_cycle_summary
-from .metrics import Metrics
-from .policy import ALERTING_VERDICTS, ModelFacts, decide_alert
-from .settings import SEVERITIES, Settings
+from bot.alerts.delivery import deliver_pending
+from bot.hub.models import HubModel
+from bot.alerts.discord_webhook import AlertSender
+from bot.alerts.model import Alert, RepoRef
+from bot.ops.logging_setup import CycleSummary, log_cycle_summary
+from bot.ops.metrics import Metrics
+from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
+from bot.settings import SEVERITIES, Settings
 
 log = logging.getLogger("hubwatch.watcher")
 

@@ -30,9 +30,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from .faults import ANONYMOUS_API_QUOTA, ANONYMOUS_RESOLVER_QUOTA, WINDOW_S, FaultConfig, RateWindow, TrafficStats
-from .model_json import EXPAND_PROPERTIES, INFO_ONLY_EXPAND, ModelJson
-from .repos import FakeHubError, Repo, RepoFile, RepoFolder
+from bot.fakes.hub.faults import ANONYMOUS_API_QUOTA, ANONYMOUS_RESOLVER_QUOTA, WINDOW_S, FaultConfig, RateWindow, TrafficStats
+from bot.fakes.hub.model_json import EXPAND_PROPERTIES, INFO_ONLY_EXPAND, ModelJson
+from bot.fakes.hub.repos import FakeHubError, Repo, RepoFile, RepoFolder
 
 log = logging.getLogger("hubwatch.fakehub")
 

@@ -8,7 +8,7 @@ import sys
 from fingerprints.engine import fingerprint_model
 from fingerprints.errors import UninspectableWeightsError
 
-from ..sources import open_reader
+from bot.hub.sources import open_reader
 
 
 def register(sub) -> None:

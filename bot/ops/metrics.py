@@ -17,11 +17,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
-from .settings import ConfigError
+from bot.settings import ConfigError
 
 if TYPE_CHECKING:
-    from .logging_setup import CycleSummary
-    from .settings import Settings
+    from bot.ops.logging_setup import CycleSummary
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 

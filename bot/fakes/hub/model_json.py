@@ -11,7 +11,7 @@ import json
 import struct
 from typing import Any, Callable
 
-from .repos import Repo, RepoFolder, lfs_pointer
+from bot.fakes.hub.repos import Repo, RepoFolder, lfs_pointer
 
 # A listing entry without expand/full carries exactly these keys (live responses, research §1.2).
 LISTING_KEYS = ("_id", "id", "likes", "trendingScore", "private", "downloads", "tags", "pipeline_tag",

@@ -4,10 +4,10 @@
 The service protocol and its result types are in ``service.py``.
 """
 
-from .client import HubwatchBot, build_client, run_bot
-from .errors import BotConfigError, BotInputError
-from .ratelimit import UserRateLimiter
-from .service import CompareResult, HubwatchService, NearestRow, StatusInfo, WatchItem
+from bot.discord.client import HubwatchBot, build_client, run_bot
+from bot.discord.errors import BotConfigError, BotInputError
+from bot.discord.ratelimit import UserRateLimiter
+from bot.discord.service import CompareResult, HubwatchService, NearestRow, StatusInfo, WatchItem
 
 __all__ = [
     "BotConfigError", "BotInputError", "CompareResult", "HubwatchBot", "HubwatchService", "NearestRow",

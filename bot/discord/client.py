@@ -7,10 +7,10 @@ from typing import Any
 
 import discord
 
-from .commands import NO_MENTIONS, HubwatchCommandTree, build_tree
-from .errors import BotConfigError
-from .ratelimit import UserRateLimiter
-from .service import HubwatchService
+from bot.discord.commands import NO_MENTIONS, HubwatchCommandTree, build_tree
+from bot.discord.errors import BotConfigError
+from bot.discord.ratelimit import UserRateLimiter
+from bot.discord.service import HubwatchService
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from fingerprints.engine import fingerprint_model
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
 
-from ..sources import open_reader
+from bot.hub.sources import open_reader
 
 
 def register(sub) -> None:

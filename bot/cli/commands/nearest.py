@@ -7,8 +7,8 @@ import sys
 
 from fingerprints.errors import InvalidModelError
 
-from ..sources import fingerprint_spec
-from .index import add_db_option, open_store
+from bot.hub.sources import fingerprint_spec
+from bot.cli.commands.index import add_db_option, open_store
 
 # Column widths of the table; longer values are cut with an ellipsis.
 REPO_COLUMN = 48

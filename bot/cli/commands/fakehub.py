@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bot.fakehub import FakeHub, FaultConfig
-from bot.fakehub.faults import ANONYMOUS_API_QUOTA, ANONYMOUS_RESOLVER_QUOTA, SCOPES
-from bot.fakehub.server import DEFAULT_PAGE_SIZE
+from bot.fakes.hub import FakeHub, FaultConfig
+from bot.fakes.hub.faults import ANONYMOUS_API_QUOTA, ANONYMOUS_RESOLVER_QUOTA, SCOPES
+from bot.fakes.hub.server import DEFAULT_PAGE_SIZE
 
 
 def register(sub) -> None:

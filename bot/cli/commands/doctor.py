@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..logging_setup import redact
-from ..settings import ENV_PREFIX, ConfigError, Settings, known_env_vars, load_settings
+from bot.ops.logging_setup import redact
+from bot.settings import ENV_PREFIX, ConfigError, Settings, known_env_vars, load_settings
 
 EXIT_OK = 0
 EXIT_FAILED = 2
@@ -210,7 +210,7 @@ def check_exactly_once(settings: Settings) -> Check | None:
         return Check("WARN", "alert delivery", "at least once: a crash between Discord's answer and the outbox "
                      "commit can post an alert twice; set HUBWATCH_DISCORD_TOKEN to a bot that can read the "
                      "webhook's channel for exactly once")
-    from ..alerts.discord_webhook import DiscordWebhookSender, PostedLookupError
+    from bot.alerts.discord_webhook import DiscordWebhookSender, PostedLookupError
 
     with DiscordWebhookSender(settings.discord.webhook_url.reveal(), bot_token=token,
                               timeout=HUB_PROBE_TIMEOUT_S, max_attempts=1) as sender:

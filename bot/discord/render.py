@@ -12,7 +12,7 @@ from bot.alerts.escape import strip_controls
 from bot.alerts.limits import DESCRIPTION_MAX, FIELD_VALUE_MAX, TITLE_MAX
 from bot.alerts.render import fit_lines, fit_text
 
-from .service import CompareResult, NearestRow, StatusInfo, WatchItem
+from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 
 PLOT_FILENAME = "comparison.png"
 # Copy verdicts stand out; "independent" is the quiet default.
