@@ -40,7 +40,8 @@ def trending_only(monkeypatch, hub: FakeHub, discord: FakeDiscordWebhook, db: Pa
     """Environment of a `hubwatch watch` polling only the trending feed of ``hub``, alerting to ``discord``."""
     for name, value in {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "", "HUBWATCH_DB": str(db),
                         "HUBWATCH_DISCORD_ALLOWED_HOSTS": "127.0.0.1", "HUBWATCH_DISCORD_WEBHOOK": discord.url,
-                        "HUBWATCH_FEEDS_NEWEST_ENABLED": "false", "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false"}.items():
+                        "HUBWATCH_FEEDS_NEWEST_ENABLED": "false", "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false",
+                        "HUBWATCH_FEEDS_SEED_EMPTY_STORE": "false"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(cwd)  # no stray ./hubwatch.toml
 
@@ -83,7 +84,8 @@ def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp
         try:
             assert store.alert_counts().get("delivered") == 1
             declared = store.matches_for(store.find_fingerprint(DECLARED).id)
-            assert [m.verdict for m in declared] == ["weights-derived"]  # recorded, not alerted
+            sources = {store.get_fingerprint(m.fingerprint_a).repo_id: m.verdict for m in declared}
+            assert sources[REFERENCE] == "weights-derived"  # recorded, not alerted
             assert store.matches_for(store.find_fingerprint(INDEPENDENT).id) == []
         finally:
             store.close()
@@ -100,10 +102,13 @@ def test_index_seed_fingerprints_references_and_skips_missing_ones(hub_root, tmp
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_TOKEN", "")
         # "bert" references are not on this Hub: each is reported and skipped, the seed goes on.
-        assert main(["index", "seed", "--family", "bert", "--db", str(db)]) == 0
+        assert main(["index", "seed", "--family", "bert", "--db", str(db)]) == 2  # RepoNotFoundError's code
         captured = capsys.readouterr()
         assert "seeded 0 of 2 references (2 failed)" in captured.out
         assert captured.err.count("failed:") == 2 and "Traceback" not in captured.err
+        assert captured.err.splitlines()[-1].startswith(
+            "hubwatch: error: 2 of 2 references failed; first: google-bert/bert-base-uncased (on 127.0.0.1): "
+            "repository not found")
         assert main(["index", "seed", "--family", "minilm", "--db", str(db)]) == 0
         captured = capsys.readouterr()
         assert "[1/1] sentence-transformers/all-MiniLM-L6-v2 ... ok" in captured.err
@@ -131,7 +136,8 @@ def test_watch_list_entries_are_polled(hub_root, tmp_path, monkeypatch, capsys):
         store.add_watch("author", "someone", added_by="alice")
         store.close()
         assert main(["watch", "--once"]) == 0
-        assert "1 fingerprinted, 1 alerts, 0 errors" in capsys.readouterr().out  # someone/MiniLM-pro
+        # The reference and someone/MiniLM-pro, alerted in the same cycle.
+        assert "2 fingerprinted, 1 alerts, 0 errors" in capsys.readouterr().out
     store = Store.open(str(db))
     try:
         assert store.find_fingerprint(REFERENCE) is not None and store.find_fingerprint(COPY) is not None

@@ -16,11 +16,14 @@ from store.store import Store
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 from bot.settings import Settings
 from bot.hub.sources import fingerprint_spec, index_one
+from bot.watch.matching import Matcher, index_spec
 
 
 class StoreService:
-    def __init__(self, store_path: str):
+    def __init__(self, store_path: str, matcher: Matcher | None = None):
         self.store_path = store_path
+        # With a matcher, a repo first seen here is matched and alerted on as the watcher would.
+        self.matcher = matcher
 
     def _store(self) -> Store:
         return Store.open(self.store_path)
@@ -30,7 +33,12 @@ class StoreService:
         stored = store.find_fingerprint(spec)
         if stored is not None:
             return spec, store.load_fingerprint(stored.id)
-        got = index_one(store, spec)[0] if keep else fingerprint_spec(spec)
+        if not keep:
+            got = fingerprint_spec(spec)
+        elif self.matcher is not None:
+            got = index_spec(store, spec, self.matcher).spec
+        else:
+            got = index_one(store, spec)[0]
         return got.repo_id, got.fp
 
     def nearest(self, repo: str, k: int) -> list[NearestRow]:
@@ -109,4 +117,4 @@ class StoreService:
 
 def open_service(settings: Settings) -> StoreService:
     Store.open(settings.store.path).close()  # create/migrate now, so a bad path fails at start
-    return StoreService(settings.store.path)
+    return StoreService(settings.store.path, Matcher(settings))

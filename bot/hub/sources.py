@@ -10,6 +10,7 @@ from pathlib import Path
 from fingerprints.errors import HubwatchError, InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
+from store.records import ModelRecord
 
 # Hub repo ids: "name" or "org/name", optionally "@revision" (the CLI's own notation).
 LOCAL_SHA_PREFIX = "local-"
@@ -38,6 +39,7 @@ class SpecFingerprint:
     sha: str
     fp: Fingerprint
     is_local: bool
+    record: ModelRecord | None = None  # the Hub's metadata of a repo (dates, declared bases)
 
 
 def content_sha(fp: Fingerprint) -> str:
@@ -59,17 +61,23 @@ def fingerprint_spec(spec: str) -> SpecFingerprint:
     repo_id, _, revision = spec.partition("@")
     # The Hub reader pins one commit for all its reads and exposes it as ``sha``.
     sha = getattr(reader, "sha", None) or revision or content_sha(fp)
-    return SpecFingerprint(repo_id, sha, fp, False)
+    model = getattr(reader, "model", None)
+    return SpecFingerprint(repo_id, sha, fp, False, model.to_record() if model is not None else None)
+
+
+def store_model_of(store, got: SpecFingerprint) -> ModelRecord:
+    """Keep the Hub's metadata of a fingerprinted repo (a local folder has none); the record to match with."""
+    if got.is_local:
+        return ModelRecord(repo_id=got.repo_id, sha=got.sha)
+    record = got.record or store.get_model(got.repo_id) or ModelRecord(
+        repo_id=got.repo_id, author=got.repo_id.split("/")[0] if "/" in got.repo_id else None)
+    record.sha = got.sha
+    store.upsert_model(record)
+    return record
 
 
 def index_one(store, spec: str) -> tuple[SpecFingerprint, int, bool]:
-    from store.records import ModelRecord
-
     got = fingerprint_spec(spec)
+    store_model_of(store, got)
     fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
-    if not got.is_local:
-        known = store.get_model(got.repo_id)
-        record = known or ModelRecord(repo_id=got.repo_id, author=got.repo_id.split("/")[0] if "/" in got.repo_id else None)
-        record.sha = got.sha
-        store.upsert_model(record)
     return got, fid, created

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from fingerprints.errors import HubwatchError
 
-from bot.hub.sources import fingerprint_spec, index_one
 
 def add_db_option(parser) -> None:
     parser.add_argument("--db", help="SQLite database (default: the store path from the settings: "
@@ -20,6 +20,52 @@ def open_store(args):
     from bot.settings import load_settings
 
     return Store.open(args.db or load_settings().store.path)
+
+
+class Indexer:
+    """Fingerprint specs into the store through the watcher's matching, then deliver the alerts
+    they raised (console, or the configured webhook), as `hubwatch watch` would."""
+
+    def __init__(self, store):
+        from bot.settings import load_settings
+        from bot.watch.matching import Matcher
+
+        self.store = store
+        self.settings = load_settings()
+        self.matcher = Matcher(self.settings)
+        self.alerts = 0
+
+    def add(self, spec: str):
+        from bot.watch.matching import index_spec
+
+        indexed = index_spec(self.store, spec, self.matcher)
+        self.alerts += len(indexed.alerts)
+        return indexed
+
+    def deliver(self) -> None:
+        if not self.alerts:
+            return
+        from datetime import timedelta
+
+        from bot.alerts.delivery import deliver_pending
+        from bot.alerts.discord_webhook import make_sender
+        from bot.watch.matching import plot_of
+
+        d = self.settings.discord
+        sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None)
+        report = deliver_pending(self.store, sender, load_plot=plot_of,
+                                 lease=timedelta(seconds=self.settings.alerts.delivery_lease_s))
+        print(f"{self.alerts} alert(s) raised, {report.delivered} delivered")
+
+
+def failed_line(failed: list[tuple[str, HubwatchError]], total: int, what: str) -> str:
+    """The last line of a run with failures: how many, and the first one: what, where, the error."""
+    from bot.settings import load_settings
+
+    spec, exc = failed[0]
+    where = "local folder" if os.path.exists(spec) else f"on {load_settings().hub.host}"
+    error = str(exc).removeprefix(f"{spec}: ")
+    return f"hubwatch: error: {len(failed)} of {total} {what} failed; first: {spec} ({where}): {error}"
 
 
 def register(sub) -> None:
@@ -46,18 +92,25 @@ def register(sub) -> None:
 
 
 def run_add(args) -> int:
-    first_error: HubwatchError | None = None
+    failed: list[tuple[str, HubwatchError]] = []
     with open_store(args) as store:
+        indexer = Indexer(store)
         for spec in args.models:
             try:
-                got, fid, created = index_one(store, spec)
+                indexed = indexer.add(spec)
             except HubwatchError as exc:
                 print(f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
-                first_error = first_error or exc
+                failed.append((spec, exc))
                 continue
-            state = "added" if created else "already indexed"
-            print(f"{state}: {got.repo_id}@{got.sha[:12]} (fingerprint {fid}, {got.fp.bytes_read:,} bytes read)")
-    return first_error.exit_code if first_error else 0
+            got, ing = indexed.spec, indexed.ingested
+            state = "added" if ing.created else "already indexed"
+            print(f"{state}: {got.repo_id}@{got.sha[:12]} (fingerprint {ing.fingerprint_id}, "
+                  f"{got.fp.bytes_read:,} bytes read)")
+        indexer.deliver()
+    if failed:
+        print(failed_line(failed, len(args.models), "models"), file=sys.stderr)
+        return failed[0][1].exit_code
+    return 0
 
 
 def run_stats(args) -> int:
@@ -71,6 +124,9 @@ def run_stats(args) -> int:
     print(f"vocabularies:  {s['vocabularies']:,}   index keys: {s['index_keys']:,}   LSH bands: {s['lsh_bands']:,}")
     print(f"matches:       {s['matches']:,}   watch list: {s['watch_list']:,}")
     print("alerts:        " + ", ".join(f"{k} {v:,}" for k, v in s["alerts"].items()))
+    print("revisions:     " + ", ".join(f"{k} {v:,}" for k, v in s["revisions"].items()))
+    for reason, n in s["revisions_not_done"].items():
+        print(f"  {reason}: {n:,}")
     families = ", ".join(f"{k} {v:,}" for k, v in list(s["shape_families"].items())[:10])
     print(f"shape families: {families or 'none'}")
     return 0
@@ -84,19 +140,29 @@ def run_seed(args) -> int:
         refs = [r for r in refs if r.family == args.family]
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
-    ok = failed = 0
     with open_store(args) as store:
-        for i, ref in enumerate(refs, 1):
-            prefix = f"[{i}/{len(refs)}] {ref.repo_id} ..."
-            print(prefix, end=" ", file=sys.stderr, flush=True)
-            try:
-                got, _, created = index_one(store, ref.repo_id)
-                store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
-            except HubwatchError as exc:  # one unreachable or gated repo must not stop the seed
-                failed += 1
-                print(f"failed: {exc}", file=sys.stderr)
-                continue
-            ok += 1
-            print(f"{'ok' if created else 'unchanged'} ({got.fp.bytes_read / 1e6:.1f} MB)", file=sys.stderr)
-    print(f"seeded {ok} of {len(refs)} references ({failed} failed)")
+        indexer = Indexer(store)
+        failed = seed(indexer, refs)
+        indexer.deliver()
+    print(f"seeded {len(refs) - len(failed)} of {len(refs)} references ({len(failed)} failed)")
+    if failed:
+        print(failed_line(failed, len(refs), "references"), file=sys.stderr)
+        return failed[0][1].exit_code
     return 0
+
+
+def seed(indexer: Indexer, refs) -> list[tuple[str, HubwatchError]]:
+    """Fingerprint ``refs`` with one progress line each on stderr; the ones that failed."""
+    failed: list[tuple[str, HubwatchError]] = []
+    for i, ref in enumerate(refs, 1):
+        print(f"[{i}/{len(refs)}] {ref.repo_id} ...", end=" ", file=sys.stderr, flush=True)
+        try:
+            indexed = indexer.add(ref.repo_id)
+            indexer.store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
+        except HubwatchError as exc:  # one unreachable or gated repo must not stop the seed
+            failed.append((ref.repo_id, exc))
+            print(f"failed: {exc}", file=sys.stderr)
+            continue
+        size = indexed.spec.fp.bytes_read / 1e6
+        print(f"{'ok' if indexed.ingested.created else 'unchanged'} ({size:.1f} MB)", file=sys.stderr)
+    return failed

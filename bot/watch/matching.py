@@ -1,0 +1,231 @@
+"""From a stored fingerprint to alerts: the pair decides, not the arrival order.
+
+``Matcher.ingest`` stores a model's fingerprint, compares it with its nearest stored models and
+records every copy relation oriented from the earlier model (A) to the later one (B), whichever
+side was just fingerprinted. It returns the suspects whose verdict may have changed: the new model
+when it copies an earlier one, and every stored model it turns out to be the original of.
+
+``Matcher.decide`` then judges one suspect against its whole family (every recorded earlier copy
+relation, plus the declared bases the store holds): ``lineage.pick_root`` names the original,
+``policy.decide_alert`` says whether to alert, and the alert goes to the outbox once per (suspect
+revision, original) under the outbox's dedupe key. The watcher decides after a whole listing is
+ingested, so models listed in one cycle are judged with each other whatever their order; ``index
+add``/``index seed`` and the watched feed go through the same two calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fingerprints.model import Fingerprint
+from fingerprints.plot import render_comparison_png
+from store.nearest import nearest
+from store.records import ModelRecord
+from store.store import Store
+
+from bot.alerts.model import Alert, RepoRef
+from bot.hub.sources import SpecFingerprint, fingerprint_spec, store_model_of
+from bot.settings import SEVERITIES, Settings
+from bot.watch.lineage import Member, is_older, pick_root
+from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
+
+log = logging.getLogger("hubwatch.matching")
+
+NEIGHBOURS = 5
+# Declared lineage is followed this many hops through the store (a card declaring a fine-tune of
+# X declares X too).
+ANCESTOR_DEPTH = 3
+# Siblings named in an alert's evidence; the rest are counted.
+SIBLINGS_SHOWN = 5
+# Payload key of the evidence PNG (kept beside the alert JSON, which excludes it).
+PLOT_KEY = "plot_png_base64"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def facts(record: ModelRecord) -> ModelFacts:
+    return ModelFacts(repo_id=record.repo_id, sha=record.sha, author=record.author,
+                      created_at=parse_time(record.created_at), license=record.license,
+                      declared_base_models=tuple(record.base_models))
+
+
+def ancestors(store: Store, bases: Iterable[str]) -> set[str]:
+    """The declared bases and, through the store's records, their declared bases (ANCESTOR_DEPTH hops)."""
+    seen = set(bases)
+    frontier = list(seen)
+    for _ in range(ANCESTOR_DEPTH):
+        nxt = []
+        for repo in frontier:
+            rec = store.get_model(repo)
+            for parent in rec.base_models if rec else []:
+                if parent not in seen:
+                    seen.add(parent)
+                    nxt.append(parent)
+        frontier = nxt
+    return seen
+
+
+@dataclass
+class Ingested:
+    fingerprint_id: int
+    created: bool
+    suspects: set[int] = field(default_factory=set)  # fingerprint ids to decide again
+
+
+class Matcher:
+    def __init__(self, settings: Settings, compare: Callable[[Fingerprint, Fingerprint], Any] | None = None):
+        if compare is None:
+            from fingerprints.compare import compare_fingerprints as compare
+        self.compare = compare
+        self.hub_url = settings.hub.endpoint
+        self.alert_on_declared = settings.alerts.on_declared_derivatives
+        self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
+
+    # ---- ingest ----------------------------------------------------------------------------
+
+    def ingest(self, store: Store, record: ModelRecord, sha: str, fp: Fingerprint) -> Ingested:
+        """Store ``fp`` as ``record.repo_id`` at ``sha`` and record its copy relations, earlier model first.
+        Idempotent: ingesting a revision again records nothing new and returns the same suspects."""
+        fid, created = store.add_fingerprint(record.repo_id, sha, fp)
+        done = Ingested(fid, created)
+        mine = parse_time(record.created_at)
+        for n in nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
+                         compare=self.compare):
+            if n.verdict not in ALERTING_VERDICTS:
+                continue
+            if is_older(parse_time(n.created_at), n.fingerprint_id, mine, fid):
+                store.record_match(n.fingerprint_id, fid, n.result)
+                done.suspects.add(fid)
+                continue
+            # The stored model is the later one: compare in its direction (kinds such as
+            # vocab-extend or prune say what B did to A).
+            result = self.compare(fp, store.load_fingerprint(n.fingerprint_id))
+            if result.verdict in ALERTING_VERDICTS:
+                store.record_match(fid, n.fingerprint_id, result)
+                done.suspects.add(n.fingerprint_id)
+        return done
+
+    # ---- decide ----------------------------------------------------------------------------
+
+    def decide(self, store: Store, suspect_id: int, trigger: str | None = None) -> Alert | None:
+        """Judge the stored model ``suspect_id`` against its family; the alert queued now, if any.
+        ``trigger`` is the repo whose arrival caused this decision (named when it is the original)."""
+        row = store.get_fingerprint(suspect_id)
+        suspect = store.get_model(row.repo_id) or ModelRecord(repo_id=row.repo_id)
+        suspect.sha = row.sha
+        declared = ancestors(store, suspect.base_models)
+        family = self._family(store, suspect_id, suspect, declared)
+        if not family:
+            return None
+        root = pick_root(family)
+        source = store.get_model(root.repo_id) or ModelRecord(repo_id=root.repo_id)
+        source.sha = store.get_fingerprint(root.fingerprint_id).sha
+        unindexed = frozenset(b for b in suspect.base_models if store.find_fingerprint(b) is None)
+        decision = decide_alert(facts(suspect), facts(source), root.verdict, root.confidence,
+                                declared_ancestors=frozenset(declared), alert_on_declared=self.alert_on_declared,
+                                unindexed_declared=unindexed)
+        log.info("match", extra={"repo": suspect.repo_id, "source": source.repo_id, "verdict": root.verdict,
+                                 "alert": decision.alert, "reason": decision.reason, "family": len(family)})
+        if not decision.alert or SEVERITIES.index(decision.severity) < self.min_severity:
+            return None
+        suspect_ref = RepoRef.on_hub(suspect.repo_id, self.hub_url, suspect.sha, parse_time(suspect.created_at))
+        source_ref = RepoRef.on_hub(source.repo_id, self.hub_url, source.sha, parse_time(source.created_at))
+        probe = Alert(suspect=suspect_ref, source=source_ref, severity=decision.severity, verdict=root.verdict,
+                      confidence=0.0, score=0.0)
+        if store.alert_queued(probe.key):
+            return None  # exactly once per (suspect revision, original): skip the comparison and plot
+        comparison = self.compare(store.load_fingerprint(root.fingerprint_id), store.load_fingerprint(suspect_id))
+        reason = decision.reason
+        if trigger and trigger == source.repo_id and trigger != suspect.repo_id:
+            reason += f"; found when {source.repo_id} was indexed"
+        alert = Alert(
+            suspect=suspect_ref, source=source_ref, severity=decision.severity, verdict=comparison.verdict,
+            confidence=min(1.0, comparison.confidence), score=min(1.0, max(0.0, comparison.score)),
+            kinds=tuple(comparison.kinds), reason=reason, declared_base_models=tuple(suspect.base_models),
+            lineage_declared=decision.declared, license_conflict=decision.license_conflict,
+            evidence=tuple(comparison.evidence) + _siblings_line(family, root),
+        )
+        payload = alert.to_dict()
+        payload[PLOT_KEY] = base64.b64encode(render_comparison_png(comparison)).decode("ascii")
+        return alert if store.enqueue_alert(alert.key, payload) else None
+
+    def _family(self, store: Store, suspect_id: int, suspect: ModelRecord, declared: set[str]) -> list[Member]:
+        """Every stored earlier model the suspect copies: its recorded matches, plus the declared bases
+        (its own and its family's) that the store holds, compared now if never compared."""
+        found: dict[int, tuple[str, float, float]] = {
+            m.fingerprint_a: (m.verdict, m.score, m.confidence) for m in store.matches_for(suspect_id)
+            if m.fingerprint_b == suspect_id and m.verdict in ALERTING_VERDICTS}
+        bases = set(declared)
+        for fid in list(found):
+            rec = store.get_model(store.get_fingerprint(fid).repo_id)
+            bases |= ancestors(store, rec.base_models) if rec else set()
+        mine = parse_time(suspect.created_at)
+        for base in sorted(bases - {suspect.repo_id}):
+            stored = store.find_fingerprint(base)
+            if stored is None or stored.id in found or stored.id == suspect_id:
+                continue
+            rec = store.get_model(base)
+            if not is_older(parse_time(rec.created_at if rec else None), stored.id, mine, suspect_id):
+                continue
+            result = self.compare(store.load_fingerprint(stored.id), store.load_fingerprint(suspect_id))
+            if result.verdict in ALERTING_VERDICTS:
+                store.record_match(stored.id, suspect_id, result)
+                found[stored.id] = (result.verdict, float(result.score), float(result.confidence))
+        return [self._member(store, fid, *relation) for fid, relation in found.items()]
+
+    @staticmethod
+    def _member(store: Store, fid: int, verdict: str, score: float, confidence: float) -> Member:
+        repo_id = store.get_fingerprint(fid).repo_id
+        rec = store.get_model(repo_id)
+        return Member(repo_id=repo_id, fingerprint_id=fid, created_at=parse_time(rec.created_at if rec else None),
+                      declared_ancestors=frozenset(ancestors(store, rec.base_models) if rec else ()),
+                      shared=store.match_count(fid, ALERTING_VERDICTS), verdict=verdict, score=score,
+                      confidence=confidence)
+
+
+def _siblings_line(family: list[Member], root: Member) -> tuple[str, ...]:
+    siblings = sorted((m for m in family if m is not root), key=lambda m: -m.score)
+    if not siblings:
+        return ()
+    shown = ", ".join(f"{m.repo_id} ({m.verdict} {m.score:.4f})" for m in siblings[:SIBLINGS_SHOWN])
+    more = f" and {len(siblings) - SIBLINGS_SHOWN} more" if len(siblings) > SIBLINGS_SHOWN else ""
+    return (f"lineage: {root.repo_id} is the family's original ({root.verdict} {root.score:.4f}); "
+            f"also matching, its descendants or siblings: {shown}{more}",)
+
+
+def plot_of(row) -> bytes | None:
+    """The evidence PNG kept beside an outbox row's alert (``load_plot`` of deliver_pending)."""
+    encoded = row.payload.get(PLOT_KEY) if isinstance(row.payload, dict) else None
+    return base64.b64decode(encoded) if encoded else None
+
+
+@dataclass
+class Indexed:
+    spec: SpecFingerprint
+    ingested: Ingested
+    alerts: list[Alert]
+
+
+def index_spec(store: Store, spec: str, matcher: Matcher) -> Indexed:
+    """``index add``/``index seed``/``/nearest``: fingerprint a folder or repo, store it with its
+    metadata, and alert on every undeclared copy it reveals, itself or stored models it is the
+    original of, exactly as the watcher would."""
+    got = fingerprint_spec(spec)
+    record = store_model_of(store, got)
+    ingested = matcher.ingest(store, record, got.sha, got.fp)
+    alerts = [a for fid in sorted(ingested.suspects) if (a := matcher.decide(store, fid, got.repo_id)) is not None]
+    store.list_revisions([(got.repo_id, got.sha)], feed="index")
+    store.finish_revision(got.repo_id, got.sha)
+    return Indexed(got, ingested, alerts)
