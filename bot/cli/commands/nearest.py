@@ -42,9 +42,9 @@ def run(args) -> int:
 
     if args.k < 1:
         raise InvalidModelError(f"-k must be at least 1, not {args.k}")
-    print(f"fingerprinting {args.model} …", file=sys.stderr)
-    got = fingerprint_spec(args.model)
-    with open_store(args) as store:
+    with open_store(args) as store:  # before fingerprinting: a mistyped --db fails at once
+        print(f"fingerprinting {args.model} …", file=sys.stderr)
+        got = fingerprint_spec(args.model)
         query_record = None if got.is_local else (store.get_model(got.repo_id) or got.record)
         found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record)
     if args.json:
