@@ -17,7 +17,8 @@ LOCAL_SHA_PREFIX = "local-"
 REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?(@[\w.\-/]+)?$")
 
 
-def open_reader(spec: str) -> RangeReader:
+def open_reader(spec: str, hub=None) -> RangeReader:
+    """``hub``: the HubClient for a repo id (default: one for $HF_ENDPOINT)."""
     if os.path.exists(spec):
         if not os.path.isdir(spec):
             raise InvalidModelError(f"{spec} is a file; give the model's folder")
@@ -30,7 +31,7 @@ def open_reader(spec: str) -> RangeReader:
         from bot.hub.remote_reader import HubRepoReader
     except ImportError as exc:  # the Hub layer is optional at this stage of the install
         raise HubwatchError(f"cannot read Hub repos: {exc}") from exc
-    return HubRepoReader(HubClient(), repo_id, revision=revision or None)
+    return HubRepoReader(hub or HubClient(), repo_id, revision=revision or None)
 
 
 @dataclass
@@ -39,7 +40,7 @@ class SpecFingerprint:
     sha: str
     fp: Fingerprint
     is_local: bool
-    record: ModelRecord | None = None  # the Hub's metadata of a repo (dates, declared bases)
+    record: ModelRecord | None = None  # the Hub's metadata (creation date, declared bases) for a repo
 
 
 def content_sha(fp: Fingerprint) -> str:
@@ -50,19 +51,19 @@ def content_sha(fp: Fingerprint) -> str:
     return LOCAL_SHA_PREFIX + stable_hash(d)
 
 
-def fingerprint_spec(spec: str) -> SpecFingerprint:
+def fingerprint_spec(spec: str, hub=None) -> SpecFingerprint:
     """Fingerprint a folder or an org/name[@revision] repo, and name the revision it was read at."""
     from fingerprints.engine import fingerprint_model
 
-    reader: RangeReader = open_reader(spec)
+    reader: RangeReader = open_reader(spec, hub)
     fp = fingerprint_model(reader)
     if os.path.isdir(spec):
         return SpecFingerprint(str(Path(spec).resolve()), content_sha(fp), fp, True)
     repo_id, _, revision = spec.partition("@")
     # The Hub reader pins one commit for all its reads and exposes it as ``sha``.
     sha = getattr(reader, "sha", None) or revision or content_sha(fp)
-    model = getattr(reader, "model", None)
-    return SpecFingerprint(repo_id, sha, fp, False, model.to_record() if model is not None else None)
+    hub_model = getattr(reader, "model", None)  # the model info the reader fetched to pin its commit
+    return SpecFingerprint(repo_id, sha, fp, False, hub_model.to_record() if hub_model is not None else None)
 
 
 def store_model_of(store, got: SpecFingerprint) -> ModelRecord:
@@ -76,8 +77,8 @@ def store_model_of(store, got: SpecFingerprint) -> ModelRecord:
     return record
 
 
-def index_one(store, spec: str) -> tuple[SpecFingerprint, int, bool]:
-    got = fingerprint_spec(spec)
+def index_one(store, spec: str, hub=None) -> tuple[SpecFingerprint, int, bool]:
+    got = fingerprint_spec(spec, hub)
     store_model_of(store, got)
     fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
     return got, fid, created

@@ -218,11 +218,11 @@ class Indexed:
     alerts: list[Alert]
 
 
-def index_spec(store: Store, spec: str, matcher: Matcher) -> Indexed:
+def index_spec(store: Store, spec: str, matcher: Matcher, hub=None) -> Indexed:
     """``index add``/``index seed``/``/nearest``: fingerprint a folder or repo, store it with its
     metadata, and alert on every undeclared copy it reveals, itself or stored models it is the
     original of, exactly as the watcher would."""
-    got = fingerprint_spec(spec)
+    got = fingerprint_spec(spec, hub)
     record = store_model_of(store, got)
     ingested = matcher.ingest(store, record, got.sha, got.fp)
     alerts = [a for fid in sorted(ingested.suspects) if (a := matcher.decide(store, fid, got.repo_id)) is not None]

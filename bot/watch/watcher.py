@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
 from fingerprints.engine import fingerprint_model
+from fingerprints.envelope import LimitedReader
 from fingerprints.errors import BudgetExceededError, HubwatchError, InvalidModelError, UninspectableWeightsError
 from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
@@ -89,6 +90,7 @@ FAILURE_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (EntryNotFoundError, "missing file"), (UninspectableWeightsError, "no readable weights"),
     (BudgetExceededError, "over budget"), (InvalidModelError, "invalid or hostile files"),
     (RateLimitedError, "rate limited"), (HubUnavailableError, "hub unavailable"), (HubError, "hub error"),
+    (HubwatchError, "error"),
 )
 
 
@@ -115,6 +117,9 @@ class Watcher:
         self.matcher = Matcher(settings)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
+        self.envelope = settings.limits.parse_envelope()
+        # One large tokenizer parsed at a time, whichever feed's thread meets it (envelope.py).
+        self._large_parse_lock = threading.Lock()
         self._delivering = threading.Lock()
         # Claims in the revisions table carry this; claims of any other owner found at start were
         # left by a process that died, and are requeued.
@@ -193,10 +198,11 @@ class Watcher:
                         sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit, author=entry.value)]
                 elif store.find_fingerprint(entry.value) is None:
                     listing.append(self.hub.model_info(entry.value))
-            except HubwatchError as exc:
+            except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
                 self._record_failure(store, f"watched {entry.kind} {entry.value}", exc)
-                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": str(exc)})
+                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": str(exc)},
+                            exc_info=not isinstance(exc, HubwatchError))
         return listing
 
     def _record_listing(self, store: Store, feed: str, models: list[HubModel]) -> list[ModelRecord]:
@@ -255,11 +261,11 @@ class Watcher:
                     continue
                 try:
                     got = self.matcher.ingest(store, record, record.sha, item.fingerprint)
-                except HubwatchError as exc:  # one model must not stop the feed: record it, go on
+                except Exception as exc:  # one model must not stop the feed: record it, go on
                     summary.errors += 1
                     self._record_failure(store, f"repo {record.repo_id}@{record.sha}", exc)
                     store.fail_revision(record.repo_id, record.sha, failure_reason(exc), str(exc))
-                    log.warning("processing failed", extra={"repo": record.repo_id, "sha": record.sha, "error": str(exc)})
+                    log.exception("processing failed", extra={"repo": record.repo_id, "sha": record.sha})
                     continue
                 summary.fingerprinted += 1
                 summary.bytes_read += item.fingerprint.bytes_read
@@ -287,13 +293,22 @@ class Watcher:
                                                  "retry_at": retry_at.isoformat()})
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
-        return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=self.tokenizers)
+        limits = self.settings.limits
+        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                max_seconds=limits.model_seconds)
+        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=self.tokenizers,
+                                 envelope=self.envelope, large_parse_lock=self._large_parse_lock)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
+        """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,
+        a bug met on its bytes) fails that repo alone, never the feed's cycle."""
         try:
             return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
         except HubwatchError as exc:
             return PolledFingerprint(record, None, exc)
+        except Exception as exc:
+            log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
+            return PolledFingerprint(record, None, HubwatchError(f"internal error ({type(exc).__name__}); logged"))
 
     def _fetch(self, record: ModelRecord) -> Future[PolledFingerprint]:
         key = (record.repo_id, record.sha)

@@ -14,12 +14,19 @@ def add_db_option(parser) -> None:
                         "$HUBWATCH_DB, hubwatch.toml, or ./hubwatch.db)")
 
 
-def open_store(args):
+def open_store(args, create: bool = False):
+    """The store at --db or the settings' path. Only commands that build an index (``create``)
+    may start a new database: elsewhere a missing file is a mistyped path, not an empty index."""
     from store import Store
+    from store.errors import StoreError
 
     from bot.settings import load_settings
 
-    return Store.open(args.db or load_settings().store.path)
+    path = args.db or load_settings().store.path
+    if not create and not os.path.exists(path):
+        raise StoreError(f"no database at {path} (create one with `hubwatch index seed`, `hubwatch index add` "
+                         "or `hubwatch watch`)")
+    return Store.open(path)
 
 
 class Indexer:
@@ -74,17 +81,25 @@ def register(sub) -> None:
                        "reference list, or show what it holds.")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
-    add = isub.add_parser("add", help="fingerprint folders or Hub repos and store them")
+    add = isub.add_parser("add", help="fingerprint folders or Hub repos and store them",
+                          description="Fingerprint each model folder or Hub repo and store it in the index "
+                          "(with its Hub metadata: creation date, declared base models). A revision already "
+                          "indexed is left as it is. Creates the database when it does not exist.")
     add.add_argument("models", nargs="+", metavar="REPO|PATH", help="model folders or org/name[@revision]")
     add_db_option(add)
     add.set_defaults(func=run_add)
 
-    stats = isub.add_parser("stats", help="what the index holds")
+    stats = isub.add_parser("stats", help="what the index holds",
+                            description="Counts of fingerprints, vocabularies, index keys, matches, watch "
+                            "list entries and alerts by state, and the largest shape families.")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     add_db_option(stats)
     stats.set_defaults(func=run_stats)
 
-    seed = isub.add_parser("seed", help="fingerprint the curated reference models (store/data/references.json)")
+    seed = isub.add_parser("seed", help="fingerprint the curated reference models (store/data/references.json)",
+                           description="Fingerprint the curated base models hubwatch compares uploads with "
+                           "(store/data/references.json) and put them on the watch list. A reference that "
+                           "cannot be read is reported and skipped. Creates the database when it does not exist.")
     seed.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N references")
     seed.add_argument("--family", default=None, help="only references of this family (e.g. llama-3)")
     add_db_option(seed)
@@ -93,13 +108,13 @@ def register(sub) -> None:
 
 def run_add(args) -> int:
     failed: list[tuple[str, HubwatchError]] = []
-    with open_store(args) as store:
+    with open_store(args, create=True) as store:
         indexer = Indexer(store)
         for spec in args.models:
             try:
                 indexed = indexer.add(spec)
             except HubwatchError as exc:
-                print(f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
+                print(f"hubwatch: error: {exc}" if spec in str(exc) else f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
                 failed.append((spec, exc))
                 continue
             got, ing = indexed.spec, indexed.ingested
@@ -140,7 +155,7 @@ def run_seed(args) -> int:
         refs = [r for r in refs if r.family == args.family]
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
-    with open_store(args) as store:
+    with open_store(args, create=True) as store:
         indexer = Indexer(store)
         failed = seed(indexer, refs)
         indexer.deliver()

@@ -41,9 +41,9 @@ async def _serve(watcher, settings) -> None:
         task.result()  # re-raise a bot failure (bad token) instead of dying silently
 
 
-def build_watcher(settings, metrics=None):
-    """The watcher as ``hubwatch watch`` runs it: Hub client, alert sender and store from ``settings``.
-    The caller closes ``watcher.hub``."""
+def build_watcher(settings, metrics=None, sender=None):
+    """The watcher as ``hubwatch watch`` runs it: Hub client, alert sender (unless given) and store
+    from ``settings``. The caller closes ``watcher.hub``."""
     from store.store import Store
 
     from bot.alerts.discord_webhook import make_sender
@@ -54,8 +54,8 @@ def build_watcher(settings, metrics=None):
     hub = HubClient(settings.hub.endpoint, settings.hub.token.reveal() or None, timeout_s=settings.hub.timeout_s,
                     max_connections=settings.hub.max_connections, model_byte_budget=settings.limits.model_bytes,
                     redirect_hosts=settings.hub.redirect_hosts)
-    sender = make_sender(settings.discord.webhook_url.reveal() or None,
-                         bot_token=settings.discord.bot_token.reveal() or None)
+    sender = sender or make_sender(settings.discord.webhook_url.reveal() or None,
+                                   bot_token=settings.discord.bot_token.reveal() or None)
     return Watcher(settings, hub, sender, metrics)
 
 
