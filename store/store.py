@@ -416,6 +416,11 @@ class Store:
     def get_revision(self, repo_id: str, sha: str) -> work.Revision | None:
         return work.get(self.conn, repo_id, sha)
 
+    @_translated
+    def revisions_not_done(self) -> dict[str, int]:
+        """Failed and skipped revisions by "state: reason"."""
+        return work.reasons(self.conn)
+
     # ---- poll cursors --------------------------------------------------------------------
 
     @_translated
@@ -508,7 +513,7 @@ class Store:
             "matches": count("SELECT count(*) FROM matches"),
             "alerts": self.alert_counts(),
             "revisions": work.counts(self.conn),
-            "revisions_not_done": work.reasons(self.conn),
+            "revisions_not_done": self.revisions_not_done(),
             "watch_list": count("SELECT count(*) FROM watch_list"),
             "shape_families": dict(families),
         }

@@ -56,6 +56,8 @@ class StatusInfo:
     queue_depth: int  # alerts waiting in the outbox
     errors: int  # failures since start (polls, fingerprints, deliveries)
     last_error: str | None = None  # one line
+    # Revisions not fingerprinted, by "state: reason" (failed: timeout, skipped: gated, ...).
+    not_fingerprinted: dict[str, int] = field(default_factory=dict)
 
 
 class HubwatchService(Protocol):

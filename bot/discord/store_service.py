@@ -98,6 +98,7 @@ class StoreService:
                 queue_depth=store.alert_counts().get("pending", 0),
                 errors=value("fingerprint_errors"),
                 last_error=(counters.get("last_error") or {}).get("text_value"),
+                not_fingerprinted=store.revisions_not_done(),
             )
         finally:
             store.close()
