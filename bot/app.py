@@ -94,11 +94,18 @@ class App:
 
     # ---- store, alerts, watcher, bot ---------------------------------------------------------
 
-    def open_store(self) -> Store:
-        """A new connection to the configured store (SQLite connections stay in their thread)."""
+    def open_store(self, create: bool = True) -> Store:
+        """A new connection to the configured store (SQLite connections stay in their thread).
+        Only what builds an index (``create``) may start a new database: elsewhere a missing file
+        is a mistyped path, not an empty index."""
+        from store.errors import StoreError
         from store.store import Store
 
-        return Store.open(self.settings.store.path)
+        path = self.settings.store.path
+        if not create and not os.path.exists(path):
+            raise StoreError(f"no database at {path} (create one with `hubwatch index seed`, `hubwatch index add` "
+                             "or `hubwatch watch`)")
+        return Store.open(path)
 
     @cached_property
     def sender(self) -> AlertSender:
@@ -111,11 +118,12 @@ class App:
             self._closers.append(close)
         return sender
 
-    def watcher(self, metrics: Metrics | None = None) -> Watcher:
+    def watcher(self, metrics: Metrics | None = None, sender: AlertSender | None = None) -> Watcher:
+        """``sender``: in place of the configured one (the demo writes each alert's plot too)."""
         from bot.watch.watcher import Watcher
 
         self.open_store().close()  # create or migrate now: a bad store path fails before polling
-        return Watcher(self.settings, self.hub, self.sender, metrics, open_store=self.open_store)
+        return Watcher(self.settings, self.hub, sender or self.sender, metrics, open_store=self.open_store)
 
     def service(self) -> StoreService:
         """What the Discord bot's slash commands call."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -25,6 +26,7 @@ from bot.cli import commands
 from bot.ops.logging_setup import configure_logging
 
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE from sysexits.h
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program killed by SIGPIPE
 
 
 class HubwatchParser(argparse.ArgumentParser):
@@ -61,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         with App.from_options(args.config, db_path=args.db, debug=args.debug) as app:
-            return int(args.func(args, app) or 0)
+            code = int(args.func(args, app) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+            return code
+    except BrokenPipeError:
+        # The reader went away (`hubwatch ... | head`): stop quietly, as a SIGPIPE'd program would.
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except HubwatchError as exc:
         print(f"hubwatch: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -15,6 +15,7 @@ from typing import Callable
 from fingerprints.errors import InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
+from store.records import ModelRecord
 
 # Opens a Hub repo at a revision (None: main); the composition root binds it to its one client.
 OpenRepo = Callable[[str, "str | None"], RangeReader]
@@ -41,6 +42,7 @@ class SpecFingerprint:
     sha: str
     fp: Fingerprint
     is_local: bool
+    record: ModelRecord | None = None  # the Hub's metadata (creation date, declared bases) for a repo
 
 
 def content_sha(fp: Fingerprint) -> str:
@@ -57,18 +59,14 @@ def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[Rang
     fp = fingerprint(reader)
     if isinstance(reader, LocalFolderReader):
         return SpecFingerprint(str(Path(spec).resolve()), content_sha(fp), fp, True)
-    # The Hub reader pins one commit for all its reads and exposes it as ``sha``.
-    return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False)
+    # The Hub reader pins one commit for all its reads and exposes it as ``sha``, with the model
+    # info it fetched to pin it (creation date, declared bases).
+    return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False, reader.model.to_record())
 
 
 def index_one(store, got: SpecFingerprint) -> tuple[int, bool]:
-    """Store ``got`` (and, for a Hub repo, its model record at the read commit): (fingerprint id, created)."""
-    from store.records import ModelRecord
-
+    """Store ``got`` and, for a Hub repo, its model record: (fingerprint id, created)."""
     fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
-    if not got.is_local:
-        known = store.get_model(got.repo_id)
-        record = known or ModelRecord(repo_id=got.repo_id, author=got.repo_id.split("/")[0] if "/" in got.repo_id else None)
-        record.sha = got.sha
-        store.upsert_model(record)
+    if got.record is not None:
+        store.upsert_model(got.record)
     return fid, created

@@ -9,6 +9,9 @@ from pathlib import Path
 from fingerprints.compare import compare_fingerprints
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
+from fingerprints.verdict import NOT_COMPARABLE
+
+from bot.alerts.model import verdict_text
 
 
 def register(sub) -> None:
@@ -42,10 +45,12 @@ def run(args, app) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
-    kinds = f" ({', '.join(result.kinds)})" if result.kinds else ""
-    print(f"verdict:    {result.verdict}{kinds}")
-    print(f"confidence: {result.confidence:.3f}")
-    print(f"score:      {result.score:.3f}  (weights similarity; independent models ≈ 0)")
+    print(f"verdict:    {verdict_text(result.verdict, result.kinds)}")
+    if result.verdict == NOT_COMPARABLE:
+        print("score:      none (the weights were not compared; see the evidence)")
+    else:
+        print(f"confidence: {result.confidence:.3f}")
+        print(f"score:      {result.score:.3f}  (weights similarity; independent models ≈ 0)")
     print(f"read:       A {fa.bytes_read:,} bytes / {fa.requests} requests, B {fb.bytes_read:,} bytes / {fb.requests} requests")
     print("evidence:")
     for line in result.evidence:

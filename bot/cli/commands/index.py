@@ -16,15 +16,23 @@ def register(sub) -> None:
                        "reference list, or show what it holds.")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
-    add = isub.add_parser("add", help="fingerprint folders or Hub repos and store them")
+    add = isub.add_parser("add", help="fingerprint folders or Hub repos and store them",
+                          description="Fingerprint each model folder or Hub repo and store it in the index "
+                          "(with its Hub metadata: creation date, declared base models). A revision already "
+                          "indexed is left as it is. Creates the database when it does not exist.")
     add.add_argument("models", nargs="+", metavar="REPO|PATH", help="model folders or org/name[@revision]")
     add.set_defaults(func=run_add)
 
-    stats = isub.add_parser("stats", help="what the index holds")
+    stats = isub.add_parser("stats", help="what the index holds",
+                            description="Counts of fingerprints, vocabularies, index keys, matches, watch "
+                            "list entries and alerts by state, and the largest shape families.")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.set_defaults(func=run_stats)
 
-    seed = isub.add_parser("seed", help="fingerprint the curated reference models (store/data/references.json)")
+    seed = isub.add_parser("seed", help="fingerprint the curated reference models (store/data/references.json)",
+                           description="Fingerprint the curated base models hubwatch compares uploads with "
+                           "(store/data/references.json) and put them on the watch list. A reference that "
+                           "cannot be read is reported and skipped. Creates the database when it does not exist.")
     seed.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N references")
     seed.add_argument("--family", default=None, help="only references of this family (e.g. llama-3)")
     seed.set_defaults(func=run_seed)
@@ -38,7 +46,7 @@ def run_add(args, app) -> int:
                 got = app.fingerprint_spec(spec)
                 fid, created = index_one(store, got)
             except HubwatchError as exc:
-                print(f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
+                print(f"hubwatch: error: {exc}" if spec in str(exc) else f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
                 first_error = first_error or exc
                 continue
             state = "added" if created else "already indexed"
@@ -47,7 +55,7 @@ def run_add(args, app) -> int:
 
 
 def run_stats(args, app) -> int:
-    with app.open_store() as store:
+    with app.open_store(create=False) as store:
         s = store.stats()
     if args.json:
         print(json.dumps(s, indent=2))
