@@ -111,7 +111,7 @@ def test_failures_are_recorded_with_their_reason_and_not_refetched_every_cycle(m
         assert failed.attempts == 1 and "ask for access" in failed.detail
         # Its backoff has passed: the next cycle tries it once more.
         store.conn.execute("UPDATE revisions SET next_attempt_at = '2000-01-01' WHERE repo_id = 'org/locked'")
-        status = StoreService(watcher.settings.store.path).status()
+        status = StoreService(lambda: Store.open(watcher.settings.store.path), None).status()
         assert status.not_fingerprinted["failed: gated"] == 1
     retry = watcher.poll_feed("trending")
     assert retry.errors == 1 and hub.reads["org/locked"] == 2

@@ -7,6 +7,8 @@ SQLite connections must not cross threads. A repo that is not in the store yet i
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fingerprints.compare import compare_fingerprints
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
@@ -14,31 +16,31 @@ from store.nearest import nearest
 from store.store import Store
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
-from bot.settings import Settings
-from bot.hub.sources import fingerprint_spec, index_one
+from bot.hub.sources import SpecFingerprint, index_one
 from bot.watch.matching import Matcher, index_spec
 
 
 class StoreService:
-    def __init__(self, store_path: str, matcher: Matcher | None = None):
-        self.store_path = store_path
+    """``open_store`` and ``fingerprint_spec`` come from the composition root (``bot/app.py``), so
+    the bot reads the Hub through the one configured client, with the configured limits."""
+
+    def __init__(self, open_store: Callable[[], Store], fingerprint_spec: Callable[[str], SpecFingerprint],
+                 matcher: Matcher | None = None):
+        self._store = open_store
+        self._fingerprint_spec = fingerprint_spec
         # With a matcher, a repo first seen here is matched and alerted on as the watcher would.
         self.matcher = matcher
-
-    def _store(self) -> Store:
-        return Store.open(self.store_path)
 
     def _fingerprint(self, store: Store, spec: str, keep: bool = True) -> tuple[str, Fingerprint]:
         """The stored fingerprint of ``spec``, else a fresh one (stored too when ``keep``)."""
         stored = store.find_fingerprint(spec)
         if stored is not None:
             return spec, store.load_fingerprint(stored.id)
-        if not keep:
-            got = fingerprint_spec(spec)
-        elif self.matcher is not None:
-            got = index_spec(store, spec, self.matcher).spec
-        else:
-            got = index_one(store, spec)[0]
+        got = self._fingerprint_spec(spec)
+        if keep and self.matcher is not None:
+            index_spec(store, got, self.matcher)
+        elif keep:
+            index_one(store, got)
         return got.repo_id, got.fp
 
     def nearest(self, repo: str, k: int) -> list[NearestRow]:
@@ -115,7 +117,3 @@ class StoreService:
         finally:
             store.close()
 
-
-def open_service(settings: Settings) -> StoreService:
-    Store.open(settings.store.path).close()  # create/migrate now, so a bad path fails at start
-    return StoreService(settings.store.path, Matcher(settings))

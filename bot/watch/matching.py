@@ -29,7 +29,7 @@ from store.records import ModelRecord
 from store.store import Store
 
 from bot.alerts.model import Alert, RepoRef
-from bot.hub.sources import SpecFingerprint, fingerprint_spec, store_model_of
+from bot.hub.sources import SpecFingerprint
 from bot.settings import SEVERITIES, Settings
 from bot.watch.lineage import Member, is_older, pick_root
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
@@ -218,12 +218,14 @@ class Indexed:
     alerts: list[Alert]
 
 
-def index_spec(store: Store, spec: str, matcher: Matcher, hub=None) -> Indexed:
-    """``index add``/``index seed``/``/nearest``: fingerprint a folder or repo, store it with its
-    metadata, and alert on every undeclared copy it reveals, itself or stored models it is the
-    original of, exactly as the watcher would."""
-    got = fingerprint_spec(spec, hub)
-    record = store_model_of(store, got)
+def index_spec(store: Store, got: SpecFingerprint, matcher: Matcher) -> Indexed:
+    """``index add``/``index seed``/``/nearest``: store a fingerprinted folder or repo with its Hub
+    metadata, and alert on every undeclared copy it reveals (itself, or stored models it is the
+    original of) exactly as the watcher would."""
+    if got.record is not None:
+        store.upsert_model(got.record)
+    record = got.record or ModelRecord(repo_id=got.repo_id)
+    record.sha = got.sha
     ingested = matcher.ingest(store, record, got.sha, got.fp)
     alerts = [a for fid in sorted(ingested.suspects) if (a := matcher.decide(store, fid, got.repo_id)) is not None]
     store.list_revisions([(got.repo_id, got.sha)], feed="index")

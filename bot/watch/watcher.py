@@ -24,7 +24,6 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import socket
 import threading
 import time
@@ -139,10 +138,8 @@ class Watcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        """Let the fingerprinting threads go (the Hub client is its builder's to close)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        close = getattr(self.hub, "close", None)
-        if close is not None:
-            close()
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -166,6 +163,8 @@ class Watcher:
             claimed += self._due_retries(store, {(r.repo_id, r.sha) for r in records})
             summary.new_revisions = len(claimed)
             self.process(store, claimed, summary)
+            if self.stopping.is_set():
+                return self._finish(store, summary, started)
             newest = max((r.created_at for r in records if r.created_at), default=None)
             if newest:
                 store.set_cursor(feed, None, newest)
@@ -287,7 +286,7 @@ class Watcher:
         record, exc = item.record, item.error
         summary.errors += 1
         store.bump("fingerprint_errors")
-        self._record_failure(store, f"repo {record.repo_id}@{record.sha} from {self.settings.hub.host}", exc)
+        self._record_failure(store, f"repo {record.repo_id}@{record.sha}", exc)
         retry_at = store.fail_revision(record.repo_id, record.sha, failure_reason(exc), str(exc))
         log.warning("fingerprint failed", extra={"repo": record.repo_id, "sha": record.sha, "error": str(exc),
                                                  "retry_at": retry_at.isoformat()})
@@ -348,7 +347,8 @@ class Watcher:
         try:
             store = store or self.open_store()
             report = deliver_pending(store, self.sender, load_plot=plot_of,
-                                     lease=timedelta(seconds=self.settings.alerts.delivery_lease_s))
+                                     lease=timedelta(seconds=self.settings.alerts.delivery_lease_s),
+                                     keep_going=lambda: not self.stopping.is_set())
             if report.delivered:
                 store.bump("alerts_delivered", report.delivered)
             self.metrics.alerts_failed.inc(report.failed)
@@ -382,7 +382,12 @@ class Watcher:
         return enabled + [(WATCHED_FEED, f.trending_interval_s)]
 
     def run_once(self) -> list[CycleSummary]:
-        return [self.poll_feed(feed) for feed, _ in self.enabled_feeds()]
+        summaries = []
+        for feed, _ in self.enabled_feeds():
+            if self.stopping.is_set():
+                break
+            summaries.append(self.poll_feed(feed))
+        return summaries
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         # APScheduler 3.11's AsyncIOScheduler must start inside the running loop.
@@ -390,10 +395,6 @@ class Watcher:
         from apscheduler.triggers.interval import IntervalTrigger
 
         stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
         scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
         now = datetime.now(timezone.utc)
         for feed, interval in self.enabled_feeds():
@@ -408,5 +409,6 @@ class Watcher:
         try:
             await stop.wait()
         finally:
+            self.stop()
             scheduler.shutdown(wait=False)
 

@@ -5,47 +5,28 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 
 from fingerprints.errors import HubwatchError
 
-
-def add_db_option(parser) -> None:
-    parser.add_argument("--db", help="SQLite database (default: the store path from the settings: "
-                        "$HUBWATCH_DB, hubwatch.toml, or ./hubwatch.db)")
-
-
-def open_store(args, create: bool = False):
-    """The store at --db or the settings' path. Only commands that build an index (``create``)
-    may start a new database: elsewhere a missing file is a mistyped path, not an empty index."""
-    from store import Store
-    from store.errors import StoreError
-
-    from bot.settings import load_settings
-
-    path = args.db or load_settings().store.path
-    if not create and not os.path.exists(path):
-        raise StoreError(f"no database at {path} (create one with `hubwatch index seed`, `hubwatch index add` "
-                         "or `hubwatch watch`)")
-    return Store.open(path)
+from bot.hub.errors import HubUnavailableError
 
 
 class Indexer:
-    """Fingerprint specs into the store through the watcher's matching, then deliver the alerts
-    they raised (console, or the configured webhook), as `hubwatch watch` would."""
+    """Store fingerprinted specs through the watcher's matching, then deliver the alerts they
+    raised (console, or the configured webhook), as `hubwatch watch` would."""
 
-    def __init__(self, store):
-        from bot.settings import load_settings
+    def __init__(self, app, store):
         from bot.watch.matching import Matcher
 
-        self.store = store
-        self.settings = load_settings()
-        self.matcher = Matcher(self.settings)
+        self.app, self.store = app, store
+        self.matcher = Matcher(app.settings)
         self.alerts = 0
 
     def add(self, spec: str):
         from bot.watch.matching import index_spec
 
-        indexed = index_spec(self.store, spec, self.matcher)
+        indexed = index_spec(self.store, self.app.fingerprint_spec(spec), self.matcher)
         self.alerts += len(indexed.alerts)
         return indexed
 
@@ -55,22 +36,17 @@ class Indexer:
         from datetime import timedelta
 
         from bot.alerts.delivery import deliver_pending
-        from bot.alerts.discord_webhook import make_sender
         from bot.watch.matching import plot_of
 
-        d = self.settings.discord
-        sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None)
-        report = deliver_pending(self.store, sender, load_plot=plot_of,
-                                 lease=timedelta(seconds=self.settings.alerts.delivery_lease_s))
+        report = deliver_pending(self.store, self.app.sender, load_plot=plot_of,
+                                 lease=timedelta(seconds=self.app.settings.alerts.delivery_lease_s))
         print(f"{self.alerts} alert(s) raised, {report.delivered} delivered")
 
 
-def failed_line(failed: list[tuple[str, HubwatchError]], total: int, what: str) -> str:
+def failed_line(failed: list[tuple[str, HubwatchError]], total: int, what: str, hub_host: str) -> str:
     """The last line of a run with failures: how many, and the first one: what, where, the error."""
-    from bot.settings import load_settings
-
     spec, exc = failed[0]
-    where = "local folder" if os.path.exists(spec) else f"on {load_settings().hub.host}"
+    where = "local folder" if os.path.exists(spec) else f"on {hub_host}"
     error = str(exc).removeprefix(f"{spec}: ")
     return f"hubwatch: error: {len(failed)} of {total} {what} failed; first: {spec} ({where}): {error}"
 
@@ -86,14 +62,12 @@ def register(sub) -> None:
                           "(with its Hub metadata: creation date, declared base models). A revision already "
                           "indexed is left as it is. Creates the database when it does not exist.")
     add.add_argument("models", nargs="+", metavar="REPO|PATH", help="model folders or org/name[@revision]")
-    add_db_option(add)
     add.set_defaults(func=run_add)
 
     stats = isub.add_parser("stats", help="what the index holds",
                             description="Counts of fingerprints, vocabularies, index keys, matches, watch "
                             "list entries and alerts by state, and the largest shape families.")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
-    add_db_option(stats)
     stats.set_defaults(func=run_stats)
 
     seed = isub.add_parser("seed", help="fingerprint the curated reference models (store/data/references.json)",
@@ -102,14 +76,13 @@ def register(sub) -> None:
                            "cannot be read is reported and skipped. Creates the database when it does not exist.")
     seed.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N references")
     seed.add_argument("--family", default=None, help="only references of this family (e.g. llama-3)")
-    add_db_option(seed)
     seed.set_defaults(func=run_seed)
 
 
-def run_add(args) -> int:
+def run_add(args, app) -> int:
     failed: list[tuple[str, HubwatchError]] = []
-    with open_store(args, create=True) as store:
-        indexer = Indexer(store)
+    with app.open_store() as store:
+        indexer = Indexer(app, store)
         for spec in args.models:
             try:
                 indexed = indexer.add(spec)
@@ -123,13 +96,13 @@ def run_add(args) -> int:
                   f"{got.fp.bytes_read:,} bytes read)")
         indexer.deliver()
     if failed:
-        print(failed_line(failed, len(args.models), "models"), file=sys.stderr)
+        print(failed_line(failed, len(args.models), "models", app.settings.hub.host), file=sys.stderr)
         return failed[0][1].exit_code
     return 0
 
 
-def run_stats(args) -> int:
-    with open_store(args) as store:
+def run_stats(args, app) -> int:
+    with app.open_store(create=False) as store:
         s = store.stats()
     if args.json:
         print(json.dumps(s, indent=2))
@@ -147,7 +120,7 @@ def run_stats(args) -> int:
     return 0
 
 
-def run_seed(args) -> int:
+def run_seed(args, app) -> int:
     from store.references import load_references
 
     refs = load_references()
@@ -155,29 +128,38 @@ def run_seed(args) -> int:
         refs = [r for r in refs if r.family == args.family]
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
-    with open_store(args, create=True) as store:
-        indexer = Indexer(store)
-        failed = seed(indexer, refs)
+    with app.open_store() as store:
+        indexer = Indexer(app, store)
+        failed, untried = seed(indexer, refs)
         indexer.deliver()
-    print(f"seeded {len(refs) - len(failed)} of {len(refs)} references ({len(failed)} failed)")
+    print(f"seeded {len(refs) - len(failed) - untried} of {len(refs)} references ({len(failed)} failed"
+          + (f", {untried} not tried: the Hub is unreachable" if untried else "") + ")")
     if failed:
-        print(failed_line(failed, len(refs), "references"), file=sys.stderr)
+        print(failed_line(failed, len(refs), "references", app.settings.hub.host), file=sys.stderr)
         return failed[0][1].exit_code
     return 0
 
 
-def seed(indexer: Indexer, refs) -> list[tuple[str, HubwatchError]]:
-    """Fingerprint ``refs`` with one progress line each on stderr; the ones that failed."""
+def seed(indexer: Indexer, refs, stop: threading.Event | None = None) -> tuple[list[tuple[str, HubwatchError]], int]:
+    """Fingerprint ``refs`` with one progress line each on stderr: (the ones that failed, how many
+    were not tried). An unreachable Hub ends the seed: every other reference would wait out the
+    same retries."""
     failed: list[tuple[str, HubwatchError]] = []
     for i, ref in enumerate(refs, 1):
+        if stop is not None and stop.is_set():
+            return failed, len(refs) - i + 1
         print(f"[{i}/{len(refs)}] {ref.repo_id} ...", end=" ", file=sys.stderr, flush=True)
         try:
             indexed = indexer.add(ref.repo_id)
             indexer.store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
-        except HubwatchError as exc:  # one unreachable or gated repo must not stop the seed
+        except HubUnavailableError as exc:
+            failed.append((ref.repo_id, exc))
+            print(f"failed: {exc}", file=sys.stderr)
+            return failed, len(refs) - i
+        except HubwatchError as exc:  # one missing or gated repo must not stop the seed
             failed.append((ref.repo_id, exc))
             print(f"failed: {exc}", file=sys.stderr)
             continue
         size = indexed.spec.fp.bytes_read / 1e6
         print(f"{'ok' if indexed.ingested.created else 'unchanged'} ({size:.1f} MB)", file=sys.stderr)
-    return failed
+    return failed, 0
