@@ -128,6 +128,7 @@ def test_watch_list_entries_are_polled(hub_root, tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_TOKEN", "")
         monkeypatch.setenv("HUBWATCH_DB", str(db))
+        monkeypatch.setenv("HUBWATCH_FEEDS_SEED_EMPTY_STORE", "false")
         for feed in ("NEWEST", "TRENDING", "LAST_MODIFIED"):
             monkeypatch.setenv(f"HUBWATCH_FEEDS_{feed}_ENABLED", "false")
         monkeypatch.chdir(tmp_path)

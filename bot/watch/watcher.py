@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
@@ -61,6 +61,8 @@ WATCHED_FEED = "watched"
 # What a listing entry must carry to skip a model_info call: the commit, dates, card lineage.
 LIST_EXPAND = ["author", "sha", "createdAt", "lastModified", "downloads", "likes", "trendingScore", "tags",
                "library_name", "pipeline_tag", "cardData", "gated", "private", "disabled"]
+# How often a feed waiting for fingerprints checks whether the process is stopping.
+STOP_POLL_S = 0.2
 # The outbox is drained this often between polls, so a Discord outage retry does not wait for
 # the next poll of a slow feed.
 DELIVERY_INTERVAL_S = 15
@@ -306,6 +308,8 @@ class Watcher:
         except HubwatchError as exc:
             return PolledFingerprint(record, None, exc)
         except Exception as exc:
+            if self.stopping.is_set():  # the Hub client was closed under it: abandoned, not a crash
+                return PolledFingerprint(record, None, HubwatchError("abandoned: the watcher is stopping"))
             log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
             return PolledFingerprint(record, None, HubwatchError(f"internal error ({type(exc).__name__}); logged"))
 
@@ -331,10 +335,14 @@ class Watcher:
             futures = [self._fetch(r) for r in records]
         except RuntimeError:  # the pool was shut down by stop() meanwhile
             return
-        for future in as_completed(futures):
-            if self.stopping.is_set() or future.cancelled():
+        pending = set(futures)
+        while pending:
+            # Not as_completed: a future cancelled by stop() never wakes its waiters, and a stop
+            # must not wait for the fetches still running.
+            done, pending = wait(pending, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
+            if self.stopping.is_set():
                 return
-            yield future.result()
+            yield from (f.result() for f in done)
 
     # ---- delivery --------------------------------------------------------------------------
 
@@ -391,11 +399,16 @@ class Watcher:
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         # APScheduler 3.11's AsyncIOScheduler must start inside the running loop.
+        from apscheduler.executors.pool import ThreadPoolExecutor as JobThreads
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
         stop = stop or asyncio.Event()
-        scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+        # Jobs run in threads of their own, not the loop's default executor: at a stop the loop ends
+        # without cancelling (and logging) a poll that is still handing its claims back.
+        jobs = len(self.enabled_feeds()) + 1
+        scheduler = AsyncIOScheduler(executors={"default": JobThreads(jobs)},
+                                     job_defaults={"coalesce": True, "max_instances": 1})
         now = datetime.now(timezone.utc)
         for feed, interval in self.enabled_feeds():
             scheduler.add_job(self.poll_job, IntervalTrigger(seconds=interval, jitter=self.settings.feeds.jitter_s),
