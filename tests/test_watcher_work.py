@@ -11,8 +11,9 @@ from collections import Counter
 import pytest
 
 from bot.discord.store_service import StoreService
-from bot.hub.errors import GatedRepoError
+from bot.hub.errors import GatedRepoError, HubUnavailableError
 from bot.hub.models import HubModel
+from bot.ops.metrics import Metrics
 from bot.settings import load_settings
 from bot.watch.watcher import Watcher
 from store import Store
@@ -58,7 +59,8 @@ class NoMatch:
 @pytest.fixture
 def make_watcher(tmp_path):
     def build(hub: ListingHub) -> Watcher:
-        settings = load_settings(env={"HUBWATCH_DB": str(tmp_path / "w.db"), "HUBWATCH_FEEDS_CONCURRENCY": "4"})
+        settings = load_settings(env={"HUBWATCH_DB": str(tmp_path / "w.db"), "HUBWATCH_FEEDS_CONCURRENCY": "4",
+                                      "HF_ENDPOINT": "http://hub.test"})
         watcher = Watcher(settings, hub, sender=None)
         seeds = {}
         watcher._fingerprint = lambda repo_id: small_fp(seeds.setdefault(repo_id, len(seeds)))
@@ -117,4 +119,24 @@ def test_failures_are_recorded_with_their_reason_and_not_refetched_every_cycle(m
     assert retry.errors == 1 and hub.reads["org/locked"] == 2
     with Store.open(watcher.settings.store.path) as store:
         assert store.get_revision("org/locked", SHA).attempts == 2
+    watcher.close()
+
+
+class DownHub(ListingHub):
+    def list_models(self, *, sort, limit, expand, author=None):
+        raise HubUnavailableError("the Hub did not answer usably after 6 attempts; last error: HTTP 503")
+
+
+def test_a_failed_listing_is_not_a_successful_poll_and_health_says_why(make_watcher):
+    clock = [1_000_000.0]
+    watcher = make_watcher(DownHub([]))
+    watcher.metrics = Metrics(clock=lambda: clock[0])
+    summary = watcher.poll_feed("trending")
+    assert summary.errors == 1
+    clock[0] += 3600
+    healthy, details = watcher.metrics.health(max_poll_age_s=1800)
+    assert not healthy and details["last_successful_poll"] is None
+    assert details["reason"] == ("no feed listing succeeded for 3600 s; last error: trending listing from hub.test: the Hub "
+                                 "did not answer usably after 6 attempts; last error: HTTP 503")
+    assert [f.what for f in watcher.failures] == ["feed trending"]
     watcher.close()
