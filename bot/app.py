@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
 from fingerprints.engine import fingerprint_model
+from fingerprints.envelope import LimitedReader
 from fingerprints.model import Fingerprint
-from fingerprints.reader import RangeReader
+from fingerprints.reader import LocalFolderReader, RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
 from bot.hub.client import HubClient
@@ -43,6 +45,8 @@ class App:
         # The environment the settings come from: doctor names variables in it that are not settings.
         self.environ = os.environ if environ is None else environ
         self._closers: list[Callable[[], None]] = []
+        # Tokenizers over LARGE_DOCUMENT_BYTES are parsed one at a time in this process (envelope.py).
+        self._large_parse_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, config_path: str | None = None, *, db_path: str | None = None, debug: bool = False,
@@ -87,7 +91,14 @@ class App:
         return open_reader(spec, self.open_repo)
 
     def fingerprint(self, reader: RangeReader, tokenizers: TokenizerCache | None = None) -> Fingerprint:
-        return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=tokenizers)
+        """Within the per-model envelope of ``[limits]``: a Hub repo also within its requests,
+        bytes and wall time (a local folder costs no requests)."""
+        limits = self.settings.limits
+        if not isinstance(reader, LocalFolderReader):
+            reader = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                   max_seconds=limits.model_seconds)
+        return fingerprint_model(reader, budget=limits.tensor_bytes, tokenizers=tokenizers,
+                                 envelope=limits.parse_envelope(), large_parse_lock=self._large_parse_lock)
 
     def fingerprint_spec(self, spec: str) -> SpecFingerprint:
         return fingerprint_spec(spec, self.open_repo, self.fingerprint)
@@ -126,11 +137,26 @@ class App:
         return Watcher(self.settings, self.hub, sender or self.sender, metrics, open_store=self.open_store)
 
     def service(self) -> StoreService:
-        """What the Discord bot's slash commands call."""
+        """What the Discord bot's slash commands call: Hub repos only, never a path on this machine."""
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
-        return StoreService(self.open_store, self.fingerprint_spec)
+        return StoreService(self.open_store, self.fingerprint_hub_repo,
+                            watch_list_max=self.settings.discord.watch_list_max)
+
+    def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
+        """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""
+        return fingerprint_spec(spec, self.open_repo, self.fingerprint, allow_local=False)
+
+    async def run_bot(self, sync_commands: bool = False) -> None:
+        """The Discord bot as the settings describe it, until cancelled."""
+        from bot.discord.client import run_bot
+        from bot.discord.runner import CommandLimits
+
+        d = self.settings.discord
+        await run_bot(d.bot_token.reveal(), self.service(), guild_id=d.guild_id or None, sync_commands=sync_commands,
+                      global_commands=d.global_commands,
+                      limits=CommandLimits(heavy_at_once=d.heavy_commands_at_once, deadline_s=d.command_deadline_s))
 
     # ---- lifetime ----------------------------------------------------------------------------
 
