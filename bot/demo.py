@@ -189,9 +189,9 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> int:
     from store.nearest import nearest
 
     from bot.cli.commands.nearest import print_neighbours
-    from bot.cli.commands.watch import build_watcher
+    from bot.app import App
     from bot.fakes.hub import FakeHub
-    from bot.hub.sources import index_one, fingerprint_spec
+    from bot.hub.sources import index_one
     from bot.settings import load_settings
 
     original = minilm_dir()
@@ -208,13 +208,14 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> int:
             say(f"   {repo.repo_id:40} {repo.what}")
         with FakeHub(root) as fake:
             say(f"\n2. fake Hub serving them at {fake.endpoint}")
-            settings = load_settings(env=demo_env(fake.endpoint, db))
+            app = App.of(load_settings(env=demo_env(fake.endpoint, db)))
             plots = PlotWritingConsole(out_dir)
-            watcher = build_watcher(settings, sender=plots)
+            watcher = app.watcher(sender=plots)
             try:
                 say(f"\n3. hubwatch index add {ORIGINAL}")
                 with Store.open(db) as store:
-                    got, _, _ = index_one(store, ORIGINAL, watcher.hub)
+                    got = app.fingerprint_spec(ORIGINAL)
+                    index_one(store, got)
                 say(f"   indexed {got.repo_id}@{got.sha[:12]} ({got.fp.bytes_read / 2**20:.2f} MiB read of "
                     f"{(original / WEIGHTS_FILE).stat().st_size / 2**20:.0f} MiB)")
                 say("\n4. hubwatch watch --once (trending feed): fingerprint the new models, compare, alert\n")
@@ -224,12 +225,12 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> int:
                 for path in plots.written:
                     say(f"   evidence plot: {path}")
                 say(f"\n5. hubwatch nearest {COPY}\n")
-                query = fingerprint_spec(COPY, watcher.hub)
+                query = app.fingerprint_spec(COPY)
                 with Store.open(db) as store:
                     found = nearest(store, query.fp, k=3, exclude_repo=COPY, query_record=store.get_model(COPY))
                 print_neighbours(found, COPY, say)
             finally:
-                watcher.hub.close()
+                app.close()
     say(f"\nThe demo's store is {db} (browse it with `hubwatch index stats --db {db}`).")
     say("On the real Hub:   hubwatch index seed && hubwatch watch")
     say("Alerts to Discord: export HUBWATCH_DISCORD_WEBHOOK=https://discord.com/api/webhooks/<id>/<token>  "

@@ -162,11 +162,9 @@ def test_gated_repo_needs_a_granted_token(fake_hub):
         assert granted.reader(PRIVATE).model.private
 
 
-def test_token_and_endpoint_come_from_the_environment_at_construction(fake_hub, monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
-    monkeypatch.setenv("HF_TOKEN", GRANTED_TOKEN)
-    with HubClient(retry=FAST_RETRY) as c:
-        assert c.endpoint == fake_hub.endpoint and c.has_token
+def test_token_goes_to_the_hub_only(fake_hub):
+    with HubClient(fake_hub.endpoint, GRANTED_TOKEN, retry=FAST_RETRY) as c:
+        assert c.has_token
         c.reader(GATED).read_ranges([RangeRequest("model.safetensors", 0, 8)])
     assert wait_for(lambda: fake_hub.stats.by_bucket.get("cdn"))
     # The Bearer token goes to the Hub only, never to the CDN host.

@@ -6,15 +6,15 @@ never download a body the server sends instead, and an allowlist for redirect ta
 resolve URL may redirect only to the endpoint's host, the Hub's CDN domains, or (for a loopback
 endpoint such as the fake Hub) another loopback host.
 
-HF_ENDPOINT and HF_TOKEN are read when the client is built, not at import. The token is sent as
-a Bearer header to the endpoint's host only and never appears in logs, errors or repr.
+The endpoint and token are given by the caller (the composition root, ``bot/app.py``, from the
+settings); the client reads no environment. The token is sent as a Bearer header to the
+endpoint's host only and never appears in logs, errors or repr.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -24,7 +24,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from huggingface_hub.utils import httpx
 
-from bot.settings import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
+from bot.settings import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 from fingerprints.errors import InvalidModelError
 
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RangeNotSupportedError,
@@ -35,7 +35,6 @@ from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
 
-TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # huggingface_hub's order (utils/_auth.py)
 USER_AGENT = "hubwatch/0.1 (+fingerprints Hub models by ranged reads)"
 # Listing sort keys: huggingface_hub's snake_case names map to the Hub's camelCase ones (hf_api.py).
 SORT_ALIASES = {"created_at": "createdAt", "last_modified": "lastModified", "trending_score": "trendingScore"}
@@ -100,19 +99,17 @@ def _one_line(text: str) -> str:
 
 
 class HubClient:
-    def __init__(self, endpoint: str | None = None, token: str | None = None, *,
+    def __init__(self, endpoint: str, token: str | None = None, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_concurrency: int = DEFAULT_CONCURRENCY, retry: RetryPolicy | None = None,
                  model_byte_budget: int = DEFAULT_MODEL_BYTE_BUDGET,
                  redirect_hosts: tuple[str, ...] = HUB_REDIRECT_HOST_SUFFIXES,
                  sleep: Callable[[float], None] = time.sleep):
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT).rstrip("/")
+        self.endpoint = endpoint.rstrip("/")
         parts = urlsplit(self.endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HubError(f"Hub endpoint {self.endpoint!r} is not an http(s) URL")
         self._host = parts.hostname.lower()
-        if token is None:
-            token = next((os.environ[v] for v in TOKEN_ENV_VARS if os.environ.get(v)), None)
         self._token = token or None
         self.retry = retry or RetryPolicy()
         self.model_byte_budget = model_byte_budget

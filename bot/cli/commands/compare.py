@@ -6,13 +6,11 @@ import json
 from pathlib import Path
 
 from fingerprints.compare import compare_fingerprints
-from fingerprints.engine import fingerprint_model
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
 from fingerprints.verdict import NOT_COMPARABLE
 
 from bot.alerts.model import verdict_text
-from bot.hub.sources import open_reader
 from bot.ops.progress import progress
 
 
@@ -30,16 +28,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidModelError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
-    reader_a, reader_b = open_reader(args.a), open_reader(args.b)
+    reader_a, reader_b = app.open_reader(args.a), app.open_reader(args.b)
     tokenizers = TokenizerCache()  # b's tokenizer files, when identical to a's on the Hub, are not read again
     with progress("compare", total=3, unit="step") as bar:
         bar.advance(0, note=f"fingerprinting {args.a}")
-        fa = fingerprint_model(reader_a, tokenizers=tokenizers)
+        fa = app.fingerprint(reader_a, tokenizers=tokenizers)
         bar.advance(note=f"fingerprinting {args.b}")
-        fb = fingerprint_model(reader_b, tokenizers=tokenizers)
+        fb = app.fingerprint(reader_b, tokenizers=tokenizers)
         bar.advance(note="comparing")
         result = compare_fingerprints(fa, fb, reader_a, reader_b)
         bar.advance()

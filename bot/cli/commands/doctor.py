@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bot.ops.logging_setup import redact
-from bot.settings import ENV_PREFIX, ConfigError, Settings, known_env_vars, load_settings
+from bot.settings import ENV_PREFIX, ConfigError, Settings, known_env_vars
 
 EXIT_OK = 0
 EXIT_FAILED = 2
@@ -62,7 +62,6 @@ def register(sub) -> None:
         description="Check hubwatch's setup and say what is wrong: one OK/WARN/FAIL line per check. "
         "Exits 0 when nothing failed, 2 otherwise.",
     )
-    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $HUBWATCH_CONFIG or ./hubwatch.toml)")
     p.add_argument("--quick", action="store_true",
                    help="local checks only, plus the running watcher's /healthz when metrics are on "
                    "(the container healthcheck)")
@@ -262,8 +261,8 @@ def check_watcher_health(settings: Settings, quick: bool) -> Check | None:
                  f"{details.get('seconds_since')} s (limit {details.get('max_poll_age_s')} s)")
 
 
-def run_checks(settings: Settings, quick: bool) -> list[Check]:
-    checks = [check_unknown_env(os.environ)]
+def run_checks(settings: Settings, environ: Mapping[str, str], quick: bool) -> list[Check]:
+    checks = [check_unknown_env(environ)]
     checks += [c for c in (check_config_file_secrets(settings),) if c]
     checks.append(check_store(settings))
     checks.append(check_disk(settings))
@@ -279,14 +278,14 @@ def run_checks(settings: Settings, quick: bool) -> list[Check]:
     return checks
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     try:
-        settings = load_settings(args.config)
+        settings = app.settings
     except ConfigError as exc:
         print(f"FAIL settings: {redact(str(exc))}")
         return EXIT_FAILED
     checks = [Check("OK", "settings", f"loaded from {settings.config_file or 'defaults and environment'}")]
-    checks += run_checks(settings, args.quick)
+    checks += run_checks(settings, app.environ, args.quick)
     for check in checks:
         print(redact(f"{check.status:<4} {check.name}: {check.detail}", settings.secrets()))
     failed = [c.name for c in checks if c.status == "FAIL"]
