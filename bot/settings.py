@@ -141,7 +141,8 @@ def host_matches(host: str, allowed: tuple[str, ...]) -> bool:
 @dataclass(frozen=True)
 class HubSettings:
     endpoint: str = setting(HUB_ENDPOINT, "Base URL of the Hub (or a mirror / the fake Hub).", env="HF_ENDPOINT")
-    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged.",
+    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged. "
+                            "Unset: the one huggingface_hub finds ($HUGGING_FACE_HUB_TOKEN, or saved by `hf auth login`).",
                             env="HF_TOKEN")
     redirect_hosts: tuple[str, ...] = setting(
         HUB_REDIRECT_HOST_SUFFIXES,
@@ -470,7 +471,12 @@ def find_config_file(config_path: str | os.PathLike[str] | None, env: Mapping[st
 
 
 def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ)."""
+    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ).
+
+    With the process environment, a Hub token set nowhere else is resolved as huggingface_hub resolves
+    it (``get_token``: $HF_TOKEN, the legacy $HUGGING_FACE_HUB_TOKEN, the token ``hf auth login`` saved),
+    so hubwatch reads gated repos wherever the ``hf`` tools do."""
+    resolve_hub_token = env is None
     env = os.environ if env is None else env
     path = find_config_file(config_path, env)
     document = _read_toml(path) if path else {}
@@ -496,6 +502,10 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mappin
                 values[name] = _coerce(key, str(path), types[name], f.metadata, table[name])
         if section == "hub" and "endpoint" in values:
             values["endpoint"] = _check_endpoint(values["endpoint"])
+        if section == "hub" and "token" not in values and resolve_hub_token:
+            from huggingface_hub import get_token
+
+            values["token"] = Secret(get_token() or "")
         built[section] = cls(**values)
     settings = Settings(**built, config_file=str(path) if path else None)
     _check_consistency(settings)

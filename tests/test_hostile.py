@@ -136,6 +136,9 @@ class FolderHub:
         reader.name, reader.sha = repo_id, SHA
         return reader
 
+    def take_rate_limited_count(self):
+        return 0  # folders are never rate limited
+
 
 class RecordingSender:
     def __init__(self):

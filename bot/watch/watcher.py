@@ -76,6 +76,8 @@ class Hub(Protocol):
 
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
+    def take_rate_limited_count(self) -> int: ...
+
 
 @dataclass
 class PolledFingerprint:
@@ -184,6 +186,7 @@ class Watcher:
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
+        summary.hub_429s = self.hub.take_rate_limited_count()
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
