@@ -43,8 +43,9 @@ SORT_ALIASES = {"created_at": "createdAt", "last_modified": "lastModified", "tre
 SORT_KEYS = ("createdAt", "lastModified", "trendingScore", "downloads", "likes")
 # The Hub honours at most 1000 results per listing page (its default page size).
 MAX_PAGE_SIZE = 1000
-# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", ".").
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}$")
+# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", "."; a name may
+# start with "_", not with "-" or ".": huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
+REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]{0,95}/[A-Za-z0-9_][\w.\-]{0,95}$", re.ASCII)
 COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
 CONTENT_RANGE_RX = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
