@@ -26,13 +26,13 @@ from urllib.parse import quote, urljoin, urlsplit
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, httpx
 
-from bot.settings import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 from fingerprints.errors import InvalidModelError
 
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, InvalidTokenError,
                             RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
 from bot.hub.models import HubModel
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
+from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
