@@ -19,9 +19,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
 from fingerprints.engine import fingerprint_model
-from fingerprints.envelope import LimitedReader
+from fingerprints.envelope import LimitedReader, ParseEnvelope
 from fingerprints.model import Fingerprint
-from fingerprints.reader import LocalFolderReader, RangeReader
+from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
 from bot.hub.client import HubClient
@@ -45,7 +45,7 @@ class App:
         # The environment the settings come from: doctor names variables in it that are not settings.
         self.environ = os.environ if environ is None else environ
         self._closers: list[Callable[[], None]] = []
-        # Tokenizers over LARGE_DOCUMENT_BYTES are parsed one at a time in this process (envelope.py).
+        # One large tokenizer parsed at a time, whichever thread (feed, bot command) meets it (envelope.py).
         self._large_parse_lock = threading.Lock()
 
     @classmethod
@@ -90,15 +90,19 @@ class App:
         """A model folder, or a Hub repo ``org/name[@revision]`` read through the one Hub client."""
         return open_reader(spec, self.open_repo)
 
+    @cached_property
+    def envelope(self) -> ParseEnvelope:
+        return self.settings.limits.parse_envelope()
+
     def fingerprint(self, reader: RangeReader, tokenizers: TokenizerCache | None = None) -> Fingerprint:
-        """Within the per-model envelope of ``[limits]``: a Hub repo also within its requests,
-        bytes and wall time (a local folder costs no requests)."""
+        """``reader``'s fingerprint under every configured limit: requests, bytes and seconds per
+        model, byte caps per file, the parse envelope and the tensor sample budget. Every path
+        (the watcher, each command, the bot) fingerprints through here."""
         limits = self.settings.limits
-        if not isinstance(reader, LocalFolderReader):
-            reader = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
-                                   max_seconds=limits.model_seconds)
-        return fingerprint_model(reader, budget=limits.tensor_bytes, tokenizers=tokenizers,
-                                 envelope=limits.parse_envelope(), large_parse_lock=self._large_parse_lock)
+        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                max_seconds=limits.model_seconds)
+        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=tokenizers, envelope=self.envelope,
+                                 large_parse_lock=self._large_parse_lock)
 
     def fingerprint_spec(self, spec: str) -> SpecFingerprint:
         return fingerprint_spec(spec, self.open_repo, self.fingerprint)
@@ -134,7 +138,8 @@ class App:
         from bot.watch.watcher import Watcher
 
         self.open_store().close()  # create or migrate now: a bad store path fails before polling
-        return Watcher(self.settings, self.hub, sender or self.sender, metrics, open_store=self.open_store)
+        return Watcher(self.settings, self.hub, sender or self.sender, metrics, open_store=self.open_store,
+                       fingerprint=self.fingerprint)
 
     def service(self) -> StoreService:
         """What the Discord bot's slash commands call: Hub repos only, never a path on this machine."""

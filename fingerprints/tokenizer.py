@@ -27,8 +27,6 @@ from .model import TokenizerSignature, splitmix64, stable_hash, token_hashes
 MINHASH_PERMUTATIONS = 128
 # Token strings longer than this are not tokens but an attack on memory.
 MAX_TOKEN_CHARS = 1024
-# Tokenizer files are a few MB even for 256k vocabularies (Gemma's tokenizer.json is ~34 MB).
-MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
 
 COMMON_VOCABULARIES: dict[str, dict[str, Any]] = {
     k: v

@@ -26,13 +26,13 @@ from urllib.parse import quote, urljoin, urlsplit
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, httpx
 
-from bot.settings import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 from fingerprints.errors import InvalidModelError
 
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, InvalidTokenError,
                             RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
 from bot.hub.models import HubModel
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
+from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
@@ -193,8 +193,9 @@ class HubClient:
               headers: dict[str, str] | None = None, stop_off_host: bool = False) -> T:
         """One logical request: retries, redirects, status mapping; ``consume`` reads the response."""
         waited, attempt = 0.0, 0
+        host = urlsplit(url).hostname
         while True:
-            rate_limited = False
+            rate_limited = answered = False
             try:
                 with self._slots:
                     resp = self._send_following(method, url, headers or {}, stop_off_host)
@@ -202,6 +203,7 @@ class HubClient:
                         if resp.status_code not in RETRY_STATUSES:
                             return consume(resp)
                         rate_limited = resp.status_code == 429
+                        answered = True
                         if rate_limited:
                             with self._counter_lock:
                                 self._rate_limited_answers += 1
@@ -211,7 +213,7 @@ class HubClient:
                     finally:
                         resp.close()
             except _Retryable as exc:
-                reason, headers_seen = str(exc), None
+                reason, headers_seen, answered = str(exc), None, True
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 reason = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                 headers_seen = None
@@ -224,9 +226,12 @@ class HubClient:
                     raise RateLimitedError(
                         f"{what}: rate limited by the Hub ({reason}; it asks to wait {wait:.0f} s, "
                         f"after {attempt} attempts and {waited:.1f} s of waiting)")
-                raise HubUnavailableError(f"{what}: the Hub did not answer usably after {attempt} attempts "
+                raise HubUnavailableError(f"{what}: the Hub at {host} did not answer usably after {attempt} attempts "
                                           f"({waited:.1f} s of waiting); last error: {reason}")
-            log.info("retrying", extra={"what": what, "reason": reason, "wait_s": wait, "attempt": attempt})
+            # A Hub that answers with 429/5xx is worth a line per retry; one that cannot be reached at
+            # all is reported once, by the error above, not by a line per attempt.
+            log.log(logging.INFO if answered else logging.DEBUG, "retrying",
+                    extra={"what": what, "host": host, "reason": reason, "wait_s": wait, "attempt": attempt})
             self._sleep(wait)
             waited += wait
 
@@ -317,10 +322,11 @@ class HubClient:
         if search:
             params.append(("search", search))
         url: str | None = str(httpx.URL(f"{self.endpoint}/api/models", params=params))
+        what = f"listing models by {sort}" + (f" of {author}" if author else "")  # names the feed in errors
         yielded = 0
         while url and yielded < limit:
-            page, next_url = self._call("GET", url, "listing models",
-                                        lambda r: (self._read_json(r, "listing models"), r.links.get("next", {}).get("url")))
+            page, next_url = self._call("GET", url, what,
+                                        lambda r: (self._read_json(r, what), r.links.get("next", {}).get("url")))
             if not isinstance(page, list):
                 raise HubError("listing models: the Hub sent something other than a list")
             for entry in page:

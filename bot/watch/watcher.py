@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-from fingerprints.engine import fingerprint_model
-from fingerprints.envelope import LimitedReader
 from fingerprints.errors import HubwatchError
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
@@ -45,6 +43,7 @@ from bot.alerts.discord_webhook import AlertSender
 from bot.alerts.model import Alert, RepoRef
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
+from bot.ops.progress import Progress, progress
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
 from bot.settings import SEVERITIES, Settings
 
@@ -102,8 +101,16 @@ def _facts(record: ModelRecord) -> ModelFacts:
 
 class Watcher:
     def __init__(self, settings: Settings, hub: Hub, sender: AlertSender, metrics: Metrics | None = None,
-                 open_store: Callable[[], Store] | None = None):
+                 open_store: Callable[[], Store] | None = None,
+                 fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint] | None = None):
+        """``fingerprint``: one model's fingerprint under the configured limits; by default the
+        composition root's (``bot.app.App.fingerprint``), the same every command and the bot use."""
+        if fingerprint is None:
+            from bot.app import App
+
+            fingerprint = App.of(settings).fingerprint
         self.settings = settings
+        self.fingerprint_with_limits = fingerprint
         self.hub = hub
         self.sender = sender
         self.metrics = metrics or Metrics()
@@ -111,9 +118,6 @@ class Watcher:
         self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
-        self.envelope = settings.limits.parse_envelope()
-        # One large tokenizer parsed at a time, whichever feed's thread meets it (envelope.py).
-        self._large_parse_lock = threading.Lock()
         self._delivering = threading.Lock()
 
     # ---- one feed --------------------------------------------------------------------------
@@ -129,21 +133,25 @@ class Watcher:
                 summary.errors += 1
                 self.metrics.record_error(exc)
                 store.set_status("last_error", f"{feed}: {exc}")
-                log.warning("feed listing failed", extra={"feed": feed, "error": str(exc)})
+                summary.error = str(exc)
                 return self._finish(store, summary, started)
             records = [r for r in (HubModel.from_api(d).to_record() for d in listing) if r.sha]
             summary.models_seen = len(records)
             new = [r for r in records if store.find_fingerprint(r.repo_id, r.sha) is None]
             summary.new_revisions = len(new)
             store.upsert_models(records)
-            for item in self._fingerprint_all(new):
-                try:
-                    self._ingest(store, item, summary)
-                except Exception as exc:  # one model must not stop the feed: log it, go on
-                    summary.errors += 1
-                    self.metrics.record_error(exc)
-                    store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
-                    log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
+            with progress(f"{feed}: fingerprinting", len(new)) as bar:
+                fingerprinted = self._fingerprint_all(new, bar)
+            with progress(f"{feed}: comparing", len(new)) as bar:
+                for item in fingerprinted:
+                    try:
+                        self._ingest(store, item, summary)
+                    except Exception as exc:  # one model must not stop the feed: log it, go on
+                        summary.errors += 1
+                        self.metrics.record_error(exc)
+                        store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
+                        log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
+                    bar.advance(note=item.record.repo_id)
             newest = max((r.created_at for r in records if r.created_at), default=None)
             if newest:
                 store.set_cursor(feed, None, newest)
@@ -189,11 +197,7 @@ class Watcher:
         return summary
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
-        limits = self.settings.limits
-        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
-                                max_seconds=limits.model_seconds)
-        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=self.tokenizers,
-                                 envelope=self.envelope, large_parse_lock=self._large_parse_lock)
+        return self.fingerprint_with_limits(reader, self.tokenizers)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
         """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,
@@ -206,11 +210,17 @@ class Watcher:
             log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
             return PolledFingerprint(record, None, f"internal error ({type(exc).__name__}); logged")
 
-    def _fingerprint_all(self, records: list[ModelRecord]) -> Iterable[PolledFingerprint]:
+    def _fingerprint_all(self, records: list[ModelRecord], bar: Progress) -> list[PolledFingerprint]:
         if not records:
             return []
+
+        def one(record: ModelRecord) -> PolledFingerprint:
+            polled = self._fingerprint_one(record)
+            bar.advance(note=record.repo_id)
+            return polled
+
         with ThreadPoolExecutor(max_workers=self.settings.feeds.concurrency) as pool:
-            return list(pool.map(self._fingerprint_one, records))
+            return list(pool.map(one, records))
 
     # ---- one model -------------------------------------------------------------------------
 
