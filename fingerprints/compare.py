@@ -621,9 +621,17 @@ def weight_facts(fa: Fingerprint, fb: Fingerprint, second_parent: Fingerprint | 
     )
 
 
-def _inspectable(fp: Fingerprint) -> bool:
-    w = fp.weights
-    return w is not None and w.format not in ("uninspectable", "none") and bool(w.samples or w.embedding)
+def unreadable_weights(fa: Fingerprint, fb: Fingerprint) -> str | None:
+    """Why the two models' weights cannot be compared, or None when both have sampled values."""
+    reasons = []
+    for side, w in (("A", fa.weights), ("B", fb.weights)):
+        if w is None:
+            reasons.append(f"{side}: no weight files")
+        elif w.format == "uninspectable":
+            reasons.append(f"{side}: weights in a format hubwatch never opens")
+        elif not w.samples and w.embedding is None:
+            reasons.append(f"{side}: no tensor in a dtype hubwatch decodes")
+    return "; ".join(reasons) or None
 
 
 def _dtypes(fp: Fingerprint) -> tuple[str, ...]:
@@ -639,13 +647,13 @@ def _embedding_dtype(fp: Fingerprint) -> str | None:
 
 def comparison_facts(fa: Fingerprint, fb: Fingerprint, second_parent: Fingerprint | None = None) -> ComparisonFacts:
     wa, wb = fa.weights, fb.weights
-    weights = weight_facts(fa, fb, second_parent) if _inspectable(fa) and _inspectable(fb) else None
+    unreadable = unreadable_weights(fa, fb)
     return ComparisonFacts(
         config=compare_configs(fa, fb),
         tokenizer=compare_tokenizers(fa, fb),
-        weights=weights,
+        weights=None if unreadable else weight_facts(fa, fb, second_parent),
+        unreadable=unreadable,
         weight_notes=(wa.note if wa else None, wb.note if wb else None),
-        has_weights=(wa is not None, wb is not None),
         sample_digests_equal=bool(wa and wb and wa.sample_digest and wa.sample_digest == wb.sample_digest),
         configs_equal=fa.config is None or fb.config is None or fa.config.exact_hash == fb.config.exact_hash,
         vocabularies_equal=fa.tokenizer is None or fb.tokenizer is None or fa.tokenizer.vocab_hash == fb.tokenizer.vocab_hash,
@@ -673,7 +681,8 @@ def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader
     return Comparison(
         a=fa.source, b=fb.source, verdict=result.verdict, confidence=result.confidence, score=result.score,
         kinds=result.kinds, evidence=result.evidence, config=facts.config.to_dict(),
-        tokenizer=facts.tokenizer.to_dict(), weights=w.to_dict() if w else {"available": False},
+        tokenizer=facts.tokenizer.to_dict(),
+        weights=w.to_dict() if w else {"available": False, "reason": facts.unreadable},
         layer_matrix=w.layer_matrix if w else [], layers_a=w.layers_a if w else [], layers_b=w.layers_b if w else [],
         bytes_read={"a": fa.bytes_read, "b": fb.bytes_read}, needs_deep=result.needs_deep,
     )

@@ -242,9 +242,9 @@ class ComparisonFacts:
 
     config: ConfigFacts
     tokenizer: TokenizerFacts
-    weights: WeightFacts | None
-    weight_notes: tuple[str | None, str | None]  # why a side's weights were not inspected
-    has_weights: tuple[bool, bool]  # a side has weight files at all (inspectable or not)
+    weights: WeightFacts | None  # None when either side's weights cannot be compared
+    unreadable: str | None  # why not: a pickled checkpoint, no weight files, no decodable tensor
+    weight_notes: tuple[str | None, str | None]  # what each side's fingerprint says about its weights
     sample_digests_equal: bool
     configs_equal: bool
     vocabularies_equal: bool

@@ -370,11 +370,9 @@ def _derived(f: ComparisonFacts, w: WeightFacts, out: _Lines) -> None:
 
 def decide(f: ComparisonFacts) -> Decision:
     out = _Lines()
-    for side, note, present in (("A", f.weight_notes[0], f.has_weights[0]), ("B", f.weight_notes[1], f.has_weights[1])):
+    for side, note in zip("AB", f.weight_notes):
         if note:
             out.add(f"{side}: {note}")
-        elif not present:
-            out.add(f"{side}: no weight files found")
     tok_copied = _tokenizer_lines(f.tokenizer, out)
     same_arch = _config_lines(f.config, out)
     if f.structure_equal:
@@ -390,9 +388,10 @@ def decide(f: ComparisonFacts) -> Decision:
         if tok_copied:
             return Decision(Verdict.TOKENIZER_COPIED, 0.9 if f.tokenizer.shared_rare_special_tokens else 0.7, 0.0,
                             [Kind.TOKENIZER], out.evidence)
-        out.add("weights: not compared: " + ("a side's weights cannot be read (see above)" if any(f.has_weights)
-                                             else "neither side has weight files"))
-        return Decision(Verdict.NOT_COMPARABLE, 0.5, 0.0, [], out.evidence)
+        # "same-architecture" and "independent" are statements about the weights: without
+        # readable weights on both sides there is no such statement to make.
+        out.add(f"weights: not compared ({f.unreadable}), so no verdict on them")
+        return Decision(Verdict.NOT_COMPARABLE, 0.0, 0.0, [], out.evidence)
 
     _embedding_lines(w.embedding, out)
     if w.pairs:
