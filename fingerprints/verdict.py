@@ -201,11 +201,13 @@ def _needs_deep(w: WeightFacts) -> str | None:
 
 def _rename_lines(f: ComparisonFacts, out: _Lines) -> None:
     names_a, names_b = f.tensor_names
-    # Layer numbers are masked: dropping layers renumbers the rest without renaming them.
-    if {_LAYER_NUMBER_RX.sub("#", n) for n in names_b} - {_LAYER_NUMBER_RX.sub("#", n) for n in names_a}:
-        example = next(((m.a, m.b) for m in f.weights.tensor_matches if m.a != m.b), None)
-        out.add(f"tensor names: {len(names_b - names_a)} of {len(names_b)} differ"
-                + (f" (e.g. {example[0]} → {example[1]})" if example else ""), Kind.RENAME)
+    # Matched tensors under other names. Layer numbers are masked: dropping layers renumbers the
+    # rest without renaming them; a tensor only B has (an untied LM head) is not a rename.
+    renamed = [(m.a, m.b) for m in f.weights.tensor_matches
+               if _LAYER_NUMBER_RX.sub("#", m.a) != _LAYER_NUMBER_RX.sub("#", m.b)]
+    if renamed:
+        out.add(f"tensor names: {len(names_b - names_a)} of {len(names_b)} differ "
+                f"(e.g. {renamed[0][0]} → {renamed[0][1]})", Kind.RENAME)
     elif f.config.available and (f.config.renamed_keys or f.config.identity_renamed):
         out.kinds.append(Kind.RENAME)
 
