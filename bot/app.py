@@ -138,8 +138,8 @@ class App:
         from bot.watch.watcher import Watcher
 
         self.open_store().close()  # create or migrate now: a bad store path fails before polling
-        return Watcher(self.settings, self.hub, sender or self.sender, metrics, open_store=self.open_store,
-                       fingerprint=self.fingerprint)
+        return Watcher(self.settings, self.hub, sender or self.sender, self.fingerprint, metrics,
+                       open_store=self.open_store)
 
     def service(self) -> StoreService:
         """What the Discord bot's slash commands call."""

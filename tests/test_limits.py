@@ -89,8 +89,8 @@ def fingerprint_by(path: str, env: dict[str, str], folder, capsys):
                 return str(exc)
             with app.open_store() as store:
                 return store.load_fingerprint(store.find_fingerprint(str(folder.resolve())).id).to_dict(False)
-        watcher = Watcher(settings, FolderHub("someone/model", folder), app.sender, open_store=app.open_store,
-                          fingerprint=app.fingerprint)
+        watcher = Watcher(settings, FolderHub("someone/model", folder), app.sender, app.fingerprint,
+                          open_store=app.open_store)
         watcher.poll_feed("newest")
         with app.open_store() as store:
             found = store.find_fingerprint("someone/model", SHA)

@@ -100,15 +100,11 @@ def _facts(record: ModelRecord) -> ModelFacts:
 
 
 class Watcher:
-    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender, metrics: Metrics | None = None,
-                 open_store: Callable[[], Store] | None = None,
-                 fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint] | None = None):
-        """``fingerprint``: one model's fingerprint under the configured limits; by default the
-        composition root's (``bot.app.App.fingerprint``), the same every command and the bot use."""
-        if fingerprint is None:
-            from bot.app import App
-
-            fingerprint = App.of(settings).fingerprint
+    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender,
+                 fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint], metrics: Metrics | None = None,
+                 open_store: Callable[[], Store] | None = None):
+        """``fingerprint``: one model's fingerprint under the configured limits, the composition
+        root's (``bot.app.App.fingerprint``) that every command and the bot use too."""
         self.settings = settings
         self.fingerprint_with_limits = fingerprint
         self.hub = hub
