@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import struct
 from importlib import resources
 from typing import Any, Callable
