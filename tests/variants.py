@@ -8,8 +8,8 @@ AdamW fine-tuning, combinations, and independent same-architecture controls.
 
     python tests/variants.py OUT_DIR     # build every variant (a few minutes: it trains)
 
-Only torch, numpy, safetensors and the standard library are imported, so benchmark scripts can use
-this module with tests/ on sys.path.
+Besides torch, numpy, safetensors and the standard library it imports only bot.demo (the fresh
+initialisation it shares with the demo), so benchmark scripts can use it with tests/ on sys.path.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import minibert  # noqa: E402
+# The demo's fresh initialisation (N(0, INIT_STD), BERT's initializer_range): one definition for
+# the demo's independent model and the controls here.
+from bot.demo import INIT_STD, fresh_init  # noqa: E402,F401
 from minibert import TrainRecipe  # noqa: E402
 
 # Bump whenever any build below changes: build_all rebuilds a cache whose marker differs.
@@ -63,8 +66,6 @@ PRUNED_INTERMEDIATE = 1024
 EXTRA_WORDPIECES = 2000
 # Rare special tokens: Llama3-V shipped MiniCPM's unusual special tokens, the tell that gave it away.
 RARE_SPECIAL_TOKENS = ("<|hubwatch_slice|>", "<|hubwatch_image|>", "<|hubwatch_box_start|>", "<|hubwatch_box_end|>")
-# BERT's initialiser (config.json initializer_range).
-INIT_STD = 0.02
 # Fine-tuning recipes (minibert.train_mlm, batch 8 x 32 tokens, ~0.3 s a step on one core). Both
 # lower the held-out MLM loss on the synthetic language. Measured ||W'-W||/||W||: light moves
 # weights by ~0.05-0.3% (a gentle task adaptation), heavy by ~2-11% per tensor group (lr 1e-3:
@@ -356,23 +357,6 @@ def prune_heads(tensors: Tensors, dropped: tuple[int, ...]) -> Tensors:
 def hidden_permutation(seed: int = seed_for("permute-hidden")) -> Tensor:
     """The residual permutation permute-hidden uses (tests apply it to MiniLM's outputs)."""
     return torch.randperm(HIDDEN, generator=torch.Generator().manual_seed(seed))
-
-
-def fresh_init(tensors: Tensors, seed: int) -> Tensors:
-    """BERT's initialisation with the given shapes: N(0, 0.02) matrices, LayerNorm 1/0, zero biases."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for name in sorted(tensors):
-        t = tensors[name]
-        if not t.is_floating_point():
-            out[name] = t
-        elif "LayerNorm" in name and name.endswith(".weight"):
-            out[name] = torch.ones(t.shape)
-        elif name.endswith(".bias"):
-            out[name] = torch.zeros(t.shape)
-        else:
-            out[name] = torch.randn(t.shape, generator=generator) * INIT_STD
-    return out
 
 
 def append_embedding_rows(tensors: Tensors, rows: int, seed: int) -> Tensors:
