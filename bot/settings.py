@@ -289,7 +289,11 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for the log redaction filter."""
         values = (self.hub.token, self.discord.webhook_url, self.discord.bot_token)
-        return tuple(s.reveal() for s in values if s)
+        found = [s.reveal() for s in values if s]
+        webhook = DISCORD_WEBHOOK_PATH_RX.match(urlsplit(self.discord.webhook_url.reveal()).path)
+        if webhook:  # the token alone, as an error or a form field may print it
+            found.append(webhook["token"])
+        return tuple(found)
 
 
 def _env_name(section: str, f: dataclasses.Field) -> str:

@@ -8,7 +8,7 @@ endpoint such as the fake Hub) another loopback host.
 
 The endpoint and token are given by the caller (the composition root, ``bot/app.py``, from the
 settings); the client reads no environment. The token is sent as a Bearer header to the
-endpoint's host only and never appears in logs, errors or repr.
+endpoint's origin only (scheme, host and port) and never appears in logs, errors or repr.
 """
 
 from __future__ import annotations
@@ -103,6 +103,13 @@ def _one_line(text: str) -> str:
     return clean[:MAX_SERVER_MESSAGE] + ("…" if len(clean) > MAX_SERVER_MESSAGE else "")
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """scheme, host and port (the scheme's default when absent): the token goes to this origin only,
+    not to another port or scheme of the same host."""
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
 class HubClient:
     def __init__(self, endpoint: str, token: str | None = None, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -115,6 +122,7 @@ class HubClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HubError(f"Hub endpoint {self.endpoint!r} is not an http(s) URL")
         self._host = parts.hostname.lower()
+        self._origin = _origin(self.endpoint)
         self._token = token or None
         self.retry = retry or RetryPolicy()
         self.model_byte_budget = model_byte_budget
@@ -171,9 +179,8 @@ class HubClient:
         for _ in range(MAX_REDIRECTS + 1):
             if not self._allowed(url):
                 raise HubError(f"refusing to follow the Hub to {urlsplit(url).hostname or url!r} (not an allowed host)")
-            same_host = (urlsplit(url).hostname or "").lower() == self._host
             hdrs = dict(headers)
-            if self._token and same_host:
+            if self._token and _origin(url) == self._origin:
                 hdrs["Authorization"] = f"Bearer {self._token}"
             log.debug("%s %s", method, url)
             with self._counter_lock:
