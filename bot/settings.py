@@ -278,6 +278,23 @@ class LoggingSettings:
     level: str = setting("INFO", "Least severe log level written.", env="HUBWATCH_LOG_LEVEL", choices=LOG_LEVELS)
 
 
+@dataclass(frozen=True)
+class BackfillSettings:
+    scheduler: str = setting(
+        "", "Address of the Dask scheduler `hubwatch backfill` runs its jobs on (tcp://host:8786); empty starts a "
+        "cluster of backfill.workers processes on this machine, on loopback.")
+    workers: int = setting(2, "Worker processes of the local backfill cluster (when backfill.scheduler is empty).",
+                           minimum=1, maximum=256)
+    threads_per_worker: int = setting(
+        4, "Models each local backfill worker process fingerprints at once (the work waits on the Hub most of "
+        "the time).", minimum=1, maximum=64)
+    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction.", minimum=1,
+                              maximum=10000)
+    progress_interval_s: int = setting(
+        30, "Seconds between the backfill's progress lines when its output is not a terminal (a terminal gets a "
+        "progress bar).", minimum=1)
+
+
 SECTIONS: dict[str, type] = {
     "hub": HubSettings,
     "feeds": FeedSettings,
@@ -287,6 +304,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSettings,
     "metrics": MetricsSettings,
     "logging": LoggingSettings,
+    "backfill": BackfillSettings,
 }
 
 
@@ -300,6 +318,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
     config_file: str | None = None  # the TOML file these settings came from, if any
 
     def secrets(self) -> tuple[str, ...]:

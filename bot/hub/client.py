@@ -276,32 +276,44 @@ class HubClient:
                     author: str | None = None, search: str | None = None,
                     filter: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Raw listing entries, newest/most-trending first, following the ``Link`` header up to ``limit``."""
+        yielded = 0
+        url: str | None = self.listing_url(sort, min(max(1, limit), MAX_PAGE_SIZE), expand, author=author,
+                                           search=search, filter=filter)
+        while url and yielded < limit:
+            page, url = self.list_models_page(url)
+            for entry in page[: limit - yielded]:
+                yield entry
+                yielded += 1
+
+    def listing_url(self, sort: str = "createdAt", page_size: int = MAX_PAGE_SIZE, expand: Sequence[str] | None = None,
+                    *, author: str | None = None, search: str | None = None,
+                    filter: Sequence[str] | None = None) -> str:
+        """The URL of the first page of a ``/api/models`` listing."""
         sort = SORT_ALIASES.get(sort, sort)
         if sort not in SORT_KEYS:
             raise HubError(f"unknown sort {sort!r}; use one of {', '.join(SORT_KEYS)}")
-        params: list[tuple[str, str]] = [("sort", sort), ("limit", str(min(max(1, limit), MAX_PAGE_SIZE)))]
+        params: list[tuple[str, str]] = [("sort", sort), ("limit", str(min(max(1, page_size), MAX_PAGE_SIZE)))]
         params += [("expand", e) for e in expand or ()]
         params += [("filter", f) for f in filter or ()]
         if author:
             params.append(("author", author))
         if search:
             params.append(("search", search))
-        url: str | None = str(httpx.URL(f"{self.endpoint}/api/models", params=params))
-        yielded = 0
-        while url and yielded < limit:
-            page, next_url = self._call("GET", url, "listing models",
-                                        lambda r: (self._read_json(r, "listing models"), r.links.get("next", {}).get("url")))
-            if not isinstance(page, list):
-                raise HubError("listing models: the Hub sent something other than a list")
-            for entry in page:
-                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                    yield entry
-                    yielded += 1
-                    if yielded >= limit:
-                        return
-            if next_url and urlsplit(next_url).hostname != self._host:
-                raise HubError(f"listing models: next page is on another host ({urlsplit(next_url).hostname})")
-            url = next_url if page else None
+        return str(httpx.URL(f"{self.endpoint}/api/models", params=params))
+
+    def list_models_page(self, url: str) -> tuple[list[dict[str, Any]], str | None]:
+        """One listing page at ``url`` (a ``listing_url`` or a ``Link`` it led to): its entries and
+        the next page's URL (None after the last page). A caller that keeps the URL can resume there."""
+        if urlsplit(url).hostname != self._host:
+            raise HubError(f"listing models: page URL is on another host ({urlsplit(url).hostname})")
+        page, next_url = self._call("GET", url, "listing models",
+                                    lambda r: (self._read_json(r, "listing models"), r.links.get("next", {}).get("url")))
+        if not isinstance(page, list):
+            raise HubError("listing models: the Hub sent something other than a list")
+        entries = [e for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        if next_url and urlsplit(next_url).hostname != self._host:
+            raise HubError(f"listing models: next page is on another host ({urlsplit(next_url).hostname})")
+        return entries, (next_url if page else None)
 
     def model_info(self, repo_id: str, revision: str | None = None, *, files_metadata: bool = True) -> HubModel:
         self.check_repo_id(repo_id)

@@ -1,0 +1,80 @@
+"""What a backfill worker runs: one repo revision in, its fingerprint (or why not) out.
+
+``fingerprint_revision`` is a pure function of (settings, work item) as far as the store is
+concerned: it reads the Hub and returns a picklable ``Outcome``; it never touches the database,
+which only the driver writes. The store row is prepared here (``FingerprintRow``: blob, index keys,
+sketch), so the single writer only inserts.
+
+Each worker process keeps one Hub client and one tokenizer cache for the whole run (built on its
+first job): connections and cached CDN locations are reused, and fine-tunes that ship their base
+model's tokenizer files skip reading them again.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from fingerprints.engine import fingerprint_model
+from fingerprints.errors import HubwatchError
+from fingerprints.tokenizer_cache import TokenizerCache
+from store.records import ModelRecord
+from store.rows import FingerprintRow
+
+from bot.hub.client import HubClient
+from bot.hub.retry import RetryPolicy
+from bot.settings import Settings
+
+# A backfill worker has nothing better to do than wait for the Hub's rate-limit window (5 minutes,
+# hub-docs rate-limits.md) to reset: it waits out up to two windows before a repo counts as failed,
+# where the watcher gives up after 60 s and comes back next cycle. That wait is what paces a
+# worker machine to its IP's quota.
+BACKFILL_RETRY = RetryPolicy(max_attempts=12, max_total_wait_s=2 * 300 + 60)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    repo_id: str
+    revision: str | None  # the listed commit sha, a file's @revision, or None for main
+    # Revisions of this repo the store holds already: an item listed without its sha is resolved
+    # first and, when it is one of these, not read further.
+    known_shas: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    repo_id: str
+    sha: str | None
+    record: ModelRecord | None = None
+    row: FingerprintRow | None = None
+    reason: str | None = None  # a failure's kind: the error's class name
+    error: str | None = None  # a failure's one-line message
+    already_stored: bool = False
+
+
+@dataclass
+class WorkerTools:
+    hub: HubClient
+    tokenizers: TokenizerCache
+
+
+@functools.lru_cache(maxsize=1)
+def worker_tools(settings: Settings) -> WorkerTools:
+    """This worker process's Hub client and tokenizer cache for ``settings`` (one run at a time)."""
+    h = settings.hub
+    hub = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s, max_connections=h.max_connections,
+                    retry=BACKFILL_RETRY, model_byte_budget=settings.limits.model_bytes, redirect_hosts=h.redirect_hosts)
+    return WorkerTools(hub, TokenizerCache())
+
+
+def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
+    tools = worker_tools(settings)
+    try:
+        reader = tools.hub.reader(item.repo_id, item.revision)
+        record = reader.model.to_record()
+        if reader.sha in item.known_shas:
+            return Outcome(item.repo_id, reader.sha, record, already_stored=True)
+        fp = fingerprint_model(reader, budget=settings.limits.tensor_bytes, tokenizers=tools.tokenizers)
+        return Outcome(item.repo_id, reader.sha, record, FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp))
+    except HubwatchError as exc:
+        return Outcome(item.repo_id, item.revision, reason=type(exc).__name__, error=str(exc))
