@@ -16,7 +16,8 @@ from .store import Store
 RERANK_PER_RESULT = 3
 MIN_RERANK = 10
 # Strongest relation first: the order in which re-ranked neighbours are listed.
-VERDICT_ORDER = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent")
+VERDICT_ORDER = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent",
+                 "not-comparable")
 # Verdicts under which one model is a copy of the other, so the earlier one is the likely original.
 COPY_VERDICTS = ("identical", "weights-derived")
 

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
 from fingerprints.engine import fingerprint_model
+from fingerprints.envelope import LimitedReader
 from fingerprints.errors import HubwatchError
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
@@ -74,6 +75,8 @@ class Hub(Protocol):
 
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
+    def take_rate_limited_count(self) -> int: ...
+
 
 @dataclass
 class PolledFingerprint:
@@ -108,6 +111,9 @@ class Watcher:
         self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
+        self.envelope = settings.limits.parse_envelope()
+        # One large tokenizer parsed at a time, whichever feed's thread meets it (envelope.py).
+        self._large_parse_lock = threading.Lock()
         self._delivering = threading.Lock()
 
     # ---- one feed --------------------------------------------------------------------------
@@ -165,14 +171,17 @@ class Watcher:
                     fp = self._fingerprint(reader)
                     store.upsert_model(reader.model.to_record())
                     store.add_fingerprint(entry.value, reader.sha, fp)
-            except HubwatchError as exc:
+            except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
-                store.set_status("last_error", f"watched {entry.kind} {entry.value}: {exc}")
-                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": str(exc)})
+                reason = str(exc) if isinstance(exc, HubwatchError) else f"internal error ({type(exc).__name__}); logged"
+                store.set_status("last_error", f"watched {entry.kind} {entry.value}: {reason}")
+                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": reason},
+                            exc_info=not isinstance(exc, HubwatchError))
         return listing
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
+        summary.hub_429s = self.hub.take_rate_limited_count()
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
@@ -180,13 +189,22 @@ class Watcher:
         return summary
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
-        return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=self.tokenizers)
+        limits = self.settings.limits
+        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                max_seconds=limits.model_seconds)
+        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=self.tokenizers,
+                                 envelope=self.envelope, large_parse_lock=self._large_parse_lock)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
+        """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,
+        a bug met on its bytes) fails that repo alone, never the feed's cycle."""
         try:
             return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
         except HubwatchError as exc:
             return PolledFingerprint(record, None, str(exc))
+        except Exception as exc:
+            log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
+            return PolledFingerprint(record, None, f"internal error ({type(exc).__name__}); logged")
 
     def _fingerprint_all(self, records: list[ModelRecord]) -> Iterable[PolledFingerprint]:
         if not records:

@@ -7,19 +7,7 @@ import sys
 
 from fingerprints.errors import HubwatchError
 
-from bot.hub.sources import fingerprint_spec, index_one
-
-def add_db_option(parser) -> None:
-    parser.add_argument("--db", help="SQLite database (default: the store path from the settings: "
-                        "$HUBWATCH_DB, hubwatch.toml, or ./hubwatch.db)")
-
-
-def open_store(args):
-    from store import Store
-
-    from bot.settings import load_settings
-
-    return Store.open(args.db or load_settings().store.path)
+from bot.hub.sources import index_one
 
 
 def register(sub) -> None:
@@ -28,31 +16,37 @@ def register(sub) -> None:
                        "reference list, or show what it holds.")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
-    add = isub.add_parser("add", help="fingerprint folders or Hub repos and store them")
+    add = isub.add_parser("add", help="fingerprint folders or Hub repos and store them",
+                          description="Fingerprint each model folder or Hub repo and store it in the index "
+                          "(with its Hub metadata: creation date, declared base models). A revision already "
+                          "indexed is left as it is. Creates the database when it does not exist.")
     add.add_argument("models", nargs="+", metavar="REPO|PATH", help="model folders or org/name[@revision]")
-    add_db_option(add)
     add.set_defaults(func=run_add)
 
-    stats = isub.add_parser("stats", help="what the index holds")
+    stats = isub.add_parser("stats", help="what the index holds",
+                            description="Counts of fingerprints, vocabularies, index keys, matches, watch "
+                            "list entries and alerts by state, and the largest shape families.")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
-    add_db_option(stats)
     stats.set_defaults(func=run_stats)
 
-    seed = isub.add_parser("seed", help="fingerprint the curated reference models (store/data/references.json)")
+    seed = isub.add_parser("seed", help="fingerprint the curated reference models (store/data/references.json)",
+                           description="Fingerprint the curated base models hubwatch compares uploads with "
+                           "(store/data/references.json) and put them on the watch list. A reference that "
+                           "cannot be read is reported and skipped. Creates the database when it does not exist.")
     seed.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N references")
     seed.add_argument("--family", default=None, help="only references of this family (e.g. llama-3)")
-    add_db_option(seed)
     seed.set_defaults(func=run_seed)
 
 
-def run_add(args) -> int:
+def run_add(args, app) -> int:
     first_error: HubwatchError | None = None
-    with open_store(args) as store:
+    with app.open_store() as store:
         for spec in args.models:
             try:
-                got, fid, created = index_one(store, spec)
+                got = app.fingerprint_spec(spec)
+                fid, created = index_one(store, got)
             except HubwatchError as exc:
-                print(f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
+                print(f"hubwatch: error: {exc}" if spec in str(exc) else f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
                 first_error = first_error or exc
                 continue
             state = "added" if created else "already indexed"
@@ -60,8 +54,8 @@ def run_add(args) -> int:
     return first_error.exit_code if first_error else 0
 
 
-def run_stats(args) -> int:
-    with open_store(args) as store:
+def run_stats(args, app) -> int:
+    with app.open_store(create=False) as store:
         s = store.stats()
     if args.json:
         print(json.dumps(s, indent=2))
@@ -76,7 +70,7 @@ def run_stats(args) -> int:
     return 0
 
 
-def run_seed(args) -> int:
+def run_seed(args, app) -> int:
     from store.references import load_references
 
     refs = load_references()
@@ -85,12 +79,13 @@ def run_seed(args) -> int:
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
     ok = failed = 0
-    with open_store(args) as store:
+    with app.open_store() as store:
         for i, ref in enumerate(refs, 1):
             prefix = f"[{i}/{len(refs)}] {ref.repo_id} ..."
             print(prefix, end=" ", file=sys.stderr, flush=True)
             try:
-                got, _, created = index_one(store, ref.repo_id)
+                got = app.fingerprint_spec(ref.repo_id)
+                created = index_one(store, got)[1]
                 store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
             except HubwatchError as exc:  # one unreachable or gated repo must not stop the seed
                 failed += 1

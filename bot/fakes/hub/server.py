@@ -414,8 +414,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(302, f"Found. Redirecting to {location}".encode(), headers, "text/plain")
 
     def _serve_pinned(self, repo_id: str, commit: str, path: str, cdn: bool) -> None:
-        repo = self._repo(repo_id)
-        if not cdn:
+        if cdn:
+            # The real CDN URL is signed: the resolve route checked access when it handed it out,
+            # and the CDN asks for no token (none is sent to it).
+            repo = self.hub.repos.get(repo_id)
+            if repo is None:
+                raise _HttpError(404, "Not Found")
+        else:
+            repo = self._repo(repo_id)
             self._check_gate(repo)
         if commit != repo.sha:
             raise _HttpError(404, f"Invalid rev id: {commit}", "RevisionNotFound")
