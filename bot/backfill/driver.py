@@ -62,10 +62,11 @@ class Summary:
     in_flight: int = 0
     complete: bool = False
     started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
 
     @property
     def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
+        return (self.finished or time.monotonic()) - self.started
 
     @property
     def models_per_hour(self) -> float:
@@ -203,6 +204,7 @@ class Backfill:
             # Stopped (Ctrl-C, an error): write what came back, hand the rest back to the cluster.
             self.client.cancel(list(futures))
             self._flush()
+            self.summary.finished = time.monotonic()
             if self.progress:
                 self.progress.update(self.summary)
         return self.summary

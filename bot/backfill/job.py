@@ -13,22 +13,28 @@ model's tokenizer files skip reading them again.
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from dataclasses import dataclass
 
 from fingerprints.engine import fingerprint_model
+from fingerprints.envelope import LimitedReader, ParseEnvelope
 from fingerprints.errors import HubwatchError
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.records import ModelRecord
 from store.rows import FingerprintRow
 
+from bot.app import App
 from bot.hub.client import HubClient
 from bot.hub.retry import RetryPolicy
 from bot.settings import Settings
 
+log = logging.getLogger("hubwatch.backfill")
+
 # A backfill worker has nothing better to do than wait for the Hub's rate-limit window (5 minutes,
 # hub-docs rate-limits.md) to reset: it waits out up to two windows before a repo counts as failed,
 # where the watcher gives up after 60 s and comes back next cycle. That wait is what paces a
-# worker machine to its IP's quota.
+# worker machine to its IP's quota, so it is added to the model's time limit (limits.model_seconds).
 BACKFILL_RETRY = RetryPolicy(max_attempts=12, max_total_wait_s=2 * 300 + 60)
 
 
@@ -56,25 +62,37 @@ class Outcome:
 class WorkerTools:
     hub: HubClient
     tokenizers: TokenizerCache
+    envelope: ParseEnvelope
+    large_parse_lock: threading.Lock  # one large tokenizer parsed at a time per process (envelope.py)
 
 
 @functools.lru_cache(maxsize=1)
 def worker_tools(settings: Settings) -> WorkerTools:
-    """This worker process's Hub client and tokenizer cache for ``settings`` (one run at a time)."""
-    h = settings.hub
-    hub = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s, max_connections=h.max_connections,
-                    retry=BACKFILL_RETRY, model_byte_budget=settings.limits.model_bytes, redirect_hosts=h.redirect_hosts)
-    return WorkerTools(hub, TokenizerCache())
+    """This worker process's Hub client and caches for ``settings`` (one backfill at a time), built
+    through the composition root."""
+    app = App.of(settings)
+    return WorkerTools(app.hub_client(BACKFILL_RETRY), TokenizerCache(), settings.limits.parse_envelope(),
+                       threading.Lock())
 
 
 def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
     tools = worker_tools(settings)
+    limits = settings.limits
+    sha = item.revision
     try:
         reader = tools.hub.reader(item.repo_id, item.revision)
+        sha = reader.sha
         record = reader.model.to_record()
         if reader.sha in item.known_shas:
             return Outcome(item.repo_id, reader.sha, record, already_stored=True)
-        fp = fingerprint_model(reader, budget=settings.limits.tensor_bytes, tokenizers=tools.tokenizers)
+        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                max_seconds=limits.model_seconds + BACKFILL_RETRY.max_total_wait_s)
+        fp = fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=tools.tokenizers,
+                               envelope=tools.envelope, large_parse_lock=tools.large_parse_lock)
         return Outcome(item.repo_id, reader.sha, record, FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp))
     except HubwatchError as exc:
-        return Outcome(item.repo_id, item.revision, reason=type(exc).__name__, error=str(exc))
+        return Outcome(item.repo_id, sha, reason=type(exc).__name__, error=str(exc))
+    except Exception as exc:  # a MemoryError or a bug met on one repo's bytes fails that repo alone
+        log.exception("fingerprint crashed", extra={"repo": item.repo_id, "revision": item.revision})
+        return Outcome(item.repo_id, sha, reason=type(exc).__name__,
+                       error=f"internal error ({type(exc).__name__}); logged on the worker")

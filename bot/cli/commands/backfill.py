@@ -6,9 +6,6 @@ import argparse
 import dataclasses
 import sys
 
-from bot.ops.logging_setup import configure_logging
-from bot.settings import load_settings
-
 
 def positive_int(text: str) -> int:
     value = int(text)
@@ -26,7 +23,6 @@ def register(sub) -> None:
         "store. Resumable: a stopped or killed backfill picks up where it was. Needs the scale extra "
         "(pip install 'hubwatch[scale]').",
     )
-    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $HUBWATCH_CONFIG or ./hubwatch.toml)")
     p.add_argument("--repos", metavar="FILE", help="fingerprint the repos listed in FILE (org/name[@revision] per line) "
                    "instead of the Hub's whole listing")
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler to run on, e.g. tcp://head:8786 "
@@ -37,24 +33,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from store.store import Store
-
+def run(args, app) -> int:
     from bot.backfill.driver import run_backfill
     from bot.backfill.sources import HubListing, RepoFile
-    from bot.hub import HubClient
 
-    settings = load_settings(args.config)
-    configure_logging(settings.logging.format, "DEBUG" if args.debug else settings.logging.level, settings.secrets())
     overrides = {k: v for k, v in (("scheduler", args.scheduler), ("workers", args.workers)) if v is not None}
-    settings = dataclasses.replace(settings, backfill=dataclasses.replace(settings.backfill, **overrides))
-    h = settings.hub
-    with Store.open(settings.store.path) as store, \
-            HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s, max_connections=h.max_connections,
-                      redirect_hosts=h.redirect_hosts) as hub:
-        source = RepoFile(args.repos) if args.repos else HubListing(hub)
-        total = len(source.items) if args.repos else None
-        summary = run_backfill(settings, store, source, limit=args.limit, stream=sys.stderr, total=total)
+    settings = dataclasses.replace(app.settings, backfill=dataclasses.replace(app.settings.backfill, **overrides))
+    source = RepoFile(args.repos) if args.repos else HubListing(app.hub)
+    with app.open_store() as store:
+        summary = run_backfill(settings, store, source, limit=args.limit, stream=sys.stderr,
+                               total=len(source.items) if args.repos else None)
     state = "complete" if summary.complete else "stopped; run it again to resume"
     print(f"hubwatch: backfill {state}: {summary.line()} ({summary.bytes_read / 1e6:,.1f} MB read)")
     return 0
