@@ -314,9 +314,9 @@ class BackfillSettings:
         "the time).", minimum=1, maximum=64)
     batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction.", minimum=1,
                               maximum=10000)
-    progress_interval_s: int = setting(
-        30, "Seconds between the backfill's progress lines when its output is not a terminal (a terminal gets a "
-        "progress bar).", minimum=1)
+    progress_interval_s: float = setting(
+        15.0, "Seconds between the backfill's progress log lines when its output is not a terminal (a terminal "
+        "gets a progress bar).", minimum=0.1)
 
 
 SECTIONS: dict[str, type] = {

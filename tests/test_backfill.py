@@ -77,11 +77,11 @@ def test_backfill_stores_every_revision_records_failures_and_skips_stored_ones(
         cluster, hub_root, tmp_path, monkeypatch, capsys):
     db = tmp_path / "hub.db"
     with FakeHub(hub_root, page_size=PAGE_SIZE) as hub:
-        backfill_env(monkeypatch, hub, db, tmp_path)
+        backfill_env(monkeypatch, hub, db, tmp_path, HUBWATCH_BACKFILL_PROGRESS_INTERVAL_S="0.1")
         assert main(["backfill", "--scheduler", cluster]) == 0
         out, err = capsys.readouterr()
         assert "backfill complete: 6 fingerprinted, 0 already stored, 2 failed" in out
-        assert "backfill: " in err  # plain progress lines, stderr is not a terminal here
+        assert "progress what=backfill" in err  # plain progress lines: stderr is not a terminal here
         shas = {repo: hub.repos.get(repo).sha for repo in COPIES}
         assert stored(db) == sorted(shas.items())
         with Store.open(db) as store:

@@ -196,10 +196,13 @@ def test_retry_after_and_backoff_rules():
     assert [policy.backoff(i) for i in range(5)] == [1, 2, 4, 8, 8]
 
 
-def test_5xx_then_success_and_5xx_forever(fake_hub):
+def test_5xx_then_success_and_5xx_forever(fake_hub, caplog):
     c, waits = recording_client(fake_hub)
     fake_hub.faults.errors_5xx = 2
+    caplog.set_level("INFO", logger="hubwatch.hub")
     assert c.model_info(MINILM).sha
+    retries = [r for r in caplog.records if r.getMessage() == "retrying"]
+    assert [(r.what, r.host, r.reason) for r in retries] == [(MINILM, "127.0.0.1", "HTTP 503")] * 2
     assert waits == [FAST_RETRY.backoff(0), FAST_RETRY.backoff(1)]
     fake_hub.faults.errors_5xx = 1000
     fake_hub.stats.reset()
@@ -243,10 +246,12 @@ def test_redirect_to_a_foreign_host_is_refused(hub_dir):
         assert reader.read_ranges([RangeRequest("config.json", 0, 1)]) == [b"{"]  # resolve-cache is same-host
 
 
-def test_unreachable_hub_is_a_clear_error():
+def test_unreachable_hub_is_a_clear_error(caplog):
+    caplog.set_level("INFO", logger="hubwatch.hub")
     with HubClient("http://127.0.0.1:9", token="", retry=FAST_RETRY) as c:
-        with pytest.raises(HubUnavailableError, match="ConnectError"):
+        with pytest.raises(HubUnavailableError, match=f"{MINILM}: the Hub at 127.0.0.1 .*ConnectError"):
             c.model_info(MINILM)
+    assert not caplog.records  # no line per attempt: the error says it once
     with pytest.raises(HubError, match="not an http"):
         HubClient("ftp://example", token="")
 

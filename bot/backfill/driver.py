@@ -30,6 +30,7 @@ from store.store import Store
 
 from bot.backfill.job import Outcome, WorkItem, fingerprint_revision
 from bot.backfill.sources import Page
+from bot.ops.progress import Progress
 from bot.settings import BackfillSettings, ConfigError, Settings
 
 log = logging.getLogger("hubwatch.backfill")
@@ -75,34 +76,6 @@ class Summary:
     def line(self) -> str:
         return (f"{self.fingerprinted:,} fingerprinted, {self.already_stored:,} already stored, {self.failed:,} failed, "
                 f"{self.in_flight:,} in flight, {self.listed:,} listed; {self.models_per_hour:,.0f} models/h")
-
-
-class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line at the first result, then every
-    ``interval_s`` (logs, CI, nohup)."""
-
-    def __init__(self, stream: TextIO, interval_s: float, total: int | None = None):
-        self.stream = stream
-        self.interval_s = interval_s
-        self._last: float | None = None
-        self._bar = None
-        if stream.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, file=stream, unit="model", dynamic_ncols=True)
-
-    def update(self, summary: Summary) -> None:
-        if self._bar is not None:
-            self._bar.n = summary.fingerprinted + summary.already_stored + summary.failed
-            self._bar.set_postfix_str(f"{summary.failed} failed, {summary.models_per_hour:,.0f}/h", refresh=False)
-            self._bar.refresh()
-        elif self._last is None or time.monotonic() - self._last >= self.interval_s:
-            self._last = time.monotonic()
-            print(f"backfill: {summary.line()}", file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 @dataclass
@@ -194,8 +167,7 @@ class Backfill:
                     self._flush()
                     last_flush = time.monotonic()
                 self.summary.in_flight = len(futures)
-                if self.progress:
-                    self.progress.update(self.summary)
+                self._advance_progress()
             self._flush()
             self.summary.complete = listing_done and not self._queue and not self._pages
             if self.summary.complete:
@@ -205,9 +177,11 @@ class Backfill:
             self.client.cancel(list(futures))
             self._flush()
             self.summary.finished = time.monotonic()
-            if self.progress:
-                self.progress.update(self.summary)
         return self.summary
+
+    def _advance_progress(self) -> None:
+        if self.progress:
+            self.progress.advance(note=f"{self.summary.failed:,} failed, {self.summary.models_per_hour:,.0f} models/h")
 
     # ---- listing ---------------------------------------------------------------------------
 
@@ -220,6 +194,7 @@ class Backfill:
             self.summary.listed += 1
             if item.revision and self.store.find_fingerprint(item.repo_id, item.revision) is not None:
                 self.summary.already_stored += 1
+                self._advance_progress()
                 continue
             newest = None if item.revision else self.store.find_fingerprint(item.repo_id)
             if newest is not None:
@@ -285,9 +260,6 @@ class Backfill:
 
 def run_backfill(settings: Settings, store: Store, source: Source, *, limit: int | None = None,
                  stream: TextIO = sys.stderr, total: int | None = None) -> Summary:
-    progress = Progress(stream, settings.backfill.progress_interval_s, total)
-    try:
-        with dask_client(settings.backfill) as client:
-            return Backfill(settings, store, client, source, limit=limit, progress=progress).run()
-    finally:
-        progress.close()
+    with dask_client(settings.backfill) as client, \
+            Progress("backfill", total, stream, interval_s=settings.backfill.progress_interval_s) as progress:
+        return Backfill(settings, store, client, source, limit=limit, progress=progress).run()

@@ -43,8 +43,9 @@ SORT_ALIASES = {"created_at": "createdAt", "last_modified": "lastModified", "tre
 SORT_KEYS = ("createdAt", "lastModified", "trendingScore", "downloads", "likes")
 # The Hub honours at most 1000 results per listing page (its default page size).
 MAX_PAGE_SIZE = 1000
-# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", ".").
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}$")
+# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", "."; a name may
+# start with "_", not with "-" or ".": huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
+REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]{0,95}/[A-Za-z0-9_][\w.\-]{0,95}$", re.ASCII)
 COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
 CONTENT_RANGE_RX = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -192,8 +193,9 @@ class HubClient:
               headers: dict[str, str] | None = None, stop_off_host: bool = False) -> T:
         """One logical request: retries, redirects, status mapping; ``consume`` reads the response."""
         waited, attempt = 0.0, 0
+        host = urlsplit(url).hostname
         while True:
-            rate_limited = False
+            rate_limited = answered = False
             try:
                 with self._slots:
                     resp = self._send_following(method, url, headers or {}, stop_off_host)
@@ -201,6 +203,7 @@ class HubClient:
                         if resp.status_code not in RETRY_STATUSES:
                             return consume(resp)
                         rate_limited = resp.status_code == 429
+                        answered = True
                         if rate_limited:
                             with self._counter_lock:
                                 self._rate_limited_answers += 1
@@ -210,7 +213,7 @@ class HubClient:
                     finally:
                         resp.close()
             except _Retryable as exc:
-                reason, headers_seen = str(exc), None
+                reason, headers_seen, answered = str(exc), None, True
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 reason = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                 headers_seen = None
@@ -223,9 +226,12 @@ class HubClient:
                     raise RateLimitedError(
                         f"{what}: rate limited by the Hub ({reason}; it asks to wait {wait:.0f} s, "
                         f"after {attempt} attempts and {waited:.1f} s of waiting)")
-                raise HubUnavailableError(f"{what}: the Hub did not answer usably after {attempt} attempts "
+                raise HubUnavailableError(f"{what}: the Hub at {host} did not answer usably after {attempt} attempts "
                                           f"({waited:.1f} s of waiting); last error: {reason}")
-            log.info("retrying", extra={"what": what, "reason": reason, "wait_s": wait, "attempt": attempt})
+            # A Hub that answers with 429/5xx is worth a line per retry; one that cannot be reached at
+            # all is reported once, by the error above, not by a line per attempt.
+            log.log(logging.INFO if answered else logging.DEBUG, "retrying",
+                    extra={"what": what, "host": host, "reason": reason, "wait_s": wait, "attempt": attempt})
             self._sleep(wait)
             waited += wait
 
@@ -308,8 +314,9 @@ class HubClient:
         yielded = 0
         url: str | None = self.listing_url(sort, min(max(1, limit), MAX_PAGE_SIZE), expand, author=author,
                                            search=search, filter=filter)
+        what = f"listing models by {SORT_ALIASES.get(sort, sort)}" + (f" of {author}" if author else "")  # names the feed in errors
         while url and yielded < limit:
-            page, url = self.list_models_page(url)
+            page, url = self.list_models_page(url, what)
             for entry in page[: limit - yielded]:
                 yield entry
                 yielded += 1
@@ -330,13 +337,14 @@ class HubClient:
             params.append(("search", search))
         return str(httpx.URL(f"{self.endpoint}/api/models", params=params))
 
-    def list_models_page(self, url: str) -> tuple[list[dict[str, Any]], str | None]:
+    def list_models_page(self, url: str, what: str = "listing models") -> tuple[list[dict[str, Any]], str | None]:
         """One listing page at ``url`` (a ``listing_url`` or a ``Link`` it led to): its entries and
-        the next page's URL (None after the last page). A caller that keeps the URL can resume there."""
+        the next page's URL (None after the last page). A caller that keeps the URL can resume there.
+        ``what`` names the listing in errors and retry lines."""
         if urlsplit(url).hostname != self._host:
             raise HubError(f"listing models: page URL is on another host ({urlsplit(url).hostname})")
-        page, next_url = self._call("GET", url, "listing models",
-                                    lambda r: (self._read_json(r, "listing models"), r.links.get("next", {}).get("url")))
+        page, next_url = self._call("GET", url, what,
+                                    lambda r: (self._read_json(r, what), r.links.get("next", {}).get("url")))
         if not isinstance(page, list):
             raise HubError("listing models: the Hub sent something other than a list")
         entries = [e for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)]

@@ -21,7 +21,7 @@ from store.records import ModelRecord
 OpenRepo = Callable[[str, "str | None"], RangeReader]
 # Hub repo ids: "name" or "org/name", optionally "@revision" (the CLI's own notation).
 LOCAL_SHA_PREFIX = "local-"
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?(@[\w.\-/]+)?$")
+REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]*(/[A-Za-z0-9_][\w.\-]*)?(@[\w.\-/]+)?$", re.ASCII)
 
 
 def open_reader(spec: str, open_repo: OpenRepo) -> RangeReader:

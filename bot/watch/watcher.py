@@ -45,6 +45,7 @@ from bot.alerts.discord_webhook import AlertSender
 from bot.alerts.model import Alert, RepoRef
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
+from bot.ops.progress import Progress, progress
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
 from bot.settings import SEVERITIES, Settings
 
@@ -129,21 +130,25 @@ class Watcher:
                 summary.errors += 1
                 self.metrics.record_error(exc)
                 store.set_status("last_error", f"{feed}: {exc}")
-                log.warning("feed listing failed", extra={"feed": feed, "error": str(exc)})
+                summary.error = str(exc)
                 return self._finish(store, summary, started)
             records = [r for r in (HubModel.from_api(d).to_record() for d in listing) if r.sha]
             summary.models_seen = len(records)
             new = [r for r in records if store.find_fingerprint(r.repo_id, r.sha) is None]
             summary.new_revisions = len(new)
             store.upsert_models(records)
-            for item in self._fingerprint_all(new):
-                try:
-                    self._ingest(store, item, summary)
-                except Exception as exc:  # one model must not stop the feed: log it, go on
-                    summary.errors += 1
-                    self.metrics.record_error(exc)
-                    store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
-                    log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
+            with progress(f"{feed}: fingerprinting", len(new)) as bar:
+                fingerprinted = self._fingerprint_all(new, bar)
+            with progress(f"{feed}: comparing", len(new)) as bar:
+                for item in fingerprinted:
+                    try:
+                        self._ingest(store, item, summary)
+                    except Exception as exc:  # one model must not stop the feed: log it, go on
+                        summary.errors += 1
+                        self.metrics.record_error(exc)
+                        store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
+                        log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
+                    bar.advance(note=item.record.repo_id)
             newest = max((r.created_at for r in records if r.created_at), default=None)
             if newest:
                 store.set_cursor(feed, None, newest)
@@ -206,11 +211,17 @@ class Watcher:
             log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
             return PolledFingerprint(record, None, f"internal error ({type(exc).__name__}); logged")
 
-    def _fingerprint_all(self, records: list[ModelRecord]) -> Iterable[PolledFingerprint]:
+    def _fingerprint_all(self, records: list[ModelRecord], bar: Progress) -> list[PolledFingerprint]:
         if not records:
             return []
+
+        def one(record: ModelRecord) -> PolledFingerprint:
+            polled = self._fingerprint_one(record)
+            bar.advance(note=record.repo_id)
+            return polled
+
         with ThreadPoolExecutor(max_workers=self.settings.feeds.concurrency) as pool:
-            return list(pool.map(self._fingerprint_one, records))
+            return list(pool.map(one, records))
 
     # ---- one model -------------------------------------------------------------------------
 

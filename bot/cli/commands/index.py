@@ -8,6 +8,7 @@ import sys
 from fingerprints.errors import HubwatchError
 
 from bot.hub.sources import index_one
+from bot.ops.progress import progress
 
 
 def register(sub) -> None:
@@ -46,7 +47,7 @@ def run_add(args, app) -> int:
                 got = app.fingerprint_spec(spec)
                 fid, created = index_one(store, got)
             except HubwatchError as exc:
-                print(f"hubwatch: error: {exc}" if spec in str(exc) else f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
+                print(f"hubwatch: error: {spec}: {_without_prefix(str(exc), spec)}", file=sys.stderr)
                 first_error = first_error or exc
                 continue
             state = "added" if created else "already indexed"
@@ -79,19 +80,24 @@ def run_seed(args, app) -> int:
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
     ok = failed = 0
-    with app.open_store() as store:
+    with app.open_store() as store, progress("index seed", len(refs)) as bar:
         for i, ref in enumerate(refs, 1):
-            prefix = f"[{i}/{len(refs)}] {ref.repo_id} ..."
-            print(prefix, end=" ", file=sys.stderr, flush=True)
             try:
                 got = app.fingerprint_spec(ref.repo_id)
                 created = index_one(store, got)[1]
                 store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
             except HubwatchError as exc:  # one unreachable or gated repo must not stop the seed
                 failed += 1
-                print(f"failed: {exc}", file=sys.stderr)
-                continue
-            ok += 1
-            print(f"{'ok' if created else 'unchanged'} ({got.fp.bytes_read / 1e6:.1f} MB)", file=sys.stderr)
+                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... failed: {_without_prefix(str(exc), ref.repo_id)}")
+            else:
+                ok += 1
+                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... {'ok' if created else 'unchanged'} "
+                          f"({got.fp.bytes_read / 1e6:.1f} MB)")
+            bar.advance(note=ref.repo_id)
     print(f"seeded {ok} of {len(refs)} references ({failed} failed)")
     return 0
+
+
+def _without_prefix(message: str, repo_id: str) -> str:
+    """Hub errors start with the repo id; the line that reports them has named it already."""
+    return message.removeprefix(f"{repo_id}: ")
