@@ -63,6 +63,7 @@ class Summary:
     in_flight: int = 0
     complete: bool = False
     started: float = field(default_factory=time.monotonic)
+    first_result: float | None = None  # when the first job came back (workers warm)
     finished: float | None = None
 
     @property
@@ -161,6 +162,7 @@ class Backfill:
                 if not futures:
                     break
                 future = next(done)
+                self.summary.first_result = self.summary.first_result or time.monotonic()
                 page, item = futures.pop(future)
                 self._batch.append((page, self._result(future, item)))
                 if len(self._batch) >= self.settings.backfill.batch_size or time.monotonic() - last_flush > FLUSH_INTERVAL_S:

@@ -12,13 +12,11 @@ model's tokenizer files skip reading them again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-import threading
 from dataclasses import dataclass
 
-from fingerprints.engine import fingerprint_model
-from fingerprints.envelope import LimitedReader, ParseEnvelope
 from fingerprints.errors import HubwatchError
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.records import ModelRecord
@@ -34,7 +32,7 @@ log = logging.getLogger("hubwatch.backfill")
 # A backfill worker has nothing better to do than wait for the Hub's rate-limit window (5 minutes,
 # hub-docs rate-limits.md) to reset: it waits out up to two windows before a repo counts as failed,
 # where the watcher gives up after 60 s and comes back next cycle. That wait is what paces a
-# worker machine to its IP's quota, so it is added to the model's time limit (limits.model_seconds).
+# worker machine to its IP's quota.
 BACKFILL_RETRY = RetryPolicy(max_attempts=12, max_total_wait_s=2 * 300 + 60)
 
 
@@ -60,24 +58,24 @@ class Outcome:
 
 @dataclass
 class WorkerTools:
+    app: App
     hub: HubClient
     tokenizers: TokenizerCache
-    envelope: ParseEnvelope
-    large_parse_lock: threading.Lock  # one large tokenizer parsed at a time per process (envelope.py)
 
 
 @functools.lru_cache(maxsize=1)
 def worker_tools(settings: Settings) -> WorkerTools:
-    """This worker process's Hub client and caches for ``settings`` (one backfill at a time), built
-    through the composition root."""
-    app = App.of(settings)
-    return WorkerTools(app.hub_client(BACKFILL_RETRY), TokenizerCache(), settings.limits.parse_envelope(),
-                       threading.Lock())
+    """This worker process's composition root, Hub client and tokenizer cache for ``settings`` (one
+    backfill at a time). The rate-limit waits the retry policy allows are added to the model's time
+    limit: they pace the worker, they are not the model's fault."""
+    limits = dataclasses.replace(settings.limits,
+                                 model_seconds=settings.limits.model_seconds + BACKFILL_RETRY.max_total_wait_s)
+    app = App.of(dataclasses.replace(settings, limits=limits))
+    return WorkerTools(app, app.hub_client(BACKFILL_RETRY), TokenizerCache())
 
 
 def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
     tools = worker_tools(settings)
-    limits = settings.limits
     sha = item.revision
     try:
         reader = tools.hub.reader(item.repo_id, item.revision)
@@ -85,10 +83,7 @@ def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
         record = reader.model.to_record()
         if reader.sha in item.known_shas:
             return Outcome(item.repo_id, reader.sha, record, already_stored=True)
-        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
-                                max_seconds=limits.model_seconds + BACKFILL_RETRY.max_total_wait_s)
-        fp = fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=tools.tokenizers,
-                               envelope=tools.envelope, large_parse_lock=tools.large_parse_lock)
+        fp = tools.app.fingerprint(reader, tools.tokenizers)
         return Outcome(item.repo_id, reader.sha, record, FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp))
     except HubwatchError as exc:
         return Outcome(item.repo_id, sha, reason=type(exc).__name__, error=str(exc))
