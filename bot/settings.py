@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.watch.policy import SEVERITIES
 from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
 
 from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
@@ -50,7 +51,6 @@ DISCORD_WEBHOOK_PATH_RX = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>[0-9]{17,
 DEFAULT_CONFIG_FILE = "hubwatch.toml"
 CONFIG_ENV_VAR = "HUBWATCH_CONFIG"
 ENV_PREFIX = "HUBWATCH_"
-SEVERITIES = ("low", "medium", "high")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # A watcher that missed this many cycles of its slowest feed in a row is reported unhealthy.
