@@ -148,11 +148,26 @@ class App:
                        open_store=self.open_store)
 
     def service(self) -> StoreService:
-        """What the Discord bot's slash commands call."""
+        """What the Discord bot's slash commands call: Hub repos only, never a path on this machine."""
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
-        return StoreService(self.open_store, self.fingerprint_spec)
+        return StoreService(self.open_store, self.fingerprint_hub_repo,
+                            watch_list_max=self.settings.discord.watch_list_max)
+
+    def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
+        """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""
+        return fingerprint_spec(spec, self.open_repo, self.fingerprint, allow_local=False)
+
+    async def run_bot(self, sync_commands: bool = False) -> None:
+        """The Discord bot as the settings describe it, until cancelled."""
+        from bot.discord.client import run_bot
+        from bot.discord.runner import CommandLimits
+
+        d = self.settings.discord
+        await run_bot(d.bot_token.reveal(), self.service(), guild_id=d.guild_id or None, sync_commands=sync_commands,
+                      global_commands=d.global_commands,
+                      limits=CommandLimits(heavy_at_once=d.heavy_commands_at_once, deadline_s=d.command_deadline_s))
 
     # ---- lifetime ----------------------------------------------------------------------------
 

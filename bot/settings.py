@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.watch.policy import SEVERITIES
 from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
 
 from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
@@ -50,7 +51,6 @@ DISCORD_WEBHOOK_PATH_RX = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>[0-9]{17,
 DEFAULT_CONFIG_FILE = "hubwatch.toml"
 CONFIG_ENV_VAR = "HUBWATCH_CONFIG"
 ENV_PREFIX = "HUBWATCH_"
-SEVERITIES = ("low", "medium", "high")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # A watcher that missed this many cycles of its slowest feed in a row is reported unhealthy.
@@ -211,8 +211,18 @@ class DiscordSettings:
         "it to look an in-doubt alert up in the webhook's channel before posting it again: exactly-once "
         "delivery across crashes needs it (View Channel, Read Message History, Message Content intent).",
         env="HUBWATCH_DISCORD_TOKEN")
-    guild_id: int = setting(0, "Discord server (guild) whose slash commands are synced at once; 0 syncs globally.",
-                            minimum=0)
+    guild_id: int = setting(0, "Discord server (guild) the bot serves: its slash commands are synced there and "
+                            "answered only there. Needed unless global_commands is set.", minimum=0)
+    global_commands: bool = setting(
+        False, "Publish the slash commands globally and answer them in every server the bot is invited to "
+        "(their managers then share one watch list).")
+    heavy_commands_at_once: int = setting(
+        2, "/nearest and /compare calls running at once, bot-wide (each fingerprints up to two models); "
+        "a further one is refused with a line saying so.", minimum=1, maximum=16)
+    command_deadline_s: int = setting(120, "Seconds after which a /nearest or /compare is answered with a "
+                                      "timeout instead of its result.", minimum=5, maximum=840)
+    watch_list_max: int = setting(200, "Most entries (authors and reference models) on the watch list.",
+                                  minimum=1, maximum=10000)
     allowed_hosts: tuple[str, ...] = setting(DISCORD_WEBHOOK_HOSTS, "Hosts a webhook URL may point at.")
 
     def check_webhook_url(self, url: str) -> None:

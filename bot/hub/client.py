@@ -30,7 +30,7 @@ from fingerprints.errors import InvalidModelError
 
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, InvalidTokenError,
                             RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
-from bot.hub.models import COMMIT_RX, HubModel
+from bot.hub.models import COMMIT_RX, REPO_ID_RX, HubModel
 from bot.hub.remote_reader import HubRepoReader
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
@@ -44,9 +44,6 @@ SORT_ALIASES = {"created_at": "createdAt", "last_modified": "lastModified", "tre
 SORT_KEYS = ("createdAt", "lastModified", "trendingScore", "downloads", "likes")
 # The Hub honours at most 1000 results per listing page (its default page size).
 MAX_PAGE_SIZE = 1000
-# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", "."; a name may
-# start with "_", not with "-" or ".": huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]{0,95}/[A-Za-z0-9_][\w.\-]{0,95}$", re.ASCII)
 CONTENT_RANGE_RX = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # A resolve URL takes one hop (307 to resolve-cache or 302 to the CDN); renamed repos add one.
