@@ -23,8 +23,8 @@ from fingerprints.errors import HubwatchError, InvalidModelError
 from store.records import ModelRecord
 
 from bot.backfill.job import WorkItem
-from bot.hub.client import MAX_PAGE_SIZE, REPO_ID_RX, HubClient
-from bot.hub.models import HubModel
+from bot.hub.client import MAX_PAGE_SIZE, HubClient
+from bot.hub.models import REPO_ID_RX, HubModel
 from bot.watch.watcher import LIST_EXPAND
 
 # Repos of a repo-id file per page: the driver saves the resume point once a page is fully
