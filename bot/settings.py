@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.watch.policy import SEVERITIES
 from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
 
 from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
@@ -50,7 +51,6 @@ DISCORD_WEBHOOK_PATH_RX = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>[0-9]{17,
 DEFAULT_CONFIG_FILE = "hubwatch.toml"
 CONFIG_ENV_VAR = "HUBWATCH_CONFIG"
 ENV_PREFIX = "HUBWATCH_"
-SEVERITIES = ("low", "medium", "high")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # A watcher that missed this many cycles of its slowest feed in a row is reported unhealthy.
@@ -262,6 +262,23 @@ class LoggingSettings:
     level: str = setting("INFO", "Least severe log level written.", env="HUBWATCH_LOG_LEVEL", choices=LOG_LEVELS)
 
 
+@dataclass(frozen=True)
+class BackfillSettings:
+    scheduler: str = setting(
+        "", "Address of the Dask scheduler `hubwatch backfill` runs its jobs on (tcp://host:8786); empty starts a "
+        "cluster of backfill.workers processes on this machine, on loopback.")
+    workers: int = setting(2, "Worker processes of the local backfill cluster (when backfill.scheduler is empty).",
+                           minimum=1, maximum=256)
+    threads_per_worker: int = setting(
+        4, "Models each local backfill worker process fingerprints at once (the work waits on the Hub most of "
+        "the time).", minimum=1, maximum=64)
+    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction.", minimum=1,
+                              maximum=10000)
+    progress_interval_s: float = setting(
+        15.0, "Seconds between the backfill's progress log lines when its output is not a terminal (a terminal "
+        "gets a progress bar).", minimum=0.1)
+
+
 SECTIONS: dict[str, type] = {
     "hub": HubSettings,
     "feeds": FeedSettings,
@@ -271,6 +288,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSettings,
     "metrics": MetricsSettings,
     "logging": LoggingSettings,
+    "backfill": BackfillSettings,
 }
 
 
@@ -284,6 +302,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
     config_file: str | None = None  # the TOML file these settings came from, if any
 
     def secrets(self) -> tuple[str, ...]:

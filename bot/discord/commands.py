@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import re
 
 import discord
 from discord import app_commands
@@ -20,6 +19,7 @@ from discord import app_commands
 from fingerprints.errors import HubwatchError
 
 from bot.discord.errors import BotInputError
+from bot.hub.models import AUTHOR_RX, REPO_ID_RX
 from bot.discord.ratelimit import UserRateLimiter
 from bot.discord.runner import CommandRunner
 from bot.discord.render import (PLOT_FILENAME, compare_embed, error_text, nearest_embed, status_embed,
@@ -39,18 +39,15 @@ AUTOCOMPLETE_TIMEOUT_S = 2.0
 NEAREST_K_DEFAULT = 5
 # Ten rows keep the table readable in a chat window (each row is one ~64-character line).
 NEAREST_K_MAX = 10
-# Hub ids: "org/name" for a model, "org" for a user or organisation (the Hub allows letters,
-# digits, "-", "_", "." and at most 96 characters per part; a part may start with "_").
-HUB_NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,95}"
-MODEL_ID_RX = re.compile(rf"^{HUB_NAME}/{HUB_NAME}$")
-AUTHOR_RX = re.compile(rf"^{HUB_NAME}$")
 GENERIC_FAILURE = "Something went wrong on hubwatch's side; the error was logged."
 # interaction.extras key: the command's result has been delivered (so an error afterwards must not
 # delete the original response, which by then is the result).
 ANSWERED = "hubwatch_answered"
 
 
-class RateLimitedError(app_commands.CheckFailure):
+class UserCooldownError(app_commands.CheckFailure):
+    """A user ran too many expensive commands in the limiter's window (not the Hub's rate limit)."""
+
     def __init__(self, retry_after: float):
         super().__init__(f"Too many expensive commands: try again in {max(1, round(retry_after))} s.")
         self.retry_after = retry_after
@@ -63,7 +60,7 @@ class ManageServerRequiredError(app_commands.CheckFailure):
 
 def check_model_id(repo: str) -> str:
     repo = repo.strip()
-    if not MODEL_ID_RX.match(repo):
+    if not REPO_ID_RX.match(repo):
         raise BotInputError(f"{repo[:CHOICE_TEXT_MAX]!r} is not a Hub model id (org/name)")
     return repo
 
@@ -71,7 +68,7 @@ def check_model_id(repo: str) -> str:
 def watch_target(text: str) -> tuple[WatchKind, str]:
     """"org/name" is a reference model, "org" a watched author (the Hub's own naming)."""
     text = text.strip()
-    if MODEL_ID_RX.match(text):
+    if REPO_ID_RX.match(text):
         return "reference", text
     if AUTHOR_RX.match(text):
         return "author", text
@@ -150,7 +147,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     async def rate_limited(interaction: discord.Interaction) -> bool:
         wait = limiter.acquire(interaction.user.id)
         if wait > 0:
-            raise RateLimitedError(wait)
+            raise UserCooldownError(wait)
         return True
 
     async def manage_server(interaction: discord.Interaction) -> bool:

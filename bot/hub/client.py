@@ -30,7 +30,7 @@ from fingerprints.errors import InvalidModelError
 
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, InvalidTokenError,
                             RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
-from bot.hub.models import COMMIT_RX, HubModel
+from bot.hub.models import COMMIT_RX, REPO_ID_RX, HubModel
 from bot.hub.remote_reader import HubRepoReader
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
@@ -44,9 +44,6 @@ SORT_ALIASES = {"created_at": "createdAt", "last_modified": "lastModified", "tre
 SORT_KEYS = ("createdAt", "lastModified", "trendingScore", "downloads", "likes")
 # The Hub honours at most 1000 results per listing page (its default page size).
 MAX_PAGE_SIZE = 1000
-# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", "."; a name may
-# start with "_", not with "-" or ".": huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]{0,95}/[A-Za-z0-9_][\w.\-]{0,95}$", re.ASCII)
 CONTENT_RANGE_RX = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # A resolve URL takes one hop (307 to resolve-cache or 302 to the CDN); renamed repos add one.
@@ -318,33 +315,46 @@ class HubClient:
                     author: str | None = None, search: str | None = None,
                     filter: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Raw listing entries, newest/most-trending first, following the ``Link`` header up to ``limit``."""
+        yielded = 0
+        url: str | None = self.listing_url(sort, min(max(1, limit), MAX_PAGE_SIZE), expand, author=author,
+                                           search=search, filter=filter)
+        what = f"listing models by {SORT_ALIASES.get(sort, sort)}" + (f" of {author}" if author else "")  # names the feed in errors
+        while url and yielded < limit:
+            page, url = self.list_models_page(url, what)
+            for entry in page[: limit - yielded]:
+                yield entry
+                yielded += 1
+
+    def listing_url(self, sort: str = "createdAt", page_size: int = MAX_PAGE_SIZE, expand: Sequence[str] | None = None,
+                    *, author: str | None = None, search: str | None = None,
+                    filter: Sequence[str] | None = None) -> str:
+        """The URL of the first page of a ``/api/models`` listing."""
         sort = SORT_ALIASES.get(sort, sort)
         if sort not in SORT_KEYS:
             raise HubError(f"unknown sort {sort!r}; use one of {', '.join(SORT_KEYS)}")
-        params: list[tuple[str, str]] = [("sort", sort), ("limit", str(min(max(1, limit), MAX_PAGE_SIZE)))]
+        params: list[tuple[str, str]] = [("sort", sort), ("limit", str(min(max(1, page_size), MAX_PAGE_SIZE)))]
         params += [("expand", e) for e in expand or ()]
         params += [("filter", f) for f in filter or ()]
         if author:
             params.append(("author", author))
         if search:
             params.append(("search", search))
-        url: str | None = str(httpx.URL(f"{self.endpoint}/api/models", params=params))
-        what = f"listing models by {sort}" + (f" of {author}" if author else "")  # names the feed in errors
-        yielded = 0
-        while url and yielded < limit:
-            page, next_url = self._call("GET", url, what,
-                                        lambda r: (self._read_json(r, what), r.links.get("next", {}).get("url")))
-            if not isinstance(page, list):
-                raise HubError("listing models: the Hub sent something other than a list")
-            for entry in page:
-                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                    yield entry
-                    yielded += 1
-                    if yielded >= limit:
-                        return
-            if next_url and urlsplit(next_url).hostname != self._host:
-                raise HubError(f"listing models: next page is on another host ({urlsplit(next_url).hostname})")
-            url = next_url if page else None
+        return str(httpx.URL(f"{self.endpoint}/api/models", params=params))
+
+    def list_models_page(self, url: str, what: str = "listing models") -> tuple[list[dict[str, Any]], str | None]:
+        """One listing page at ``url`` (a ``listing_url`` or a ``Link`` it led to): its entries and
+        the next page's URL (None after the last page). A caller that keeps the URL can resume there.
+        ``what`` names the listing in errors and retry lines."""
+        if urlsplit(url).hostname != self._host:
+            raise HubError(f"listing models: page URL is on another host ({urlsplit(url).hostname})")
+        page, next_url = self._call("GET", url, what,
+                                    lambda r: (self._read_json(r, what), r.links.get("next", {}).get("url")))
+        if not isinstance(page, list):
+            raise HubError("listing models: the Hub sent something other than a list")
+        entries = [e for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        if next_url and urlsplit(next_url).hostname != self._host:
+            raise HubError(f"listing models: next page is on another host ({urlsplit(next_url).hostname})")
+        return entries, (next_url if page else None)
 
     def model_info(self, repo_id: str, revision: str | None = None, *, files_metadata: bool = True) -> HubModel:
         self.check_repo_id(repo_id)

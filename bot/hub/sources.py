@@ -7,7 +7,6 @@ nothing here builds a client or reads a setting.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,11 +16,11 @@ from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
 from store.records import ModelRecord
 
+from bot.hub.models import REPO_SPEC_RX
+
 # Opens a Hub repo at a revision (None: main); the composition root binds it to its one client.
 OpenRepo = Callable[[str, "str | None"], RangeReader]
-# Hub repo ids: "name" or "org/name", optionally "@revision" (the CLI's own notation).
 LOCAL_SHA_PREFIX = "local-"
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]*(/[A-Za-z0-9_][\w.\-]*)?(@[\w.\-/]+)?$", re.ASCII)
 
 
 def is_hub_repo_id(text: str) -> bool:
@@ -39,7 +38,7 @@ def open_reader(spec: str, open_repo: OpenRepo, allow_local: bool = True) -> Ran
         if not os.path.isdir(spec):
             raise InvalidModelError(f"{spec} is a file; give the model's folder")
         return LocalFolderReader(spec)
-    if not REPO_ID_RX.match(spec):
+    if not REPO_SPEC_RX.match(spec):
         raise InvalidModelError(f"{spec!r} is neither an existing folder nor a Hub repo id (org/name[@revision])")
     repo_id, _, revision = spec.partition("@")
     return open_repo(repo_id, revision or None)
