@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
 from fingerprints.engine import fingerprint_model
+from fingerprints.envelope import LimitedReader, ParseEnvelope
 from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
 from bot.hub.client import HubClient
+from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
 from bot.settings import Settings, load_settings
@@ -43,6 +46,8 @@ class App:
         # The environment the settings come from: doctor names variables in it that are not settings.
         self.environ = os.environ if environ is None else environ
         self._closers: list[Callable[[], None]] = []
+        # One large tokenizer parsed at a time, whichever thread (feed, bot command) meets it (envelope.py).
+        self._large_parse_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, config_path: str | None = None, *, db_path: str | None = None, debug: bool = False,
@@ -72,10 +77,15 @@ class App:
 
     @cached_property
     def hub(self) -> HubClient:
+        return self.hub_client()
+
+    def hub_client(self, retry: RetryPolicy | None = None) -> HubClient:
+        """A new Hub client from the settings, closed with the app; ``retry`` in place of the
+        default policy (a backfill worker waits out rate-limit windows that a watcher would not)."""
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts)
+                           redirect_hosts=h.redirect_hosts, retry=retry)
         self._closers.append(client.close)
         return client
 
@@ -86,8 +96,19 @@ class App:
         """A model folder, or a Hub repo ``org/name[@revision]`` read through the one Hub client."""
         return open_reader(spec, self.open_repo)
 
+    @cached_property
+    def envelope(self) -> ParseEnvelope:
+        return self.settings.limits.parse_envelope()
+
     def fingerprint(self, reader: RangeReader, tokenizers: TokenizerCache | None = None) -> Fingerprint:
-        return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=tokenizers)
+        """``reader``'s fingerprint under every configured limit: requests, bytes and seconds per
+        model, byte caps per file, the parse envelope and the tensor sample budget. Every path
+        (the watcher, each command, the bot) fingerprints through here."""
+        limits = self.settings.limits
+        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                max_seconds=limits.model_seconds)
+        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=tokenizers, envelope=self.envelope,
+                                 large_parse_lock=self._large_parse_lock)
 
     def fingerprint_spec(self, spec: str) -> SpecFingerprint:
         return fingerprint_spec(spec, self.open_repo, self.fingerprint)
@@ -129,16 +150,32 @@ class App:
         from bot.watch.watcher import Watcher
 
         self.open_store().close()  # create or migrate now: a bad store path fails before polling
-        return Watcher(self.settings, self.hub, sender or self.sender, metrics, open_store=self.open_store)
+        return Watcher(self.settings, self.hub, sender or self.sender, self.fingerprint, metrics,
+                       open_store=self.open_store)
 
     def service(self) -> StoreService:
-        """What the Discord bot's slash commands call."""
+        """What the Discord bot's slash commands call: Hub repos only, never a path on this machine."""
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
         from bot.watch.matching import Matcher
 
-        return StoreService(self.open_store, self.fingerprint_spec, Matcher(self.settings))
+        return StoreService(self.open_store, self.fingerprint_hub_repo,
+                            watch_list_max=self.settings.discord.watch_list_max, matcher=Matcher(self.settings))
+
+    def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
+        """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""
+        return fingerprint_spec(spec, self.open_repo, self.fingerprint, allow_local=False)
+
+    async def run_bot(self, sync_commands: bool = False) -> None:
+        """The Discord bot as the settings describe it, until cancelled."""
+        from bot.discord.client import run_bot
+        from bot.discord.runner import CommandLimits
+
+        d = self.settings.discord
+        await run_bot(d.bot_token.reveal(), self.service(), guild_id=d.guild_id or None, sync_commands=sync_commands,
+                      global_commands=d.global_commands,
+                      limits=CommandLimits(heavy_at_once=d.heavy_commands_at_once, deadline_s=d.command_deadline_s))
 
     # ---- lifetime ----------------------------------------------------------------------------
 

@@ -9,16 +9,16 @@ list (``python -m bot.settings write-docs``) and a test fails when they drift.
 Secrets (the Hub token, the Discord webhook URL and bot token) are held in ``Secret``, whose repr
 and str never show the value: call ``.reveal()`` at the single place that sends it.
 
-The byte caps in ``[limits]`` and the host lists in ``[hub]``/``[discord]`` are the hostile-input
-guard rails: ``LimitSettings.cap_for(path)`` says how many bytes a download of that file may take,
-``HubSettings.allows_url`` / ``DiscordSettings.check_webhook_url`` say whether a URL may be
-fetched or posted to at all, so a model card cannot steer hubwatch to an arbitrary host.
+The caps in ``[limits]`` and the host lists in ``[hub]``/``[discord]`` are the hostile-input guard
+rails: ``LimitSettings.parse_envelope()`` carries the caps to the fingerprint code (which cap a file
+falls under: ``ParseEnvelope.cap_for``), the Hub client follows requests only to the hosts
+``bot.hub.urls.hub_url_allowed`` allows, and ``DiscordSettings.check_webhook_url`` says whether
+alerts may be posted to a URL at all, so a model card cannot steer hubwatch to an arbitrary host.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 import sys
@@ -30,22 +30,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fingerprints.engine import MAX_CONFIG_BYTES
-from fingerprints.envelope import (DEFAULT_MAX_JSON_TOKENS, DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES,
+from bot.watch.policy import SEVERITIES
+from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
+
+from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
+                                   DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES, DEFAULT_MAX_TOKENIZER_BYTES,
                                    DEFAULT_MAX_VOCAB, ParseEnvelope)
 from fingerprints.errors import HubwatchError
-from fingerprints.safetensors_format import MAX_HEADER_BYTES
-from fingerprints.tokenizer import MAX_TOKENIZER_BYTES
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from store.outbox import DEFAULT_LEASE
 
 MiB = 1024 * 1024
 
-# The public Hub; huggingface_hub's own default for HF_ENDPOINT (constants.py).
-HUB_ENDPOINT = "https://huggingface.co"
-# Resolve URLs redirect to CDN and Xet hosts; hub-docs models-downloading.md lists them, all under
-# these two domains (cdn-lfs-us-1.hf.co, us.aws.cdn.hf.co, cas-bridge.xethub.hf.co, ...).
-HUB_REDIRECT_HOST_SUFFIXES = ("hf.co", "huggingface.co")
 # The hosts discord.py's Webhook.from_url accepts (discord(?:app)?.com), plus the two client
 # channels Discord hands out webhook URLs on.
 DISCORD_WEBHOOK_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
@@ -55,7 +51,6 @@ DISCORD_WEBHOOK_PATH_RX = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>[0-9]{17,
 DEFAULT_CONFIG_FILE = "hubwatch.toml"
 CONFIG_ENV_VAR = "HUBWATCH_CONFIG"
 ENV_PREFIX = "HUBWATCH_"
-SEVERITIES = ("low", "medium", "high")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # A watcher that missed this many cycles of its slowest feed in a row is reported unhealthy.
@@ -107,41 +102,11 @@ def setting(default: Any, meaning: str, *, env: str | None = None, minimum: floa
     return field(default=default, metadata=meta)
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def hub_url_allowed(url: str, endpoint: str, redirect_hosts: tuple[str, ...]) -> bool:
-    """The one rule for Hub requests and redirects: the endpoint's host or a redirect host, never a
-    downgrade to plain http, and any loopback host when the endpoint itself is loopback (the fake
-    Hub's CDN runs under another loopback name)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if not host or parts.scheme not in ("http", "https"):
-        return False
-    endpoint_parts = urlsplit(endpoint)
-    if parts.scheme == "http" and endpoint_parts.scheme != "http":
-        return False
-    endpoint_host = (endpoint_parts.hostname or "").lower()
-    if host == endpoint_host or host_matches(host, redirect_hosts):
-        return True
-    return is_loopback_host(endpoint_host) and is_loopback_host(host)
-
-
-def host_matches(host: str, allowed: tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    return any(host == a or host.endswith("." + a) for a in allowed)
-
-
 @dataclass(frozen=True)
 class HubSettings:
     endpoint: str = setting(HUB_ENDPOINT, "Base URL of the Hub (or a mirror / the fake Hub).", env="HF_ENDPOINT")
-    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged.",
+    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged. "
+                            "Unset: the one huggingface_hub finds ($HUGGING_FACE_HUB_TOKEN, or saved by `hf auth login`).",
                             env="HF_TOKEN")
     redirect_hosts: tuple[str, ...] = setting(
         HUB_REDIRECT_HOST_SUFFIXES,
@@ -153,10 +118,6 @@ class HubSettings:
     @property
     def host(self) -> str:
         return (urlsplit(self.endpoint).hostname or "").lower()
-
-    def allows_url(self, url: str) -> bool:
-        """May hubwatch send a request to ``url``? Only the endpoint's host and the redirect hosts."""
-        return hub_url_allowed(url, self.endpoint, self.redirect_hosts)
 
 
 @dataclass(frozen=True)
@@ -204,11 +165,11 @@ class LimitSettings:
         "Most bytes read per model in all: headers, configs, tokenizer and tensor samples. all-MiniLM-L6-v2 "
         "takes 2.4 MB; the largest common tokenizer.json files (Gemma 3) are about 33 MB.",
         minimum=MiB)
-    json_bytes: int = setting(MAX_CONFIG_BYTES, "Largest config-like JSON file downloaded (config.json, "
+    json_bytes: int = setting(DEFAULT_MAX_JSON_BYTES, "Largest config-like JSON file downloaded (config.json, "
                               "tokenizer_config.json, generation_config.json, ...).", minimum=1024)
-    tokenizer_bytes: int = setting(MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
+    tokenizer_bytes: int = setting(DEFAULT_MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
                                    "tokenizer.model, vocab files, merges.txt).", minimum=1024)
-    header_bytes: int = setting(MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
+    header_bytes: int = setting(DEFAULT_MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
     model_requests: int = setting(
         400, "Most HTTP requests one model's fingerprint may make (all-MiniLM-L6-v2 takes 138, a 163-shard "
@@ -228,23 +189,13 @@ class LimitSettings:
     vocab_tokens: int = setting(DEFAULT_MAX_VOCAB, "Most entries in one vocabulary (XLM-V, the largest known, has "
                                 "901,629).", minimum=1000)
 
-    # Which cap applies to which file: tokenizer payloads first, then headers/indexes, then JSON.
-    TOKENIZER_FILE_RX = re.compile(
-        r"(^|/)(tokenizer\.json|tokenizer\.model|[^/]*\.tiktoken|vocab\.(txt|json)|merges\.txt|spiece\.model"
-        r"|sentencepiece\.bpe\.model|added_tokens\.json|special_tokens_map\.json)$")
-    HEADER_FILE_RX = re.compile(r"(\.safetensors|\.gguf|\.safetensors\.index\.json)$")
 
     def parse_envelope(self) -> ParseEnvelope:
         return ParseEnvelope(max_json_tokens=self.parse_tokens, max_string_bytes=self.parse_string_bytes,
-                             max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes)
+                             max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes,
+                             max_json_bytes=self.json_bytes, max_tokenizer_bytes=self.tokenizer_bytes,
+                             max_header_bytes=self.header_bytes)
 
-    def cap_for(self, path: str) -> int:
-        """The most bytes a download of ``path`` may take (whole file or header), by the file's kind."""
-        if self.TOKENIZER_FILE_RX.search(path):
-            return self.tokenizer_bytes
-        if self.HEADER_FILE_RX.search(path):
-            return self.header_bytes
-        return self.json_bytes
 
 
 @dataclass(frozen=True)
@@ -274,8 +225,18 @@ class DiscordSettings:
         "it to look an in-doubt alert up in the webhook's channel before posting it again: exactly-once "
         "delivery across crashes needs it (View Channel, Read Message History, Message Content intent).",
         env="HUBWATCH_DISCORD_TOKEN")
-    guild_id: int = setting(0, "Discord server (guild) whose slash commands are synced at once; 0 syncs globally.",
-                            minimum=0)
+    guild_id: int = setting(0, "Discord server (guild) the bot serves: its slash commands are synced there and "
+                            "answered only there. Needed unless global_commands is set.", minimum=0)
+    global_commands: bool = setting(
+        False, "Publish the slash commands globally and answer them in every server the bot is invited to "
+        "(their managers then share one watch list).")
+    heavy_commands_at_once: int = setting(
+        2, "/nearest and /compare calls running at once, bot-wide (each fingerprints up to two models); "
+        "a further one is refused with a line saying so.", minimum=1, maximum=16)
+    command_deadline_s: int = setting(120, "Seconds after which a /nearest or /compare is answered with a "
+                                      "timeout instead of its result.", minimum=5, maximum=840)
+    watch_list_max: int = setting(200, "Most entries (authors and reference models) on the watch list.",
+                                  minimum=1, maximum=10000)
     allowed_hosts: tuple[str, ...] = setting(DISCORD_WEBHOOK_HOSTS, "Hosts a webhook URL may point at.")
 
     def check_webhook_url(self, url: str) -> None:
@@ -315,6 +276,23 @@ class LoggingSettings:
     level: str = setting("INFO", "Least severe log level written.", env="HUBWATCH_LOG_LEVEL", choices=LOG_LEVELS)
 
 
+@dataclass(frozen=True)
+class BackfillSettings:
+    scheduler: str = setting(
+        "", "Address of the Dask scheduler `hubwatch backfill` runs its jobs on (tcp://host:8786); empty starts a "
+        "cluster of backfill.workers processes on this machine, on loopback.")
+    workers: int = setting(2, "Worker processes of the local backfill cluster (when backfill.scheduler is empty).",
+                           minimum=1, maximum=256)
+    threads_per_worker: int = setting(
+        4, "Models each local backfill worker process fingerprints at once (the work waits on the Hub most of "
+        "the time).", minimum=1, maximum=64)
+    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction.", minimum=1,
+                              maximum=10000)
+    progress_interval_s: float = setting(
+        15.0, "Seconds between the backfill's progress log lines when its output is not a terminal (a terminal "
+        "gets a progress bar).", minimum=0.1)
+
+
 SECTIONS: dict[str, type] = {
     "hub": HubSettings,
     "feeds": FeedSettings,
@@ -324,6 +302,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSettings,
     "metrics": MetricsSettings,
     "logging": LoggingSettings,
+    "backfill": BackfillSettings,
 }
 
 
@@ -337,12 +316,17 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
     config_file: str | None = None  # the TOML file these settings came from, if any
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for the log redaction filter."""
         values = (self.hub.token, self.discord.webhook_url, self.discord.bot_token)
-        return tuple(s.reveal() for s in values if s)
+        found = [s.reveal() for s in values if s]
+        webhook = DISCORD_WEBHOOK_PATH_RX.match(urlsplit(self.discord.webhook_url.reveal()).path)
+        if webhook:  # the token alone, as an error or a form field may print it
+            found.append(webhook["token"])
+        return tuple(found)
 
 
 def _env_name(section: str, f: dataclasses.Field) -> str:
@@ -484,7 +468,12 @@ def find_config_file(config_path: str | os.PathLike[str] | None, env: Mapping[st
 
 
 def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ)."""
+    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ).
+
+    With the process environment, a Hub token set nowhere else is resolved as huggingface_hub resolves
+    it (``get_token``: $HF_TOKEN, the legacy $HUGGING_FACE_HUB_TOKEN, the token ``hf auth login`` saved),
+    so hubwatch reads gated repos wherever the ``hf`` tools do."""
+    resolve_hub_token = env is None
     env = os.environ if env is None else env
     path = find_config_file(config_path, env)
     document = _read_toml(path) if path else {}
@@ -510,6 +499,10 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mappin
                 values[name] = _coerce(key, str(path), types[name], f.metadata, table[name])
         if section == "hub" and "endpoint" in values:
             values["endpoint"] = _check_endpoint(values["endpoint"])
+        if section == "hub" and "token" not in values and resolve_hub_token:
+            from huggingface_hub import get_token
+
+            values["token"] = Secret(get_token() or "")
         built[section] = cls(**values)
     settings = Settings(**built, config_file=str(path) if path else None)
     _check_consistency(settings)

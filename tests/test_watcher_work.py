@@ -37,6 +37,9 @@ class ListingHub:
     def list_models(self, *, sort, limit, expand, author=None):
         return list(self.entries)
 
+    def take_rate_limited_count(self):
+        return 0
+
     def model_info(self, repo_id, revision=None):
         return HubModel.from_api(next(e for e in self.entries if e["id"] == repo_id))
 
@@ -61,9 +64,9 @@ def make_watcher(tmp_path):
     def build(hub: ListingHub) -> Watcher:
         settings = load_settings(env={"HUBWATCH_DB": str(tmp_path / "w.db"), "HUBWATCH_FEEDS_CONCURRENCY": "4",
                                       "HF_ENDPOINT": "http://hub.test"})
-        watcher = Watcher(settings, hub, sender=None)
         seeds = {}
-        watcher._fingerprint = lambda repo_id: small_fp(seeds.setdefault(repo_id, len(seeds)))
+        watcher = Watcher(settings, hub, None,
+                          fingerprint=lambda repo_id, tokenizers: small_fp(seeds.setdefault(repo_id, len(seeds))))
         watcher.matcher.compare = lambda a, b: NoMatch()
         return watcher
     return build

@@ -16,11 +16,10 @@ from urllib.parse import quote
 
 from fingerprints.errors import HubwatchError
 
-from bot.watch.policy import AlertDecision, ModelFacts
+from bot.watch.policy import SEVERITIES, AlertDecision, ModelFacts
 
 # Where repo links point; tests and mirrors pass their own base URL.
 DEFAULT_HUB_URL = "https://huggingface.co"  # real-endpoint-constant
-SEVERITIES = ("high", "medium", "low")
 VERDICTS = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent")
 # Bumped when a field changes meaning, so an old outbox row is recognised rather than misread.
 ALERT_FORMAT_VERSION = 1
@@ -98,7 +97,7 @@ class Alert:
     @property
     def key(self) -> str:
         """Dedupe key: one alert per (suspect revision, source)."""
-        return f"{self.suspect.repo_id}@{self.suspect.sha or 'unknown'}->{self.source.repo_id}"
+        return dedupe_key(self.suspect.repo_id, self.suspect.sha, self.source.repo_id)
 
     @property
     def kind(self) -> str:
@@ -165,6 +164,11 @@ class Alert:
         return cls.from_dict(data)
 
 
+def dedupe_key(suspect_repo: str, suspect_sha: str | None, source_repo: str) -> str:
+    """The outbox key of the alert about ``suspect_repo`` at ``suspect_sha`` naming ``source_repo``."""
+    return f"{suspect_repo}@{suspect_sha or 'unknown'}->{source_repo}"
+
+
 def build_alert(suspect: ModelFacts, source: ModelFacts, decision: AlertDecision, comparison: Any,
                 hub_url: str = DEFAULT_HUB_URL, plot_png: bytes | None = None, now: datetime | None = None) -> Alert:
     """An Alert from the policy's decision and a ``fingerprints.compare.Comparison`` of source (a)
@@ -176,8 +180,8 @@ def build_alert(suspect: ModelFacts, source: ModelFacts, decision: AlertDecision
         source=RepoRef.on_hub(source.repo_id, hub_url, sha=source.sha, created_at=source.created_at),
         severity=decision.severity,
         verdict=comparison.verdict,
-        confidence=float(comparison.confidence),
-        score=float(comparison.score),
+        confidence=min(1.0, float(comparison.confidence)),
+        score=min(1.0, max(0.0, float(comparison.score))),
         kinds=tuple(comparison.kinds),
         reason=decision.reason,
         declared_base_models=tuple(suspect.declared_base_models),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,11 +28,11 @@ from store.nearest import nearest
 from store.records import ModelRecord
 from store.store import Store
 
-from bot.alerts.model import Alert, RepoRef
+from bot.alerts.model import Alert, build_alert, dedupe_key
 from bot.hub.sources import SpecFingerprint
-from bot.settings import SEVERITIES, Settings
+from bot.settings import Settings
 from bot.watch.lineage import Member, is_older, pick_root
-from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
+from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_alert
 
 log = logging.getLogger("hubwatch.matching")
 
@@ -91,7 +91,7 @@ class Matcher:
         self.compare = compare
         self.hub_url = settings.hub.endpoint
         self.alert_on_declared = settings.alerts.on_declared_derivatives
-        self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
+        self.min_severity = Severity(settings.alerts.min_severity).rank
 
     # ---- ingest ----------------------------------------------------------------------------
 
@@ -133,30 +133,21 @@ class Matcher:
         source = store.get_model(root.repo_id) or ModelRecord(repo_id=root.repo_id)
         source.sha = store.get_fingerprint(root.fingerprint_id).sha
         unindexed = frozenset(b for b in suspect.base_models if store.find_fingerprint(b) is None)
-        decision = decide_alert(facts(suspect), facts(source), root.verdict, root.confidence,
+        suspect_facts, source_facts = facts(suspect), facts(source)
+        decision = decide_alert(suspect_facts, source_facts, root.verdict, root.confidence,
                                 declared_ancestors=frozenset(declared), alert_on_declared=self.alert_on_declared,
                                 unindexed_declared=unindexed)
         log.info("match", extra={"repo": suspect.repo_id, "source": source.repo_id, "verdict": root.verdict,
                                  "alert": decision.alert, "reason": decision.reason, "family": len(family)})
-        if not decision.alert or SEVERITIES.index(decision.severity) < self.min_severity:
+        if not decision.alert or decision.severity.rank < self.min_severity:
             return None
-        suspect_ref = RepoRef.on_hub(suspect.repo_id, self.hub_url, suspect.sha, parse_time(suspect.created_at))
-        source_ref = RepoRef.on_hub(source.repo_id, self.hub_url, source.sha, parse_time(source.created_at))
-        probe = Alert(suspect=suspect_ref, source=source_ref, severity=decision.severity, verdict=root.verdict,
-                      confidence=0.0, score=0.0)
-        if store.alert_queued(probe.key):
+        if store.alert_queued(dedupe_key(suspect.repo_id, suspect.sha, source.repo_id)):
             return None  # exactly once per (suspect revision, original): skip the comparison and plot
         comparison = self.compare(store.load_fingerprint(root.fingerprint_id), store.load_fingerprint(suspect_id))
-        reason = decision.reason
         if trigger and trigger == source.repo_id and trigger != suspect.repo_id:
-            reason += f"; found when {source.repo_id} was indexed"
-        alert = Alert(
-            suspect=suspect_ref, source=source_ref, severity=decision.severity, verdict=comparison.verdict,
-            confidence=min(1.0, comparison.confidence), score=min(1.0, max(0.0, comparison.score)),
-            kinds=tuple(comparison.kinds), reason=reason, declared_base_models=tuple(suspect.base_models),
-            lineage_declared=decision.declared, license_conflict=decision.license_conflict,
-            evidence=tuple(comparison.evidence) + _siblings_line(family, root),
-        )
+            decision = replace(decision, reason=f"{decision.reason}; found when {source.repo_id} was indexed")
+        alert = build_alert(suspect_facts, source_facts, decision, comparison, hub_url=self.hub_url)
+        alert = replace(alert, evidence=alert.evidence + _siblings_line(family, root))
         payload = alert.to_dict()
         payload[PLOT_KEY] = base64.b64encode(render_comparison_png(comparison)).decode("ascii")
         return alert if store.enqueue_alert(alert.key, payload) else None

@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-from fingerprints.engine import fingerprint_model
-from fingerprints.envelope import LimitedReader
 from fingerprints.errors import BudgetExceededError, HubwatchError, InvalidModelError, UninspectableWeightsError
 from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
@@ -49,6 +47,7 @@ from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUna
 from bot.hub.models import HubModel
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
+from bot.ops.progress import progress
 from bot.settings import Settings
 from bot.watch.matching import Matcher, plot_of
 
@@ -76,6 +75,8 @@ class Hub(Protocol):
     def model_info(self, repo_id: str, revision: str | None = None) -> HubModel: ...
 
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
+
+    def take_rate_limited_count(self) -> int: ...
 
 
 @dataclass
@@ -108,9 +109,13 @@ class WorkFailure:
 
 
 class Watcher:
-    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender, metrics: Metrics | None = None,
+    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender,
+                 fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint], metrics: Metrics | None = None,
                  open_store: Callable[[], Store] | None = None):
+        """``fingerprint``: one model's fingerprint under the configured limits, the composition
+        root's (``bot.app.App.fingerprint``) that every command and the bot use too."""
         self.settings = settings
+        self.fingerprint_with_limits = fingerprint
         self.hub = hub
         self.sender = sender
         self.metrics = metrics or Metrics()
@@ -118,9 +123,6 @@ class Watcher:
         self.matcher = Matcher(settings)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
-        self.envelope = settings.limits.parse_envelope()
-        # One large tokenizer parsed at a time, whichever feed's thread meets it (envelope.py).
-        self._large_parse_lock = threading.Lock()
         self._delivering = threading.Lock()
         # Claims in the revisions table carry this; claims of any other owner found at start were
         # left by a process that died, and are requeued.
@@ -157,7 +159,7 @@ class Watcher:
                 summary.errors += 1
                 self._record_failure(store, f"feed {feed}", exc)
                 self.metrics.listing_failed(feed, f"{feed} listing from {self.settings.hub.host}: {exc}")
-                log.warning("feed listing failed", extra={"feed": feed, "error": str(exc)})
+                summary.error = str(exc)
                 return self._finish(store, summary, started)
             records = self._record_listing(store, feed, models)
             summary.models_seen = len(models)
@@ -240,6 +242,7 @@ class Watcher:
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
+        summary.hub_429s = self.hub.take_rate_limited_count()
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
@@ -255,25 +258,10 @@ class Watcher:
         suspects: dict[int, str] = {}  # fingerprint id -> the repo whose arrival made it a suspect
         ingested: list[ModelRecord] = []
         try:
-            for item in self._fingerprint_all(claimed):
-                record = item.record
-                if item.fingerprint is None:
-                    self._fingerprint_failed(store, item, summary)
-                    continue
-                try:
-                    got = self.matcher.ingest(store, record, record.sha, item.fingerprint)
-                except Exception as exc:  # one model must not stop the feed: record it, go on
-                    summary.errors += 1
-                    self._record_failure(store, f"repo {record.repo_id}@{record.sha}", exc)
-                    store.fail_revision(record.repo_id, record.sha, failure_reason(exc), str(exc))
-                    log.exception("processing failed", extra={"repo": record.repo_id, "sha": record.sha})
-                    continue
-                summary.fingerprinted += 1
-                summary.bytes_read += item.fingerprint.bytes_read
-                store.bump("models_fingerprinted")
-                ingested.append(record)
-                for fid in got.suspects:
-                    suspects.setdefault(fid, record.repo_id)
+            with progress(f"{summary.feed}: fingerprinting and comparing", len(claimed)) as bar:
+                for item in self._fingerprint_all(claimed):
+                    self._ingest(store, item, summary, suspects, ingested)
+                    bar.advance(note=item.record.repo_id)
             for fid, trigger in suspects.items():
                 if self.matcher.decide(store, fid, trigger) is not None:
                     summary.alerts_enqueued += 1
@@ -283,6 +271,28 @@ class Watcher:
         finally:
             for record in claimed:
                 store.release_revision(record.repo_id, record.sha)  # only rows still in flight move
+
+    def _ingest(self, store: Store, item: PolledFingerprint, summary: CycleSummary, suspects: dict[int, str],
+                ingested: list[ModelRecord]) -> None:
+        """Store one fingerprint and its copy relations; collect the suspects it touched."""
+        record = item.record
+        if item.fingerprint is None:
+            self._fingerprint_failed(store, item, summary)
+            return
+        try:
+            got = self.matcher.ingest(store, record, record.sha, item.fingerprint)
+        except Exception as exc:  # one model must not stop the feed: record it, go on
+            summary.errors += 1
+            self._record_failure(store, f"repo {record.repo_id}@{record.sha}", exc)
+            store.fail_revision(record.repo_id, record.sha, failure_reason(exc), str(exc))
+            log.exception("processing failed", extra={"repo": record.repo_id, "sha": record.sha})
+            return
+        summary.fingerprinted += 1
+        summary.bytes_read += item.fingerprint.bytes_read
+        store.bump("models_fingerprinted")
+        ingested.append(record)
+        for fid in got.suspects:
+            suspects.setdefault(fid, record.repo_id)
 
     def _fingerprint_failed(self, store: Store, item: PolledFingerprint, summary: CycleSummary) -> None:
         record, exc = item.record, item.error
@@ -294,11 +304,7 @@ class Watcher:
                                                  "retry_at": retry_at.isoformat()})
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
-        limits = self.settings.limits
-        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
-                                max_seconds=limits.model_seconds)
-        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=self.tokenizers,
-                                 envelope=self.envelope, large_parse_lock=self._large_parse_lock)
+        return self.fingerprint_with_limits(reader, self.tokenizers)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
         """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from fingerprints.compare import compare_fingerprints
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
-from fingerprints.verdict import NOT_COMPARABLE
+from fingerprints.facts import Verdict
 
 from bot.alerts.model import verdict_text
+from bot.ops.progress import progress
 
 
 def register(sub) -> None:
@@ -33,11 +33,14 @@ def run(args, app) -> int:
         raise InvalidModelError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
     reader_a, reader_b = app.open_reader(args.a), app.open_reader(args.b)
     tokenizers = TokenizerCache()  # b's tokenizer files, when identical to a's on the Hub, are not read again
-    print(f"fingerprinting {args.a} …", file=sys.stderr)
-    fa = app.fingerprint(reader_a, tokenizers=tokenizers)
-    print(f"fingerprinting {args.b} …", file=sys.stderr)
-    fb = app.fingerprint(reader_b, tokenizers=tokenizers)
-    result = compare_fingerprints(fa, fb, reader_a, reader_b)
+    with progress("compare", total=3, unit="step") as bar:
+        bar.advance(0, note=f"fingerprinting {args.a}")
+        fa = app.fingerprint(reader_a, tokenizers=tokenizers)
+        bar.advance(note=f"fingerprinting {args.b}")
+        fb = app.fingerprint(reader_b, tokenizers=tokenizers)
+        bar.advance(note="comparing")
+        result = compare_fingerprints(fa, fb, reader_a, reader_b)
+        bar.advance()
     if args.plot:
         from fingerprints.plot import render_comparison_png
 
@@ -46,7 +49,7 @@ def run(args, app) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(f"verdict:    {verdict_text(result.verdict, result.kinds)}")
-    if result.verdict == NOT_COMPARABLE:
+    if result.verdict == Verdict.NOT_COMPARABLE:
         print("score:      none (the weights were not compared; see the evidence)")
     else:
         print(f"confidence: {result.confidence:.3f}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from huggingface_hub.utils import parse_ratelimit_headers
 
 from bot.ops.logging_setup import redact
 from bot.settings import ENV_PREFIX, ConfigError, Settings, known_env_vars
@@ -159,7 +160,8 @@ def check_hub(settings: Settings) -> Check:
         why = "the token (HF_TOKEN) was rejected" if settings.hub.token else "it wants a token (set HF_TOKEN)"
         return Check("FAIL", "hub", f"{url}: 401 Unauthorized: {why}")
     if status == 429:
-        wait = response.headers.get("Retry-After") or _ratelimit_reset(response.headers.get("RateLimit", ""))
+        limit = parse_ratelimit_headers(response.headers)
+        wait = response.headers.get("Retry-After") or (limit.reset_in_seconds if limit else None)
         return Check("WARN", "hub", f"{url}: 429 rate limited" + (f", retry in {wait} s" if wait else "")
                      + ("" if settings.hub.token else "; an HF_TOKEN doubles the limit"))
     if status != 200:
@@ -173,12 +175,6 @@ def check_hub(settings: Settings) -> Check:
     if urlsplit(settings.hub.endpoint).scheme == "http":
         return Check("WARN", "hub", f"{url}: reachable ({elapsed:.2f} s) but over plain http")
     return Check("OK", "hub", f"{url}: reachable ({elapsed:.2f} s)")
-
-
-def _ratelimit_reset(header: str) -> str | None:
-    """The ``t`` (seconds to reset) of an IETF RateLimit header such as ``"api";r=0;t=120``."""
-    match = re.search(r"(?:^|;)\s*t=(\d+)", header)
-    return match.group(1) if match else None
 
 
 def check_discord(settings: Settings) -> list[Check]:

@@ -10,6 +10,7 @@ import threading
 from fingerprints.errors import HubwatchError
 
 from bot.hub.errors import HubUnavailableError
+from bot.ops.progress import progress
 
 
 class Indexer:
@@ -47,7 +48,7 @@ def failed_line(failed: list[tuple[str, HubwatchError]], total: int, what: str, 
     """The last line of a run with failures: how many, and the first one: what, where, the error."""
     spec, exc = failed[0]
     where = "local folder" if os.path.exists(spec) else f"on {hub_host}"
-    error = str(exc).removeprefix(f"{spec}: ")
+    error = _without_prefix(str(exc), spec)
     return f"hubwatch: error: {len(failed)} of {total} {what} failed; first: {spec} ({where}): {error}"
 
 
@@ -87,7 +88,7 @@ def run_add(args, app) -> int:
             try:
                 indexed = indexer.add(spec)
             except HubwatchError as exc:
-                print(f"hubwatch: error: {exc}" if spec in str(exc) else f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
+                print(f"hubwatch: error: {spec}: {_without_prefix(str(exc), spec)}", file=sys.stderr)
                 failed.append((spec, exc))
                 continue
             got, ing = indexed.spec, indexed.ingested
@@ -145,21 +146,26 @@ def seed(indexer: Indexer, refs, stop: threading.Event | None = None) -> tuple[l
     were not tried). An unreachable Hub ends the seed: every other reference would wait out the
     same retries."""
     failed: list[tuple[str, HubwatchError]] = []
-    for i, ref in enumerate(refs, 1):
-        if stop is not None and stop.is_set():
-            return failed, len(refs) - i + 1
-        print(f"[{i}/{len(refs)}] {ref.repo_id} ...", end=" ", file=sys.stderr, flush=True)
-        try:
-            indexed = indexer.add(ref.repo_id)
-            indexer.store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
-        except HubUnavailableError as exc:
-            failed.append((ref.repo_id, exc))
-            print(f"failed: {exc}", file=sys.stderr)
-            return failed, len(refs) - i
-        except HubwatchError as exc:  # one missing or gated repo must not stop the seed
-            failed.append((ref.repo_id, exc))
-            print(f"failed: {exc}", file=sys.stderr)
-            continue
-        size = indexed.spec.fp.bytes_read / 1e6
-        print(f"{'ok' if indexed.ingested.created else 'unchanged'} ({size:.1f} MB)", file=sys.stderr)
+    with progress("index seed", len(refs)) as bar:
+        for i, ref in enumerate(refs, 1):
+            if stop is not None and stop.is_set():
+                return failed, len(refs) - i + 1
+            try:
+                indexed = indexer.add(ref.repo_id)
+                indexer.store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
+            except HubwatchError as exc:  # one missing or gated repo must not stop the seed
+                failed.append((ref.repo_id, exc))
+                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... failed: {_without_prefix(str(exc), ref.repo_id)}")
+                if isinstance(exc, HubUnavailableError):
+                    return failed, len(refs) - i
+            else:
+                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... {'ok' if indexed.ingested.created else 'unchanged'} "
+                          f"({indexed.spec.fp.bytes_read / 1e6:.1f} MB)")
+            bar.advance(note=ref.repo_id)
     return failed, 0
+
+
+def _without_prefix(message: str, repo_id: str) -> str:
+    """Hub errors start with the repo id; the line that reports them has named it already."""
+    return message.removeprefix(f"{repo_id}: ")
+
