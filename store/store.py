@@ -379,12 +379,12 @@ class Store:
     def list_revisions(self, revisions: list[tuple[str, str]], feed: str | None = None,
                        now: datetime | None = None) -> None:
         with transaction(self.conn):
-            work.list_revisions(self.conn, revisions, feed, now)
+            work.list_revisions(self.conn, revisions, feed, now, FINGERPRINT_VERSION)
 
     @_translated
     def claim_revision(self, repo_id: str, sha: str, owner: str, now: datetime | None = None) -> bool:
         with transaction(self.conn):
-            return work.claim(self.conn, repo_id, sha, owner, now)
+            return work.claim(self.conn, repo_id, sha, owner, now, FINGERPRINT_VERSION)
 
     @_translated
     def finish_revision(self, repo_id: str, sha: str, now: datetime | None = None) -> None:

@@ -69,19 +69,23 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def list_revisions(conn: sqlite3.Connection, revisions: list[tuple[str, str]], feed: str | None = None,
-                   now: datetime | None = None) -> None:
-    """Record listed revisions as pending; a revision already known keeps its row."""
+                   now: datetime | None = None, version: int | None = None) -> None:
+    """Record listed revisions as pending (done when a fingerprint of ``version`` is stored already,
+    say by `index add`); a revision already known keeps its row."""
     stamp = _stamp(now)
     conn.executemany(
         "INSERT OR IGNORE INTO revisions (repo_id, sha, state, feed, listed_at, next_attempt_at) "
-        "VALUES (?, ?, 'pending', ?, ?, ?)", [(repo, sha, feed, stamp, stamp) for repo, sha in revisions])
+        "SELECT :repo, :sha, CASE WHEN EXISTS (SELECT 1 FROM fingerprints WHERE repo_id = :repo AND sha = :sha "
+        "AND version = :version) THEN 'done' ELSE 'pending' END, :feed, :now, :now",
+        [{"repo": repo, "sha": sha, "feed": feed, "now": stamp, "version": version} for repo, sha in revisions])
 
 
-def claim(conn: sqlite3.Connection, repo_id: str, sha: str, owner: str, now: datetime | None = None) -> bool:
+def claim(conn: sqlite3.Connection, repo_id: str, sha: str, owner: str, now: datetime | None = None,
+          version: int | None = None) -> bool:
     """Take the revision to fingerprint it (listing it first if new); False when it is done,
     skipped, in flight elsewhere, or failed and not due yet."""
     stamp = _stamp(now)
-    list_revisions(conn, [(repo_id, sha)], None, now)
+    list_revisions(conn, [(repo_id, sha)], None, now, version)
     cur = conn.execute(
         f"UPDATE revisions SET state = 'in_flight', attempts = attempts + 1, claimed_at = :now, claim_owner = :owner "
         f"WHERE repo_id = :repo AND sha = :sha AND {_CLAIMABLE}",

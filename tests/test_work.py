@@ -87,3 +87,13 @@ def test_migration_marks_fingerprints_of_a_version_1_store_done(tmp_path):
         rev = store.get_revision("a/x", "s1")
         assert rev.state == "done" and rev.listed_at == "2026-01-01T00:00:00+00:00"
         assert not store.claim_revision("a/x", "s1", "p")
+
+
+def test_a_revision_fingerprinted_before_it_was_listed_is_done(store):
+    from test_store import small_fp
+
+    store.add_fingerprint("a/indexed", "s1", small_fp())  # `index add` before any feed listed it
+    store.list_revisions([("a/indexed", "s1"), ("a/new", "s1")], feed="trending")
+    assert store.get_revision("a/indexed", "s1").state == "done"
+    assert not store.claim_revision("a/indexed", "s1", "p")
+    assert store.claim_revision("a/new", "s1", "p")
