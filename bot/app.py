@@ -25,6 +25,7 @@ from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
 from bot.hub.client import HubClient
+from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
 from bot.settings import Settings, load_settings
@@ -76,10 +77,15 @@ class App:
 
     @cached_property
     def hub(self) -> HubClient:
+        return self.hub_client()
+
+    def hub_client(self, retry: RetryPolicy | None = None) -> HubClient:
+        """A new Hub client from the settings, closed with the app; ``retry`` in place of the
+        default policy (a backfill worker waits out rate-limit windows that a watcher would not)."""
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts)
+                           redirect_hosts=h.redirect_hosts, retry=retry)
         self._closers.append(client.close)
         return client
 

@@ -262,6 +262,23 @@ class LoggingSettings:
     level: str = setting("INFO", "Least severe log level written.", env="HUBWATCH_LOG_LEVEL", choices=LOG_LEVELS)
 
 
+@dataclass(frozen=True)
+class BackfillSettings:
+    scheduler: str = setting(
+        "", "Address of the Dask scheduler `hubwatch backfill` runs its jobs on (tcp://host:8786); empty starts a "
+        "cluster of backfill.workers processes on this machine, on loopback.")
+    workers: int = setting(2, "Worker processes of the local backfill cluster (when backfill.scheduler is empty).",
+                           minimum=1, maximum=256)
+    threads_per_worker: int = setting(
+        4, "Models each local backfill worker process fingerprints at once (the work waits on the Hub most of "
+        "the time).", minimum=1, maximum=64)
+    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction.", minimum=1,
+                              maximum=10000)
+    progress_interval_s: float = setting(
+        15.0, "Seconds between the backfill's progress log lines when its output is not a terminal (a terminal "
+        "gets a progress bar).", minimum=0.1)
+
+
 SECTIONS: dict[str, type] = {
     "hub": HubSettings,
     "feeds": FeedSettings,
@@ -271,6 +288,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSettings,
     "metrics": MetricsSettings,
     "logging": LoggingSettings,
+    "backfill": BackfillSettings,
 }
 
 
@@ -284,12 +302,17 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
     config_file: str | None = None  # the TOML file these settings came from, if any
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for the log redaction filter."""
         values = (self.hub.token, self.discord.webhook_url, self.discord.bot_token)
-        return tuple(s.reveal() for s in values if s)
+        found = [s.reveal() for s in values if s]
+        webhook = DISCORD_WEBHOOK_PATH_RX.match(urlsplit(self.discord.webhook_url.reveal()).path)
+        if webhook:  # the token alone, as an error or a form field may print it
+            found.append(webhook["token"])
+        return tuple(found)
 
 
 def _env_name(section: str, f: dataclasses.Field) -> str:
