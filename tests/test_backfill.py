@@ -38,7 +38,7 @@ def cluster():
     import distributed
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as local:
+                                  dashboard_address="127.0.0.1:0") as local:
         yield local.scheduler_address
 
 
