@@ -11,11 +11,12 @@ from fingerprints.compare import compare_fingerprints
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
 from store.nearest import nearest
+from store.rows import TIER_COMPACT
 from store.store import Store
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 from bot.settings import Settings
-from bot.hub.sources import fingerprint_spec, index_one
+from bot.hub.sources import fingerprint_spec, index_one, refetch_fingerprint
 
 
 class StoreService:
@@ -28,7 +29,7 @@ class StoreService:
     def _fingerprint(self, store: Store, spec: str, keep: bool = True) -> tuple[str, Fingerprint]:
         """The stored fingerprint of ``spec``, else a fresh one (stored too when ``keep``)."""
         stored = store.find_fingerprint(spec)
-        if stored is not None:
+        if stored is not None and stored.tier != TIER_COMPACT:  # a compact one lacks the weights to compare
             return spec, store.load_fingerprint(stored.id)
         got = index_one(store, spec)[0] if keep else fingerprint_spec(spec)
         return got.repo_id, got.fp
@@ -37,7 +38,8 @@ class StoreService:
         store = self._store()
         try:
             repo_id, fp = self._fingerprint(store, repo)
-            rows = nearest(store, fp, k=k, exclude_repo=repo_id, query_record=store.get_model(repo_id))
+            rows = nearest(store, fp, k=k, exclude_repo=repo_id, query_record=store.get_model(repo_id),
+                           refetch=refetch_fingerprint)
             return [NearestRow(n.repo_id, n.verdict, n.score, n.confidence, list(n.kinds),
                                "" if n.declared == "none" else n.declared, n.likely_original == "neighbour")
                     for n in rows]

@@ -10,6 +10,7 @@ from pathlib import Path
 from fingerprints.errors import HubwatchError, InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
+from store.rows import TIER_FULL
 
 # Hub repo ids: "name" or "org/name", optionally "@revision" (the CLI's own notation).
 LOCAL_SHA_PREFIX = "local-"
@@ -62,11 +63,17 @@ def fingerprint_spec(spec: str) -> SpecFingerprint:
     return SpecFingerprint(repo_id, sha, fp, False)
 
 
-def index_one(store, spec: str) -> tuple[SpecFingerprint, int, bool]:
+def refetch_fingerprint(repo_id: str, sha: str) -> Fingerprint:
+    """The full fingerprint of a stored revision, read from the Hub again (store.nearest's refetch)."""
+    return fingerprint_spec(f"{repo_id}@{sha}").fp
+
+
+def index_one(store, spec: str, tier: str = TIER_FULL) -> tuple[SpecFingerprint, int, bool]:
+    """Fingerprint ``spec`` and store it in ``tier`` (store/rows.py; "reference" for reference models)."""
     from store.records import ModelRecord
 
     got = fingerprint_spec(spec)
-    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
+    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp, tier=tier)
     if not got.is_local:
         known = store.get_model(got.repo_id)
         record = known or ModelRecord(repo_id=got.repo_id, author=got.repo_id.split("/")[0] if "/" in got.repo_id else None)

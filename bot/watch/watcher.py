@@ -23,7 +23,8 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
@@ -36,6 +37,7 @@ from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.nearest import nearest
 from store.records import ModelRecord
+from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE
 from store.store import Store
 
 from bot.alerts.delivery import deliver_pending
@@ -44,6 +46,7 @@ from bot.alerts.discord_webhook import AlertSender
 from bot.alerts.model import Alert, RepoRef
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
+from bot.watch.compare_pool import compare_pool
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
 from bot.settings import SEVERITIES, Settings
 
@@ -109,6 +112,26 @@ class Watcher:
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
         self._delivering = threading.Lock()
+        self._pool: Executor | None = None
+        self._pool_lock = threading.Lock()
+
+    def compare_pool(self) -> Executor | None:
+        """The comparison process pool, started on first use (spawning costs seconds)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = compare_pool(self.settings.limits.compare_workers)
+            return self._pool
+
+    def _drop_pool(self) -> None:
+        """Forget a broken pool (a worker killed, e.g. out of memory); the next model starts a new one."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the comparison workers."""
+        self._drop_pool()
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -143,6 +166,7 @@ class Watcher:
                 store.set_cursor(feed, None, newest)
             delivered = self.deliver(store)
             summary.alerts_delivered = delivered
+            self._prune(store)
             store.set_status(f"last_poll:{feed}", datetime.now(timezone.utc).isoformat())
             return self._finish(store, summary, started)
         finally:
@@ -164,7 +188,7 @@ class Watcher:
                     reader = self.hub.reader(entry.value)
                     fp = self._fingerprint(reader)
                     store.upsert_model(reader.model.to_record())
-                    store.add_fingerprint(entry.value, reader.sha, fp)
+                    store.add_fingerprint(entry.value, reader.sha, fp, tier=TIER_REFERENCE)
             except HubwatchError as exc:
                 summary.errors += 1
                 store.set_status("last_error", f"watched {entry.kind} {entry.value}: {exc}")
@@ -181,6 +205,20 @@ class Watcher:
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
         return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=self.tokenizers)
+
+    def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
+        """The full fingerprint of a stored compact revision, read from the Hub again."""
+        return self._fingerprint(self.hub.reader(repo_id, sha))
+
+    def _prune(self, store: Store) -> None:
+        days, plot_days = self.settings.store.retention_days, self.settings.store.plot_retention_days
+        if not (days or plot_days):
+            return
+        now = datetime.now(timezone.utc)
+        pruned = store.prune(now - timedelta(days=days) if days else None,
+                             now - timedelta(days=plot_days) if plot_days else None, PLOT_KEY)
+        if any(pruned.values()):
+            log.info("retention", extra=pruned)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
         try:
@@ -210,11 +248,18 @@ class Watcher:
             store.set_status("last_error", f"{record.repo_id}@{record.sha}: {item.error}")
             log.warning("fingerprint failed", extra={"repo": record.repo_id, "sha": record.sha, "error": item.error})
             return
-        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record)
+        try:
+            neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
+                                 refetch=self._refetch, pool=self.compare_pool())
+        except BrokenProcessPool:
+            self._drop_pool()
+            raise
         match = next((n for n in neighbours if n.verdict in ALERTING_VERDICTS), None)
         if match is not None:
             self._maybe_alert(store, record, match, summary)
-        fid, created = store.add_fingerprint(record.repo_id, record.sha, fp)
+        # Every model gets the compact tier; one that matched keeps its full detail as evidence.
+        tier = TIER_COMPACT if match is None else TIER_FULL
+        fid, created = store.add_fingerprint(record.repo_id, record.sha, fp, tier=tier)
         if not created:
             return
         summary.fingerprinted += 1

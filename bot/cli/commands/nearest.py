@@ -7,7 +7,7 @@ import sys
 
 from fingerprints.errors import InvalidModelError
 
-from bot.hub.sources import fingerprint_spec
+from bot.hub.sources import fingerprint_spec, refetch_fingerprint
 from bot.cli.commands.index import add_db_option, open_store
 
 # Column widths of the table; longer values are cut with an ellipsis.
@@ -45,7 +45,8 @@ def run(args) -> int:
     got = fingerprint_spec(args.model)
     with open_store(args) as store:
         query_record = None if got.is_local else store.get_model(got.repo_id)
-        found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record)
+        found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record,
+                        refetch=refetch_fingerprint)
     if args.json:
         rows = [{k: v for k, v in n.to_dict().items() if k != "comparison"} for n in found]
         print(json.dumps({"query": {"repo_id": got.repo_id, "sha": got.sha}, "neighbours": rows}, indent=2))

@@ -78,5 +78,6 @@ def run(args) -> int:
         return 0
     finally:
         watcher.hub.close()
+        watcher.close()
         if server is not None:
             server.stop()
