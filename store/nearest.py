@@ -31,7 +31,9 @@ COPY_VERDICTS = ("identical", "weights-derived")
 # others >= 0.967), every independent pair <= 0.501. The screen sits between the two.
 SKETCH_SCREEN_MIN = 0.6
 # Verdicts a config-and-tokenizer comparison can reach that need the weights to be confirmed.
-SCREEN_VERDICTS = ("identical", "weights-derived", "tokenizer-copied")
+# Not "tokenizer-copied": it says the weights are independent, which a sketch cosine under the
+# screen already shows, and siblings sharing an uncommon vocabulary would all be re-read.
+SCREEN_VERDICTS = ("identical", "weights-derived")
 # Compact candidates re-read per query at most (each costs ~0.7 s of Hub reads at 50 ms per
 # request); the strongest by identity evidence and sketch cosine go first. A model uploaded into
 # a family of many fine-tunes otherwise re-reads the whole family.
