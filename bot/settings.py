@@ -31,6 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fingerprints.engine import MAX_CONFIG_BYTES
+from fingerprints.envelope import (DEFAULT_MAX_JSON_TOKENS, DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES,
+                                   DEFAULT_MAX_VOCAB, ParseEnvelope)
 from fingerprints.errors import HubwatchError
 from fingerprints.safetensors_format import MAX_HEADER_BYTES
 from fingerprints.tokenizer import MAX_TOKENIZER_BYTES
@@ -139,7 +141,8 @@ def host_matches(host: str, allowed: tuple[str, ...]) -> bool:
 @dataclass(frozen=True)
 class HubSettings:
     endpoint: str = setting(HUB_ENDPOINT, "Base URL of the Hub (or a mirror / the fake Hub).", env="HF_ENDPOINT")
-    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged.",
+    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged. "
+                            "Unset: the one huggingface_hub finds ($HUGGING_FACE_HUB_TOKEN, or saved by `hf auth login`).",
                             env="HF_TOKEN")
     redirect_hosts: tuple[str, ...] = setting(
         HUB_REDIRECT_HOST_SUFFIXES,
@@ -203,12 +206,33 @@ class LimitSettings:
         "polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
     header_bytes: int = setting(MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
+    model_requests: int = setting(
+        400, "Most HTTP requests one model's fingerprint may make (all-MiniLM-L6-v2 takes 138, a 163-shard "
+        "checkpoint about 230); a repo of hundreds of tiny shards is refused instead of starving the rest.",
+        minimum=10)
+    model_seconds: float = setting(
+        300.0, "Most seconds one model's fingerprint may take, rate-limit waits included; past it the model "
+        "is recorded as failed and the cycle goes on.", minimum=1)
+    parse_tokens: int = setting(
+        DEFAULT_MAX_JSON_TOKENS, "Most JSON tokens (or lines) one downloaded document may hold; counted before "
+        "parsing (Gemma 3's tokenizer.json, the largest common one, has about 2.1 million).", minimum=1000)
+    parse_string_bytes: int = setting(DEFAULT_MAX_STRING_BYTES, "Most bytes of string content in one document.",
+                                      minimum=1024)
+    parse_memory_bytes: int = setting(
+        DEFAULT_MAX_PARSE_MEMORY, "Most memory one parsed document may take, estimated before parsing at 72 bytes "
+        "per JSON token plus its strings (keeps the watcher under 1 GiB with hostile uploads).", minimum=MiB)
+    vocab_tokens: int = setting(DEFAULT_MAX_VOCAB, "Most entries in one vocabulary (XLM-V, the largest known, has "
+                                "901,629).", minimum=1000)
 
     # Which cap applies to which file: tokenizer payloads first, then headers/indexes, then JSON.
     TOKENIZER_FILE_RX = re.compile(
         r"(^|/)(tokenizer\.json|tokenizer\.model|[^/]*\.tiktoken|vocab\.(txt|json)|merges\.txt|spiece\.model"
         r"|sentencepiece\.bpe\.model|added_tokens\.json|special_tokens_map\.json)$")
     HEADER_FILE_RX = re.compile(r"(\.safetensors|\.gguf|\.safetensors\.index\.json)$")
+
+    def parse_envelope(self) -> ParseEnvelope:
+        return ParseEnvelope(max_json_tokens=self.parse_tokens, max_string_bytes=self.parse_string_bytes,
+                             max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes)
 
     def cap_for(self, path: str) -> int:
         """The most bytes a download of ``path`` may take (whole file or header), by the file's kind."""
@@ -458,7 +482,12 @@ def find_config_file(config_path: str | os.PathLike[str] | None, env: Mapping[st
 
 
 def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ)."""
+    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ).
+
+    With the process environment, a Hub token set nowhere else is resolved as huggingface_hub resolves
+    it (``get_token``: $HF_TOKEN, the legacy $HUGGING_FACE_HUB_TOKEN, the token ``hf auth login`` saved),
+    so hubwatch reads gated repos wherever the ``hf`` tools do."""
+    resolve_hub_token = env is None
     env = os.environ if env is None else env
     path = find_config_file(config_path, env)
     document = _read_toml(path) if path else {}
@@ -484,6 +513,10 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mappin
                 values[name] = _coerce(key, str(path), types[name], f.metadata, table[name])
         if section == "hub" and "endpoint" in values:
             values["endpoint"] = _check_endpoint(values["endpoint"])
+        if section == "hub" and "token" not in values and resolve_hub_token:
+            from huggingface_hub import get_token
+
+            values["token"] = Secret(get_token() or "")
         built[section] = cls(**values)
     settings = Settings(**built, config_file=str(path) if path else None)
     _check_consistency(settings)

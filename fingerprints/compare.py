@@ -294,7 +294,10 @@ def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader
     layers_b: list[int] = []
     tensor_matches: list[TensorMatch] = []
     wa, wb = fa.weights, fb.weights
-    if wa is not None and wb is not None and wa.format not in ("uninspectable",) and wb.format not in ("uninspectable",):
+    unreadable = V.unreadable_weights(fa, fb)
+    if unreadable is not None:
+        weights["reason"] = unreadable
+    else:
         hidden_map = None
         if wa.embedding is not None and wb.embedding is not None:
             emb = match_embeddings(wa.embedding, wb.embedding)

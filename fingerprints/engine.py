@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-
-import re
+from contextlib import nullcontext
 
 import numpy as np
 
 from .config import config_signature, parse_config_json
+from .envelope import DEFAULT_ENVELOPE, LARGE_DOCUMENT_BYTES, ParseEnvelope
 from .errors import InvalidModelError
 from .model import ConfigSignature, Fingerprint, TensorInfo, TokenizerSignature, WeightsSignature, stable_hash
 from .reader import RangeReader, read_files_and_heads, read_small_file
@@ -55,9 +57,12 @@ def _uninspectable(files: list[str]) -> str | None:
 
 
 def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
-                      tokenizers: TokenizerCache | None = None) -> Fingerprint:
+                      tokenizers: TokenizerCache | None = None, envelope: ParseEnvelope = DEFAULT_ENVELOPE,
+                      large_parse_lock: threading.Lock | None = None) -> Fingerprint:
     """``tokenizers``: signatures of tokenizers seen before, by file identity; a hit reads none
-    of the tokenizer's files (see tokenizer_cache.py)."""
+    of the tokenizer's files (see tokenizer_cache.py). ``envelope``: what each parsed document
+    may cost (envelope.py). ``large_parse_lock``: shared by the threads of one process, so that
+    tokenizers over LARGE_DOCUMENT_BYTES are parsed one at a time and their peaks do not add up."""
     files = reader.list_files()
     tokenizer_paths = tokenizer_files(files)
     tokenizer_key = tokenizer_cache_key(reader, tokenizer_paths) if tokenizers is not None else None
@@ -87,14 +92,16 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
 
     config = None
     if "config.json" in files:
-        config = config_signature(parse_config_json(small("config.json", MAX_CONFIG_BYTES)))
+        config = config_signature(parse_config_json(small("config.json", MAX_CONFIG_BYTES), "config.json", envelope))
     # An indexed checkpoint's shard headers take one more round trip: parse the tokenizer (a few
     # hundred ms for a 131k vocabulary) while they are in flight. Only the worker touches the
     # reader; the tokenizer's files were all prefetched above.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        checkpoint = (pool.submit(read_checkpoint, reader, files, lambda p: small(p, MAX_INDEX_BYTES), prefetched_heads)
-                      if has_safetensors else None)
-        tokenizer = cached_tokenizer or read_tokenizer(files, small)
+        checkpoint = (pool.submit(read_checkpoint, reader, files, lambda p: small(p, MAX_INDEX_BYTES), prefetched_heads,
+                                  envelope) if has_safetensors else None)
+        large = sum(len(prefetched.get(p, b"")) for p in tokenizer_paths) > LARGE_DOCUMENT_BYTES
+        with large_parse_lock if large and large_parse_lock is not None else nullcontext():
+            tokenizer = cached_tokenizer or read_tokenizer(files, small, envelope)
     if tokenizers is not None and tokenizer_key and cached_tokenizer is None and tokenizer is not None:
         tokenizers.put(tokenizer_key, tokenizer)
     vocab = tokenizer.vocab if tokenizer else None

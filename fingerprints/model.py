@@ -217,15 +217,6 @@ class Fingerprint:
                 slim.weights.tensors = []
         return slim
 
-    def weights_withheld(self) -> Fingerprint:
-        """This fingerprint with its weights marked as not comparable, so that a comparison judges
-        config and tokenizer only and says why (the note) instead of scoring absent samples."""
-        w = self.weights
-        if w is None or w.format == "uninspectable":
-            return self
-        return replace(self, weights=replace(w, format="uninspectable", samples=[], embedding=None,
-                                             note=w.note or COMPACT_NOTE))
-
     # ---- serialisation -------------------------------------------------------------------
 
     def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:

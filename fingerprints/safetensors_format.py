@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from . import untrusted_json
+from .envelope import DEFAULT_ENVELOPE, ParseEnvelope
 from .errors import InvalidModelError
 from .reader import RangeReader, RangeRequest
 
@@ -58,9 +59,10 @@ class SafetensorsTensor:
         return self.nbytes // self.shape[0] if self.shape and self.shape[0] else self.nbytes
 
 
-def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int) -> list[SafetensorsTensor]:
+def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int,
+                       envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> list[SafetensorsTensor]:
     try:
-        data = untrusted_json.loads(header)
+        data = untrusted_json.loads(header, envelope, f"{file} header")
     except ValueError as exc:  # bad UTF-8 or JSON, nesting too deep, a 5000-digit number
         raise InvalidModelError(f"{file}: safetensors header is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -111,7 +113,8 @@ def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int
 
 
 def read_safetensors_headers(reader: RangeReader, files: list[str], *, heads: dict[str, bytes] | None = None,
-                             first_reads: dict[str, int] | None = None) -> dict[str, tuple[list[SafetensorsTensor], int]]:
+                             first_reads: dict[str, int] | None = None, envelope: ParseEnvelope = DEFAULT_ENVELOPE,
+                             ) -> dict[str, tuple[list[SafetensorsTensor], int]]:
     """Parse the headers of ``files``: one batched read of every file's start (``first_reads[f]``
     bytes, default FIRST_READ_BYTES; none for files whose ``heads`` the caller already holds), then
     one batched read of the rest of any header longer than that. Returns file -> (tensors, header bytes)."""
@@ -137,7 +140,7 @@ def read_safetensors_headers(reader: RangeReader, files: list[str], *, heads: di
     out = {}
     for f in files:
         header = (firsts[f] + rests.get(f, b""))[8 : 8 + lengths[f]]
-        out[f] = (parse_header_bytes(header, f, sizes[f], lengths[f]), 8 + lengths[f])
+        out[f] = (parse_header_bytes(header, f, sizes[f], lengths[f], envelope), 8 + lengths[f])
     return out
 
 
@@ -149,12 +152,12 @@ def read_safetensors_header(reader: RangeReader, file: str) -> tuple[list[Safete
 INDEX_FILE = "model.safetensors.index.json"
 
 
-def checkpoint_shards(files: list[str], read_index) -> dict[str, int | None]:
+def checkpoint_shards(files: list[str], read_index, envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> dict[str, int | None]:
     """Which safetensors files make up the checkpoint (root level; index-listed shards win), each
     with an estimate of its header's size when the index lists its tensors (None otherwise)."""
     if INDEX_FILE in files:
         try:
-            weight_map = untrusted_json.loads(read_index(INDEX_FILE))["weight_map"]
+            weight_map = untrusted_json.loads(read_index(INDEX_FILE), envelope, INDEX_FILE)["weight_map"]
             entries = [(str(name), shard) for name, shard in weight_map.items()]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidModelError(f"{INDEX_FILE} is malformed: {exc}") from exc
@@ -180,16 +183,18 @@ def unindexed_files(files: list[str]) -> list[str]:
 
 
 def read_checkpoint(reader: RangeReader, files: list[str], read_index,
-                    heads: dict[str, bytes] | None = None) -> tuple[list[SafetensorsTensor], int]:
+                    heads: dict[str, bytes] | None = None,
+                    envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> tuple[list[SafetensorsTensor], int]:
     """Every tensor of the checkpoint and the header bytes that described them. ``heads``: first
     bytes of unindexed files the caller fetched already (the engine's first batch)."""
     tensors: list[SafetensorsTensor] = []
     header_bytes = 0
     seen: set[str] = set()
-    estimates = checkpoint_shards(files, read_index)
+    estimates = checkpoint_shards(files, read_index, envelope)
     shards = list(estimates)
     headers = read_safetensors_headers(reader, shards, heads=heads,
-                                       first_reads={f: n for f, n in estimates.items() if n is not None})
+                                       first_reads={f: n for f, n in estimates.items() if n is not None},
+                                       envelope=envelope)
     for shard in shards:
         shard_tensors, n = headers[shard]
         header_bytes += n

@@ -43,6 +43,10 @@ MATCHED_LAYER_MIN = 0.6
 SAME_VOCAB_CONTAINMENT = 0.98
 SAME_ARCH_CONFIG_SIMILARITY = 0.8
 
+# The verdict when either side's weights could not be read: a pickled checkpoint, no weight files,
+# or no tensor in a decodable dtype. Never a weight verdict, never an alert.
+NOT_COMPARABLE = "not-comparable"
+
 INTEGER_DTYPES = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"}
 FLOAT_DTYPE_NAMES = {"F64", "F32", "F16", "BF16"}
 # Quantisation error (Q4_K: ~5% of each weight) is larger than a cast's; above this it is noise.
@@ -177,8 +181,6 @@ def decide(fa, fb, config, tokenizer, weights, emb, tensor_matches) -> Decision:
     for side, w in (("A", wa), ("B", wb)):
         if w is not None and w.note:
             evidence.append(f"{side}: {w.note}")
-        elif w is None:
-            evidence.append(f"{side}: no weight files found")
 
     # --- tokenizer --------------------------------------------------------------------------
     tok_copied = False
@@ -298,11 +300,27 @@ def decide(fa, fb, config, tokenizer, weights, emb, tensor_matches) -> Decision:
 
     if tok_copied:
         return Decision("tokenizer-copied", 0.9 if tokenizer["shared_rare_special_tokens"] else 0.7, score, ["tokenizer"], evidence)
-    weights_known = bool(weights.get("available"))
+    if not weights.get("available"):
+        # "same-architecture" and "independent" are statements about the weights: without
+        # readable weights on both sides there is no such statement to make.
+        evidence.append(f"weights: not compared ({weights['reason']}), so no verdict on them")
+        return Decision(NOT_COMPARABLE, 0.0, 0.0, [], evidence)
     if same_arch:
-        conf = _confidence_independent(score) if weights_known else 0.6
-        return Decision("same-architecture", conf, score, [], evidence)
-    return Decision("independent", _confidence_independent(score) if weights_known else 0.6, score, [], evidence)
+        return Decision("same-architecture", _confidence_independent(score), score, [], evidence)
+    return Decision("independent", _confidence_independent(score), score, [], evidence)
+
+
+def unreadable_weights(fa, fb) -> str | None:
+    """Why the two models' weights cannot be compared, or None when both have sampled values."""
+    reasons = []
+    for side, w in (("A", fa.weights), ("B", fb.weights)):
+        if w is None:
+            reasons.append(f"{side}: no weight files")
+        elif w.format == "uninspectable":
+            reasons.append(f"{side}: weights in a format hubwatch never opens")
+        elif not w.samples and w.embedding is None:
+            reasons.append(f"{side}: no tensor in a dtype hubwatch decodes")
+    return "; ".join(reasons) or None
 
 
 def weights_pairs(weights: dict[str, Any]) -> list[tuple[int, int, float]]:

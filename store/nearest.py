@@ -22,7 +22,8 @@ from .store import Store
 RERANK_PER_RESULT = 3
 MIN_RERANK = 10
 # Strongest relation first: the order in which re-ranked neighbours are listed.
-VERDICT_ORDER = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent")
+VERDICT_ORDER = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent",
+                 "not-comparable")
 # Verdicts under which one model is a copy of the other, so the earlier one is the likely original.
 COPY_VERDICTS = ("identical", "weights-derived")
 # A compact candidate (no stored samples) is re-read from the Hub for a weight comparison only when
@@ -111,7 +112,7 @@ def _screen(cand: Candidate, reference: Fingerprint, fp: Fingerprint, cosine: fl
         return "no sketch to screen with"
     if cosine >= SKETCH_SCREEN_MIN:
         return f"sketch cosine {cosine:.2f}"
-    light = compare(reference.weights_withheld(), fp.weights_withheld())
+    light = compare(reference, fp)  # the compact reference: config and tokenizer only
     return f"config and tokenizer say {light.verdict}" if light.verdict in SCREEN_VERDICTS else None
 
 
@@ -133,7 +134,6 @@ def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, co
         vector = sketches.get(cand.fingerprint_id)
         cosine = float(np.asarray(vector) @ query_sketch) if vector is not None and has_query_sketch else None
         why = _screen(cand, pairing.reference, fp, cosine, compare)
-        pairing.reference = pairing.reference.weights_withheld()
         if why is None:
             pairing.note = (f"weights: not compared (stored compact); sketch cosine {cosine:.2f} is below "
                             f"{SKETCH_SCREEN_MIN}, where no measured copy falls")
@@ -182,7 +182,15 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
         cand = pairing.cand
         if pairing.refetched and result.verdict in KEEP_FULL_VERDICTS:
             store.set_tier(cand.fingerprint_id, pairing.reference, TIER_FULL)
-        evidence = list(result.evidence) + ([pairing.note] if pairing.note else [])
+        evidence = list(result.evidence)
+        if pairing.note:
+            # In place of the comparison's generic "weights: not compared (...)" line, which
+            # cannot know that the samples were left out on purpose and why.
+            generic = next((i for i, line in enumerate(evidence) if line.startswith("weights: not compared")), None)
+            if generic is None:
+                evidence.append(pairing.note)
+            else:
+                evidence[generic] = pairing.note
         other = store.get_model(cand.repo_id)
         out.append(Neighbour(
             repo_id=cand.repo_id, sha=cand.sha, fingerprint_id=cand.fingerprint_id, verdict=result.verdict,

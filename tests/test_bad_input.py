@@ -210,3 +210,25 @@ def test_non_finite_weights_are_compared_not_crashed_on(capsys, tmp_path, minilm
     code, out, err = run_cli(capsys, "compare", str(minilm_dir), str(copy))
     assert code == 0 and "Traceback" not in err
     assert "verdict:    weights-derived" in out
+
+
+@pytest.mark.parametrize("weights", ["pickle", "none"])
+def test_unreadable_weights_are_not_comparable(capsys, minilm_dir, tmp_path, weights):
+    suspect = tmp_path / "suspect"
+    suspect.mkdir()
+    for name in ("config.json", "tokenizer.json", "vocab.txt"):
+        (suspect / name).write_bytes((minilm_dir / name).read_bytes())
+    if weights == "pickle":
+        (suspect / "pytorch_model.bin").write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    code, out, err = run_cli(capsys, "compare", str(minilm_dir), str(suspect))
+    assert code == 0, err
+    assert "verdict:    not-comparable\n" in out
+    assert "score:      none" in out
+    why = "B: weights in a format hubwatch never opens" if weights == "pickle" else "B: no weight files"
+    assert f"weights: not compared ({why})" in out
+    assert "same-architecture" not in out and "independent" not in out
+
+
+def test_identical_verdict_is_not_repeated(capsys, minilm_dir):
+    code, out, _ = run_cli(capsys, "compare", str(minilm_dir), str(minilm_dir))
+    assert code == 0 and "verdict:    identical\n" in out

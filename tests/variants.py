@@ -497,25 +497,30 @@ VARIANTS: dict[str, VariantSpec] = _variants()
 
 # ---- building and caching ----------------------------------------------------------------------
 
-def _copy_hub_files(src: Path, dst: Path) -> None:
+def _copy_hub_files(src: Path, dst: Path, hub_files: tuple[str, ...]) -> None:
     dst.mkdir(parents=True)
-    for file in HUB_FILES:
+    for file in hub_files:
         shutil.copyfile(src / file, dst / file)
 
 
-def build_variant(spec: VariantSpec, source: Path, out_dir: Path) -> None:
+def build_variant(spec: VariantSpec, source: Path, out_dir: Path, hub_files: tuple[str, ...] = HUB_FILES) -> None:
     """Build one variant from the folder `source` into out_dir (which must not exist)."""
     torch.set_num_threads(1)
-    _copy_hub_files(source, out_dir)
+    _copy_hub_files(source, out_dir, hub_files)
     spec.build(load_file(str(source / WEIGHTS_FILE)), out_dir)
+
+
+def fixture_cache_root() -> Path:
+    """Where built test fixtures live: $XDG_CACHE_HOME/hubwatch/fixtures (~/.cache by default)."""
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_home / "hubwatch" / "fixtures"
 
 
 def default_cache_dir() -> Path:
     """$HUBWATCH_FIXTURE_CACHE, else $XDG_CACHE_HOME/hubwatch/fixtures/variants (~/.cache by default)."""
     if os.environ.get(FIXTURE_CACHE_ENV):
         return Path(os.environ[FIXTURE_CACHE_ENV])
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache_home / "hubwatch" / "fixtures" / "variants"
+    return fixture_cache_root() / "variants"
 
 
 def folder_bytes(folder: Path) -> int:
@@ -524,43 +529,54 @@ def folder_bytes(folder: Path) -> int:
 
 
 def build_all(cache_dir: Path | str, log: Callable[[str], None] = lambda line: None) -> dict[str, Path]:
-    """Every variant under cache_dir/<name>, built once; a marker holding VARIANTS_VERSION means done.
-
-    One process builds at a time (an exclusive lock on cache_dir/.lock; others wait, then find the
-    work done). Each variant is built in a temporary folder and renamed into place and the marker
-    says "done" only at the end, so an interrupted build resumes, a new variant is added without
-    rebuilding the others, and another generation's cache is rebuilt. Only
-    the variant folders are ever deleted, never anything else in cache_dir.
-    """
+    """Every variant under cache_dir/<name>, built once (see build_cached)."""
     cache_dir = Path(cache_dir)
-    paths = {name: cache_dir / name for name in VARIANTS}
+
+    def builder(spec: VariantSpec) -> Callable[[Path], None]:
+        return lambda out: build_variant(spec, cache_dir / spec.reference if spec.reference else minilm_dir(), out)
+
+    return build_cached(cache_dir, VARIANTS_VERSION, {name: builder(spec) for name, spec in VARIANTS.items()}, log)
+
+
+def build_cached(cache_dir: Path, version: str, builders: dict[str, Callable[[Path], None]],
+                 log: Callable[[str], None] = lambda line: None) -> dict[str, Path]:
+    """Each builders[name](folder) run once into cache_dir/<name>; a marker holding ``version`` means done.
+
+    Builders run in order, so a later one may read an earlier one's folder. One process builds at
+    a time (an exclusive lock on cache_dir/.lock; others wait, then find the work done). Each
+    folder is built in a temporary folder and renamed into place and the marker says "done" only
+    at the end, so an interrupted build resumes, a new name is added without rebuilding the
+    others, and another generation's cache is rebuilt. Only the named folders are ever deleted,
+    never anything else in cache_dir.
+    """
+    paths = {name: cache_dir / name for name in builders}
     marker = cache_dir / MARKER_FILE
+    building = version + " (building)"
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         state = marker.read_text().strip() if marker.is_file() else None
-        if state == VARIANTS_VERSION and all(p.is_dir() for p in paths.values()):
+        if state == version and all(p.is_dir() for p in paths.values()):
             return paths
-        if state not in (VARIANTS_VERSION, BUILDING_MARK):
+        if state not in (version, building):
             # Another generation, or folders of unknown origin: none of them can be trusted.
             for path in paths.values():
                 shutil.rmtree(path, ignore_errors=True)
-        # Same generation with variants missing (an interrupted build, or a variant added since):
-        # build only those; changing how an existing variant is built needs a VARIANTS_VERSION bump.
-        marker.write_text(BUILDING_MARK + "\n")
-        base = minilm_dir()
-        for name, spec in VARIANTS.items():
+        # Same generation with folders missing (an interrupted build, or a name added since):
+        # build only those; changing how an existing one is built needs a version bump.
+        marker.write_text(building + "\n")
+        for name, build in builders.items():
             if paths[name].is_dir():
                 continue
             partial = cache_dir / f".{name}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             started = time.perf_counter()
-            build_variant(spec, paths[spec.reference] if spec.reference else base, partial)
+            build(partial)
             partial.rename(paths[name])
             log(f"{name}: {time.perf_counter() - started:.1f} s")
-        marker.write_text(VARIANTS_VERSION + "\n")
+        marker.write_text(version + "\n")
         # Said once, when built, on stderr so pytest shows it even when it captures output.
-        print(f"hubwatch test fixtures: built {len(paths)} variants in {cache_dir} "
+        print(f"hubwatch test fixtures: built {len(paths)} models in {cache_dir} "
               f"({folder_bytes(cache_dir) / 2**30:.2f} GiB on disk; set ${FIXTURE_CACHE_ENV} to move them)",
               file=sys.__stderr__)
     return paths

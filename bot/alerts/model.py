@@ -32,6 +32,12 @@ class AlertFormatError(HubwatchError):
     exit_code = 2
 
 
+def verdict_text(verdict: str, kinds) -> str:
+    """"weights-derived (rename, noise)"; a kind that only repeats the verdict ("identical") is not shown."""
+    shown = [k for k in kinds if k != verdict]
+    return f"{verdict} ({', '.join(shown)})" if shown else verdict
+
+
 def repo_url(hub_url: str, repo_id: str) -> str:
     """Link to a model repo. The id is percent-quoted so a hostile id cannot break out of a
     markdown link or add a query string."""
@@ -97,7 +103,7 @@ class Alert:
     @property
     def kind(self) -> str:
         """The verdict and how the copy was disguised, e.g. "weights-derived (noise, rename)"."""
-        return f"{self.verdict} ({', '.join(self.kinds)})" if self.kinds else self.verdict
+        return verdict_text(self.verdict, self.kinds)
 
     def with_plot(self, plot_png: bytes | None) -> Alert:
         return replace(self, plot_png=plot_png)

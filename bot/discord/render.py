@@ -10,6 +10,7 @@ import discord
 
 from bot.alerts.escape import strip_controls
 from bot.alerts.limits import DESCRIPTION_MAX, FIELD_VALUE_MAX, TITLE_MAX
+from bot.alerts.model import verdict_text
 from bot.alerts.render import fit_lines, fit_text
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
@@ -48,10 +49,6 @@ def _fit_field(lines: list[str]) -> str:
     return fit_lines(lines, FIELD_VALUE_MAX, render=lambda line: fit_text(line, FIELD_VALUE_MAX))
 
 
-def _verdict_with_kinds(verdict: str, kinds: list[str]) -> str:
-    return f"{verdict} ({', '.join(kinds)})" if kinds else verdict
-
-
 def nearest_embed(repo: str, rows: list[NearestRow]) -> discord.Embed:
     embed = discord.Embed(title=fit_text(f"Nearest to {repo}", TITLE_MAX), colour=NEUTRAL_COLOUR)
     if not rows:
@@ -63,7 +60,7 @@ def nearest_embed(repo: str, rows: list[NearestRow]) -> discord.Embed:
     for row in rows:
         mark = LIKELY_ORIGINAL_MARK if row.likely_original else " "
         repo_cell = _table_cell(row.repo_id, TABLE_REPO_WIDTH)
-        verdict_cell = _table_cell(_verdict_with_kinds(row.verdict, row.kinds), TABLE_VERDICT_WIDTH)
+        verdict_cell = _table_cell(verdict_text(row.verdict, row.kinds), TABLE_VERDICT_WIDTH)
         lines.append(f"{mark} {repo_cell:{TABLE_REPO_WIDTH}} {verdict_cell:{TABLE_VERDICT_WIDTH}} "
                      f"{row.score:5.3f} {row.confidence:4.2f}")
     fence = "```"

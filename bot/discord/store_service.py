@@ -7,6 +7,8 @@ SQLite connections must not cross threads. A repo that is not in the store yet i
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fingerprints.compare import compare_fingerprints
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
@@ -15,31 +17,38 @@ from store.rows import TIER_COMPACT
 from store.store import Store
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
-from bot.settings import Settings
-from bot.hub.sources import fingerprint_spec, index_one, refetch_fingerprint
+from bot.hub.sources import SpecFingerprint, index_one
+from bot.watch.compare_pool import ComparePool
 
 
 class StoreService:
-    def __init__(self, store_path: str):
-        self.store_path = store_path
+    """``open_store`` and ``fingerprint_spec`` come from the composition root (``bot/app.py``), so
+    the bot reads the Hub through the one configured client, with the configured limits."""
 
-    def _store(self) -> Store:
-        return Store.open(self.store_path)
+    def __init__(self, open_store: Callable[[], Store], fingerprint_spec: Callable[[str], SpecFingerprint],
+                 refetch: Callable[[str, str], Fingerprint] | None = None, compare_pool: ComparePool | None = None):
+        self._store = open_store
+        self._fingerprint_spec = fingerprint_spec
+        self._refetch = refetch  # re-reads compact candidates that pass the screen (store/nearest.py)
+        self._compare_pool = compare_pool
 
     def _fingerprint(self, store: Store, spec: str, keep: bool = True) -> tuple[str, Fingerprint]:
         """The stored fingerprint of ``spec``, else a fresh one (stored too when ``keep``)."""
         stored = store.find_fingerprint(spec)
-        if stored is not None and stored.tier != TIER_COMPACT:  # a compact one lacks the weights to compare
+        if stored is not None and stored.tier != TIER_COMPACT:  # a compact one lacks the samples to compare
             return spec, store.load_fingerprint(stored.id)
-        got = index_one(store, spec)[0] if keep else fingerprint_spec(spec)
+        got = self._fingerprint_spec(spec)
+        if keep:
+            index_one(store, got)
         return got.repo_id, got.fp
 
     def nearest(self, repo: str, k: int) -> list[NearestRow]:
         store = self._store()
         try:
             repo_id, fp = self._fingerprint(store, repo)
+            pool = self._compare_pool.get() if self._compare_pool else None
             rows = nearest(store, fp, k=k, exclude_repo=repo_id, query_record=store.get_model(repo_id),
-                           refetch=refetch_fingerprint)
+                           refetch=self._refetch, pool=pool)
             return [NearestRow(n.repo_id, n.verdict, n.score, n.confidence, list(n.kinds),
                                "" if n.declared == "none" else n.declared, n.likely_original == "neighbour")
                     for n in rows]
@@ -108,7 +117,3 @@ class StoreService:
         finally:
             store.close()
 
-
-def open_service(settings: Settings) -> StoreService:
-    Store.open(settings.store.path).close()  # create/migrate now, so a bad path fails at start
-    return StoreService(settings.store.path)

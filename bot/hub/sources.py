@@ -1,4 +1,8 @@
-"""Turn what a user typed (a local folder or a Hub repo id) into a RangeReader."""
+"""What a user typed (a local folder or a Hub repo id) -> a RangeReader, a fingerprint, an index entry.
+
+The Hub client and the fingerprint limits are handed in by the composition root (``bot/app.py``);
+nothing here builds a client or reads a setting.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,23 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from fingerprints.errors import HubwatchError, InvalidModelError
+from fingerprints.errors import InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
 from store.rows import TIER_FULL
+from store.records import ModelRecord
 
+# Opens a Hub repo at a revision (None: main); the composition root binds it to its one client.
+OpenRepo = Callable[[str, "str | None"], RangeReader]
 # Hub repo ids: "name" or "org/name", optionally "@revision" (the CLI's own notation).
 LOCAL_SHA_PREFIX = "local-"
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?(@[\w.\-/]+)?$")
+REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]*(/[A-Za-z0-9_][\w.\-]*)?(@[\w.\-/]+)?$", re.ASCII)
 
 
-def open_reader(spec: str) -> RangeReader:
+def open_reader(spec: str, open_repo: OpenRepo) -> RangeReader:
+    """A reader over the folder ``spec``, or over the Hub repo ``org/name[@revision]`` by ``open_repo``."""
     if os.path.exists(spec):
         if not os.path.isdir(spec):
             raise InvalidModelError(f"{spec} is a file; give the model's folder")
@@ -25,12 +34,7 @@ def open_reader(spec: str) -> RangeReader:
     if not REPO_ID_RX.match(spec):
         raise InvalidModelError(f"{spec!r} is neither an existing folder nor a Hub repo id (org/name[@revision])")
     repo_id, _, revision = spec.partition("@")
-    try:
-        from bot.hub import HubClient
-        from bot.hub.remote_reader import HubRepoReader
-    except ImportError as exc:  # the Hub layer is optional at this stage of the install
-        raise HubwatchError(f"cannot read Hub repos: {exc}") from exc
-    return HubRepoReader(HubClient(), repo_id, revision=revision or None)
+    return open_repo(repo_id, revision or None)
 
 
 @dataclass
@@ -39,6 +43,7 @@ class SpecFingerprint:
     sha: str
     fp: Fingerprint
     is_local: bool
+    record: ModelRecord | None = None  # the Hub's metadata (creation date, declared bases) for a repo
 
 
 def content_sha(fp: Fingerprint) -> str:
@@ -49,34 +54,21 @@ def content_sha(fp: Fingerprint) -> str:
     return LOCAL_SHA_PREFIX + stable_hash(d)
 
 
-def fingerprint_spec(spec: str) -> SpecFingerprint:
+def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[RangeReader], Fingerprint]) -> SpecFingerprint:
     """Fingerprint a folder or an org/name[@revision] repo, and name the revision it was read at."""
-    from fingerprints.engine import fingerprint_model
-
-    reader: RangeReader = open_reader(spec)
-    fp = fingerprint_model(reader)
-    if os.path.isdir(spec):
+    reader = open_reader(spec, open_repo)
+    fp = fingerprint(reader)
+    if isinstance(reader, LocalFolderReader):
         return SpecFingerprint(str(Path(spec).resolve()), content_sha(fp), fp, True)
-    repo_id, _, revision = spec.partition("@")
-    # The Hub reader pins one commit for all its reads and exposes it as ``sha``.
-    sha = getattr(reader, "sha", None) or revision or content_sha(fp)
-    return SpecFingerprint(repo_id, sha, fp, False)
+    # The Hub reader pins one commit for all its reads and exposes it as ``sha``, with the model
+    # info it fetched to pin it (creation date, declared bases).
+    return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False, reader.model.to_record())
 
 
-def refetch_fingerprint(repo_id: str, sha: str) -> Fingerprint:
-    """The full fingerprint of a stored revision, read from the Hub again (store.nearest's refetch)."""
-    return fingerprint_spec(f"{repo_id}@{sha}").fp
-
-
-def index_one(store, spec: str, tier: str = TIER_FULL) -> tuple[SpecFingerprint, int, bool]:
-    """Fingerprint ``spec`` and store it in ``tier`` (store/rows.py; "reference" for reference models)."""
-    from store.records import ModelRecord
-
-    got = fingerprint_spec(spec)
+def index_one(store, got: SpecFingerprint, tier: str = TIER_FULL) -> tuple[int, bool]:
+    """Store ``got`` in ``tier`` (store/rows.py; TIER_REFERENCE for reference models) and, for a Hub
+    repo, its model record: (fingerprint id, created)."""
     fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp, tier=tier)
-    if not got.is_local:
-        known = store.get_model(got.repo_id)
-        record = known or ModelRecord(repo_id=got.repo_id, author=got.repo_id.split("/")[0] if "/" in got.repo_id else None)
-        record.sha = got.sha
-        store.upsert_model(record)
-    return got, fid, created
+    if got.record is not None:
+        store.upsert_model(got.record)
+    return fid, created

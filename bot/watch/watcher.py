@@ -23,13 +23,14 @@ import logging
 import signal
 import threading
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
 from fingerprints.engine import fingerprint_model
+from fingerprints.envelope import LimitedReader
 from fingerprints.errors import HubwatchError
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
@@ -46,7 +47,8 @@ from bot.alerts.discord_webhook import AlertSender
 from bot.alerts.model import Alert, RepoRef
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
-from bot.watch.compare_pool import compare_pool
+from bot.ops.progress import Progress, progress
+from bot.watch.compare_pool import ComparePool
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
 from bot.settings import SEVERITIES, Settings
 
@@ -77,6 +79,8 @@ class Hub(Protocol):
 
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
+    def take_rate_limited_count(self) -> int: ...
+
 
 @dataclass
 class PolledFingerprint:
@@ -102,7 +106,7 @@ def _facts(record: ModelRecord) -> ModelFacts:
 
 class Watcher:
     def __init__(self, settings: Settings, hub: Hub, sender: AlertSender, metrics: Metrics | None = None,
-                 open_store: Callable[[], Store] | None = None):
+                 open_store: Callable[[], Store] | None = None, compare_pool: ComparePool | None = None):
         self.settings = settings
         self.hub = hub
         self.sender = sender
@@ -111,27 +115,12 @@ class Watcher:
         self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
+        self.envelope = settings.limits.parse_envelope()
+        # One large tokenizer parsed at a time, whichever feed's thread meets it (envelope.py).
+        self._large_parse_lock = threading.Lock()
         self._delivering = threading.Lock()
-        self._pool: Executor | None = None
-        self._pool_lock = threading.Lock()
-
-    def compare_pool(self) -> Executor | None:
-        """The comparison process pool, started on first use (spawning costs seconds)."""
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = compare_pool(self.settings.limits.compare_workers)
-            return self._pool
-
-    def _drop_pool(self) -> None:
-        """Forget a broken pool (a worker killed, e.g. out of memory); the next model starts a new one."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def close(self) -> None:
-        """Stop the comparison workers."""
-        self._drop_pool()
+        # Comparisons run in this pool's processes (both cores), else in the polling thread.
+        self.compare_pool = compare_pool
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -146,21 +135,25 @@ class Watcher:
                 summary.errors += 1
                 self.metrics.record_error(exc)
                 store.set_status("last_error", f"{feed}: {exc}")
-                log.warning("feed listing failed", extra={"feed": feed, "error": str(exc)})
+                summary.error = str(exc)
                 return self._finish(store, summary, started)
             records = [r for r in (HubModel.from_api(d).to_record() for d in listing) if r.sha]
             summary.models_seen = len(records)
             new = [r for r in records if store.find_fingerprint(r.repo_id, r.sha) is None]
             summary.new_revisions = len(new)
             store.upsert_models(records)
-            for item in self._fingerprint_all(new):
-                try:
-                    self._ingest(store, item, summary)
-                except Exception as exc:  # one model must not stop the feed: log it, go on
-                    summary.errors += 1
-                    self.metrics.record_error(exc)
-                    store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
-                    log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
+            with progress(f"{feed}: fingerprinting", len(new)) as bar:
+                fingerprinted = self._fingerprint_all(new, bar)
+            with progress(f"{feed}: comparing", len(new)) as bar:
+                for item in fingerprinted:
+                    try:
+                        self._ingest(store, item, summary)
+                    except Exception as exc:  # one model must not stop the feed: log it, go on
+                        summary.errors += 1
+                        self.metrics.record_error(exc)
+                        store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
+                        log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
+                    bar.advance(note=item.record.repo_id)
             newest = max((r.created_at for r in records if r.created_at), default=None)
             if newest:
                 store.set_cursor(feed, None, newest)
@@ -189,14 +182,17 @@ class Watcher:
                     fp = self._fingerprint(reader)
                     store.upsert_model(reader.model.to_record())
                     store.add_fingerprint(entry.value, reader.sha, fp, tier=TIER_REFERENCE)
-            except HubwatchError as exc:
+            except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
-                store.set_status("last_error", f"watched {entry.kind} {entry.value}: {exc}")
-                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": str(exc)})
+                reason = str(exc) if isinstance(exc, HubwatchError) else f"internal error ({type(exc).__name__}); logged"
+                store.set_status("last_error", f"watched {entry.kind} {entry.value}: {reason}")
+                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": reason},
+                            exc_info=not isinstance(exc, HubwatchError))
         return listing
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
+        summary.hub_429s = self.hub.take_rate_limited_count()
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
@@ -204,7 +200,11 @@ class Watcher:
         return summary
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
-        return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=self.tokenizers)
+        limits = self.settings.limits
+        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                max_seconds=limits.model_seconds)
+        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=self.tokenizers,
+                                 envelope=self.envelope, large_parse_lock=self._large_parse_lock)
 
     def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
         """The full fingerprint of a stored compact revision, read from the Hub again."""
@@ -221,16 +221,27 @@ class Watcher:
             log.info("retention", extra=pruned)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
+        """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,
+        a bug met on its bytes) fails that repo alone, never the feed's cycle."""
         try:
             return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
         except HubwatchError as exc:
             return PolledFingerprint(record, None, str(exc))
+        except Exception as exc:
+            log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
+            return PolledFingerprint(record, None, f"internal error ({type(exc).__name__}); logged")
 
-    def _fingerprint_all(self, records: list[ModelRecord]) -> Iterable[PolledFingerprint]:
+    def _fingerprint_all(self, records: list[ModelRecord], bar: Progress) -> list[PolledFingerprint]:
         if not records:
             return []
+
+        def one(record: ModelRecord) -> PolledFingerprint:
+            polled = self._fingerprint_one(record)
+            bar.advance(note=record.repo_id)
+            return polled
+
         with ThreadPoolExecutor(max_workers=self.settings.feeds.concurrency) as pool:
-            return list(pool.map(self._fingerprint_one, records))
+            return list(pool.map(one, records))
 
     # ---- one model -------------------------------------------------------------------------
 
@@ -250,9 +261,9 @@ class Watcher:
             return
         try:
             neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
-                                 refetch=self._refetch, pool=self.compare_pool())
+                                 refetch=self._refetch, pool=self.compare_pool.get() if self.compare_pool else None)
         except BrokenProcessPool:
-            self._drop_pool()
+            self.compare_pool.drop()  # the next model starts new workers
             raise
         match = next((n for n in neighbours if n.verdict in ALERTING_VERDICTS), None)
         if match is not None:

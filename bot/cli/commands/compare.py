@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from fingerprints.compare import compare_fingerprints
-from fingerprints.engine import fingerprint_model
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
+from fingerprints.verdict import NOT_COMPARABLE
 
-from bot.hub.sources import open_reader
+from bot.alerts.model import verdict_text
+from bot.ops.progress import progress
 
 
 def register(sub) -> None:
@@ -28,16 +28,19 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidModelError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
-    reader_a, reader_b = open_reader(args.a), open_reader(args.b)
+    reader_a, reader_b = app.open_reader(args.a), app.open_reader(args.b)
     tokenizers = TokenizerCache()  # b's tokenizer files, when identical to a's on the Hub, are not read again
-    print(f"fingerprinting {args.a} …", file=sys.stderr)
-    fa = fingerprint_model(reader_a, tokenizers=tokenizers)
-    print(f"fingerprinting {args.b} …", file=sys.stderr)
-    fb = fingerprint_model(reader_b, tokenizers=tokenizers)
-    result = compare_fingerprints(fa, fb, reader_a, reader_b)
+    with progress("compare", total=3, unit="step") as bar:
+        bar.advance(0, note=f"fingerprinting {args.a}")
+        fa = app.fingerprint(reader_a, tokenizers=tokenizers)
+        bar.advance(note=f"fingerprinting {args.b}")
+        fb = app.fingerprint(reader_b, tokenizers=tokenizers)
+        bar.advance(note="comparing")
+        result = compare_fingerprints(fa, fb, reader_a, reader_b)
+        bar.advance()
     if args.plot:
         from fingerprints.plot import render_comparison_png
 
@@ -45,10 +48,12 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
-    kinds = f" ({', '.join(result.kinds)})" if result.kinds else ""
-    print(f"verdict:    {result.verdict}{kinds}")
-    print(f"confidence: {result.confidence:.3f}")
-    print(f"score:      {result.score:.3f}  (weights similarity; independent models ≈ 0)")
+    print(f"verdict:    {verdict_text(result.verdict, result.kinds)}")
+    if result.verdict == NOT_COMPARABLE:
+        print("score:      none (the weights were not compared; see the evidence)")
+    else:
+        print(f"confidence: {result.confidence:.3f}")
+        print(f"score:      {result.score:.3f}  (weights similarity; independent models ≈ 0)")
     print(f"read:       A {fa.bytes_read:,} bytes / {fa.requests} requests, B {fb.bytes_read:,} bytes / {fb.requests} requests")
     print("evidence:")
     for line in result.evidence:

@@ -7,8 +7,7 @@ import sys
 
 from fingerprints.errors import InvalidModelError
 
-from bot.hub.sources import fingerprint_spec, refetch_fingerprint
-from bot.cli.commands.index import add_db_option, open_store
+from bot.alerts.model import verdict_text
 
 # Column widths of the table; longer values are cut with an ellipsis.
 REPO_COLUMN = 48
@@ -23,7 +22,6 @@ def register(sub) -> None:
     p.add_argument("model", metavar="REPO|PATH", help="a model folder or org/name[@revision]")
     p.add_argument("-k", type=int, default=5, help="how many neighbours (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_db_option(p)
     p.set_defaults(func=run)
 
 
@@ -36,30 +34,35 @@ def _cut_left(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     from store.nearest import nearest
 
     if args.k < 1:
         raise InvalidModelError(f"-k must be at least 1, not {args.k}")
-    print(f"fingerprinting {args.model} …", file=sys.stderr)
-    got = fingerprint_spec(args.model)
-    with open_store(args) as store:
-        query_record = None if got.is_local else store.get_model(got.repo_id)
+    with app.open_store(create=False) as store:  # before fingerprinting: a mistyped --db fails at once
+        print(f"fingerprinting {args.model} …", file=sys.stderr)
+        got = app.fingerprint_spec(args.model)
+        query_record = None if got.is_local else (store.get_model(got.repo_id) or got.record)
         found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record,
-                        refetch=refetch_fingerprint)
+                        refetch=app.refetch, pool=app.compare_pool.get())
     if args.json:
         rows = [{k: v for k, v in n.to_dict().items() if k != "comparison"} for n in found]
         print(json.dumps({"query": {"repo_id": got.repo_id, "sha": got.sha}, "neighbours": rows}, indent=2))
         return 0
+    print_neighbours(found, got.repo_id)
+    return 0
+
+
+def print_neighbours(found, query_repo: str, say=print) -> None:
+    """The neighbours table: '*' marks the likely original, the last column each model's creation date."""
     if not found:
-        print("no candidates in the index (add references with `hubwatch index seed` or `hubwatch index add`)")
-        return 0
-    print(f"{'':1} {'repo':{REPO_COLUMN}} {'verdict':{VERDICT_COLUMN}} {'score':>6} {'conf':>5}  {'declared':28} created")
+        say("no candidates in the index (add references with `hubwatch index seed` or `hubwatch index add`)")
+        return
+    say(f"{'':1} {'repo':{REPO_COLUMN}} {'verdict':{VERDICT_COLUMN}} {'score':>6} {'conf':>5}  {'declared':28} created")
     for n in found:
         mark = "*" if n.likely_original == "neighbour" else " "
-        kinds = f" ({','.join(n.kinds)})" if n.kinds else ""
-        print(f"{mark} {_cut_left(n.repo_id, REPO_COLUMN):{REPO_COLUMN}} {_cut(n.verdict + kinds, VERDICT_COLUMN):{VERDICT_COLUMN}} "
-              f"{n.score:6.3f} {n.confidence:5.2f}  {_cut(n.declared, 28):28} {(n.created_at or '?')[:10]}")
-    if any(n.likely_original == "query" for n in found):
-        print(f"* {got.repo_id} itself is older than its copies listed above: it is the likely original")
-    return 0
+        say(f"{mark} {_cut_left(n.repo_id, REPO_COLUMN):{REPO_COLUMN}} {_cut(verdict_text(n.verdict, n.kinds), VERDICT_COLUMN):{VERDICT_COLUMN}} "
+            f"{n.score:6.3f} {n.confidence:5.2f}  {_cut(n.declared, 28):28} {(n.created_at or '?')[:10]}")
+    marked = any(n.likely_original == "neighbour" for n in found)
+    if not marked and any(n.likely_original == "query" for n in found):
+        say(f"* {query_repo} itself is older than its copies listed above: it is the likely original")
