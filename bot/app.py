@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
 from fingerprints.engine import fingerprint_model
+from fingerprints.envelope import LimitedReader, ParseEnvelope
 from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
@@ -44,6 +46,8 @@ class App:
         # The environment the settings come from: doctor names variables in it that are not settings.
         self.environ = os.environ if environ is None else environ
         self._closers: list[Callable[[], None]] = []
+        # One large tokenizer parsed at a time, whichever thread (feed, bot command) meets it (envelope.py).
+        self._large_parse_lock = threading.Lock()
 
     @classmethod
     def from_options(cls, config_path: str | None = None, *, db_path: str | None = None, debug: bool = False,
@@ -87,8 +91,19 @@ class App:
         """A model folder, or a Hub repo ``org/name[@revision]`` read through the one Hub client."""
         return open_reader(spec, self.open_repo)
 
+    @cached_property
+    def envelope(self) -> ParseEnvelope:
+        return self.settings.limits.parse_envelope()
+
     def fingerprint(self, reader: RangeReader, tokenizers: TokenizerCache | None = None) -> Fingerprint:
-        return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=tokenizers)
+        """``reader``'s fingerprint under every configured limit: requests, bytes and seconds per
+        model, byte caps per file, the parse envelope and the tensor sample budget. Every path
+        (the watcher, each command, the bot) fingerprints through here."""
+        limits = self.settings.limits
+        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                max_seconds=limits.model_seconds)
+        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=tokenizers, envelope=self.envelope,
+                                 large_parse_lock=self._large_parse_lock)
 
     def fingerprint_spec(self, spec: str) -> SpecFingerprint:
         return fingerprint_spec(spec, self.open_repo, self.fingerprint)
@@ -135,8 +150,8 @@ class App:
         from bot.watch.watcher import Watcher
 
         self.open_store().close()  # create or migrate now: a bad store path fails before polling
-        return Watcher(self.settings, self.hub, sender or self.sender, metrics, open_store=self.open_store,
-                       compare_pool=self.compare_pool)
+        return Watcher(self.settings, self.hub, sender or self.sender, self.fingerprint, metrics,
+                       open_store=self.open_store, compare_pool=self.compare_pool)
 
     def service(self) -> StoreService:
         """What the Discord bot's slash commands call."""

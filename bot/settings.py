@@ -9,16 +9,16 @@ list (``python -m bot.settings write-docs``) and a test fails when they drift.
 Secrets (the Hub token, the Discord webhook URL and bot token) are held in ``Secret``, whose repr
 and str never show the value: call ``.reveal()`` at the single place that sends it.
 
-The byte caps in ``[limits]`` and the host lists in ``[hub]``/``[discord]`` are the hostile-input
-guard rails: ``LimitSettings.cap_for(path)`` says how many bytes a download of that file may take,
-``HubSettings.allows_url`` / ``DiscordSettings.check_webhook_url`` say whether a URL may be
-fetched or posted to at all, so a model card cannot steer hubwatch to an arbitrary host.
+The caps in ``[limits]`` and the host lists in ``[hub]``/``[discord]`` are the hostile-input guard
+rails: ``LimitSettings.parse_envelope()`` carries the caps to the fingerprint code (which cap a file
+falls under: ``ParseEnvelope.cap_for``), the Hub client follows requests only to the hosts
+``bot.hub.urls.hub_url_allowed`` allows, and ``DiscordSettings.check_webhook_url`` says whether
+alerts may be posted to a URL at all, so a model card cannot steer hubwatch to an arbitrary host.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 import sys
@@ -30,22 +30,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fingerprints.engine import MAX_CONFIG_BYTES
-from fingerprints.envelope import (DEFAULT_MAX_JSON_TOKENS, DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES,
+from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
+
+from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
+                                   DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES, DEFAULT_MAX_TOKENIZER_BYTES,
                                    DEFAULT_MAX_VOCAB, ParseEnvelope)
 from fingerprints.errors import HubwatchError
-from fingerprints.safetensors_format import MAX_HEADER_BYTES
-from fingerprints.tokenizer import MAX_TOKENIZER_BYTES
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from store.outbox import DEFAULT_LEASE
 
 MiB = 1024 * 1024
 
-# The public Hub; huggingface_hub's own default for HF_ENDPOINT (constants.py).
-HUB_ENDPOINT = "https://huggingface.co"
-# Resolve URLs redirect to CDN and Xet hosts; hub-docs models-downloading.md lists them, all under
-# these two domains (cdn-lfs-us-1.hf.co, us.aws.cdn.hf.co, cas-bridge.xethub.hf.co, ...).
-HUB_REDIRECT_HOST_SUFFIXES = ("hf.co", "huggingface.co")
 # The hosts discord.py's Webhook.from_url accepts (discord(?:app)?.com), plus the two client
 # channels Discord hands out webhook URLs on.
 DISCORD_WEBHOOK_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
@@ -107,37 +102,6 @@ def setting(default: Any, meaning: str, *, env: str | None = None, minimum: floa
     return field(default=default, metadata=meta)
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def hub_url_allowed(url: str, endpoint: str, redirect_hosts: tuple[str, ...]) -> bool:
-    """The one rule for Hub requests and redirects: the endpoint's host or a redirect host, never a
-    downgrade to plain http, and any loopback host when the endpoint itself is loopback (the fake
-    Hub's CDN runs under another loopback name)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if not host or parts.scheme not in ("http", "https"):
-        return False
-    endpoint_parts = urlsplit(endpoint)
-    if parts.scheme == "http" and endpoint_parts.scheme != "http":
-        return False
-    endpoint_host = (endpoint_parts.hostname or "").lower()
-    if host == endpoint_host or host_matches(host, redirect_hosts):
-        return True
-    return is_loopback_host(endpoint_host) and is_loopback_host(host)
-
-
-def host_matches(host: str, allowed: tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    return any(host == a or host.endswith("." + a) for a in allowed)
-
-
 @dataclass(frozen=True)
 class HubSettings:
     endpoint: str = setting(HUB_ENDPOINT, "Base URL of the Hub (or a mirror / the fake Hub).", env="HF_ENDPOINT")
@@ -154,10 +118,6 @@ class HubSettings:
     @property
     def host(self) -> str:
         return (urlsplit(self.endpoint).hostname or "").lower()
-
-    def allows_url(self, url: str) -> bool:
-        """May hubwatch send a request to ``url``? Only the endpoint's host and the redirect hosts."""
-        return hub_url_allowed(url, self.endpoint, self.redirect_hosts)
 
 
 @dataclass(frozen=True)
@@ -197,14 +157,14 @@ class LimitSettings:
         "Most bytes read per model in all: headers, configs, tokenizer and tensor samples. all-MiniLM-L6-v2 "
         "takes 2.4 MB; the largest common tokenizer.json files (Gemma 3) are about 33 MB.",
         minimum=MiB)
-    json_bytes: int = setting(MAX_CONFIG_BYTES, "Largest config-like JSON file downloaded (config.json, "
+    json_bytes: int = setting(DEFAULT_MAX_JSON_BYTES, "Largest config-like JSON file downloaded (config.json, "
                               "tokenizer_config.json, generation_config.json, ...).", minimum=1024)
-    tokenizer_bytes: int = setting(MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
+    tokenizer_bytes: int = setting(DEFAULT_MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
                                    "tokenizer.model, vocab files, merges.txt).", minimum=1024)
     compare_workers: int = setting(
         0, "Processes that compare a new model with its candidates, in parallel; 0: one per CPU core, 1: in the "
         "polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
-    header_bytes: int = setting(MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
+    header_bytes: int = setting(DEFAULT_MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
     model_requests: int = setting(
         400, "Most HTTP requests one model's fingerprint may make (all-MiniLM-L6-v2 takes 138, a 163-shard "
@@ -224,23 +184,13 @@ class LimitSettings:
     vocab_tokens: int = setting(DEFAULT_MAX_VOCAB, "Most entries in one vocabulary (XLM-V, the largest known, has "
                                 "901,629).", minimum=1000)
 
-    # Which cap applies to which file: tokenizer payloads first, then headers/indexes, then JSON.
-    TOKENIZER_FILE_RX = re.compile(
-        r"(^|/)(tokenizer\.json|tokenizer\.model|[^/]*\.tiktoken|vocab\.(txt|json)|merges\.txt|spiece\.model"
-        r"|sentencepiece\.bpe\.model|added_tokens\.json|special_tokens_map\.json)$")
-    HEADER_FILE_RX = re.compile(r"(\.safetensors|\.gguf|\.safetensors\.index\.json)$")
 
     def parse_envelope(self) -> ParseEnvelope:
         return ParseEnvelope(max_json_tokens=self.parse_tokens, max_string_bytes=self.parse_string_bytes,
-                             max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes)
+                             max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes,
+                             max_json_bytes=self.json_bytes, max_tokenizer_bytes=self.tokenizer_bytes,
+                             max_header_bytes=self.header_bytes)
 
-    def cap_for(self, path: str) -> int:
-        """The most bytes a download of ``path`` may take (whole file or header), by the file's kind."""
-        if self.TOKENIZER_FILE_RX.search(path):
-            return self.tokenizer_bytes
-        if self.HEADER_FILE_RX.search(path):
-            return self.header_bytes
-        return self.json_bytes
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ would take. A document over any of them is refused with the reason; nothing is m
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -31,6 +32,21 @@ DEFAULT_MAX_VOCAB = 1_000_000
 # An estimated 4 M-token document is 288 MiB: Gemma 3's tokenizer.json (est. ~180 MiB) fits, and a
 # watcher fingerprinting 4 models at once stays under 1 GiB (benchmarks/hostile.py).
 DEFAULT_MAX_PARSE_MEMORY = 256 * MiB
+# Download caps, by the kind of file (``ParseEnvelope.cap_for``). Configs are a few KB; 4 MiB
+# leaves room for the largest multimodal ones.
+DEFAULT_MAX_JSON_BYTES = 4 * MiB
+# Tokenizer files are a few MB even for 256k vocabularies (Gemma 3's tokenizer.json, the largest
+# common one, is ~33 MB).
+DEFAULT_MAX_TOKENIZER_BYTES = 64 * MiB
+# huggingface_hub refuses safetensors headers over 25 MB (constants.SAFETENSORS_MAX_HEADER_LENGTH);
+# real headers of 1000-tensor shards are ~100 KB, GGUF headers of 256k vocabularies ~10 MB, shard
+# indexes of the largest checkpoints a few MB.
+DEFAULT_MAX_HEADER_BYTES = 25_000_000
+# Which cap a file falls under: tokenizer payloads, then weight headers and shard indexes, else JSON.
+TOKENIZER_FILE_RX = re.compile(
+    r"(^|/)(tokenizer\.json|tokenizer\.model|[^/]*\.tiktoken|vocab\.(txt|json)|merges\.txt|spiece\.model"
+    r"|sentencepiece\.bpe\.model|added_tokens\.json|special_tokens_map\.json)$")
+HEADER_FILE_RX = re.compile(r"(\.safetensors|\.gguf|\.safetensors\.index\.json)$")
 # Documents larger than this are parsed one at a time per process (``large_parse_lock`` of
 # ``fingerprint_model``): each may cost up to the memory cap, smaller ones at most ~50 MB.
 LARGE_DOCUMENT_BYTES = 2 * MiB
@@ -42,6 +58,18 @@ class ParseEnvelope:
     max_string_bytes: int = DEFAULT_MAX_STRING_BYTES
     max_vocab: int = DEFAULT_MAX_VOCAB
     max_memory_bytes: int = DEFAULT_MAX_PARSE_MEMORY
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    max_tokenizer_bytes: int = DEFAULT_MAX_TOKENIZER_BYTES
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+
+    def cap_for(self, path: str) -> int:
+        """The most bytes a download of ``path`` may take (a whole small file, or a weights file's
+        header), by the file's kind."""
+        if TOKENIZER_FILE_RX.search(path):
+            return self.max_tokenizer_bytes
+        if HEADER_FILE_RX.search(path):
+            return self.max_header_bytes
+        return self.max_json_bytes
 
     def check(self, what: str, tokens: int, string_bytes: int, char_width: int = 1) -> None:
         """Refuse a document of ``tokens`` JSON tokens (or lines) and ``string_bytes`` bytes of text

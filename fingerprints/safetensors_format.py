@@ -19,9 +19,6 @@ from .envelope import DEFAULT_ENVELOPE, ParseEnvelope
 from .errors import InvalidModelError
 from .reader import RangeReader, RangeRequest
 
-# huggingface_hub refuses headers over 25 MB (constants.SAFETENSORS_MAX_HEADER_LENGTH); real
-# headers of 1000-tensor shards are ~100 KB.
-MAX_HEADER_BYTES = 25_000_000
 # One GET of this size returns the whole header of a single-file checkpoint up to ~600 tensors
 # (MiniLM: 9 KB, a 7B: ~30 KB); a longer header takes a second GET. Shards listed in an index are
 # read by an estimate from their tensor names instead (below). huggingface_hub reads 100 KB per
@@ -37,7 +34,6 @@ MAX_DIMS = 32
 # the padding to 8 bytes. A short estimate costs one more GET, never a wrong parse.
 HEADER_ENTRY_BYTES = 112
 HEADER_ALLOWANCE_BYTES = 1024
-MAX_INDEX_BYTES = 50 * 1024 * 1024
 
 DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -129,8 +125,9 @@ def read_safetensors_headers(reader: RangeReader, files: list[str], *, heads: di
     lengths = {}
     for f in files:
         (header_len,) = struct.unpack("<Q", firsts[f][:8])
-        if header_len > MAX_HEADER_BYTES:
-            raise InvalidModelError(f"{f}: header claims {header_len:,} bytes, over the {MAX_HEADER_BYTES:,}-byte limit")
+        if header_len > envelope.max_header_bytes:
+            raise InvalidModelError(f"{f}: header claims {header_len:,} bytes, over the "
+                                    f"{envelope.max_header_bytes:,}-byte limit (limits.header_bytes)")
         if 8 + header_len > sizes[f]:
             raise InvalidModelError(f"{f}: header claims {header_len:,} bytes but the file has {sizes[f]:,}")
         lengths[f] = header_len

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import struct
 from importlib import resources
 from typing import Any, Callable
@@ -27,36 +26,12 @@ from .model import TokenizerSignature, splitmix64, stable_hash, token_hashes
 MINHASH_PERMUTATIONS = 128
 # Token strings longer than this are not tokens but an attack on memory.
 MAX_TOKEN_CHARS = 1024
-# Tokenizer files are a few MB even for 256k vocabularies (Gemma's tokenizer.json is ~34 MB).
-MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
 
 COMMON_VOCABULARIES: dict[str, dict[str, Any]] = {
     k: v
     for k, v in json.loads(resources.files(__package__).joinpath("data/common_vocabularies.json").read_text()).items()
     if not k.startswith("_")
 }
-
-# Special tokens every family uses; sharing them says nothing. Numbered families of reserved
-# tokens (Llama-3's 250 reserved tokens, BERT's [unusedN], T5's <extra_id_N>) count as common too.
-COMMON_SPECIAL_TOKENS = frozenset(
-    {
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>", "<unk>", "<pad>", "<mask>",
-        "<|endoftext|>", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>",
-        "<|end_header_id|>", "<|im_start|>", "<|im_end|>", "<bos>", "<eos>", "<start_of_turn>",
-        "<end_of_turn>", "<|padding|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>",
-        "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|eom_id|>",
-        "<|python_tag|>", "<|finetune_right_pad_id|>", "[INST]", "[/INST]",
-    }
-)
-COMMON_SPECIAL_PATTERNS = re.compile(
-    r"^(<\|reserved_special_token_\d+\|>|\[unused\d+\]|<extra_id_\d+>|<0x[0-9A-Fa-f]{2}>|<unused\d+>|"
-    r"<\|extra_\d+\|>|<\|reserved_\d+\|>|<\|control_\d+\|>|<pad_\d+>)$"
-)
-
-
-def is_common_special_token(token: str) -> bool:
-    return token in COMMON_SPECIAL_TOKENS or bool(COMMON_SPECIAL_PATTERNS.match(token))
-
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (the alphabet of byte-level BPE)."""

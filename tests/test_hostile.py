@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot.alerts.discord_webhook import DeliveryResult
+from bot.app import App
 from bot.settings import load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.engine import fingerprint_model
@@ -169,7 +170,7 @@ def test_hostile_repos_fail_alone_and_the_copy_beside_them_is_alerted(tmp_path, 
              COPY: variants["noise-rename-cast"]}
     hub = FolderHub(repos, dict.fromkeys(repos, "2026-11-20T00:00:00.000Z"))
     sender = RecordingSender()
-    summary = Watcher(settings, hub, sender).poll_feed("newest")
+    summary = Watcher(settings, hub, sender, App.of(settings).fingerprint).poll_feed("newest")
 
     assert summary.fingerprinted == 1 and summary.errors == 4
     assert [a.suspect.repo_id for a in sender.sent] == [COPY]

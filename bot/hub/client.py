@@ -26,13 +26,14 @@ from urllib.parse import quote, urljoin, urlsplit
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, httpx
 
-from bot.settings import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 from fingerprints.errors import InvalidModelError
 
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, InvalidTokenError,
                             RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
-from bot.hub.models import HubModel
+from bot.hub.models import COMMIT_RX, HubModel
+from bot.hub.remote_reader import HubRepoReader
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
+from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
@@ -46,7 +47,6 @@ MAX_PAGE_SIZE = 1000
 # Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", "."; a name may
 # start with "_", not with "-" or ".": huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
 REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]{0,95}/[A-Za-z0-9_][\w.\-]{0,95}$", re.ASCII)
-COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
 CONTENT_RANGE_RX = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # A resolve URL takes one hop (307 to resolve-cache or 302 to the CDN); renamed repos add one.
@@ -434,6 +434,4 @@ class HubClient:
 
     def reader(self, repo_id: str, sha: str | None = None, *, byte_budget: int | None = None):
         """A RangeReader over the repo at ``sha`` (a commit or branch; default: main)."""
-        from bot.hub.remote_reader import HubRepoReader  # remote_reader imports this module
-
         return HubRepoReader(self, repo_id, revision=sha, byte_budget=byte_budget)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from store.records import ModelRecord
 
+# A commit sha, to which every ranged read is pinned.
+COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
 BASE_MODEL_TAG = "base_model:"
 LICENSE_TAG = "license:"
 # Relations in base_model:<relation>:<id> tags (hub-docs model-cards.md, "Specifying a base model").

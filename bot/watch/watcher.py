@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-from fingerprints.engine import fingerprint_model
-from fingerprints.envelope import LimitedReader
 from fingerprints.errors import HubwatchError
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
@@ -105,9 +103,14 @@ def _facts(record: ModelRecord) -> ModelFacts:
 
 
 class Watcher:
-    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender, metrics: Metrics | None = None,
+    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender,
+                 fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint], metrics: Metrics | None = None,
                  open_store: Callable[[], Store] | None = None, compare_pool: ComparePool | None = None):
+        """``fingerprint``: one model's fingerprint under the configured limits, the composition
+        root's (``bot.app.App.fingerprint``) that every command and the bot use too. ``compare_pool``:
+        where comparisons run (both cores), else in the polling thread."""
         self.settings = settings
+        self.fingerprint_with_limits = fingerprint
         self.hub = hub
         self.sender = sender
         self.metrics = metrics or Metrics()
@@ -115,11 +118,7 @@ class Watcher:
         self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
-        self.envelope = settings.limits.parse_envelope()
-        # One large tokenizer parsed at a time, whichever feed's thread meets it (envelope.py).
-        self._large_parse_lock = threading.Lock()
         self._delivering = threading.Lock()
-        # Comparisons run in this pool's processes (both cores), else in the polling thread.
         self.compare_pool = compare_pool
 
     # ---- one feed --------------------------------------------------------------------------
@@ -200,11 +199,7 @@ class Watcher:
         return summary
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
-        limits = self.settings.limits
-        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
-                                max_seconds=limits.model_seconds)
-        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=self.tokenizers,
-                                 envelope=self.envelope, large_parse_lock=self._large_parse_lock)
+        return self.fingerprint_with_limits(reader, self.tokenizers)
 
     def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
         """The full fingerprint of a stored compact revision, read from the Hub again."""
