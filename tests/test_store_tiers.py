@@ -17,11 +17,11 @@ from test_store import T0, small_fp, store  # noqa: F401  (the store fixture)
 COMPACT_VERSION = 3
 
 
-def old_store(path, version: int) -> sqlite3.Connection:
-    """A database migrated only up to ``version``, as an older hubwatch left it."""
+def old_store(path, before: int) -> sqlite3.Connection:
+    """A database with the migrations numbered below ``before``, as an older hubwatch left it."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-    for mig in known_migrations()[:version]:
+    for mig in (m for m in known_migrations() if m.version < before):
         for statement in split_statements(mig.sql):
             conn.execute(statement)
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2025-01-01')", (mig.version, mig.name))
@@ -30,7 +30,7 @@ def old_store(path, version: int) -> sqlite3.Connection:
 
 def test_migration_moves_sketches_out_of_the_fingerprint_rows(tmp_path):
     path = tmp_path / "old.db"
-    conn = old_store(path, COMPACT_VERSION - 1)
+    conn = old_store(path, before=COMPACT_VERSION)
     fp = small_fp()
     sketch = fp.sketch_vector().astype("<f4").tobytes()
     for fid, repo in ((1, "org/ref"), (2, "org/other")):
@@ -143,3 +143,24 @@ def test_retention_deletes_old_matches_and_delivered_alerts_and_plots_only(store
     left = sorted(r[0] for r in store.conn.execute("SELECT dedupe_key FROM alerts"))
     assert left == ["new-delivered", "old-pending"]
     assert store.matches_for(a) == []
+
+
+def test_a_migration_numbered_below_one_already_applied_still_runs(tmp_path, monkeypatch):
+    """Numbers are handed out to parallel branches: 3 may reach a store before 2 exists."""
+    from store import migrations
+
+    path = tmp_path / "h.db"
+    Store.open(path).close()
+    late = migrations.Migration(max(m.version for m in known_migrations()) + 2, "late",
+                                "CREATE TABLE late_table (x INTEGER);")
+    gap = migrations.Migration(late.version - 1, "gap", "CREATE TABLE gap_table (x INTEGER);")
+    shipped = known_migrations()
+    monkeypatch.setattr(migrations, "known_migrations", lambda: shipped + [late])
+    Store.open(path).close()
+    monkeypatch.setattr(migrations, "known_migrations", lambda: shipped + [gap, late])
+    with Store.open(path) as store:
+        applied = [r[0] for r in store.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        assert applied[-2:] == [gap.version, late.version]
+    monkeypatch.setattr(migrations, "known_migrations", lambda: shipped)
+    with pytest.raises(migrations.SchemaTooNewError, match="newer than"):
+        Store.open(path)
