@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fingerprints.engine import fingerprint_model  # noqa: E402
 from fingerprints.model import SKETCH_DIM, Fingerprint  # noqa: E402
-from fingerprints.reader import LocalFolderReader  # noqa: E402
+from fingerprints.reader import LocalFolderReader, RangeRequest  # noqa: E402
 from store import Store  # noqa: E402
 from store.records import ModelRecord  # noqa: E402
 from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE, FingerprintRow  # noqa: E402
@@ -48,12 +48,15 @@ MIX = (("minilm", 0.5), ("llama7b", 0.4), ("grok1", 0.1))
 COMPACT_VARIANTS = 64
 BATCH = 5000
 FAMILY_BASE = "sentence-transformers/all-MiniLM-L6-v2"
+REFERENCES = {"meta-llama/Llama-2-7b-hf": "llama7b", "xai-org/grok-1": "grok1"}
 
 
 def realistic(fp: Fingerprint, seed: int) -> Fingerprint:
-    """``fp`` with every sampled value drawn as trained weights look (see the module docstring)."""
+    """``fp`` with every sampled value drawn as trained weights look (see the module docstring): an
+    independent model of the same shape, with its own files and digests."""
     rng = np.random.default_rng(seed)
-    w = fp.weights
+    w = replace(fp.weights, value_digest=f"values-{seed}", sample_digest=f"sample-{seed}",
+                file_sha256={f: f"{seed:032x}{i:032x}" for i, f in enumerate(fp.weights.file_sha256)})
     samples = []
     for s in w.samples:
         if len(s.shape) == 1 and "norm" in s.role:
@@ -64,7 +67,41 @@ def realistic(fp: Fingerprint, seed: int) -> Fingerprint:
     emb = w.embedding
     if emb is not None:
         emb = replace(emb, values=rng.normal(0, 0.02, emb.values.shape).astype(np.float32))
-    return replace(fp, weights=replace(w, samples=samples, embedding=emb))
+    return replace(fp, source=f"{fp.source}#{seed}", weights=replace(w, samples=samples, embedding=emb))
+
+
+class RecordingReader(LocalFolderReader):
+    """A folder reader that remembers every range it read."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.seen: list[RangeRequest] = []
+
+    def read_ranges(self, requests):
+        self.seen += list(requests)
+        return super().read_ranges(requests)
+
+
+def fill_read_ranges(folder: Path, seed: int) -> None:
+    """Write realistic bf16 values (N(0, 0.02)) into every tensor-data range a fingerprint of the
+    sparse checkpoint in ``folder`` reads: its samples then carry values, not zeros, while the
+    files stay sparse. Sampling is placed by shape, so a second fingerprint reads the same ranges."""
+    reader = RecordingReader(folder)
+    fingerprint_model(reader)
+    rng = np.random.default_rng(seed)
+    for req in reader.seen:
+        if not req.path.endswith(".safetensors"):
+            continue
+        path = folder / req.path
+        with open(path, "r+b") as f:
+            data_start = 8 + int.from_bytes(f.read(8), "little")
+            start = max(req.offset, data_start)
+            end = req.offset + req.length
+            if end - start < 2:
+                continue
+            values = (rng.normal(0, 0.02, (end - start) // 2).astype(np.float32).view(np.uint32) >> 16).astype("<u2")
+            f.seek(start)
+            f.write(values.tobytes())
 
 
 def templates(work: Path) -> dict[str, Fingerprint]:
@@ -156,7 +193,7 @@ def build(path: str, n: int, family: int = 1000, family_blobs: int = 100, seed: 
     log(f"templates ready in {time.perf_counter() - t0:.1f} s: " + ", ".join(
         f"{k} {len(v.to_blob()):,} B full / {len(v.compact().to_blob()):,} B compact" for k, v in tpl.items()))
     rng = np.random.default_rng(seed)
-    rest = n - family - 1
+    rest = n - family - 1 - len(REFERENCES)
     names = [name for name, _ in MIX]
     kinds = rng.choice(len(MIX), size=rest, p=[share for _, share in MIX])
     sketches = _sketches(kinds, rng)
@@ -176,6 +213,10 @@ def build(path: str, n: int, family: int = 1000, family_blobs: int = 100, seed: 
         store.upsert_model(ModelRecord(FAMILY_BASE, sha="b" * 40, author="sentence-transformers",
                                        created_at="2021-08-30T00:00:00.000Z"))
         base_id, _ = store.add_fingerprint(FAMILY_BASE, "b" * 40, base, tier=TIER_REFERENCE)
+        for repo, name in REFERENCES.items():  # the other shapes' base models are references too
+            store.upsert_model(ModelRecord(repo, sha="c" * 40, author=repo.split("/")[0],
+                                           created_at="2023-07-18T00:00:00.000Z"))
+            store.add_fingerprint(repo, "c" * 40, tpl[name], tier=TIER_REFERENCE)
         first_vocab["minilm"] = False
         t0 = time.perf_counter()
         for lo in range(0, rest, BATCH):
