@@ -11,6 +11,7 @@ import numpy as np
 
 from fingerprints.compare import compare_fingerprints
 from fingerprints.errors import HubwatchError
+from fingerprints.facts import DERIVED_VERDICTS, Verdict
 from fingerprints.model import Fingerprint
 
 from .records import Candidate, ModelRecord
@@ -21,11 +22,10 @@ from .store import Store
 # are compared: three per requested result, and never fewer than ten.
 RERANK_PER_RESULT = 3
 MIN_RERANK = 10
-# Strongest relation first: the order in which re-ranked neighbours are listed.
-VERDICT_ORDER = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent",
-                 "not-comparable")
+# Strongest relation first (Verdict's own order): the order in which re-ranked neighbours are listed.
+VERDICT_ORDER = tuple(Verdict)
 # Verdicts under which one model is a copy of the other, so the earlier one is the likely original.
-COPY_VERDICTS = ("identical", "weights-derived")
+COPY_VERDICTS = DERIVED_VERDICTS
 # A compact candidate (no stored samples) is re-read from the Hub for a weight comparison only when
 # something says it may share weights with the query. Sketch cosine (store/vectors.py), measured on
 # benchmarks/detection.py's MiniLM cases: every derived case >= 0.705 (noise 1.0 x spread; all
@@ -34,13 +34,13 @@ SKETCH_SCREEN_MIN = 0.6
 # Verdicts a config-and-tokenizer comparison can reach that need the weights to be confirmed.
 # Not "tokenizer-copied": it says the weights are independent, which a sketch cosine under the
 # screen already shows, and siblings sharing an uncommon vocabulary would all be re-read.
-SCREEN_VERDICTS = ("identical", "weights-derived")
+SCREEN_VERDICTS = DERIVED_VERDICTS
 # Compact candidates re-read per query at most (each costs ~0.7 s of Hub reads at 50 ms per
 # request); the strongest by identity evidence and sketch cosine go first. A model uploaded into
 # a family of many fine-tunes otherwise re-reads the whole family.
 REFETCH_PER_QUERY = 3
 # Verdicts that make a stored compact fingerprint worth keeping in full (it is evidence now).
-KEEP_FULL_VERDICTS = ("identical", "weights-derived", "tokenizer-copied")
+KEEP_FULL_VERDICTS = DERIVED_VERDICTS | {Verdict.TOKENIZER_COPIED}
 
 
 @dataclass
