@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fingerprints.facts import DERIVED_VERDICTS, Verdict
 from fingerprints.model import Fingerprint
 
 from .records import ModelRecord
@@ -15,11 +16,10 @@ from .store import Store
 # are compared: three per requested result, and never fewer than ten.
 RERANK_PER_RESULT = 3
 MIN_RERANK = 10
-# Strongest relation first: the order in which re-ranked neighbours are listed.
-VERDICT_ORDER = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent",
-                 "not-comparable")
+# Strongest relation first (Verdict's own order): the order in which re-ranked neighbours are listed.
+VERDICT_ORDER = tuple(Verdict)
 # Verdicts under which one model is a copy of the other, so the earlier one is the likely original.
-COPY_VERDICTS = ("identical", "weights-derived")
+COPY_VERDICTS = DERIVED_VERDICTS
 
 
 @dataclass
