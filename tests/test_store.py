@@ -15,7 +15,7 @@ from fingerprints.model import (ConfigSignature, Fingerprint, TokenizerSignature
                                 WeightsSignature)
 from fingerprints.tokenizer import minhash
 from store import (SchemaTooNewError, Store, StoreCorruptError, StoreError, StoreLockedError)
-from store.migrations import latest_version, split_statements
+from store.migrations import known_migrations, latest_version, split_statements
 from store.records import ModelRecord
 from store.references import load_references
 
@@ -62,7 +62,7 @@ def test_reopening_applies_nothing_and_keeps_data(tmp_path):
     with Store.open(path) as s:
         s.add_fingerprint("org/a", "sha1", small_fp())
     with Store.open(path) as s:
-        assert s.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == latest_version()
+        assert s.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(known_migrations())
         assert s.find_fingerprint("org/a", "sha1") is not None
 
 
