@@ -72,3 +72,12 @@ def client(fake_hub):
 
     with HubClient(fake_hub.endpoint, token="", retry=hubfixtures.FAST_RETRY) as c:
         yield c
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty store in tmp_path."""
+    from store.store import Store
+
+    with Store.open(tmp_path / "h.db") as s:
+        yield s
