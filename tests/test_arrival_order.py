@@ -19,7 +19,7 @@ from bot.cli import main
 from bot.fakes.discord.webhook import FakeDiscordWebhook
 from bot.fakes.hub import FakeHub
 from store.store import Store
-from test_watch_e2e import COPY, DECLARED, REFERENCE, _repo, trending_only
+from watch_samples import COPY, DECLARED, REFERENCE, publish as publish_folder, trending_only
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -33,7 +33,7 @@ META = {
 
 def publish(root: Path, repo_id: str, minilm_dir: Path, variants: dict[str, Path]) -> None:
     source = {REFERENCE: minilm_dir, COPY: variants["noise-rename-cast"], DECLARED: variants["finetune-heavy"]}[repo_id]
-    _repo(root, repo_id, source, META[repo_id])
+    publish_folder(root, repo_id, source, META[repo_id])
 
 
 def watch_once(capsys) -> str:

@@ -13,7 +13,7 @@ from bot.watch.lineage import Member, pick_root
 from bot.watch.matching import Matcher
 from store import Store
 from store.records import ModelRecord
-from test_store import small_fp
+from store_samples import small_fp
 
 BASE = "lab/base"
 SIBLINGS = [f"tuner{i}/base-ft" for i in range(30)]

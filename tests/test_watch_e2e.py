@@ -9,10 +9,9 @@ must post nothing more.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from watch_samples import COPY, DECLARED, INDEPENDENT, REFERENCE, trending_only
 
 from bot.cli import main
 from bot.fakes.discord.webhook import FakeDiscordWebhook
@@ -20,45 +19,6 @@ from bot.fakes.hub import FakeHub
 from store.store import Store
 
 pytestmark = pytest.mark.timeout(1200)  # a cold variant cache trains models first
-
-REFERENCE = "sentence-transformers/all-MiniLM-L6-v2"
-COPY = "someone/MiniLM-pro"
-DECLARED = "lab/minilm-finetuned"
-INDEPENDENT = "indie/encoder-small"
-
-
-def _repo(root: Path, repo_id: str, source: Path, meta: dict) -> None:
-    folder = root / repo_id
-    folder.mkdir(parents=True)
-    for f in source.iterdir():
-        if f.is_file():
-            os.symlink(f, folder / f.name)
-    (folder / "_hub.json").write_text(json.dumps(meta))
-
-
-def trending_only(monkeypatch, hub: FakeHub, discord: FakeDiscordWebhook, db: Path, cwd: Path) -> None:
-    """Environment of a `hubwatch watch` polling only the trending feed of ``hub``, alerting to ``discord``."""
-    for name, value in {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "", "HUBWATCH_DB": str(db),
-                        "HUBWATCH_DISCORD_ALLOWED_HOSTS": "127.0.0.1", "HUBWATCH_DISCORD_WEBHOOK": discord.url,
-                        "HUBWATCH_FEEDS_NEWEST_ENABLED": "false", "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false",
-                        "HUBWATCH_FEEDS_SEED_EMPTY_STORE": "false"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(cwd)  # no stray ./hubwatch.toml
-
-
-@pytest.fixture
-def hub_root(tmp_path, minilm_dir, variants) -> Path:
-    root = tmp_path / "hub"
-    _repo(root, REFERENCE, minilm_dir, {"createdAt": "2021-08-30T00:00:00.000Z", "trendingScore": 5,
-                                        "cardData": {"license": "apache-2.0"}})
-    _repo(root, COPY, variants["noise-rename-cast"], {"createdAt": "2026-11-20T00:00:00.000Z", "trendingScore": 90,
-                                                      "cardData": {"license": "mit"}})
-    _repo(root, DECLARED, variants["finetune-heavy"], {"createdAt": "2026-11-21T00:00:00.000Z", "trendingScore": 80,
-                                                       "cardData": {"license": "apache-2.0", "base_model": REFERENCE}})
-    _repo(root, INDEPENDENT, variants["independent-trained"], {"createdAt": "2026-11-22T00:00:00.000Z",
-                                                                "trendingScore": 70})
-    return root
-
 
 def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp_path, monkeypatch, capsys):
     db = tmp_path / "hubwatch.db"
@@ -87,6 +47,9 @@ def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp
             sources = {store.get_fingerprint(m.fingerprint_a).repo_id: m.verdict for m in declared}
             assert sources[REFERENCE] == "weights-derived"  # recorded, not alerted
             assert store.matches_for(store.find_fingerprint(INDEPENDENT).id) == []
+            # Full detail for the reference and what matched; the unmatched model is kept compact.
+            tiers = {repo: store.find_fingerprint(repo).tier for repo in (REFERENCE, COPY, DECLARED, INDEPENDENT)}
+            assert tiers == {REFERENCE: "reference", COPY: "full", DECLARED: "full", INDEPENDENT: "compact"}
         finally:
             store.close()
 
@@ -113,6 +76,10 @@ def test_index_seed_fingerprints_references_and_skips_missing_ones(hub_root, tmp
         captured = capsys.readouterr()
         assert "[1/1] sentence-transformers/all-MiniLM-L6-v2 ... ok" in captured.err
         assert "seeded 1 of 1 references (0 failed)" in captured.out
+        # The seed recorded the Hub's model info: nearest dates the reference and marks it the original.
+        assert main(["nearest", COPY, "-k", "1", "--db", str(db)]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if REFERENCE in line)
+        assert row.startswith(f"* {REFERENCE} ") and row.rstrip().endswith("2021-08-30")
     store = Store.open(str(db))
     try:
         assert store.find_fingerprint(REFERENCE) is not None

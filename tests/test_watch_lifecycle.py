@@ -18,7 +18,7 @@ from bot.fakes.discord.webhook import FakeDiscordWebhook
 from bot.fakes.hub import FakeHub
 from bot.fakes.hub.faults import FaultConfig
 from store.store import Store
-from test_watch_e2e import COPY, REFERENCE, hub_root, trending_only  # noqa: F401 (fixture)
+from watch_samples import COPY, REFERENCE, trending_only
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 # Issue 11: SIGTERM or Ctrl-C ends the process within 10 s whatever is in flight.

@@ -17,7 +17,7 @@ from bot.ops.metrics import Metrics
 from bot.settings import load_settings
 from bot.watch.watcher import Watcher
 from store import Store
-from test_store import small_fp
+from store_samples import small_fp
 
 SHA = "a" * 40
 

@@ -90,7 +90,7 @@ def test_migration_marks_fingerprints_of_a_version_1_store_done(tmp_path):
 
 
 def test_a_revision_fingerprinted_before_it_was_listed_is_done(store):
-    from test_store import small_fp
+    from store_samples import small_fp
 
     store.add_fingerprint("a/indexed", "s1", small_fp())  # `index add` before any feed listed it
     store.list_revisions([("a/indexed", "s1"), ("a/new", "s1")], feed="trending")

@@ -26,10 +26,12 @@ from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
 from store.nearest import nearest
 from store.records import ModelRecord
+from store.rows import TIER_COMPACT, TIER_FULL
 from store.store import Store
 
 from bot.alerts.model import Alert, build_alert, dedupe_key
 from bot.hub.sources import SpecFingerprint
+from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings
 from bot.watch.lineage import Member, is_older, pick_root
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_alert
@@ -85,26 +87,34 @@ class Ingested:
 
 
 class Matcher:
-    def __init__(self, settings: Settings, compare: Callable[[Fingerprint, Fingerprint], Any] | None = None):
+    def __init__(self, settings: Settings, compare: Callable[[Fingerprint, Fingerprint], Any] | None = None,
+                 refetch: Callable[[str, str], Fingerprint] | None = None, compare_pool: ComparePool | None = None):
+        """``refetch`` re-reads compact stored candidates from the Hub; ``compare_pool`` runs the
+        nearest-match comparisons on every core (both as ``store.nearest.nearest`` takes them)."""
         if compare is None:
             from fingerprints.compare import compare_fingerprints as compare
         self.compare = compare
+        self.refetch = refetch
+        self.compare_pool = compare_pool
         self.hub_url = settings.hub.endpoint
         self.alert_on_declared = settings.alerts.on_declared_derivatives
         self.min_severity = Severity(settings.alerts.min_severity).rank
 
     # ---- ingest ----------------------------------------------------------------------------
 
-    def ingest(self, store: Store, record: ModelRecord, sha: str, fp: Fingerprint) -> Ingested:
+    def ingest(self, store: Store, record: ModelRecord, sha: str, fp: Fingerprint, tier: str | None = None) -> Ingested:
         """Store ``fp`` as ``record.repo_id`` at ``sha`` and record its copy relations, earlier model first.
-        Idempotent: ingesting a revision again records nothing new and returns the same suspects."""
-        fid, created = store.add_fingerprint(record.repo_id, sha, fp)
+        ``tier``: how much of it to keep (store/rows.py); by default full when it has a copy relation,
+        else compact. Idempotent: ingesting a revision again records nothing new, same suspects."""
+        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
+                             compare=self.compare, refetch=self.refetch,
+                             pool=self.compare_pool.get() if self.compare_pool else None)
+        copies = [n for n in neighbours if n.verdict in ALERTING_VERDICTS]
+        fid, created = store.add_fingerprint(record.repo_id, sha, fp,
+                                             tier=tier or (TIER_FULL if copies else TIER_COMPACT))
         done = Ingested(fid, created)
         mine = parse_time(record.created_at)
-        for n in nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
-                         compare=self.compare):
-            if n.verdict not in ALERTING_VERDICTS:
-                continue
+        for n in copies:
             if is_older(parse_time(n.created_at), n.fingerprint_id, mine, fid):
                 store.record_match(n.fingerprint_id, fid, n.result)
                 done.suspects.add(fid)
@@ -165,7 +175,8 @@ class Matcher:
         mine = parse_time(suspect.created_at)
         for base in sorted(bases - {suspect.repo_id}):
             stored = store.find_fingerprint(base)
-            if stored is None or stored.id in found or stored.id == suspect_id:
+            # A compact fingerprint lacks the weight samples a comparison needs.
+            if stored is None or stored.id in found or stored.id == suspect_id or stored.tier == TIER_COMPACT:
                 continue
             rec = store.get_model(base)
             if not is_older(parse_time(rec.created_at if rec else None), stored.id, mine, suspect_id):
@@ -209,7 +220,7 @@ class Indexed:
     alerts: list[Alert]
 
 
-def index_spec(store: Store, got: SpecFingerprint, matcher: Matcher) -> Indexed:
+def index_spec(store: Store, got: SpecFingerprint, matcher: Matcher, tier: str | None = None) -> Indexed:
     """``index add``/``index seed``/``/nearest``: store a fingerprinted folder or repo with its Hub
     metadata, and alert on every undeclared copy it reveals (itself, or stored models it is the
     original of) exactly as the watcher would."""
@@ -217,7 +228,7 @@ def index_spec(store: Store, got: SpecFingerprint, matcher: Matcher) -> Indexed:
         store.upsert_model(got.record)
     record = got.record or ModelRecord(repo_id=got.repo_id)
     record.sha = got.sha
-    ingested = matcher.ingest(store, record, got.sha, got.fp)
+    ingested = matcher.ingest(store, record, got.sha, got.fp, tier=tier)
     alerts = [a for fid in sorted(ingested.suspects) if (a := matcher.decide(store, fid, got.repo_id)) is not None]
     store.list_revisions([(got.repo_id, got.sha)], feed="index")
     store.finish_revision(got.repo_id, got.sha)

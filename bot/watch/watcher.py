@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
@@ -38,6 +39,7 @@ from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.records import ModelRecord
+from store.rows import TIER_REFERENCE
 from store.store import Store
 
 from bot.alerts.delivery import deliver_pending
@@ -48,8 +50,9 @@ from bot.hub.models import HubModel
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
 from bot.ops.progress import progress
+from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings
-from bot.watch.matching import Matcher, plot_of
+from bot.watch.matching import PLOT_KEY, Matcher, plot_of
 
 log = logging.getLogger("hubwatch.watcher")
 
@@ -111,16 +114,18 @@ class WorkFailure:
 class Watcher:
     def __init__(self, settings: Settings, hub: Hub, sender: AlertSender,
                  fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint], metrics: Metrics | None = None,
-                 open_store: Callable[[], Store] | None = None):
+                 open_store: Callable[[], Store] | None = None, compare_pool: ComparePool | None = None):
         """``fingerprint``: one model's fingerprint under the configured limits, the composition
-        root's (``bot.app.App.fingerprint``) that every command and the bot use too."""
+        root's (``bot.app.App.fingerprint``) that every command and the bot use too. ``compare_pool``:
+        where comparisons run (both cores), else in the polling thread."""
         self.settings = settings
         self.fingerprint_with_limits = fingerprint
         self.hub = hub
         self.sender = sender
         self.metrics = metrics or Metrics()
         self.open_store = open_store or (lambda: Store.open(settings.store.path))
-        self.matcher = Matcher(settings)
+        self.compare_pool = compare_pool
+        self.matcher = Matcher(settings, refetch=self._refetch, compare_pool=compare_pool)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
         self._delivering = threading.Lock()
@@ -128,6 +133,8 @@ class Watcher:
         # left by a process that died, and are requeued.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._requeued = False
+        # Watch-list references being fingerprinted: stored in the reference tier (store/rows.py).
+        self._references: set[str] = set()
         # Set by stop(): feeds stop taking new work, unfinished claims go back to pending.
         self.stopping = threading.Event()
         # One fetch per (repo, sha) in this process: a second feed asking for a revision in
@@ -173,6 +180,7 @@ class Watcher:
             if newest:
                 store.set_cursor(feed, None, newest)
             summary.alerts_delivered = self.deliver(store)
+            self._prune(store)
             # A poll counts as successful for health only when its listing was read.
             self.metrics.listing_succeeded(feed)
             store.set_status(f"last_poll:{feed}", datetime.now(timezone.utc).isoformat())
@@ -194,6 +202,7 @@ class Watcher:
         # Watch list entries added with /watch: new uploads of watched authors, and reference
         # models that are not in the index yet. One unreachable entry must not hide the others.
         listing: list[HubModel] = []
+        self._references = set()
         for entry in store.watch_list():
             try:
                 if entry.kind == "author":
@@ -201,6 +210,7 @@ class Watcher:
                         sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit, author=entry.value)]
                 elif store.find_fingerprint(entry.value) is None:
                     listing.append(self.hub.model_info(entry.value))
+                    self._references.add(entry.value)
             except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
                 self._record_failure(store, f"watched {entry.kind} {entry.value}", exc)
@@ -279,9 +289,12 @@ class Watcher:
         if item.fingerprint is None:
             self._fingerprint_failed(store, item, summary)
             return
+        tier = TIER_REFERENCE if record.repo_id in self._references else None
         try:
-            got = self.matcher.ingest(store, record, record.sha, item.fingerprint)
+            got = self.matcher.ingest(store, record, record.sha, item.fingerprint, tier=tier)
         except Exception as exc:  # one model must not stop the feed: record it, go on
+            if isinstance(exc, BrokenProcessPool) and self.compare_pool is not None:
+                self.compare_pool.drop()  # the next model starts new workers
             summary.errors += 1
             self._record_failure(store, f"repo {record.repo_id}@{record.sha}", exc)
             store.fail_revision(record.repo_id, record.sha, failure_reason(exc), str(exc))
@@ -305,6 +318,20 @@ class Watcher:
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
         return self.fingerprint_with_limits(reader, self.tokenizers)
+
+    def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
+        """The full fingerprint of a stored compact revision, read from the Hub again."""
+        return self._fingerprint(self.hub.reader(repo_id, sha))
+
+    def _prune(self, store: Store) -> None:
+        days, plot_days = self.settings.store.retention_days, self.settings.store.plot_retention_days
+        if not (days or plot_days):
+            return
+        now = datetime.now(timezone.utc)
+        pruned = store.prune(now - timedelta(days=days) if days else None,
+                             now - timedelta(days=plot_days) if plot_days else None, PLOT_KEY)
+        if any(pruned.values()):
+            log.info("retention", extra=pruned)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
         """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,

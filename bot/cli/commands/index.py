@@ -1,4 +1,4 @@
-"""hubwatch index add|stats|seed: build and inspect the reference index."""
+"""hubwatch index add|stats|seed|compact: build and inspect the reference index."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import threading
 
 from fingerprints.errors import HubwatchError
+from store.rows import TIER_REFERENCE
 
 from bot.hub.errors import HubUnavailableError
 from bot.ops.progress import progress
@@ -21,13 +22,13 @@ class Indexer:
         from bot.watch.matching import Matcher
 
         self.app, self.store = app, store
-        self.matcher = Matcher(app.settings)
+        self.matcher = Matcher(app.settings, refetch=app.refetch, compare_pool=app.compare_pool)
         self.alerts = 0
 
     def add(self, spec: str):
         from bot.watch.matching import index_spec
 
-        indexed = index_spec(self.store, self.app.fingerprint_spec(spec), self.matcher)
+        indexed = index_spec(self.store, self.app.fingerprint_spec(spec), self.matcher, tier=TIER_REFERENCE)
         self.alerts += len(indexed.alerts)
         return indexed
 
@@ -79,6 +80,14 @@ def register(sub) -> None:
     seed.add_argument("--family", default=None, help="only references of this family (e.g. llama-3)")
     seed.set_defaults(func=run_seed)
 
+    compact = isub.add_parser(
+        "compact", help="shrink stored fingerprints that matched nothing to the compact tier",
+        description="Stores written before schema 3 keep every model in full (~0.8 MB each). This keeps full "
+        "detail for references and models in a match, and shrinks the rest to their compact form "
+        "(no sampled values; re-read from the Hub when a comparison needs them).")
+    compact.add_argument("--limit", type=int, default=100_000, metavar="N", help="at most N fingerprints (default 100,000)")
+    compact.set_defaults(func=run_compact)
+
 
 def run_add(args, app) -> int:
     failed: list[tuple[str, HubwatchError]] = []
@@ -112,12 +121,28 @@ def run_stats(args, app) -> int:
     print(f"fingerprints:  {s['fingerprints']:,} ({s['repos_fingerprinted']:,} repos, {s['models']:,} with Hub metadata)")
     print(f"vocabularies:  {s['vocabularies']:,}   index keys: {s['index_keys']:,}   LSH bands: {s['lsh_bands']:,}")
     print(f"matches:       {s['matches']:,}   watch list: {s['watch_list']:,}")
+    tiers = ", ".join(f"{k} {v:,}" for k, v in s["tiers"].items())
+    per_model = s["bytes"] / max(1, s["fingerprints"])
+    print(f"tiers:         {tiers or 'none'}   blobs {s['blob_bytes'] / 1e6:,.1f} MB   {per_model / 1e3:,.1f} KB per model")
     print("alerts:        " + ", ".join(f"{k} {v:,}" for k, v in s["alerts"].items()))
     print("revisions:     " + ", ".join(f"{k} {v:,}" for k, v in s["revisions"].items()))
     for reason, n in s["revisions_not_done"].items():
         print(f"  {reason}: {n:,}")
     families = ", ".join(f"{k} {v:,}" for k, v in list(s["shape_families"].items())[:10])
     print(f"shape families: {families or 'none'}")
+    return 0
+
+
+def run_compact(args, app) -> int:
+    from store.references import load_references
+
+    with app.open_store(create=False) as store:
+        keep = {r.repo_id for r in load_references()} | {e.value for e in store.watch_list("reference")}
+        before = store.stats()["blob_bytes"]
+        done = store.compact_unmatched(keep, limit=max(args.limit, 0))
+        after = store.stats()["blob_bytes"]
+    print(f"compacted {done:,} fingerprints: blobs {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB "
+          "(the file shrinks after `sqlite3 FILE VACUUM`)")
     return 0
 
 
