@@ -13,6 +13,7 @@ from bot.watch.lineage import Member, pick_root
 from bot.watch.matching import Matcher
 from store import Store
 from store.records import ModelRecord
+from store.rows import TIER_REFERENCE
 from store_samples import small_fp
 
 BASE = "lab/base"
@@ -59,17 +60,17 @@ def matcher(monkeypatch):
     return m
 
 
-def ingest(store: Store, matcher: Matcher, repo: str, seed: int, created: str, bases=()) -> set[int]:
+def ingest(store: Store, matcher: Matcher, repo: str, seed: int, created: str, bases=(), tier=None) -> set[int]:
     record = ModelRecord(repo_id=repo, author=repo.split("/")[0], created_at=created, base_models=list(bases))
     store.upsert_model(record)
     fp = small_fp(seed)
     fp.source = repo
-    return matcher.ingest(store, record, f"sha-{seed}", fp).suspects
+    return matcher.ingest(store, record, f"sha-{seed}", fp, tier=tier).suspects
 
 
 def test_a_copy_in_a_crowd_of_fine_tunes_names_the_base_and_lists_the_siblings(tmp_path, matcher):
     with Store.open(tmp_path / "l.db") as store:
-        ingest(store, matcher, BASE, 0, "2022-01-01T00:00:00Z")
+        ingest(store, matcher, BASE, 0, "2022-01-01T00:00:00Z", tier=TIER_REFERENCE)  # as `index seed` keeps it
         for i, repo in enumerate(SIBLINGS, 1):
             ingest(store, matcher, repo, i, "2024-01-01T00:00:00Z", bases=[BASE])
         suspects = ingest(store, matcher, SUSPECT, 99, "2026-11-20T00:00:00Z")

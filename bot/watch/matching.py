@@ -153,7 +153,7 @@ class Matcher:
             return None
         if store.alert_queued(dedupe_key(suspect.repo_id, suspect.sha, source.repo_id)):
             return None  # exactly once per (suspect revision, original): skip the comparison and plot
-        comparison = self.compare(store.load_fingerprint(root.fingerprint_id), store.load_fingerprint(suspect_id))
+        comparison = self.compare(self._full(store, root.fingerprint_id), self._full(store, suspect_id))
         if trigger and trigger == source.repo_id and trigger != suspect.repo_id:
             decision = replace(decision, reason=f"{decision.reason}; found when {source.repo_id} was indexed")
         alert = build_alert(suspect_facts, source_facts, decision, comparison, hub_url=self.hub_url)
@@ -175,17 +175,26 @@ class Matcher:
         mine = parse_time(suspect.created_at)
         for base in sorted(bases - {suspect.repo_id}):
             stored = store.find_fingerprint(base)
-            # A compact fingerprint lacks the weight samples a comparison needs.
-            if stored is None or stored.id in found or stored.id == suspect_id or stored.tier == TIER_COMPACT:
+            if stored is None or stored.id in found or stored.id == suspect_id:
                 continue
             rec = store.get_model(base)
             if not is_older(parse_time(rec.created_at if rec else None), stored.id, mine, suspect_id):
                 continue
-            result = self.compare(store.load_fingerprint(stored.id), store.load_fingerprint(suspect_id))
+            result = self.compare(self._full(store, stored.id), self._full(store, suspect_id))
             if result.verdict in ALERTING_VERDICTS:
                 store.record_match(stored.id, suspect_id, result)
                 found[stored.id] = (result.verdict, float(result.score), float(result.confidence))
         return [self._member(store, fid, *relation) for fid, relation in found.items()]
+
+    def _full(self, store: Store, fingerprint_id: int) -> Fingerprint:
+        """A stored fingerprint with its weight samples: a compact one is read from the Hub again
+        (and kept in full from then on) when a refetch is configured."""
+        row = store.get_fingerprint(fingerprint_id)
+        if row.tier != TIER_COMPACT or self.refetch is None:
+            return store.load_fingerprint(fingerprint_id)
+        fp = self.refetch(row.repo_id, row.sha)
+        store.set_tier(fingerprint_id, fp, TIER_FULL)
+        return fp
 
     @staticmethod
     def _member(store: Store, fid: int, verdict: str, score: float, confidence: float) -> Member:
