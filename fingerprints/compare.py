@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .components import compare_components, component_summary
 from .config import config_similarity
 from .model import Fingerprint, TensorSample, TokenRows, rare_special_tokens
 from .tokenizer import minhash_jaccard
@@ -82,13 +83,14 @@ class Comparison:
     layers_a: list[int] = field(default_factory=list)
     layers_b: list[int] = field(default_factory=list)
     bytes_read: dict[str, int] = field(default_factory=dict)
+    components: list[dict[str, Any]] = field(default_factory=list)  # per component of multimodal models
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "a": self.a, "b": self.b, "verdict": self.verdict, "confidence": round(self.confidence, 4),
             "score": round(self.score, 4), "kinds": self.kinds, "evidence": self.evidence,
             "config": self.config, "tokenizer": self.tokenizer, "weights": self.weights,
-            "bytes_read": self.bytes_read,
+            "bytes_read": self.bytes_read, "components": self.components,
         }
 
 
@@ -310,9 +312,15 @@ def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader
         tensor_matches = layer_matches + global_matches
         weights = V.weight_evidence(fa, fb, emb, pairs, tensor_matches)
     result = V.decide(fa, fb, config, tokenizer, weights, emb, tensor_matches)
+    # Multimodal models: one verdict per component as well (components.py).
+    parts = compare_components(fa, fb, compare_fingerprints)
+    if parts:
+        line, extra_kinds = component_summary(parts)
+        result.evidence.append(line)
+        result.kinds += [k for k in extra_kinds if k not in result.kinds]
     return Comparison(
         a=fa.source, b=fb.source, verdict=result.verdict, confidence=result.confidence, score=result.score,
         kinds=result.kinds, evidence=result.evidence, config=config, tokenizer=tokenizer, weights=weights,
         layer_matrix=matrix, layers_a=layers_a, layers_b=layers_b,
-        bytes_read={"a": fa.bytes_read, "b": fb.bytes_read},
+        bytes_read={"a": fa.bytes_read, "b": fb.bytes_read}, components=parts,
     )

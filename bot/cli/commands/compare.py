@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from fingerprints.compare import compare_fingerprints
+from fingerprints.deep import DEEP_BYTE_BUDGET, apply_deep, deep_compare
 from fingerprints.engine import fingerprint_model
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
@@ -27,10 +29,27 @@ def register(sub) -> None:
     p.add_argument("b", help="the suspect model: folder or org/name[@revision]")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="FILE.png", help="write the layer-by-layer evidence picture here")
+    p.add_argument("--deep", action="store_true",
+                   help="also read whole embedding rows of shared tokens and whole FFN rows of a few layers, "
+                   "align them (torch; GPU when present) and test independence with a p-value")
+    p.add_argument("--budget", type=byte_count, metavar="BYTES",
+                   help=f"tensor bytes --deep may read per model (default {DEEP_BYTE_BUDGET:,})")
     p.set_defaults(func=run)
 
 
+def byte_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of bytes, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a positive number of bytes, not {value}")
+    return value
+
+
 def run(args) -> int:
+    if args.budget is not None and not args.deep:
+        raise InvalidModelError("--budget sets how much --deep reads; add --deep")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidModelError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
     reader_a, reader_b = open_reader(args.a), open_reader(args.b)
@@ -40,6 +59,9 @@ def run(args) -> int:
     print(f"fingerprinting {args.b} …", file=sys.stderr)
     fb = fingerprint_model(reader_b, tokenizers=tokenizers)
     result = compare_fingerprints(fa, fb, reader_a, reader_b)
+    if args.deep:
+        print("deep comparison …", file=sys.stderr)
+        result = apply_deep(result, deep_compare(reader_a, fa, reader_b, fb, args.budget or DEEP_BYTE_BUDGET))
     if args.plot:
         from fingerprints.plot import render_comparison_png
 
