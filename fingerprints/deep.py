@@ -29,6 +29,7 @@ pair gets a Poisson p-value; Fisher's method combines them. Every number is in t
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -257,10 +258,15 @@ def _row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b, dim=1)
 
 
-def random_rotation(n: int, seed: int, device: str) -> torch.Tensor:
-    gaussian = torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(device)
-    q, r = torch.linalg.qr(gaussian)
-    return (q * torch.sign(torch.diagonal(r))).to(torch.float32)
+@functools.lru_cache(maxsize=8)
+def null_rotations(n: int, device: str) -> tuple[torch.Tensor, ...]:
+    """NULL_ROTATIONS fixed Haar-random orthogonal n x n matrices (seeded: the same chance level every run)."""
+    rotations = []
+    for seed in range(NULL_ROTATIONS):
+        gaussian = torch.randn(n, n, generator=torch.Generator().manual_seed(1000 + seed), dtype=torch.float64).to(device)
+        q, r = torch.linalg.qr(gaussian)
+        rotations.append((q * torch.sign(torch.diagonal(r))).to(torch.float32))
+    return tuple(rotations)
 
 
 def _best_matches(va: torch.Tensor, vb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -417,10 +423,7 @@ def _unit_test(a1, a2, b1, b2, rotation, device, where) -> UnitTest:
     elif a1.shape[1] != b1.shape[1]:
         return UnitTest(la, lb, ea, eb, count, 0, 0.0, 0.0, 0.0)
     agree, cosine = neuron_agreement(a1, a2, b1, b2)
-    null = []
-    for seed in range(NULL_ROTATIONS):
-        z = random_rotation(a1.shape[1], 1000 + seed, device)
-        null.append(neuron_agreement(a1, a2, b1 @ z, b2 @ z)[0])
+    null = [neuron_agreement(a1, a2, b1 @ z, b2 @ z)[0] for z in null_rotations(a1.shape[1], device)]
     # At least the uniform-chance level (one agreement in count per A neuron).
     chance = max(1.0, float(np.mean(null)))
     return UnitTest(la, lb, ea, eb, count, agree, chance, poisson_log10_sf(agree, chance), cosine)
