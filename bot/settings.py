@@ -9,16 +9,16 @@ list (``python -m bot.settings write-docs``) and a test fails when they drift.
 Secrets (the Hub token, the Discord webhook URL and bot token) are held in ``Secret``, whose repr
 and str never show the value: call ``.reveal()`` at the single place that sends it.
 
-The byte caps in ``[limits]`` and the host lists in ``[hub]``/``[discord]`` are the hostile-input
-guard rails: ``LimitSettings.cap_for(path)`` says how many bytes a download of that file may take,
-``HubSettings.allows_url`` / ``DiscordSettings.check_webhook_url`` say whether a URL may be
-fetched or posted to at all, so a model card cannot steer hubwatch to an arbitrary host.
+The caps in ``[limits]`` and the host lists in ``[hub]``/``[discord]`` are the hostile-input guard
+rails: ``LimitSettings.parse_envelope()`` carries the caps to the fingerprint code (which cap a file
+falls under: ``ParseEnvelope.cap_for``), the Hub client follows requests only to the hosts
+``bot.hub.urls.hub_url_allowed`` allows, and ``DiscordSettings.check_webhook_url`` says whether
+alerts may be posted to a URL at all, so a model card cannot steer hubwatch to an arbitrary host.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 import sys
@@ -30,20 +30,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fingerprints.engine import MAX_CONFIG_BYTES
+from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
+
+from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
+                                   DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES, DEFAULT_MAX_TOKENIZER_BYTES,
+                                   DEFAULT_MAX_VOCAB, ParseEnvelope)
 from fingerprints.errors import HubwatchError
-from fingerprints.safetensors_format import MAX_HEADER_BYTES
-from fingerprints.tokenizer import MAX_TOKENIZER_BYTES
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from store.outbox import DEFAULT_LEASE
 
 MiB = 1024 * 1024
 
-# The public Hub; huggingface_hub's own default for HF_ENDPOINT (constants.py).
-HUB_ENDPOINT = "https://huggingface.co"
-# Resolve URLs redirect to CDN and Xet hosts; hub-docs models-downloading.md lists them, all under
-# these two domains (cdn-lfs-us-1.hf.co, us.aws.cdn.hf.co, cas-bridge.xethub.hf.co, ...).
-HUB_REDIRECT_HOST_SUFFIXES = ("hf.co", "huggingface.co")
 # The hosts discord.py's Webhook.from_url accepts (discord(?:app)?.com), plus the two client
 # channels Discord hands out webhook URLs on.
 DISCORD_WEBHOOK_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
@@ -105,41 +102,11 @@ def setting(default: Any, meaning: str, *, env: str | None = None, minimum: floa
     return field(default=default, metadata=meta)
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def hub_url_allowed(url: str, endpoint: str, redirect_hosts: tuple[str, ...]) -> bool:
-    """The one rule for Hub requests and redirects: the endpoint's host or a redirect host, never a
-    downgrade to plain http, and any loopback host when the endpoint itself is loopback (the fake
-    Hub's CDN runs under another loopback name)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if not host or parts.scheme not in ("http", "https"):
-        return False
-    endpoint_parts = urlsplit(endpoint)
-    if parts.scheme == "http" and endpoint_parts.scheme != "http":
-        return False
-    endpoint_host = (endpoint_parts.hostname or "").lower()
-    if host == endpoint_host or host_matches(host, redirect_hosts):
-        return True
-    return is_loopback_host(endpoint_host) and is_loopback_host(host)
-
-
-def host_matches(host: str, allowed: tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    return any(host == a or host.endswith("." + a) for a in allowed)
-
-
 @dataclass(frozen=True)
 class HubSettings:
     endpoint: str = setting(HUB_ENDPOINT, "Base URL of the Hub (or a mirror / the fake Hub).", env="HF_ENDPOINT")
-    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged.",
+    token: Secret = setting(Secret(), "Hub access token, sent as a Bearer token; doubles the API rate limit. Never logged. "
+                            "Unset: the one huggingface_hub finds ($HUGGING_FACE_HUB_TOKEN, or saved by `hf auth login`).",
                             env="HF_TOKEN")
     redirect_hosts: tuple[str, ...] = setting(
         HUB_REDIRECT_HOST_SUFFIXES,
@@ -151,10 +118,6 @@ class HubSettings:
     @property
     def host(self) -> str:
         return (urlsplit(self.endpoint).hostname or "").lower()
-
-    def allows_url(self, url: str) -> bool:
-        """May hubwatch send a request to ``url``? Only the endpoint's host and the redirect hosts."""
-        return hub_url_allowed(url, self.endpoint, self.redirect_hosts)
 
 
 @dataclass(frozen=True)
@@ -194,26 +157,37 @@ class LimitSettings:
         "Most bytes read per model in all: headers, configs, tokenizer and tensor samples. all-MiniLM-L6-v2 "
         "takes 2.4 MB; the largest common tokenizer.json files (Gemma 3) are about 33 MB.",
         minimum=MiB)
-    json_bytes: int = setting(MAX_CONFIG_BYTES, "Largest config-like JSON file downloaded (config.json, "
+    json_bytes: int = setting(DEFAULT_MAX_JSON_BYTES, "Largest config-like JSON file downloaded (config.json, "
                               "tokenizer_config.json, generation_config.json, ...).", minimum=1024)
-    tokenizer_bytes: int = setting(MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
+    tokenizer_bytes: int = setting(DEFAULT_MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
                                    "tokenizer.model, vocab files, merges.txt).", minimum=1024)
-    header_bytes: int = setting(MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
+    header_bytes: int = setting(DEFAULT_MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
+    model_requests: int = setting(
+        400, "Most HTTP requests one model's fingerprint may make (all-MiniLM-L6-v2 takes 138, a 163-shard "
+        "checkpoint about 230); a repo of hundreds of tiny shards is refused instead of starving the rest.",
+        minimum=10)
+    model_seconds: float = setting(
+        300.0, "Most seconds one model's fingerprint may take, rate-limit waits included; past it the model "
+        "is recorded as failed and the cycle goes on.", minimum=1)
+    parse_tokens: int = setting(
+        DEFAULT_MAX_JSON_TOKENS, "Most JSON tokens (or lines) one downloaded document may hold; counted before "
+        "parsing (Gemma 3's tokenizer.json, the largest common one, has about 2.1 million).", minimum=1000)
+    parse_string_bytes: int = setting(DEFAULT_MAX_STRING_BYTES, "Most bytes of string content in one document.",
+                                      minimum=1024)
+    parse_memory_bytes: int = setting(
+        DEFAULT_MAX_PARSE_MEMORY, "Most memory one parsed document may take, estimated before parsing at 72 bytes "
+        "per JSON token plus its strings (keeps the watcher under 1 GiB with hostile uploads).", minimum=MiB)
+    vocab_tokens: int = setting(DEFAULT_MAX_VOCAB, "Most entries in one vocabulary (XLM-V, the largest known, has "
+                                "901,629).", minimum=1000)
 
-    # Which cap applies to which file: tokenizer payloads first, then headers/indexes, then JSON.
-    TOKENIZER_FILE_RX = re.compile(
-        r"(^|/)(tokenizer\.json|tokenizer\.model|[^/]*\.tiktoken|vocab\.(txt|json)|merges\.txt|spiece\.model"
-        r"|sentencepiece\.bpe\.model|added_tokens\.json|special_tokens_map\.json)$")
-    HEADER_FILE_RX = re.compile(r"(\.safetensors|\.gguf|\.safetensors\.index\.json)$")
 
-    def cap_for(self, path: str) -> int:
-        """The most bytes a download of ``path`` may take (whole file or header), by the file's kind."""
-        if self.TOKENIZER_FILE_RX.search(path):
-            return self.tokenizer_bytes
-        if self.HEADER_FILE_RX.search(path):
-            return self.header_bytes
-        return self.json_bytes
+    def parse_envelope(self) -> ParseEnvelope:
+        return ParseEnvelope(max_json_tokens=self.parse_tokens, max_string_bytes=self.parse_string_bytes,
+                             max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes,
+                             max_json_bytes=self.json_bytes, max_tokenizer_bytes=self.tokenizer_bytes,
+                             max_header_bytes=self.header_bytes)
+
 
 
 @dataclass(frozen=True)
@@ -447,7 +421,12 @@ def find_config_file(config_path: str | os.PathLike[str] | None, env: Mapping[st
 
 
 def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ)."""
+    """Defaults, overlaid by the TOML file, overlaid by environment variables (``env`` defaults to os.environ).
+
+    With the process environment, a Hub token set nowhere else is resolved as huggingface_hub resolves
+    it (``get_token``: $HF_TOKEN, the legacy $HUGGING_FACE_HUB_TOKEN, the token ``hf auth login`` saved),
+    so hubwatch reads gated repos wherever the ``hf`` tools do."""
+    resolve_hub_token = env is None
     env = os.environ if env is None else env
     path = find_config_file(config_path, env)
     document = _read_toml(path) if path else {}
@@ -473,6 +452,10 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, env: Mappin
                 values[name] = _coerce(key, str(path), types[name], f.metadata, table[name])
         if section == "hub" and "endpoint" in values:
             values["endpoint"] = _check_endpoint(values["endpoint"])
+        if section == "hub" and "token" not in values and resolve_hub_token:
+            from huggingface_hub import get_token
+
+            values["token"] = Secret(get_token() or "")
         built[section] = cls(**values)
     settings = Settings(**built, config_file=str(path) if path else None)
     _check_consistency(settings)

@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 from . import untrusted_json
+from .envelope import DEFAULT_ENVELOPE, ParseEnvelope
 from .errors import InvalidModelError
 from .model import ConfigSignature, stable_hash
 
@@ -27,9 +28,9 @@ BOOKKEEPING_KEYS = {"_name_or_path", "transformers_version", "_commit_hash", "to
 IDENTITY_KEYS = ("architectures", "model_type")
 
 
-def parse_config_json(raw: bytes, path: str = "config.json") -> dict[str, Any]:
+def parse_config_json(raw: bytes, path: str = "config.json", envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> dict[str, Any]:
     try:
-        data = untrusted_json.loads(raw)
+        data = untrusted_json.loads(raw, envelope, path)
     except ValueError as exc:  # bad UTF-8 or JSON, nesting too deep, a 5000-digit number
         raise InvalidModelError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-
-import re
+from contextlib import nullcontext
 
 import numpy as np
 
 from .config import config_signature, parse_config_json
+from .envelope import DEFAULT_ENVELOPE, LARGE_DOCUMENT_BYTES, ParseEnvelope
 from .errors import InvalidModelError
 from .model import ConfigSignature, Fingerprint, TensorInfo, TokenizerSignature, WeightsSignature, stable_hash
 from .reader import RangeReader, read_files_and_heads, read_small_file
 from .roles import assign_role
-from .safetensors_format import FIRST_READ_BYTES, INDEX_FILE, MAX_INDEX_BYTES, read_checkpoint, unindexed_files
-from .tokenizer import MAX_TOKENIZER_BYTES, ParsedTokenizer, read_tokenizer, tokenizer_files, tokenizer_signature
+from .safetensors_format import FIRST_READ_BYTES, INDEX_FILE, read_checkpoint, unindexed_files
+from .tokenizer import ParsedTokenizer, read_tokenizer, tokenizer_files, tokenizer_signature
 from .tokenizer_cache import TokenizerCache, tokenizer_cache_key
 from .weights import FLOAT_DTYPES, TENSOR_BYTE_BUDGET, TensorLayout, sample_weights
 
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # Formats that can only be opened by executing code or by libraries hubwatch does not run on
 # untrusted bytes. Their configs and tokenizers are still fingerprinted.
 UNINSPECTABLE_SUFFIXES = {
@@ -55,9 +56,12 @@ def _uninspectable(files: list[str]) -> str | None:
 
 
 def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
-                      tokenizers: TokenizerCache | None = None) -> Fingerprint:
+                      tokenizers: TokenizerCache | None = None, envelope: ParseEnvelope = DEFAULT_ENVELOPE,
+                      large_parse_lock: threading.Lock | None = None) -> Fingerprint:
     """``tokenizers``: signatures of tokenizers seen before, by file identity; a hit reads none
-    of the tokenizer's files (see tokenizer_cache.py)."""
+    of the tokenizer's files (see tokenizer_cache.py). ``envelope``: what each parsed document
+    may cost (envelope.py). ``large_parse_lock``: shared by the threads of one process, so that
+    tokenizers over LARGE_DOCUMENT_BYTES are parsed one at a time and their peaks do not add up."""
     files = reader.list_files()
     tokenizer_paths = tokenizer_files(files)
     tokenizer_key = tokenizer_cache_key(reader, tokenizer_paths) if tokenizers is not None else None
@@ -69,10 +73,9 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
     # Every small file the fingerprint may need, and the start of every weights file whose header
     # is known to be needed, fetched in one batch (one round trip over HTTP). Shards listed in an
     # index are read next, sized by the index.
-    limits = {p: MAX_CONFIG_BYTES for p in ("config.json",) if p in files}
-    limits.update({p: MAX_INDEX_BYTES for p in (INDEX_FILE,) if p in files})
+    limits = {p: envelope.cap_for(p) for p in ("config.json", INDEX_FILE) if p in files}
     if cached_tokenizer is None:
-        limits.update({p: MAX_TOKENIZER_BYTES for p in tokenizer_paths})
+        limits.update({p: envelope.cap_for(p) for p in tokenizer_paths})
     heads: dict[str, int] = {}
     if has_safetensors and INDEX_FILE not in files:
         heads = dict.fromkeys(unindexed_files(files), FIRST_READ_BYTES)
@@ -82,19 +85,21 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
         heads = {gguf_file: FIRST_CHUNK_BYTES}
     prefetched, prefetched_heads = read_files_and_heads(reader, limits, heads)
 
-    def small(path: str, limit: int = MAX_TOKENIZER_BYTES) -> bytes:
-        return prefetched[path] if path in prefetched else read_small_file(reader, path, limit)
+    def small(path: str) -> bytes:
+        return prefetched[path] if path in prefetched else read_small_file(reader, path, envelope.cap_for(path))
 
     config = None
     if "config.json" in files:
-        config = config_signature(parse_config_json(small("config.json", MAX_CONFIG_BYTES)))
+        config = config_signature(parse_config_json(small("config.json"), "config.json", envelope))
     # An indexed checkpoint's shard headers take one more round trip: parse the tokenizer (a few
     # hundred ms for a 131k vocabulary) while they are in flight. Only the worker touches the
     # reader; the tokenizer's files were all prefetched above.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        checkpoint = (pool.submit(read_checkpoint, reader, files, lambda p: small(p, MAX_INDEX_BYTES), prefetched_heads)
-                      if has_safetensors else None)
-        tokenizer = cached_tokenizer or read_tokenizer(files, small)
+        checkpoint = (pool.submit(read_checkpoint, reader, files, small, prefetched_heads,
+                                  envelope) if has_safetensors else None)
+        large = sum(len(prefetched.get(p, b"")) for p in tokenizer_paths) > LARGE_DOCUMENT_BYTES
+        with large_parse_lock if large and large_parse_lock is not None else nullcontext():
+            tokenizer = cached_tokenizer or read_tokenizer(files, small, envelope)
     if tokenizers is not None and tokenizer_key and cached_tokenizer is None and tokenizer is not None:
         tokenizers.put(tokenizer_key, tokenizer)
     vocab = tokenizer.vocab if tokenizer else None
@@ -113,7 +118,7 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
     elif gguf_file is not None:
         from . import gguf_format as G  # the gguf package is only needed for GGUF repos
 
-        header = G.parse_gguf_header(reader, gguf_file, prefetched_heads[gguf_file])
+        header = G.parse_gguf_header(reader, gguf_file, prefetched_heads[gguf_file], envelope.max_header_bytes)
         arch = G.gguf_architecture(header)
         if config is None:
             config = _config_from_gguf(arch)

@@ -31,6 +31,7 @@ from gguf.constants import (
 )
 from gguf.quants import dequantize
 
+from .envelope import DEFAULT_MAX_HEADER_BYTES
 from .errors import InvalidModelError, UninspectableWeightsError
 from .reader import RangeReader, RangeRequest, read_range
 
@@ -51,9 +52,6 @@ FIRST_CHUNK_BYTES = 256 * 1024
 ESTIMATE_COMPANION_BYTES_PER_ITEM = 8
 ESTIMATE_TENSOR_INFO_BYTES = 64
 ESTIMATE_SLACK_BYTES = 16 * 1024
-# Token and merge arrays of 256k vocabularies make headers of ~10 MB; huggingface.js stops at
-# 50 MB (HTTP_TOTAL_MAX_SIZE). 64 MiB leaves headroom for both without reading tensor data.
-MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 # Defensive limits from huggingface.js gguf.ts (its CWE-400/CWE-770 notes).
 MAX_KV_COUNT = 100_000
@@ -150,12 +148,14 @@ class GGUFHeader:
 class _HeaderStream:
     """Sequential little- or big-endian decoding over a prefix of the file that grows on demand."""
 
-    def __init__(self, reader: RangeReader, path: str, file_size: int, head: bytes = b""):
+    def __init__(self, reader: RangeReader, path: str, file_size: int, head: bytes = b"",
+                 max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES):
         self.reader = reader
         self.path = path
         self.file_size = file_size
         # ``head``: the file's first bytes when the caller already fetched them in a batch.
-        self.buf = bytearray(head[: min(file_size, MAX_HEADER_BYTES)])
+        self.max_header_bytes = max_header_bytes
+        self.buf = bytearray(head[: min(file_size, max_header_bytes)])
         self.pos = 0
         self.order = "<"
         self.array_elements = 0
@@ -172,11 +172,11 @@ class _HeaderStream:
             return
         if need > self.file_size:
             raise self.fail(f"GGUF header is truncated: needs {need:,} bytes, file has {self.file_size:,}")
-        if need > MAX_HEADER_BYTES:
-            raise self.fail(f"GGUF header runs past the {MAX_HEADER_BYTES:,}-byte limit")
+        if need > self.max_header_bytes:
+            raise self.fail(f"GGUF header runs past the {self.max_header_bytes:,}-byte limit (limits.header_bytes)")
         # Without an estimate, double what we hold (at least the first chunk): few requests.
         target = need + expect_more if expect_more else max(need, 2 * len(self.buf), FIRST_CHUNK_BYTES)
-        target = min(target, self.file_size, MAX_HEADER_BYTES)
+        target = min(target, self.file_size, self.max_header_bytes)
         start = len(self.buf)
         chunk = read_range(self.reader, self.path, start, target - start)
         if len(chunk) != target - start:
@@ -354,13 +354,14 @@ def _check_tensor_layout(path: str, tensors: list[GGUFTensor], file_size: int) -
         end = t.offset_abs + t.n_bytes
 
 
-def parse_gguf_header(reader: RangeReader, path: str, head: bytes = b"") -> GGUFHeader:
+def parse_gguf_header(reader: RangeReader, path: str, head: bytes = b"",
+                      max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> GGUFHeader:
     """Parse a GGUF file's header through ``reader``, reading only its first bytes.
 
     ``head`` is the file's first bytes when the caller fetched them already (the engine reads
     ``FIRST_CHUNK_BYTES`` in the same batch as the config and tokenizer files)."""
     file_size = reader.size(path)
-    stream = _HeaderStream(reader, path, file_size, head)
+    stream = _HeaderStream(reader, path, file_size, head, max_header_bytes)
     version = _read_preamble(stream)
     tensor_count = stream.tensor_count = stream.u64()
     kv_count = stream.u64()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidModelError
+from .special_tokens import is_common_special_token
 
 # Bump when the meaning of any stored field changes; the store re-fingerprints older versions.
 FINGERPRINT_VERSION = 2  # 2: tensor budget 2 MiB -> 1 MiB (other rows sampled)
@@ -302,8 +303,6 @@ def token_rank(token: str) -> int:
 
 def rare_special_tokens(tok: TokenizerSignature) -> list[str]:
     """Special/added tokens that are not part of a widely shared standard set."""
-    from .tokenizer import is_common_special_token  # local import: tokenizer imports this module
-
     return sorted(
         t for t in set(tok.special_tokens) | set(tok.added_tokens) if not is_common_special_token(t)
     )

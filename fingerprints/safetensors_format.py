@@ -15,12 +15,10 @@ import struct
 from dataclasses import dataclass
 
 from . import untrusted_json
+from .envelope import DEFAULT_ENVELOPE, ParseEnvelope
 from .errors import InvalidModelError
 from .reader import RangeReader, RangeRequest
 
-# huggingface_hub refuses headers over 25 MB (constants.SAFETENSORS_MAX_HEADER_LENGTH); real
-# headers of 1000-tensor shards are ~100 KB.
-MAX_HEADER_BYTES = 25_000_000
 # One GET of this size returns the whole header of a single-file checkpoint up to ~600 tensors
 # (MiniLM: 9 KB, a 7B: ~30 KB); a longer header takes a second GET. Shards listed in an index are
 # read by an estimate from their tensor names instead (below). huggingface_hub reads 100 KB per
@@ -36,7 +34,6 @@ MAX_DIMS = 32
 # the padding to 8 bytes. A short estimate costs one more GET, never a wrong parse.
 HEADER_ENTRY_BYTES = 112
 HEADER_ALLOWANCE_BYTES = 1024
-MAX_INDEX_BYTES = 50 * 1024 * 1024
 
 DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -58,9 +55,10 @@ class SafetensorsTensor:
         return self.nbytes // self.shape[0] if self.shape and self.shape[0] else self.nbytes
 
 
-def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int) -> list[SafetensorsTensor]:
+def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int,
+                       envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> list[SafetensorsTensor]:
     try:
-        data = untrusted_json.loads(header)
+        data = untrusted_json.loads(header, envelope, f"{file} header")
     except ValueError as exc:  # bad UTF-8 or JSON, nesting too deep, a 5000-digit number
         raise InvalidModelError(f"{file}: safetensors header is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -111,7 +109,8 @@ def parse_header_bytes(header: bytes, file: str, file_size: int, header_len: int
 
 
 def read_safetensors_headers(reader: RangeReader, files: list[str], *, heads: dict[str, bytes] | None = None,
-                             first_reads: dict[str, int] | None = None) -> dict[str, tuple[list[SafetensorsTensor], int]]:
+                             first_reads: dict[str, int] | None = None, envelope: ParseEnvelope = DEFAULT_ENVELOPE,
+                             ) -> dict[str, tuple[list[SafetensorsTensor], int]]:
     """Parse the headers of ``files``: one batched read of every file's start (``first_reads[f]``
     bytes, default FIRST_READ_BYTES; none for files whose ``heads`` the caller already holds), then
     one batched read of the rest of any header longer than that. Returns file -> (tensors, header bytes)."""
@@ -126,8 +125,9 @@ def read_safetensors_headers(reader: RangeReader, files: list[str], *, heads: di
     lengths = {}
     for f in files:
         (header_len,) = struct.unpack("<Q", firsts[f][:8])
-        if header_len > MAX_HEADER_BYTES:
-            raise InvalidModelError(f"{f}: header claims {header_len:,} bytes, over the {MAX_HEADER_BYTES:,}-byte limit")
+        if header_len > envelope.max_header_bytes:
+            raise InvalidModelError(f"{f}: header claims {header_len:,} bytes, over the "
+                                    f"{envelope.max_header_bytes:,}-byte limit (limits.header_bytes)")
         if 8 + header_len > sizes[f]:
             raise InvalidModelError(f"{f}: header claims {header_len:,} bytes but the file has {sizes[f]:,}")
         lengths[f] = header_len
@@ -137,7 +137,7 @@ def read_safetensors_headers(reader: RangeReader, files: list[str], *, heads: di
     out = {}
     for f in files:
         header = (firsts[f] + rests.get(f, b""))[8 : 8 + lengths[f]]
-        out[f] = (parse_header_bytes(header, f, sizes[f], lengths[f]), 8 + lengths[f])
+        out[f] = (parse_header_bytes(header, f, sizes[f], lengths[f], envelope), 8 + lengths[f])
     return out
 
 
@@ -149,12 +149,12 @@ def read_safetensors_header(reader: RangeReader, file: str) -> tuple[list[Safete
 INDEX_FILE = "model.safetensors.index.json"
 
 
-def checkpoint_shards(files: list[str], read_index) -> dict[str, int | None]:
+def checkpoint_shards(files: list[str], read_index, envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> dict[str, int | None]:
     """Which safetensors files make up the checkpoint (root level; index-listed shards win), each
     with an estimate of its header's size when the index lists its tensors (None otherwise)."""
     if INDEX_FILE in files:
         try:
-            weight_map = untrusted_json.loads(read_index(INDEX_FILE))["weight_map"]
+            weight_map = untrusted_json.loads(read_index(INDEX_FILE), envelope, INDEX_FILE)["weight_map"]
             entries = [(str(name), shard) for name, shard in weight_map.items()]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidModelError(f"{INDEX_FILE} is malformed: {exc}") from exc
@@ -180,16 +180,18 @@ def unindexed_files(files: list[str]) -> list[str]:
 
 
 def read_checkpoint(reader: RangeReader, files: list[str], read_index,
-                    heads: dict[str, bytes] | None = None) -> tuple[list[SafetensorsTensor], int]:
+                    heads: dict[str, bytes] | None = None,
+                    envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> tuple[list[SafetensorsTensor], int]:
     """Every tensor of the checkpoint and the header bytes that described them. ``heads``: first
     bytes of unindexed files the caller fetched already (the engine's first batch)."""
     tensors: list[SafetensorsTensor] = []
     header_bytes = 0
     seen: set[str] = set()
-    estimates = checkpoint_shards(files, read_index)
+    estimates = checkpoint_shards(files, read_index, envelope)
     shards = list(estimates)
     headers = read_safetensors_headers(reader, shards, heads=heads,
-                                       first_reads={f: n for f, n in estimates.items() if n is not None})
+                                       first_reads={f: n for f, n in estimates.items() if n is not None},
+                                       envelope=envelope)
     for shard in shards:
         shard_tensors, n = headers[shard]
         header_bytes += n

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import struct
 from importlib import resources
 from typing import Any, Callable
@@ -20,43 +19,19 @@ from typing import Any, Callable
 import numpy as np
 
 from . import untrusted_json
+from .envelope import DEFAULT_ENVELOPE, ParseEnvelope
 from .errors import InvalidModelError
 from .model import TokenizerSignature, splitmix64, stable_hash, token_hashes
 
 MINHASH_PERMUTATIONS = 128
 # Token strings longer than this are not tokens but an attack on memory.
 MAX_TOKEN_CHARS = 1024
-# Tokenizer files are a few MB even for 256k vocabularies (Gemma's tokenizer.json is ~34 MB).
-MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
-MAX_VOCAB = 2_000_000
 
 COMMON_VOCABULARIES: dict[str, dict[str, Any]] = {
     k: v
     for k, v in json.loads(resources.files(__package__).joinpath("data/common_vocabularies.json").read_text()).items()
     if not k.startswith("_")
 }
-
-# Special tokens every family uses; sharing them says nothing. Numbered families of reserved
-# tokens (Llama-3's 250 reserved tokens, BERT's [unusedN], T5's <extra_id_N>) count as common too.
-COMMON_SPECIAL_TOKENS = frozenset(
-    {
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>", "<unk>", "<pad>", "<mask>",
-        "<|endoftext|>", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>",
-        "<|end_header_id|>", "<|im_start|>", "<|im_end|>", "<bos>", "<eos>", "<start_of_turn>",
-        "<end_of_turn>", "<|padding|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>",
-        "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|eom_id|>",
-        "<|python_tag|>", "<|finetune_right_pad_id|>", "[INST]", "[/INST]",
-    }
-)
-COMMON_SPECIAL_PATTERNS = re.compile(
-    r"^(<\|reserved_special_token_\d+\|>|\[unused\d+\]|<extra_id_\d+>|<0x[0-9A-Fa-f]{2}>|<unused\d+>|"
-    r"<\|extra_\d+\|>|<\|reserved_\d+\|>|<\|control_\d+\|>|<pad_\d+>)$"
-)
-
-
-def is_common_special_token(token: str) -> bool:
-    return token in COMMON_SPECIAL_TOKENS or bool(COMMON_SPECIAL_PATTERNS.match(token))
-
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (the alphabet of byte-level BPE)."""
@@ -74,25 +49,25 @@ def _bytes_to_unicode() -> dict[int, str]:
 BYTE_TO_UNICODE = _bytes_to_unicode()
 
 
-def _json(raw: bytes, path: str) -> Any:
+def _json(raw: bytes, path: str, envelope: ParseEnvelope) -> Any:
     try:
-        return untrusted_json.loads(raw)
+        return untrusted_json.loads(raw, envelope, path)
     except ValueError as exc:  # bad UTF-8 or JSON, nesting too deep, a 5000-digit number
         raise InvalidModelError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def _vocab_from_mapping(mapping: Any, path: str) -> list[str]:
+def _vocab_from_mapping(mapping: Any, path: str, envelope: ParseEnvelope) -> list[str]:
     if not isinstance(mapping, dict) or not mapping:
         raise InvalidModelError(f"{path}: vocabulary must be a non-empty object of token -> id")
-    if len(mapping) > MAX_VOCAB:
-        raise InvalidModelError(f"{path}: {len(mapping):,} tokens is over the {MAX_VOCAB:,} limit")
+    envelope.check_vocab(path, len(mapping))
+    max_vocab = envelope.max_vocab
     # Checked with C-level passes first (a 131k vocabulary in ~10 ms, not ~60 ms); the slow scan
     # below only runs to name the offending entry.
     ids = list(mapping.values())
-    if not (all(type(i) is int for i in ids) and 0 <= min(ids) and max(ids) < MAX_VOCAB
+    if not (all(type(i) is int for i in ids) and 0 <= min(ids) and max(ids) < max_vocab
             and max(map(len, mapping)) <= MAX_TOKEN_CHARS):
         for tok, idx in mapping.items():
-            if type(idx) is not int or idx < 0 or idx >= MAX_VOCAB or len(tok) > MAX_TOKEN_CHARS:
+            if type(idx) is not int or idx < 0 or idx >= max_vocab or len(tok) > MAX_TOKEN_CHARS:
                 raise InvalidModelError(f"{path}: bad vocabulary entry {tok[:40]!r} -> {idx!r}")
     vocab = [""] * (max(ids) + 1)
     for tok, idx in mapping.items():
@@ -127,16 +102,18 @@ class ParsedTokenizer:
         self.special = list(special or [])
 
 
-def parse_tokenizer_json(raw: bytes, path: str = "tokenizer.json") -> ParsedTokenizer:
-    data = _json(raw, path)
+def parse_tokenizer_json(raw: bytes, path: str = "tokenizer.json",
+                         envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> ParsedTokenizer:
+    data = _json(raw, path, envelope)
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict):
         raise InvalidModelError(f"{path}: no 'model' object")
     mtype = model.get("type") or ("BPE" if "merges" in model else "WordPiece" if "vocab" in model else None)
     if mtype == "Unigram":
         pieces = model.get("vocab")
-        if not isinstance(pieces, list) or len(pieces) > MAX_VOCAB:
+        if not isinstance(pieces, list):
             raise InvalidModelError(f"{path}: Unigram vocab must be a list of [piece, score]")
+        envelope.check_vocab(path, len(pieces))
         vocab = []
         for p in pieces:
             if not (isinstance(p, list) and p and isinstance(p[0], str) and len(p[0]) <= MAX_TOKEN_CHARS):
@@ -144,7 +121,7 @@ def parse_tokenizer_json(raw: bytes, path: str = "tokenizer.json") -> ParsedToke
             vocab.append(p[0])
         merges = None
     elif mtype in ("BPE", "WordPiece", "WordLevel"):
-        vocab = _vocab_from_mapping(model.get("vocab"), path)
+        vocab = _vocab_from_mapping(model.get("vocab"), path, envelope)
         merges = _merge_strings(model.get("merges", []), path) if mtype == "BPE" else None
     else:
         raise InvalidModelError(f"{path}: unsupported tokenizer model type {mtype!r}")
@@ -159,7 +136,7 @@ def parse_tokenizer_json(raw: bytes, path: str = "tokenizer.json") -> ParsedToke
         added.append(content)
         if tok.get("special"):
             special.append(content)
-        if isinstance(idx, int) and 0 <= idx < MAX_VOCAB:
+        if isinstance(idx, int) and 0 <= idx < envelope.max_vocab:
             if idx >= len(vocab):
                 vocab.extend([""] * (idx + 1 - len(vocab)))
             vocab[idx] = content
@@ -167,22 +144,32 @@ def parse_tokenizer_json(raw: bytes, path: str = "tokenizer.json") -> ParsedToke
     return ParsedTokenizer(kind, path, vocab, merges, added, special)
 
 
-def parse_vocab_txt(raw: bytes, path: str = "vocab.txt") -> ParsedTokenizer:
+def _check_lines(raw: bytes, path: str, envelope: ParseEnvelope) -> None:
+    """A line-per-token file, measured before it is split: each line becomes a str (64 B or more)."""
+    lines = raw.count(b"\n") + 1
+    envelope.check_vocab(path, lines)
+    envelope.check(path, lines, len(raw), 1 if raw.isascii() else 4)
+
+
+def parse_vocab_txt(raw: bytes, path: str = "vocab.txt", envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> ParsedTokenizer:
+    _check_lines(raw, path, envelope)
     try:
         lines = raw.decode("utf-8").split("\n")
     except UnicodeDecodeError as exc:
         raise InvalidModelError(f"{path} is not UTF-8 text: {exc}") from exc
     if lines and lines[-1] == "":
         lines.pop()
-    if not lines or len(lines) > MAX_VOCAB:
-        raise InvalidModelError(f"{path}: expected 1..{MAX_VOCAB:,} lines, got {len(lines):,}")
+    if not lines:
+        raise InvalidModelError(f"{path}: no tokens")
     return ParsedTokenizer("wordpiece", path, [ln.rstrip("\r")[:MAX_TOKEN_CHARS] for ln in lines])
 
 
-def parse_vocab_json_and_merges(vocab_raw: bytes, merges_raw: bytes | None) -> ParsedTokenizer:
-    vocab = _vocab_from_mapping(_json(vocab_raw, "vocab.json"), "vocab.json")
+def parse_vocab_json_and_merges(vocab_raw: bytes, merges_raw: bytes | None,
+                                envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> ParsedTokenizer:
+    vocab = _vocab_from_mapping(_json(vocab_raw, "vocab.json", envelope), "vocab.json", envelope)
     merges = None
     if merges_raw is not None:
+        envelope.check("merges.txt", merges_raw.count(b"\n") + 1, len(merges_raw), 1 if merges_raw.isascii() else 4)
         try:
             lines = merges_raw.decode("utf-8").splitlines()
         except UnicodeDecodeError as exc:
@@ -232,7 +219,8 @@ def _protobuf_fields(buf: bytes):
 SP_TYPE_CONTROL, SP_TYPE_USER_DEFINED = 3, 4
 
 
-def parse_sentencepiece_model(raw: bytes, path: str = "tokenizer.model") -> ParsedTokenizer:
+def parse_sentencepiece_model(raw: bytes, path: str = "tokenizer.model",
+                              envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> ParsedTokenizer:
     vocab: list[str] = []
     special: list[str] = []
     added: list[str] = []
@@ -255,14 +243,14 @@ def parse_sentencepiece_model(raw: bytes, path: str = "tokenizer.model") -> Pars
             special.append(piece)
         elif ptype == SP_TYPE_USER_DEFINED:
             added.append(piece)
-        if len(vocab) > MAX_VOCAB:
-            raise InvalidModelError(f"{path}: more than {MAX_VOCAB:,} pieces")
+        envelope.check_vocab(path, len(vocab))
     if not vocab:
         raise InvalidModelError(f"{path}: no SentencePiece pieces found")
     return ParsedTokenizer("sentencepiece", path, vocab, None, added, special)
 
 
-def parse_tiktoken(raw: bytes, path: str) -> ParsedTokenizer:
+def parse_tiktoken(raw: bytes, path: str, envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> ParsedTokenizer:
+    _check_lines(raw, path, envelope)
     mapping: dict[str, int] = {}
     for n, line in enumerate(raw.split(b"\n"), 1):
         if not line.strip():
@@ -276,7 +264,7 @@ def parse_tiktoken(raw: bytes, path: str) -> ParsedTokenizer:
         except (binascii.Error, ValueError) as exc:
             raise InvalidModelError(f"{path}: line {n}: {exc}") from exc
         mapping["".join(BYTE_TO_UNICODE[b] for b in token)] = rank
-    return ParsedTokenizer("tiktoken", path, _vocab_from_mapping(mapping, path))
+    return ParsedTokenizer("tiktoken", path, _vocab_from_mapping(mapping, path, envelope))
 
 
 def looks_like_tiktoken(raw: bytes) -> bool:
@@ -290,7 +278,8 @@ def looks_like_tiktoken(raw: bytes) -> bool:
         return False
 
 
-def special_tokens_from_configs(configs: list[tuple[str, bytes]]) -> list[str]:
+def special_tokens_from_configs(configs: list[tuple[str, bytes]],
+                                envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> list[str]:
     """Special tokens named in tokenizer_config.json / special_tokens_map.json."""
     found: list[str] = []
 
@@ -304,7 +293,7 @@ def special_tokens_from_configs(configs: list[tuple[str, bytes]]) -> list[str]:
                 collect(v)
 
     for path, raw in configs:
-        data = _json(raw, path)
+        data = _json(raw, path, envelope)
         if not isinstance(data, dict):
             continue
         for key, value in data.items():
@@ -387,22 +376,25 @@ def tokenizer_files(files: list[str]) -> list[str]:
     return source + [p for p in SPECIAL_TOKEN_CONFIGS if p in names] if source else []
 
 
-def read_tokenizer(files: list[str], read: Callable[[str], bytes]) -> TokenizerSignature | None:
+def read_tokenizer(files: list[str], read: Callable[[str], bytes],
+                   envelope: ParseEnvelope = DEFAULT_ENVELOPE) -> TokenizerSignature | None:
     """Find and parse the model's tokenizer among ``files``; ``read(path)`` returns a small file."""
     needed = tokenizer_files(files)
     if not needed:
         return None
     source = needed[0]
     if source == "tokenizer.json":
-        parsed = parse_tokenizer_json(read(source))
+        parsed = parse_tokenizer_json(read(source), source, envelope)
     elif source == "vocab.json":
-        parsed = parse_vocab_json_and_merges(read(source), read("merges.txt") if "merges.txt" in needed else None)
+        parsed = parse_vocab_json_and_merges(read(source), read("merges.txt") if "merges.txt" in needed else None,
+                                             envelope)
     elif source == "vocab.txt":
-        parsed = parse_vocab_txt(read(source))
+        parsed = parse_vocab_txt(read(source), source, envelope)
     elif source == "tokenizer.model":
         raw = read(source)
-        parsed = parse_tiktoken(raw, source) if looks_like_tiktoken(raw) else parse_sentencepiece_model(raw)
+        parsed = (parse_tiktoken(raw, source, envelope) if looks_like_tiktoken(raw)
+                  else parse_sentencepiece_model(raw, source, envelope))
     else:
-        parsed = parse_tiktoken(read(source), source)
+        parsed = parse_tiktoken(read(source), source, envelope)
     configs = [(p, read(p)) for p in SPECIAL_TOKEN_CONFIGS if p in needed]
-    return tokenizer_signature(parsed, special_tokens_from_configs(configs))
+    return tokenizer_signature(parsed, special_tokens_from_configs(configs, envelope))

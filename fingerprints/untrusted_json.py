@@ -8,6 +8,11 @@ encoding is detected as ``json.loads`` detects it), nesting too deep for the par
 ``ValueError``, and lone surrogates from escapes are replaced with U+FFFD: a file that Python's
 ``json`` module (and so transformers) reads is read, not refused. Over-long integers (more than
 4300 digits) already fail with ``ValueError``.
+
+Before parsing, the document is measured against a ``ParseEnvelope`` (envelope.py): a few
+``str.count`` passes bound its tokens, and only a document near the limits has its strings
+stripped by a regular expression for the exact count. A document over the envelope is a
+``BudgetExceededError`` and is never handed to ``json.loads``.
 """
 
 from __future__ import annotations
@@ -16,17 +21,42 @@ import json
 import re
 from typing import Any
 
+from .envelope import DEFAULT_ENVELOPE, ParseEnvelope
+from .errors import BudgetExceededError
+
 # A \\uD800-\\uDFFF escape: the only way a lone surrogate survives the strict decode.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# A JSON string literal (the unrolled form: no backtracking per character).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Every JSON value and object member follows one of these, or is the document itself.
+_TOKEN_STARTS = "[{,:"
 
 
-def loads(raw: bytes | str) -> Any:
+def _tokens(text: str) -> int:
+    return sum(map(text.count, _TOKEN_STARTS)) + 1
+
+
+def measure(text: str, envelope: ParseEnvelope, what: str) -> None:
+    """Raise ``BudgetExceededError`` when parsing ``text`` would pass ``envelope``."""
+    width = 1 if text.isascii() else 4
+    try:  # the bound counts separators inside strings too: when it fits, the document fits
+        envelope.check(what, _tokens(text), len(text), width)
+        return
+    except BudgetExceededError:
+        pass
+    structure, _ = _STRING.subn("", text)
+    envelope.check(what, _tokens(structure), len(text) - len(structure), width)
+
+
+def loads(raw: bytes | str, envelope: ParseEnvelope = DEFAULT_ENVELOPE, what: str = "JSON document") -> Any:
     """Parse ``raw``; raises ``ValueError`` (``UnicodeDecodeError`` and ``JSONDecodeError`` are
-    ones) for anything that is not a JSON document this process can hash and store."""
+    ones) for anything that is not a JSON document this process can hash and store, and
+    ``BudgetExceededError`` for one over ``envelope``."""
     if not isinstance(raw, str):
         raw = bytes(raw)
         raw = raw.decode(json.detect_encoding(raw))
     text = raw
+    measure(text, envelope, what)
     try:
         data = json.loads(text)
     except RecursionError:

@@ -94,7 +94,7 @@ def hub_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def fake_hub(hub_dir):
     """A fresh fake Hub over the shared folder: clean counters, no faults."""
-    with FakeHub(hub_dir) as hub:
+    with FakeHub(hub_dir, tokens=(OTHER_TOKEN,)) as hub:
         yield hub
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bot.cli.commands.watch import build_watcher
+from bot.app import App
 from bot.settings import load_settings
 from fake_world import FakeWorld
 from store.store import Store
@@ -201,7 +201,8 @@ def run_soak(workdir: Path, minilm_dir: Path, *, duration_s: float, min_cycles: 
                "HUBWATCH_CONFIG": str(workdir / "hubwatch.toml")}
         (workdir / "hubwatch.toml").write_text("")  # no stray ./hubwatch.toml decides anything
         settings = load_settings(env=env)
-        watcher = build_watcher(settings)
+        app = App.of(settings)
+        watcher = app.watcher()
         try:
             watcher.run_once()  # the reference enters the index before any copy appears
             started = time.monotonic()
@@ -214,7 +215,7 @@ def run_soak(workdir: Path, minilm_dir: Path, *, duration_s: float, min_cycles: 
             for _ in range(DRAIN_CYCLES):
                 watcher.run_once()
         finally:
-            watcher.hub.close()
+            app.close()
         posted = world.posted()
     _tally(report, settings.store.path, posted)
     return report

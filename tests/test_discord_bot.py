@@ -26,6 +26,7 @@ from bot.discord import (BotConfigError, CompareResult, NearestRow, StatusInfo, 
 from bot.discord.commands import AUTOCOMPLETE_CHOICES_MAX, GENERIC_FAILURE
 from bot.discord.ratelimit import EXPENSIVE_CALLS_PER_WINDOW
 from bot.discord.render import PLOT_FILENAME
+from bot.alerts.discord_webhook import USER_AGENT
 from bot.fakes.discord.rest import (ADMINISTRATOR, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT,
                                   EPHEMERAL, GUILD_ID, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord)
 from fingerprints.errors import InvalidModelError
@@ -364,7 +365,7 @@ def test_a_rate_limited_followup_is_retried_after_retry_after():
 
 def test_rate_limit_headers_on_rest_answers():
     async def scenario():
-        async with FakeDiscord() as fake, aiohttp.ClientSession() as session:
+        async with FakeDiscord() as fake, aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
             async with session.get(f"{fake.base_url}/users/@me", headers={"Authorization": f"Bot {fake.token}"}) as r:
                 assert r.status == 200
                 for header in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
@@ -372,6 +373,14 @@ def test_rate_limit_headers_on_rest_answers():
                     assert header in r.headers
             async with session.get(f"{fake.base_url}/users/@me", headers={"Authorization": "Bot wrong"}) as r:
                 assert r.status == 401 and (await r.json())["message"] == "401: Unauthorized"
+    run(scenario)
+
+
+def test_rest_requests_without_a_discordbot_user_agent_are_refused_at_the_edge():
+    async def scenario():
+        async with FakeDiscord() as fake, aiohttp.ClientSession() as session:  # aiohttp's own User-Agent
+            async with session.get(f"{fake.base_url}/users/@me", headers={"Authorization": f"Bot {fake.token}"}) as r:
+                assert r.status == 403 and await r.text() == "error code: 1010"
     run(scenario)
 
 

@@ -10,13 +10,16 @@ import time
 import httpx
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import (GatedRepoError, RemoteEntryNotFoundError, RepositoryNotFoundError,
+from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError,
                                     RevisionNotFoundError)
 
 from bot.cli import main as cli_main
 from bot.fakes.hub import FakeHub
 from bot.fakes.hub import repos as fakehub_repos
 from bot.fakes.hub.repos import FULL_HASH_LIMIT_BYTES
+from bot.discord.commands import check_model_id
+from bot.hub import HubClient
+from bot.hub.models import HubModel
 from hubfixtures import (COPY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, fake_hub,  # noqa: F401
                          hub_dir, public_repo_ids, wait_for)
 
@@ -299,3 +302,29 @@ def test_bad_metadata_is_a_one_line_error(tmp_path, capsys):
     assert cli_main(["fakehub", str(tmp_path / "missing"), "--port", "0"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
+
+
+def test_an_unknown_token_is_refused_on_every_route_with_the_hubs_401(fake_hub):
+    unknown = {"Authorization": "Bearer hf_expired_or_made_up_000"}
+    for path in ("/api/models", f"/api/models/{MINILM}", f"/{MINILM}/resolve/main/config.json"):
+        r = httpx.get(f"{fake_hub.endpoint}{path}", headers=unknown)
+        assert r.status_code == 401 and "X-Error-Code" not in r.headers
+        assert r.json()["error"] == r.headers["X-Error-Message"] == "Invalid credentials in Authorization header"
+    # huggingface_hub tells it apart from a missing repo by that message.
+    with pytest.raises(HfHubHTTPError) as caught:
+        HfApi(endpoint=fake_hub.endpoint, token="hf_expired_or_made_up_000").model_info(MINILM)
+    assert not isinstance(caught.value, RepositoryNotFoundError)
+    assert HfApi(endpoint=fake_hub.endpoint, token=OTHER_TOKEN).model_info(MINILM).id == MINILM
+
+
+def test_trending_scores_may_be_fractional_and_repo_names_may_start_with_an_underscore(tmp_path):
+    folder = tmp_path / "_org" / "_model"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "_hub.json").write_text(json.dumps({"trendingScore": 12.5}))
+    with FakeHub(tmp_path) as hub, HubClient(hub.endpoint, token="") as client:
+        [entry] = httpx.get(f"{hub.endpoint}/api/models", params={"sort": "trendingScore"}).json()
+        assert client.model_info("_org/_model").trending_score == 12.5
+    assert entry["id"] == "_org/_model" and entry["trendingScore"] == 12.5
+    assert HubModel.from_api(entry).trending_score == 12.5
+    assert check_model_id("_org/_model") == "_org/_model"

@@ -457,9 +457,8 @@ def test_large_header_grows_by_its_estimate(tmp_path):
 def test_header_size_cap(tmp_path, monkeypatch):
     tokens = [f"token-{i}" for i in range(2000)]
     write_gguf(tmp_path / "t.gguf", "llama", lambda w: w.add_token_list(tokens), [])
-    monkeypatch.setattr(gguf_format, "MAX_HEADER_BYTES", 4096)
     with pytest.raises(InvalidModelError, match="4,096-byte limit"):
-        parse_gguf_header(LocalFolderReader(tmp_path), "t.gguf")
+        parse_gguf_header(LocalFolderReader(tmp_path), "t.gguf", max_header_bytes=4096)
 
 
 # --- hand-built malformed headers -------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from bot.fakes.hub import FakeHub
-from bot.hub import (EntryNotFoundError, GatedRepoError, HubClient, HubError, HubUnavailableError,
+from bot.hub import (EntryNotFoundError, GatedRepoError, HubClient, HubError, HubUnavailableError, InvalidTokenError,
                      RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RetryPolicy, RevisionNotFoundError)
 from bot.hub.models import HubModel, declared_base_models
 from bot.hub.ranges import MERGE_GAP, merge_ranges
@@ -162,11 +164,9 @@ def test_gated_repo_needs_a_granted_token(fake_hub):
         assert granted.reader(PRIVATE).model.private
 
 
-def test_token_and_endpoint_come_from_the_environment_at_construction(fake_hub, monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
-    monkeypatch.setenv("HF_TOKEN", GRANTED_TOKEN)
-    with HubClient(retry=FAST_RETRY) as c:
-        assert c.endpoint == fake_hub.endpoint and c.has_token
+def test_token_goes_to_the_hub_only(fake_hub):
+    with HubClient(fake_hub.endpoint, GRANTED_TOKEN, retry=FAST_RETRY) as c:
+        assert c.has_token
         c.reader(GATED).read_ranges([RangeRequest("model.safetensors", 0, 8)])
     assert wait_for(lambda: fake_hub.stats.by_bucket.get("cdn"))
     # The Bearer token goes to the Hub only, never to the CDN host.
@@ -196,10 +196,13 @@ def test_retry_after_and_backoff_rules():
     assert [policy.backoff(i) for i in range(5)] == [1, 2, 4, 8, 8]
 
 
-def test_5xx_then_success_and_5xx_forever(fake_hub):
+def test_5xx_then_success_and_5xx_forever(fake_hub, caplog):
     c, waits = recording_client(fake_hub)
     fake_hub.faults.errors_5xx = 2
+    caplog.set_level("INFO", logger="hubwatch.hub")
     assert c.model_info(MINILM).sha
+    retries = [r for r in caplog.records if r.getMessage() == "retrying"]
+    assert [(r.what, r.host, r.reason) for r in retries] == [(MINILM, "127.0.0.1", "HTTP 503")] * 2
     assert waits == [FAST_RETRY.backoff(0), FAST_RETRY.backoff(1)]
     fake_hub.faults.errors_5xx = 1000
     fake_hub.stats.reset()
@@ -243,10 +246,12 @@ def test_redirect_to_a_foreign_host_is_refused(hub_dir):
         assert reader.read_ranges([RangeRequest("config.json", 0, 1)]) == [b"{"]  # resolve-cache is same-host
 
 
-def test_unreachable_hub_is_a_clear_error():
+def test_unreachable_hub_is_a_clear_error(caplog):
+    caplog.set_level("INFO", logger="hubwatch.hub")
     with HubClient("http://127.0.0.1:9", token="", retry=FAST_RETRY) as c:
-        with pytest.raises(HubUnavailableError, match="ConnectError"):
+        with pytest.raises(HubUnavailableError, match=f"{MINILM}: the Hub at 127.0.0.1 .*ConnectError"):
             c.model_info(MINILM)
+    assert not caplog.records  # no line per attempt: the error says it once
     with pytest.raises(HubError, match="not an http"):
         HubClient("ftp://example", token="")
 
@@ -255,3 +260,47 @@ def test_hub_client_satisfies_the_watcher_protocol(client):
     entries = list(client.list_models(sort="createdAt", limit=2, expand=["sha"]))
     reader = client.reader(entries[0]["id"], entries[0]["sha"])
     assert reader.sha == entries[0]["sha"] and "config.json" in reader.list_files()
+
+
+class _RejectingHub(BaseHTTPRequestHandler):
+    """Answers every request as the Hub answers a bad or expired token."""
+
+    def do_GET(self):  # noqa: N802
+        body = b'{"error": "Invalid credentials in Authorization header"}'
+        self.send_response(401)
+        self.send_header("X-Request-Id", "Root=1-abc")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_rejected_token_is_not_reported_as_a_missing_repo():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RejectingHub)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with HubClient(f"http://127.0.0.1:{server.server_port}", "hf_expired_token_000", retry=FAST_RETRY) as c:
+            with pytest.raises(InvalidTokenError, match="rejected the token") as err:
+                c.model_info(MINILM)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not isinstance(err.value, RepoNotFoundError)
+    assert (err.value.status, err.value.request_id, err.value.repo) == (401, "Root=1-abc", MINILM)
+    assert "hf_expired_token_000" not in str(err.value)
+
+
+def test_errors_carry_status_request_and_repo(client):
+    with pytest.raises(RevisionNotFoundError) as err:
+        client.model_info(MINILM, "v0.0-nope")
+    assert err.value.status == 404 and err.value.repo == MINILM
+
+
+def test_429_answers_are_counted_once(fake_hub):
+    c, _ = recording_client(fake_hub)
+    fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 2, 1
+    c.model_info(MINILM)
+    assert c.take_rate_limited_count() == 2 and c.take_rate_limited_count() == 0

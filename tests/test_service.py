@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from bot.discord.store_service import StoreService
+from bot.app import App
 from bot.hub.sources import index_one
-from store.store import Store
+from bot.settings import load_settings
 
 
 @pytest.fixture
@@ -16,10 +16,10 @@ def service(tmp_path, minilm_dir):
     db = str(tmp_path / "hw.db")
     copy = tmp_path / "copy"
     shutil.copytree(minilm_dir, copy)
-    store = Store.open(db)
-    index_one(store, str(minilm_dir))
-    store.close()
-    return StoreService(db), copy
+    with App.of(load_settings(env={"HUBWATCH_DB": db})) as app:
+        with app.open_store() as store:
+            index_one(store, app.fingerprint_spec(str(minilm_dir)))
+        yield app.service(), copy
 
 
 def test_compare_and_nearest(service, minilm_dir):

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings as hyp_settings
 from hypothesis import strategies as st
 
+from bot.hub.urls import hub_url_allowed
 from bot.settings import (
     ConfigError,
     Secret,
@@ -181,31 +182,37 @@ def test_loopback_webhook_allowed_when_listed():
     assert load_settings(env={"HUBWATCH_DISCORD_WEBHOOK": WEBHOOK.replace("discord.com", "canary.discord.com")})  # real-endpoint-constant
 
 
+def allows(hub, url: str) -> bool:
+    """The Hub client's rule for ``url`` under these Hub settings."""
+    return hub_url_allowed(url, hub.endpoint, hub.redirect_hosts)
+
+
 def test_hub_requests_only_to_configured_hosts():
     hub = load_settings(env={}).hub
-    assert hub.allows_url("https://huggingface.co/api/models")  # real-endpoint-constant
-    assert hub.allows_url("https://cas-bridge.xethub.hf.co/xet-bridge-us/abc?Expires=1")
-    assert hub.allows_url("https://cdn-lfs-us-1.hf.co/repos/x")
-    assert not hub.allows_url("https://evil.example/model.safetensors")
-    assert not hub.allows_url("https://huggingface.co.evil.example/x")  # real-endpoint-constant
-    assert not hub.allows_url("http://huggingface.co/api/models")  # no downgrade to plain http  # real-endpoint-constant
-    assert not hub.allows_url("file:///etc/passwd")
+    assert allows(hub, "https://huggingface.co/api/models")  # real-endpoint-constant
+    assert allows(hub, "https://cas-bridge.xethub.hf.co/xet-bridge-us/abc?Expires=1")
+    assert allows(hub, "https://cdn-lfs-us-1.hf.co/repos/x")
+    assert not allows(hub, "https://evil.example/model.safetensors")
+    assert not allows(hub, "https://huggingface.co.evil.example/x")  # real-endpoint-constant
+    assert not allows(hub, "http://huggingface.co/api/models")  # no downgrade to plain http  # real-endpoint-constant
+    assert not allows(hub, "file:///etc/passwd")
     local = load_settings(env={"HF_ENDPOINT": "http://127.0.0.1:9000", "HUBWATCH_HUB_REDIRECT_HOSTS": "localhost"}).hub
-    assert local.allows_url("http://127.0.0.1:9000/org/name/resolve/abc/model.safetensors")
-    assert local.allows_url("http://localhost:9001/cdn/abc")
-    assert not local.allows_url("https://huggingface.co/api/models")  # real-endpoint-constant
+    assert allows(local, "http://127.0.0.1:9000/org/name/resolve/abc/model.safetensors")
+    assert allows(local, "http://localhost:9001/cdn/abc")
+    assert not allows(local, "https://huggingface.co/api/models")  # real-endpoint-constant
 
 
 def test_download_caps_by_file_kind():
     limits = load_settings(env={"HUBWATCH_LIMITS_JSON_BYTES": "5000"}).limits
-    assert limits.cap_for("config.json") == 5000
-    assert limits.cap_for("tokenizer_config.json") == 5000
-    assert limits.cap_for("tokenizer.json") == limits.tokenizer_bytes
-    assert limits.cap_for("sub/tokenizer.model") == limits.tokenizer_bytes
-    assert limits.cap_for("vocab.txt") == limits.tokenizer_bytes
-    assert limits.cap_for("model-00001-of-00004.safetensors") == limits.header_bytes
-    assert limits.cap_for("model.safetensors.index.json") == limits.header_bytes
-    assert limits.cap_for("llama-7b.Q4_K_M.gguf") == limits.header_bytes
+    caps = limits.parse_envelope()
+    assert caps.cap_for("config.json") == 5000
+    assert caps.cap_for("tokenizer_config.json") == 5000
+    assert caps.cap_for("tokenizer.json") == limits.tokenizer_bytes
+    assert caps.cap_for("sub/tokenizer.model") == limits.tokenizer_bytes
+    assert caps.cap_for("vocab.txt") == limits.tokenizer_bytes
+    assert caps.cap_for("model-00001-of-00004.safetensors") == limits.header_bytes
+    assert caps.cap_for("model.safetensors.index.json") == limits.header_bytes
+    assert caps.cap_for("llama-7b.Q4_K_M.gguf") == limits.header_bytes
 
 
 def test_stale_after_uses_slowest_enabled_feed():
@@ -253,5 +260,5 @@ def test_hub_settings_and_client_share_one_url_rule():
     local = load_settings(env={"HF_ENDPOINT": "http://127.0.0.1:9000"})
     cdn = "http://localhost:9000/cdn/org/name/abc/model.safetensors"
     with HubClient("http://127.0.0.1:9000", token="") as client:
-        assert local.hub.allows_url(cdn) and client._allowed(cdn)
-        assert not local.hub.allows_url("http://evil.example/x") and not client._allowed("http://evil.example/x")
+        assert allows(local.hub, cdn) and client._allowed(cdn)
+        assert not allows(local.hub, "http://evil.example/x") and not client._allowed("http://evil.example/x")

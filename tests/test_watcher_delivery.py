@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
+from bot.app import App
 from bot.alerts.discord_webhook import DeliveryResult
 from bot.settings import load_settings
-from bot.watch.watcher import Watcher
 from store.store import Store
 from test_alerts import make_alert
 
@@ -33,7 +33,7 @@ def test_a_second_drain_while_one_runs_sends_nothing(tmp_path):
         store.enqueue_alert("a", make_alert().to_dict())
         store.enqueue_alert("b", make_alert(score=0.5).to_dict())
     sender = BlockingSender()
-    watcher = Watcher(settings, hub=None, sender=sender)
+    watcher = App.of(settings).watcher(sender=sender)
     first = threading.Thread(target=lambda: results.append(watcher.deliver()))
     results: list[int] = []
     first.start()

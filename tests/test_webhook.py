@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bot.alerts.delivery import deliver_pending, retry_delay
-from bot.alerts.discord_webhook import DiscordWebhookSender, PostedLookupError
+from bot.alerts.discord_webhook import EDGE_RETRY_S, USER_AGENT, DiscordWebhookSender, PostedLookupError
 from bot.alerts.limits import FILE_MAX_BYTES
 from bot.alerts.model import Alert, RepoRef
 from bot.alerts.render import PLOT_FILENAME, render_discord_payload
@@ -41,6 +41,10 @@ def fake():
         yield server
 
 
+# What every Discord client sends (reference.mdx "User Agent"); the fake's edge refuses the rest.
+AS_A_CLIENT = {"User-Agent": USER_AGENT}
+
+
 def quick_sender(url: str, **kw) -> DiscordWebhookSender:
     options = dict(timeout=2.0, backoff_base=0.02, backoff_cap=0.1)
     options.update(kw)
@@ -55,7 +59,7 @@ def footer(message) -> str:
 
 def test_fake_answers_like_discord(fake):
     payload = render_discord_payload(make_alert())
-    with httpx.Client() as client:
+    with httpx.Client(headers=AS_A_CLIENT) as client:
         no_wait = client.post(fake.url, json=payload)
         assert no_wait.status_code == 204 and no_wait.content == b""
         for key in ("Limit", "Remaining", "Reset", "Reset-After", "Bucket"):
@@ -90,7 +94,7 @@ def test_fake_answers_like_discord(fake):
 def test_fake_rejects_payloads_over_the_documented_limits(fake, mutate, path):
     payload = render_discord_payload(make_alert())
     mutate(payload)
-    answer = httpx.post(fake.url, json=payload)
+    answer = httpx.post(fake.url, headers=AS_A_CLIENT, json=payload)
     assert answer.status_code == 400
     body = answer.json()
     assert body["code"] == 50035 and body["message"] == "Invalid Form Body"
@@ -103,13 +107,13 @@ def test_fake_rejects_payloads_over_the_documented_limits(fake, mutate, path):
 
 def test_fake_refuses_a_file_over_10_mib(fake):
     payload = render_discord_payload(make_alert(plot=PNG))
-    answer = httpx.post(fake.url, data={"payload_json": json.dumps(payload)},
+    answer = httpx.post(fake.url, headers=AS_A_CLIENT, data={"payload_json": json.dumps(payload)},
                         files={"files[0]": (PLOT_FILENAME, b"\0" * (FILE_MAX_BYTES + 1), "image/png")})
     assert answer.status_code == 413 and answer.json()["code"] == 40005
 
 
 def test_fake_rate_limits_each_webhook_with_discords_429_shape():
-    with FakeDiscordWebhook(rate_limit=2, rate_window=5.0) as fake, httpx.Client() as client:
+    with FakeDiscordWebhook(rate_limit=2, rate_window=5.0) as fake, httpx.Client(headers=AS_A_CLIENT) as client:
         payload = render_discord_payload(make_alert())
         first, second, third = (client.post(fake.url, json=payload) for _ in range(3))
     assert (first.status_code, second.status_code, third.status_code) == (204, 204, 429)
@@ -124,7 +128,7 @@ def test_fake_rate_limits_each_webhook_with_discords_429_shape():
 def test_fake_serves_the_webhook_object_and_its_channel_history(fake):
     api = f"{fake.base_url}/api/v10"
     bot = {"Authorization": f"Bot {fake.bot_token}"}
-    with httpx.Client() as client:
+    with httpx.Client(headers=AS_A_CLIENT) as client:
         webhook = client.get(fake.url).json()  # Get Webhook with Token: no auth, no user
         assert webhook == {"id": fake.webhook_id, "type": 1, "guild_id": fake.guild_id, "channel_id": fake.channel_id,
                            "name": "Captain Hook", "avatar": None, "application_id": None, "token": fake.token}
@@ -607,3 +611,33 @@ def test_the_real_store_keeps_an_in_doubt_alert_resumable(tmp_path):
         [again] = store.claim_pending_alerts(1, now=NOW + timedelta(seconds=30))
         assert again.resumed and again.attempts == 2 and again.last_error == "timeout"
         assert store.mark_failed(again.id, again.claim_token, "x", NOW, max_attempts=2, in_doubt=True) == "failed"
+
+
+# ---- Discord's edge: the User-Agent rule --------------------------------------------------------
+
+def test_the_fake_refuses_requests_without_a_discordbot_user_agent_at_its_edge(fake):
+    payload = render_discord_payload(make_alert())
+    for headers in ({}, {"User-Agent": "python-httpx/0.28.1"}, {"User-Agent": "DiscordBot"}):
+        answer = httpx.post(fake.url, json=payload, headers=headers)
+        assert answer.status_code == 403 and answer.text == "error code: 1010"
+        assert httpx.get(fake.url, headers=headers).status_code == 403
+    assert fake.messages == []
+    assert httpx.post(fake.url, json=payload, headers=AS_A_CLIENT).status_code == 204
+
+
+def test_the_sender_names_itself_even_on_a_client_it_was_given(fake):
+    with httpx.Client() as plain, quick_sender(fake.url, client=plain) as sender:
+        assert sender.send(make_alert()).delivered
+    assert len(fake.messages) == 1
+
+
+def test_a_403_from_discords_edge_is_retried_later_not_failed_for_good():
+    def edge(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, text="error code: 1010", headers={"Content-Type": "text/plain"})
+
+    url = "http://127.0.0.1:9/api/webhooks/123456789012345678/" + "t" * 68
+    with httpx.Client(transport=httpx.MockTransport(edge)) as client, quick_sender(url, client=client) as sender:
+        result = sender.send(make_alert())
+    assert not result.delivered and not result.permanent and not result.ambiguous
+    assert result.retry_after == EDGE_RETRY_S and result.attempts == 1
+    assert "403" in result.error

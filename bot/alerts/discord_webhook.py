@@ -3,8 +3,9 @@
 ``DiscordWebhookSender.send`` makes one delivery: it retries within itself what is worth retrying
 now (429 with a short ``retry_after``, 5xx, timeouts, dropped connections; capped exponential
 backoff) and returns a ``DeliveryResult``; it never raises for an HTTP outcome. Only a 2xx counts
-as delivered. A 4xx other than 429 is permanent (deleted webhook, invalid body): retrying cannot
-fix it.
+as delivered. A 4xx other than 429 that carries Discord's JSON error (deleted webhook, invalid
+body) is permanent: retrying cannot fix it. A 4xx without one came from Discord's edge or a proxy
+(Cloudflare's 403 "error code: 1010") and is retried later.
 
 Exactly-once: Execute Webhook has no idempotency key (webhook.mdx lists no ``nonce``; only the
 bot-token Create Message has ``nonce`` + ``enforce_nonce``, and that deduplicates only "in the past
@@ -74,8 +75,12 @@ CLOCK_SKEW = timedelta(minutes=5)
 DISCORD_EPOCH_MS = 1420070400000
 API_VERSION = "v10"
 WEBHOOK_URL_RX = re.compile(r"/webhooks/(?P<id>\d+)/(?P<token>[^/?#]+)")
-# reference.mdx "User Agent": bot-authenticated requests name their library and version.
+# reference.mdx "User Agent": every request names its library and version; Discord's edge
+# refuses requests without it (403), Execute Webhook included.
 USER_AGENT = "DiscordBot (hubwatch, 0.1.0)"
+# A 4xx without Discord's JSON error object came from its edge or a proxy, not from the API:
+# the alert is retried this much later rather than marked failed for good.
+EDGE_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ class DiscordWebhookSender:
         self._api = f"{parsed.scheme}://{parsed.netloc.decode('ascii')}/api/{API_VERSION}"
         self._post_url = parsed.copy_merge_params({"wait": "true"})
         self._own_client = client is None
-        self._client = client or httpx.Client(follow_redirects=False)
+        self._client = client or httpx.Client(follow_redirects=False, headers={"User-Agent": USER_AGENT})
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -255,7 +260,8 @@ class DiscordWebhookSender:
         for attempt in range(1, self.max_attempts + 1):
             self._pace()
             try:
-                response = self._client.post(self._post_url, timeout=self.timeout, **kwargs)
+                response = self._client.post(self._post_url, timeout=self.timeout, headers={"User-Agent": USER_AGENT},
+                                             **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never reached Discord: safe to retry.
                 error, ambiguous, retry_after = f"cannot connect to Discord: {exc}", False, None
@@ -283,6 +289,11 @@ class DiscordWebhookSender:
                     continue
                 if response.is_server_error:
                     error, ambiguous, retry_after = _discord_error(response), True, None
+                elif not isinstance(_json_body(response).get("code"), int):
+                    # Refused before Discord's API saw it (its edge: Cloudflare's 403 "error code:
+                    # 1010", a proxy): not posted, and nothing about the alert is wrong. Later.
+                    error, ambiguous, retry_after = _discord_error(response), False, EDGE_RETRY_S
+                    break
                 else:
                     error = self._redact(_discord_error(response))
                     log.warning("alert delivery refused", extra={"webhook": self.redacted_url, "error": error})

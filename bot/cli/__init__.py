@@ -1,8 +1,13 @@
 """The ``hubwatch`` command line.
 
 Subcommands live in ``bot/cli/commands/<name>.py``; each module's ``register(subparsers)`` adds its
-parser and sets ``func``. Every ``HubwatchError`` becomes one line on stderr and its exit code;
+parser and sets ``func(args, app)``, where ``app`` is the composition root (``bot/app.py``) built
+from the common options. Every ``HubwatchError`` becomes one line on stderr and its exit code;
 anything else is a bug, reported in one line too unless ``--debug`` asks for the traceback.
+
+The common options (``--config``, ``--db``, ``--debug``) are accepted before or after any
+subcommand: every parser in the tree declares them, the subcommands' copies with no default so a
+value given before the subcommand is not overwritten.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 
 from fingerprints.errors import HubwatchError
 
+from bot.app import App
 from bot.cli import commands
 from bot.ops.logging_setup import configure_logging
 
@@ -23,12 +29,25 @@ EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE from sysexits.h
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program killed by SIGPIPE
 
 
+class HubwatchParser(argparse.ArgumentParser):
+    """An ArgumentParser whose every (sub)parser takes the common options."""
+
+    def __init__(self, *args, top: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        unset = {} if top else {"default": argparse.SUPPRESS}
+        self.add_argument("--config", metavar="FILE", **({"default": None} | unset),
+                          help="TOML settings file (default: $HUBWATCH_CONFIG, else ./hubwatch.toml if present)")
+        self.add_argument("--db", metavar="FILE", **({"default": None} | unset),
+                          help="SQLite store, in place of store.path ($HUBWATCH_DB, default ./hubwatch.db)")
+        self.add_argument("--debug", action="store_true", **({"default": False} | unset),
+                          help="show tracebacks and debug logs")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hubwatch",
+    parser = HubwatchParser(
+        prog="hubwatch", top=True,
         description="Watch the Hugging Face Hub for models that are copies of other models.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
@@ -43,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("text", "DEBUG" if args.debug else "INFO")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
-        return code
+        with App.from_options(args.config, db_path=args.db, debug=args.debug) as app:
+            code = int(args.func(args, app) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+            return code
     except BrokenPipeError:
         # The reader went away (`hubwatch ... | head`): stop quietly, as a SIGPIPE'd program would.
         # stdout is pointed at /dev/null so the interpreter's final flush cannot complain again.

@@ -37,8 +37,8 @@ NEAREST_K_DEFAULT = 5
 # Ten rows keep the table readable in a chat window (each row is one ~64-character line).
 NEAREST_K_MAX = 10
 # Hub ids: "org/name" for a model, "org" for a user or organisation (the Hub allows letters,
-# digits, "-", "_", "." and at most 96 characters per part).
-HUB_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+# digits, "-", "_", "." and at most 96 characters per part; a part may start with "_").
+HUB_NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,95}"
 MODEL_ID_RX = re.compile(rf"^{HUB_NAME}/{HUB_NAME}$")
 AUTHOR_RX = re.compile(rf"^{HUB_NAME}$")
 GENERIC_FAILURE = "Something went wrong on hubwatch's side; the error was logged."

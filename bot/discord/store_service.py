@@ -7,6 +7,8 @@ SQLite connections must not cross threads. A repo that is not in the store yet i
 
 from __future__ import annotations
 
+from typing import Callable
+
 from fingerprints.compare import compare_fingerprints
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
@@ -14,23 +16,25 @@ from store.nearest import nearest
 from store.store import Store
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
-from bot.settings import Settings
-from bot.hub.sources import fingerprint_spec, index_one
+from bot.hub.sources import SpecFingerprint, index_one
 
 
 class StoreService:
-    def __init__(self, store_path: str):
-        self.store_path = store_path
+    """``open_store`` and ``fingerprint_spec`` come from the composition root (``bot/app.py``), so
+    the bot reads the Hub through the one configured client, with the configured limits."""
 
-    def _store(self) -> Store:
-        return Store.open(self.store_path)
+    def __init__(self, open_store: Callable[[], Store], fingerprint_spec: Callable[[str], SpecFingerprint]):
+        self._store = open_store
+        self._fingerprint_spec = fingerprint_spec
 
     def _fingerprint(self, store: Store, spec: str, keep: bool = True) -> tuple[str, Fingerprint]:
         """The stored fingerprint of ``spec``, else a fresh one (stored too when ``keep``)."""
         stored = store.find_fingerprint(spec)
         if stored is not None:
             return spec, store.load_fingerprint(stored.id)
-        got = index_one(store, spec)[0] if keep else fingerprint_spec(spec)
+        got = self._fingerprint_spec(spec)
+        if keep:
+            index_one(store, got)
         return got.repo_id, got.fp
 
     def nearest(self, repo: str, k: int) -> list[NearestRow]:
@@ -106,7 +110,3 @@ class StoreService:
         finally:
             store.close()
 
-
-def open_service(settings: Settings) -> StoreService:
-    Store.open(settings.store.path).close()  # create/migrate now, so a bad path fails at start
-    return StoreService(settings.store.path)

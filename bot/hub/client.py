@@ -6,15 +6,16 @@ never download a body the server sends instead, and an allowlist for redirect ta
 resolve URL may redirect only to the endpoint's host, the Hub's CDN domains, or (for a loopback
 endpoint such as the fake Hub) another loopback host.
 
-HF_ENDPOINT and HF_TOKEN are read when the client is built, not at import. The token is sent as
-a Bearer header to the endpoint's host only and never appears in logs, errors or repr.
+The endpoint and token are given by the caller (the composition root, ``bot/app.py``, from the
+settings); the client reads no environment. The token is sent as a Bearer header to the
+endpoint's host only and never appears in logs, errors or repr.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -22,29 +23,30 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
-from huggingface_hub.utils import httpx
+from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, httpx
 
-from bot.settings import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 from fingerprints.errors import InvalidModelError
 
-from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RangeNotSupportedError,
-                     RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
-from bot.hub.models import HubModel
+from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, InvalidTokenError,
+                            RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
+from bot.hub.models import COMMIT_RX, HubModel
+from bot.hub.remote_reader import HubRepoReader
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
+from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
 
-TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # huggingface_hub's order (utils/_auth.py)
-USER_AGENT = "hubwatch/0.1 (+fingerprints Hub models by ranged reads)"
+HUBWATCH_VERSION = importlib.metadata.version("hubwatch")
 # Listing sort keys: huggingface_hub's snake_case names map to the Hub's camelCase ones (hf_api.py).
 SORT_ALIASES = {"created_at": "createdAt", "last_modified": "lastModified", "trending_score": "trendingScore"}
 SORT_KEYS = ("createdAt", "lastModified", "trendingScore", "downloads", "likes")
 # The Hub honours at most 1000 results per listing page (its default page size).
 MAX_PAGE_SIZE = 1000
-# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", ".").
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[A-Za-z0-9][\w.\-]{0,95}$")
-COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
+# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", "."; a name may
+# start with "_", not with "-" or ".": huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
+REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]{0,95}/[A-Za-z0-9_][\w.\-]{0,95}$", re.ASCII)
 CONTENT_RANGE_RX = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # A resolve URL takes one hop (307 to resolve-cache or 302 to the CDN); renamed repos add one.
@@ -57,6 +59,8 @@ DEFAULT_MODEL_BYTE_BUDGET = 64 * 1024 * 1024
 MAX_SERVER_MESSAGE = 200
 # Redirect and error bodies up to this size are read before closing, so the connection is reused.
 DRAIN_LIMIT = 64 * 1024
+# What is read of an error answer's body for its message; the Hub's are under 1 KB.
+ERROR_BODY_BYTES = 16 * 1024
 # Where a file's resolve URL led (CDN or resolve-cache, both pinned to the commit) is reused for
 # later ranges of the file, saving one resolver-bucket request and one round trip per range. A
 # fingerprint takes seconds; ten minutes keeps a cached signed CDN URL far from its expiry, and a
@@ -100,19 +104,17 @@ def _one_line(text: str) -> str:
 
 
 class HubClient:
-    def __init__(self, endpoint: str | None = None, token: str | None = None, *,
+    def __init__(self, endpoint: str, token: str | None = None, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_concurrency: int = DEFAULT_CONCURRENCY, retry: RetryPolicy | None = None,
                  model_byte_budget: int = DEFAULT_MODEL_BYTE_BUDGET,
                  redirect_hosts: tuple[str, ...] = HUB_REDIRECT_HOST_SUFFIXES,
                  sleep: Callable[[float], None] = time.sleep):
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT).rstrip("/")
+        self.endpoint = endpoint.rstrip("/")
         parts = urlsplit(self.endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HubError(f"Hub endpoint {self.endpoint!r} is not an http(s) URL")
         self._host = parts.hostname.lower()
-        if token is None:
-            token = next((os.environ[v] for v in TOKEN_ENV_VARS if os.environ.get(v)), None)
         self._token = token or None
         self.retry = retry or RetryPolicy()
         self.model_byte_budget = model_byte_budget
@@ -124,10 +126,13 @@ class HubClient:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,  # followed by hand: allowlist, Authorization only to the endpoint
-            headers={"User-Agent": USER_AGENT},
+            # huggingface_hub's user agent, naming hubwatch first ("hubwatch/0.1.0; hf_hub/1.33.0; python/...").
+            headers={"User-Agent": build_hf_headers(token=False, library_name="hubwatch",
+                                                    library_version=HUBWATCH_VERSION)["user-agent"]},
         )
         self._counter_lock = threading.Lock()
         self.requests = 0
+        self._rate_limited_answers = 0
         self._locations: dict[tuple[str, str, str], tuple[str, float]] = {}
 
     def __repr__(self) -> str:
@@ -146,6 +151,12 @@ class HubClient:
     @property
     def has_token(self) -> bool:
         return self._token is not None
+
+    def take_rate_limited_count(self) -> int:
+        """429 answers since the last call: each is counted once, by whichever cycle asks first."""
+        with self._counter_lock:
+            count, self._rate_limited_answers = self._rate_limited_answers, 0
+        return count
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -182,8 +193,9 @@ class HubClient:
               headers: dict[str, str] | None = None, stop_off_host: bool = False) -> T:
         """One logical request: retries, redirects, status mapping; ``consume`` reads the response."""
         waited, attempt = 0.0, 0
+        host = urlsplit(url).hostname
         while True:
-            rate_limited = False
+            rate_limited = answered = False
             try:
                 with self._slots:
                     resp = self._send_following(method, url, headers or {}, stop_off_host)
@@ -191,13 +203,17 @@ class HubClient:
                         if resp.status_code not in RETRY_STATUSES:
                             return consume(resp)
                         rate_limited = resp.status_code == 429
+                        answered = True
+                        if rate_limited:
+                            with self._counter_lock:
+                                self._rate_limited_answers += 1
                         reason = f"HTTP {resp.status_code}"
                         headers_seen = resp.headers
                         _drain(resp)
                     finally:
                         resp.close()
             except _Retryable as exc:
-                reason, headers_seen = str(exc), None
+                reason, headers_seen, answered = str(exc), None, True
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 reason = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                 headers_seen = None
@@ -210,39 +226,58 @@ class HubClient:
                     raise RateLimitedError(
                         f"{what}: rate limited by the Hub ({reason}; it asks to wait {wait:.0f} s, "
                         f"after {attempt} attempts and {waited:.1f} s of waiting)")
-                raise HubUnavailableError(f"{what}: the Hub did not answer usably after {attempt} attempts "
+                raise HubUnavailableError(f"{what}: the Hub at {host} did not answer usably after {attempt} attempts "
                                           f"({waited:.1f} s of waiting); last error: {reason}")
-            log.info("retrying", extra={"what": what, "reason": reason, "wait_s": wait, "attempt": attempt})
+            # A Hub that answers with 429/5xx is worth a line per retry; one that cannot be reached at
+            # all is reported once, by the error above, not by a line per attempt.
+            log.log(logging.INFO if answered else logging.DEBUG, "retrying",
+                    extra={"what": what, "host": host, "reason": reason, "wait_s": wait, "attempt": attempt})
             self._sleep(wait)
             waited += wait
 
-    def _raise_for_status(self, resp: httpx.Response, what: str) -> None:
+    def _raise_for_status(self, resp: httpx.Response, what: str, repo: str | None = None) -> None:
+        """Map an error answer to a hubwatch error, by huggingface_hub's own rules (hf_raise_for_status:
+        X-Error-Code, X-Error-Message, the JSON body), so hubwatch tells a bad token from a missing repo
+        exactly as huggingface_hub does. Only the first ERROR_BODY_BYTES of the body are read: an error
+        body is hostile input like any other."""
         status = resp.status_code
         if status < 400:
             return
-        code = resp.headers.get("X-Error-Code")
-        message = resp.headers.get("X-Error-Message") or ""
-        if not message and status < 500:
-            try:
-                data = json.loads(resp.read()[:MAX_SERVER_MESSAGE * 4])
-                message = data.get("error", "") if isinstance(data, dict) else ""
-            except (ValueError, httpx.HTTPError):
-                message = ""
-        detail = self._redact(_one_line(str(message))) or f"HTTP {status}"
-        if code == "GatedRepo":
-            hint = "set HF_TOKEN to a token that has been granted access" if not self._token else \
-                "this token has not been granted access"
-            raise GatedRepoError(f"{what}: gated repo, {hint} (HTTP {status})")
-        if code == "RepoNotFound" or (status == 401 and code is None):
-            raise RepoNotFoundError(f"{what}: repository not found on {self.endpoint} (or private; HTTP {status})")
-        if code == "RevisionNotFound":
-            raise RevisionNotFoundError(f"{what}: revision not found ({detail})")
-        if code == "EntryNotFound":
-            raise EntryNotFoundError(f"{what}: no such file in the repo")
-        raise HubError(f"{what}: HTTP {status} from the Hub: {detail}")
+        body = bytearray()
+        try:
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) >= ERROR_BODY_BYTES:
+                    break
+        except httpx.HTTPError:
+            pass  # the status and headers still say what went wrong
+        bounded = httpx.Response(status, headers=resp.headers, content=bytes(body[:ERROR_BODY_BYTES]),
+                                 request=resp.request)
+        context = {"status": status, "request_id": resp.headers.get("X-Request-Id"), "repo": repo}
+        try:
+            hf_raise_for_status(bounded)
+        except hf_errors.HfHubHTTPError as exc:
+            detail = self._redact(_one_line(exc.server_message or "")) or f"HTTP {status}"
+            if isinstance(exc, hf_errors.GatedRepoError):  # a RepositoryNotFoundError subclass: first
+                hint = "set HF_TOKEN to a token that has been granted access" if not self._token else \
+                    "this token has not been granted access"
+                raise GatedRepoError(f"{what}: gated repo, {hint} (HTTP {status})", **context) from None
+            if isinstance(exc, hf_errors.RepositoryNotFoundError):
+                raise RepoNotFoundError(f"{what}: repository not found on {self.endpoint} (or private; HTTP {status})",
+                                        **context) from None
+            if isinstance(exc, hf_errors.RevisionNotFoundError):
+                raise RevisionNotFoundError(f"{what}: revision not found ({detail})", **context) from None
+            if isinstance(exc, hf_errors.EntryNotFoundError):
+                raise EntryNotFoundError(f"{what}: no such file in the repo", **context) from None
+            if status == 401 and self._token:
+                raise InvalidTokenError(f"{what}: the Hub rejected the token (HF_TOKEN): {detail} (HTTP 401); "
+                                        "check that it is valid and not expired", **context) from None
+            raise HubError(f"{what}: HTTP {status} from the Hub: {detail}", **context) from None
+        except Exception:  # noqa: BLE001 - a malformed error body (a JSON list, deep nesting) breaks the parser
+            raise HubError(f"{what}: HTTP {status} from the Hub", **context) from None
 
-    def _read_json(self, resp: httpx.Response, what: str) -> Any:
-        self._raise_for_status(resp, what)
+    def _read_json(self, resp: httpx.Response, what: str, repo: str | None = None) -> Any:
+        self._raise_for_status(resp, what, repo)
         body = bytearray()
         for chunk in resp.iter_bytes():
             body += chunk
@@ -287,10 +322,11 @@ class HubClient:
         if search:
             params.append(("search", search))
         url: str | None = str(httpx.URL(f"{self.endpoint}/api/models", params=params))
+        what = f"listing models by {sort}" + (f" of {author}" if author else "")  # names the feed in errors
         yielded = 0
         while url and yielded < limit:
-            page, next_url = self._call("GET", url, "listing models",
-                                        lambda r: (self._read_json(r, "listing models"), r.links.get("next", {}).get("url")))
+            page, next_url = self._call("GET", url, what,
+                                        lambda r: (self._read_json(r, what), r.links.get("next", {}).get("url")))
             if not isinstance(page, list):
                 raise HubError("listing models: the Hub sent something other than a list")
             for entry in page:
@@ -311,7 +347,7 @@ class HubClient:
         if files_metadata:
             url += "?blobs=true"
         what = repo_id + (f"@{revision}" if revision else "")
-        data = self._call("GET", url, what, lambda r: self._read_json(r, what))
+        data = self._call("GET", url, what, lambda r: self._read_json(r, what, repo_id))
         if not isinstance(data, dict):
             raise HubError(f"{what}: model info is not a JSON object")
         try:
@@ -327,7 +363,7 @@ class HubClient:
         what = f"{repo_id}@{commit[:12]}/{path}"
 
         def consume(resp: httpx.Response) -> int:
-            self._raise_for_status(resp, what)
+            self._raise_for_status(resp, what, repo_id)
             size = resp.headers.get("X-Linked-Size") or (
                 None if resp.status_code in REDIRECT_STATUSES else resp.headers.get("Content-Length"))
             if not size or not size.isdigit():
@@ -353,7 +389,7 @@ class HubClient:
                     "stopped without reading it")
             if resp.status_code == 416:
                 raise InvalidModelError(f"{what}: range lies outside the file ({resp.headers.get('Content-Range', '')})")
-            self._raise_for_status(resp, what)
+            self._raise_for_status(resp, what, repo_id)
             if resp.status_code != 206:
                 raise HubError(f"{what}: expected 206 Partial Content, got HTTP {resp.status_code}")
             m = CONTENT_RANGE_RX.match(resp.headers.get("Content-Range", ""))
@@ -398,6 +434,4 @@ class HubClient:
 
     def reader(self, repo_id: str, sha: str | None = None, *, byte_budget: int | None = None):
         """A RangeReader over the repo at ``sha`` (a commit or branch; default: main)."""
-        from bot.hub.remote_reader import HubRepoReader  # remote_reader imports this module
-
         return HubRepoReader(self, repo_id, revision=sha, byte_budget=byte_budget)

@@ -6,9 +6,25 @@ from fingerprints.errors import HubwatchError
 
 
 class HubError(HubwatchError):
-    """The Hub answered something hubwatch cannot use (malformed JSON, an unexpected status)."""
+    """The Hub answered something hubwatch cannot use (malformed JSON, an unexpected status).
+
+    ``status``, ``request_id`` (the Hub's X-Request-Id, what its support asks for) and ``repo``
+    say which answer it was, when there was one."""
 
     exit_code = 3
+
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None,
+                 repo: str | None = None):
+        super().__init__(message + (f" [request id {request_id}]" if request_id else ""))
+        self.status = status
+        self.request_id = request_id
+        self.repo = repo
+
+
+class InvalidTokenError(HubError):
+    """The Hub rejected the token itself (bad, revoked or expired): every request would fail alike."""
+
+    exit_code = 78  # EX_CONFIG: the token setting is wrong
 
 
 class RepoNotFoundError(HubError):

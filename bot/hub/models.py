@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from store.records import ModelRecord
 
+# A commit sha, to which every ranged read is pinned.
+COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
 BASE_MODEL_TAG = "base_model:"
 LICENSE_TAG = "license:"
 # Relations in base_model:<relation>:<id> tags (hub-docs model-cards.md, "Specifying a base model").
@@ -19,6 +22,10 @@ def _str(value: Any) -> str | None:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class HubModel:
     last_modified: str | None
     downloads: int | None
     likes: int | None
-    trending_score: int | None
+    trending_score: float | None  # often fractional on the Hub (12.5)
     license: str | None
     tags: tuple[str, ...]
     library_name: str | None
@@ -99,7 +106,7 @@ class HubModel:
             author=_str(d.get("author")) or (repo_id.split("/")[0] if "/" in repo_id else None),
             created_at=_str(d.get("createdAt")), last_modified=_str(d.get("lastModified")),
             downloads=_int(d.get("downloads")), likes=_int(d.get("likes")),
-            trending_score=_int(d.get("trendingScore")), license=license_, tags=tuple(tags),
+            trending_score=_number(d.get("trendingScore")), license=license_, tags=tuple(tags),
             library_name=_str(d.get("library_name")) or _str(card.get("library_name")),
             pipeline_tag=_str(d.get("pipeline_tag")) or _str(card.get("pipeline_tag")),
             declared_base_models=declared_base_models(tags, card.get("base_model"), d.get("baseModels")),

@@ -9,15 +9,18 @@ and fetched concurrently; a per-model byte budget is enforced before any request
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from fingerprints.errors import BudgetExceededError, InvalidModelError
 from fingerprints.reader import RangeRequest
 
-from bot.hub.client import COMMIT_RX, HubClient
 from bot.hub.errors import HubError
-from bot.hub.models import HubModel
+from bot.hub.models import COMMIT_RX, HubModel
 from bot.hub.ranges import Span, merge_ranges
+
+
+if TYPE_CHECKING:  # the client builds readers; a reader only calls it back
+    from bot.hub.client import HubClient
 
 
 class HubRepoReader:

@@ -8,14 +8,13 @@ backoff, all within a capped number of attempts and a capped total wait.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from huggingface_hub.utils import parse_ratelimit_headers
+
 # huggingface_hub's http_backoff retries these statuses (utils/_http.py).
 RETRY_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
-# "api";r=0;t=55 (IETF ratelimit-headers draft v9, as the Hub sends it; hub-docs rate-limits.md).
-RATELIMIT_RX = re.compile(r'"(?P<bucket>\w+)"\s*;\s*r\s*=\s*(?P<r>\d+)\s*;\s*t\s*=\s*(?P<t>\d+)')
 
 
 @dataclass(frozen=True)
@@ -33,17 +32,12 @@ class RetryPolicy:
         return min(self.backoff_cap_s, self.backoff_base_s * (2 ** attempt))
 
 
-def rate_limit(headers: Mapping[str, str]) -> tuple[str, int, int] | None:
-    """(bucket, remaining, seconds to reset) from a ``RateLimit`` header, if it has one."""
-    m = RATELIMIT_RX.search(headers.get("RateLimit") or "")
-    return (m.group("bucket"), int(m.group("r")), int(m.group("t"))) if m else None
-
-
 def wait_for_429(headers: Mapping[str, str], fallback_s: float) -> float:
-    """How long a 429 asks us to wait: the window reset when r=0, else Retry-After, else ``fallback_s``."""
-    limit = rate_limit(headers)
-    if limit is not None and limit[1] == 0:
-        return float(limit[2])
+    """How long a 429 asks us to wait: the window reset when r=0 (``RateLimit: "api";r=0;t=55``, parsed
+    by huggingface_hub), else Retry-After, else ``fallback_s``."""
+    limit = parse_ratelimit_headers(headers)
+    if limit is not None and limit.remaining == 0:
+        return float(limit.reset_in_seconds)
     retry_after = (headers.get("Retry-After") or "").strip()
     if retry_after.isdigit():  # delay-seconds; an HTTP-date is ignored, as huggingface_hub does
         return float(retry_after)

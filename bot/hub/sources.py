@@ -1,4 +1,8 @@
-"""Turn what a user typed (a local folder or a Hub repo id) into a RangeReader."""
+"""What a user typed (a local folder or a Hub repo id) -> a RangeReader, a fingerprint, an index entry.
+
+The Hub client and the fingerprint limits are handed in by the composition root (``bot/app.py``);
+nothing here builds a client or reads a setting.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,22 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from fingerprints.errors import HubwatchError, InvalidModelError
+from fingerprints.errors import InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
 from store.records import ModelRecord
 
+# Opens a Hub repo at a revision (None: main); the composition root binds it to its one client.
+OpenRepo = Callable[[str, "str | None"], RangeReader]
 # Hub repo ids: "name" or "org/name", optionally "@revision" (the CLI's own notation).
 LOCAL_SHA_PREFIX = "local-"
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?(@[\w.\-/]+)?$")
+REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]*(/[A-Za-z0-9_][\w.\-]*)?(@[\w.\-/]+)?$", re.ASCII)
 
 
-def open_reader(spec: str, hub=None) -> RangeReader:
-    """``hub``: the HubClient for a repo id (default: one for $HF_ENDPOINT)."""
+def open_reader(spec: str, open_repo: OpenRepo) -> RangeReader:
+    """A reader over the folder ``spec``, or over the Hub repo ``org/name[@revision]`` by ``open_repo``."""
     if os.path.exists(spec):
         if not os.path.isdir(spec):
             raise InvalidModelError(f"{spec} is a file; give the model's folder")
@@ -26,12 +33,7 @@ def open_reader(spec: str, hub=None) -> RangeReader:
     if not REPO_ID_RX.match(spec):
         raise InvalidModelError(f"{spec!r} is neither an existing folder nor a Hub repo id (org/name[@revision])")
     repo_id, _, revision = spec.partition("@")
-    try:
-        from bot.hub import HubClient
-        from bot.hub.remote_reader import HubRepoReader
-    except ImportError as exc:  # the Hub layer is optional at this stage of the install
-        raise HubwatchError(f"cannot read Hub repos: {exc}") from exc
-    return HubRepoReader(hub or HubClient(), repo_id, revision=revision or None)
+    return open_repo(repo_id, revision or None)
 
 
 @dataclass
@@ -51,24 +53,20 @@ def content_sha(fp: Fingerprint) -> str:
     return LOCAL_SHA_PREFIX + stable_hash(d)
 
 
-def fingerprint_spec(spec: str, hub=None) -> SpecFingerprint:
+def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[RangeReader], Fingerprint]) -> SpecFingerprint:
     """Fingerprint a folder or an org/name[@revision] repo, and name the revision it was read at."""
-    from fingerprints.engine import fingerprint_model
-
-    reader: RangeReader = open_reader(spec, hub)
-    fp = fingerprint_model(reader)
-    if os.path.isdir(spec):
+    reader = open_reader(spec, open_repo)
+    fp = fingerprint(reader)
+    if isinstance(reader, LocalFolderReader):
         return SpecFingerprint(str(Path(spec).resolve()), content_sha(fp), fp, True)
-    repo_id, _, revision = spec.partition("@")
-    # The Hub reader pins one commit for all its reads and exposes it as ``sha``.
-    sha = getattr(reader, "sha", None) or revision or content_sha(fp)
-    hub_model = getattr(reader, "model", None)  # the model info the reader fetched to pin its commit
-    return SpecFingerprint(repo_id, sha, fp, False, hub_model.to_record() if hub_model is not None else None)
+    # The Hub reader pins one commit for all its reads and exposes it as ``sha``, with the model
+    # info it fetched to pin it (creation date, declared bases).
+    return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False, reader.model.to_record())
 
 
-def index_one(store, spec: str, hub=None) -> tuple[SpecFingerprint, int, bool]:
-    got = fingerprint_spec(spec, hub)
+def index_one(store, got: SpecFingerprint) -> tuple[int, bool]:
+    """Store ``got`` and, for a Hub repo, its model record: (fingerprint id, created)."""
     fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
     if got.record is not None:
         store.upsert_model(got.record)
-    return got, fid, created
+    return fid, created

@@ -146,6 +146,10 @@ def configure_logging(format: str = "text", level: str | int = "INFO", secrets: 
     # httpx logs every request URL at INFO; a webhook URL is a credential and the volume drowns the
     # cycle lines, so its chatter is kept to warnings.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # APScheduler writes two INFO lines per job run ("Running job", "executed successfully"), ~11.5k
+    # a day at the default intervals, saying nothing the cycle line does not. Its warnings (missed
+    # runs, job errors) still show; --debug shows everything.
+    logging.getLogger("apscheduler").setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)
     return handler
 
 
@@ -163,11 +167,16 @@ class CycleSummary:
     errors: int = 0
     hub_429s: int = 0
     duration_s: float = 0.0
+    # Why the feed could not be polled at all (an unreachable Hub): said on the cycle line itself,
+    # so a Hub outage is one line per cycle.
+    error: str | None = None
 
 
 def log_cycle_summary(summary: CycleSummary, logger: logging.Logger | None = None) -> None:
     """One INFO line ``cycle done feed=... models_seen=...`` (or one JSON object with those fields)."""
     fields = dataclasses.asdict(summary)
     fields["duration_s"] = round(summary.duration_s, 3)
+    if summary.error is None:
+        del fields["error"]
     level = logging.WARNING if summary.errors else logging.INFO
     (logger or logging.getLogger(CYCLE_LOGGER)).log(level, "cycle done", extra=fields)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-from fingerprints.engine import fingerprint_model
 from fingerprints.errors import HubwatchError
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
@@ -44,6 +43,7 @@ from bot.alerts.discord_webhook import AlertSender
 from bot.alerts.model import Alert, RepoRef
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
+from bot.ops.progress import Progress, progress
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
 from bot.settings import SEVERITIES, Settings
 
@@ -74,6 +74,8 @@ class Hub(Protocol):
 
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
+    def take_rate_limited_count(self) -> int: ...
+
 
 @dataclass
 class PolledFingerprint:
@@ -98,9 +100,13 @@ def _facts(record: ModelRecord) -> ModelFacts:
 
 
 class Watcher:
-    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender, metrics: Metrics | None = None,
+    def __init__(self, settings: Settings, hub: Hub, sender: AlertSender,
+                 fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint], metrics: Metrics | None = None,
                  open_store: Callable[[], Store] | None = None):
+        """``fingerprint``: one model's fingerprint under the configured limits, the composition
+        root's (``bot.app.App.fingerprint``) that every command and the bot use too."""
         self.settings = settings
+        self.fingerprint_with_limits = fingerprint
         self.hub = hub
         self.sender = sender
         self.metrics = metrics or Metrics()
@@ -123,21 +129,25 @@ class Watcher:
                 summary.errors += 1
                 self.metrics.record_error(exc)
                 store.set_status("last_error", f"{feed}: {exc}")
-                log.warning("feed listing failed", extra={"feed": feed, "error": str(exc)})
+                summary.error = str(exc)
                 return self._finish(store, summary, started)
             records = [r for r in (HubModel.from_api(d).to_record() for d in listing) if r.sha]
             summary.models_seen = len(records)
             new = [r for r in records if store.find_fingerprint(r.repo_id, r.sha) is None]
             summary.new_revisions = len(new)
             store.upsert_models(records)
-            for item in self._fingerprint_all(new):
-                try:
-                    self._ingest(store, item, summary)
-                except Exception as exc:  # one model must not stop the feed: log it, go on
-                    summary.errors += 1
-                    self.metrics.record_error(exc)
-                    store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
-                    log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
+            with progress(f"{feed}: fingerprinting", len(new)) as bar:
+                fingerprinted = self._fingerprint_all(new, bar)
+            with progress(f"{feed}: comparing", len(new)) as bar:
+                for item in fingerprinted:
+                    try:
+                        self._ingest(store, item, summary)
+                    except Exception as exc:  # one model must not stop the feed: log it, go on
+                        summary.errors += 1
+                        self.metrics.record_error(exc)
+                        store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
+                        log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
+                    bar.advance(note=item.record.repo_id)
             newest = max((r.created_at for r in records if r.created_at), default=None)
             if newest:
                 store.set_cursor(feed, None, newest)
@@ -165,14 +175,17 @@ class Watcher:
                     fp = self._fingerprint(reader)
                     store.upsert_model(reader.model.to_record())
                     store.add_fingerprint(entry.value, reader.sha, fp)
-            except HubwatchError as exc:
+            except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
-                store.set_status("last_error", f"watched {entry.kind} {entry.value}: {exc}")
-                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": str(exc)})
+                reason = str(exc) if isinstance(exc, HubwatchError) else f"internal error ({type(exc).__name__}); logged"
+                store.set_status("last_error", f"watched {entry.kind} {entry.value}: {reason}")
+                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": reason},
+                            exc_info=not isinstance(exc, HubwatchError))
         return listing
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
+        summary.hub_429s = self.hub.take_rate_limited_count()
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
@@ -180,19 +193,30 @@ class Watcher:
         return summary
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
-        return fingerprint_model(reader, budget=self.settings.limits.tensor_bytes, tokenizers=self.tokenizers)
+        return self.fingerprint_with_limits(reader, self.tokenizers)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
+        """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,
+        a bug met on its bytes) fails that repo alone, never the feed's cycle."""
         try:
             return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
         except HubwatchError as exc:
             return PolledFingerprint(record, None, str(exc))
+        except Exception as exc:
+            log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
+            return PolledFingerprint(record, None, f"internal error ({type(exc).__name__}); logged")
 
-    def _fingerprint_all(self, records: list[ModelRecord]) -> Iterable[PolledFingerprint]:
+    def _fingerprint_all(self, records: list[ModelRecord], bar: Progress) -> list[PolledFingerprint]:
         if not records:
             return []
+
+        def one(record: ModelRecord) -> PolledFingerprint:
+            polled = self._fingerprint_one(record)
+            bar.advance(note=record.repo_id)
+            return polled
+
         with ThreadPoolExecutor(max_workers=self.settings.feeds.concurrency) as pool:
-            return list(pool.map(self._fingerprint_one, records))
+            return list(pool.map(one, records))
 
     # ---- one model -------------------------------------------------------------------------
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.ops.logging_setup import configure_logging
-from bot.settings import DiscordSettings, load_settings
+from bot.settings import DiscordSettings
 
 
 def register(sub) -> None:
@@ -14,26 +13,19 @@ def register(sub) -> None:
         description="Connect to Discord with the bot token from $HUBWATCH_DISCORD_TOKEN and answer slash "
         "commands until interrupted. Commands are published to Discord only with --sync: creating "
         "commands is limited to 200 a day per server, so do it once after install or upgrade.")
-    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $HUBWATCH_CONFIG or ./hubwatch.toml)")
     p.add_argument("--sync", action="store_true",
                    help="publish the slash commands (to discord.guild_id at once, or globally when it is 0)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     from bot.discord import BotConfigError, run_bot
 
-    settings = load_settings(args.config)
-    configure_logging(settings.logging.format, settings.logging.level, settings.secrets())
+    settings = app.settings
     if not settings.discord.bot_token:
         raise BotConfigError(f"no Discord bot token: set {DiscordSettings.env_name('bot_token')} "
                              "(Discord developer portal > your application > Bot > Reset Token)")
-    try:
-        # The store-backed HubwatchService is wired by the service layer; the bot only needs the protocol.
-        from bot.discord.store_service import open_service
-    except ImportError as exc:
-        raise BotConfigError(f"this install has no hubwatch service for the bot ({exc})") from exc
-    service = open_service(settings)
+    service = app.service()
     guild_id = settings.discord.guild_id or None
     asyncio.run(run_bot(settings.discord.bot_token.reveal(), service, guild_id=guild_id, sync_commands=args.sync))
     return 0

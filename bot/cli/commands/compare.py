@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from fingerprints.compare import compare_fingerprints
 from fingerprints.deep import DEEP_BYTE_BUDGET, apply_deep, deep_compare
-from fingerprints.engine import fingerprint_model
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
 from fingerprints.verdict import NOT_COMPARABLE
 
 from bot.alerts.model import verdict_text
-from bot.hub.sources import open_reader
+from bot.ops.progress import progress
 
 
 def register(sub) -> None:
@@ -47,21 +45,25 @@ def byte_count(text: str) -> int:
     return value
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     if args.budget is not None and not args.deep:
         raise InvalidModelError("--budget sets how much --deep reads; add --deep")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidModelError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
-    reader_a, reader_b = open_reader(args.a), open_reader(args.b)
+    reader_a, reader_b = app.open_reader(args.a), app.open_reader(args.b)
     tokenizers = TokenizerCache()  # b's tokenizer files, when identical to a's on the Hub, are not read again
-    print(f"fingerprinting {args.a} …", file=sys.stderr)
-    fa = fingerprint_model(reader_a, tokenizers=tokenizers)
-    print(f"fingerprinting {args.b} …", file=sys.stderr)
-    fb = fingerprint_model(reader_b, tokenizers=tokenizers)
-    result = compare_fingerprints(fa, fb, reader_a, reader_b)
-    if args.deep:
-        print("deep comparison …", file=sys.stderr)
-        result = apply_deep(result, deep_compare(reader_a, fa, reader_b, fb, args.budget or DEEP_BYTE_BUDGET))
+    steps = 4 if args.deep else 3
+    with progress("compare", total=steps, unit="step") as bar:
+        bar.advance(0, note=f"fingerprinting {args.a}")
+        fa = app.fingerprint(reader_a, tokenizers=tokenizers)
+        bar.advance(note=f"fingerprinting {args.b}")
+        fb = app.fingerprint(reader_b, tokenizers=tokenizers)
+        bar.advance(note="comparing")
+        result = compare_fingerprints(fa, fb, reader_a, reader_b)
+        if args.deep:
+            bar.advance(note="deep comparison")
+            result = apply_deep(result, deep_compare(reader_a, fa, reader_b, fb, args.budget or DEEP_BYTE_BUDGET))
+        bar.advance()
     if args.plot:
         from fingerprints.plot import render_comparison_png
 

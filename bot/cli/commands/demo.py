@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     from bot.demo import run_demo
 
-    return run_demo(Path(args.out))
+    return 0 if run_demo(Path(args.out)).written else 1

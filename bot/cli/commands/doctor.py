@@ -22,9 +22,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from huggingface_hub.utils import parse_ratelimit_headers
 
 from bot.ops.logging_setup import redact
-from bot.settings import ENV_PREFIX, ConfigError, Settings, known_env_vars, load_settings
+from bot.settings import ENV_PREFIX, ConfigError, Settings, known_env_vars
 
 EXIT_OK = 0
 EXIT_FAILED = 2
@@ -62,7 +63,6 @@ def register(sub) -> None:
         description="Check hubwatch's setup and say what is wrong: one OK/WARN/FAIL line per check. "
         "Exits 0 when nothing failed, 2 otherwise.",
     )
-    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $HUBWATCH_CONFIG or ./hubwatch.toml)")
     p.add_argument("--quick", action="store_true",
                    help="local checks only, plus the running watcher's /healthz when metrics are on "
                    "(the container healthcheck)")
@@ -160,7 +160,8 @@ def check_hub(settings: Settings) -> Check:
         why = "the token (HF_TOKEN) was rejected" if settings.hub.token else "it wants a token (set HF_TOKEN)"
         return Check("FAIL", "hub", f"{url}: 401 Unauthorized: {why}")
     if status == 429:
-        wait = response.headers.get("Retry-After") or _ratelimit_reset(response.headers.get("RateLimit", ""))
+        limit = parse_ratelimit_headers(response.headers)
+        wait = response.headers.get("Retry-After") or (limit.reset_in_seconds if limit else None)
         return Check("WARN", "hub", f"{url}: 429 rate limited" + (f", retry in {wait} s" if wait else "")
                      + ("" if settings.hub.token else "; an HF_TOKEN doubles the limit"))
     if status != 200:
@@ -174,12 +175,6 @@ def check_hub(settings: Settings) -> Check:
     if urlsplit(settings.hub.endpoint).scheme == "http":
         return Check("WARN", "hub", f"{url}: reachable ({elapsed:.2f} s) but over plain http")
     return Check("OK", "hub", f"{url}: reachable ({elapsed:.2f} s)")
-
-
-def _ratelimit_reset(header: str) -> str | None:
-    """The ``t`` (seconds to reset) of an IETF RateLimit header such as ``"api";r=0;t=120``."""
-    match = re.search(r"(?:^|;)\s*t=(\d+)", header)
-    return match.group(1) if match else None
 
 
 def check_discord(settings: Settings) -> list[Check]:
@@ -262,8 +257,8 @@ def check_watcher_health(settings: Settings, quick: bool) -> Check | None:
                  f"{details.get('seconds_since')} s (limit {details.get('max_poll_age_s')} s)")
 
 
-def run_checks(settings: Settings, quick: bool) -> list[Check]:
-    checks = [check_unknown_env(os.environ)]
+def run_checks(settings: Settings, environ: Mapping[str, str], quick: bool) -> list[Check]:
+    checks = [check_unknown_env(environ)]
     checks += [c for c in (check_config_file_secrets(settings),) if c]
     checks.append(check_store(settings))
     checks.append(check_disk(settings))
@@ -279,14 +274,14 @@ def run_checks(settings: Settings, quick: bool) -> list[Check]:
     return checks
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     try:
-        settings = load_settings(args.config)
+        settings = app.settings
     except ConfigError as exc:
         print(f"FAIL settings: {redact(str(exc))}")
         return EXIT_FAILED
     checks = [Check("OK", "settings", f"loaded from {settings.config_file or 'defaults and environment'}")]
-    checks += run_checks(settings, args.quick)
+    checks += run_checks(settings, app.environ, args.quick)
     for check in checks:
         print(redact(f"{check.status:<4} {check.name}: {check.detail}", settings.secrets()))
     failed = [c.name for c in checks if c.status == "FAIL"]

@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     faults = FaultConfig(latency_ms=args.latency_ms, storm_429=args.fail_429, retry_after_s=args.retry_after,
                          errors_5xx=args.fail_5xx, truncate=args.truncate, ignore_range=args.ignore_range,
                          scope=args.fault_scope)

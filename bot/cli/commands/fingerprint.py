@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from fingerprints.engine import fingerprint_model
 from fingerprints.errors import UninspectableWeightsError
-
-from bot.hub.sources import open_reader
 
 
 def register(sub) -> None:
@@ -55,9 +52,8 @@ def describe(fp) -> list[str]:
     return lines
 
 
-def run(args) -> int:
-    reader = open_reader(args.model)
-    fp = fingerprint_model(reader)
+def run(args, app) -> int:
+    fp = app.fingerprint(app.open_reader(args.model))
     if args.json:
         print(json.dumps(fp.to_dict(include_arrays=False), indent=2))
     else:

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from fingerprints.errors import HubwatchError
 
-from bot.hub.sources import fingerprint_spec, index_one
-
-def add_db_option(parser) -> None:
-    parser.add_argument("--db", help="SQLite database (default: the store path from the settings: "
-                        "$HUBWATCH_DB, hubwatch.toml, or ./hubwatch.db)")
-
-
-def open_store(args, create: bool = False):
-    """The store at --db or the settings' path. Only commands that build an index (``create``)
-    may start a new database: elsewhere a missing file is a mistyped path, not an empty index."""
-    from store import Store
-    from store.errors import StoreError
-
-    from bot.settings import load_settings
-
-    path = args.db or load_settings().store.path
-    if not create and not os.path.exists(path):
-        raise StoreError(f"no database at {path} (create one with `hubwatch index seed`, `hubwatch index add` "
-                         "or `hubwatch watch`)")
-    return Store.open(path)
+from bot.hub.sources import index_one
+from bot.ops.progress import progress
 
 
 def register(sub) -> None:
@@ -41,14 +22,12 @@ def register(sub) -> None:
                           "(with its Hub metadata: creation date, declared base models). A revision already "
                           "indexed is left as it is. Creates the database when it does not exist.")
     add.add_argument("models", nargs="+", metavar="REPO|PATH", help="model folders or org/name[@revision]")
-    add_db_option(add)
     add.set_defaults(func=run_add)
 
     stats = isub.add_parser("stats", help="what the index holds",
                             description="Counts of fingerprints, vocabularies, index keys, matches, watch "
                             "list entries and alerts by state, and the largest shape families.")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
-    add_db_option(stats)
     stats.set_defaults(func=run_stats)
 
     seed = isub.add_parser("seed", help="fingerprint the curated reference models (store/data/references.json)",
@@ -57,18 +36,18 @@ def register(sub) -> None:
                            "cannot be read is reported and skipped. Creates the database when it does not exist.")
     seed.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N references")
     seed.add_argument("--family", default=None, help="only references of this family (e.g. llama-3)")
-    add_db_option(seed)
     seed.set_defaults(func=run_seed)
 
 
-def run_add(args) -> int:
+def run_add(args, app) -> int:
     first_error: HubwatchError | None = None
-    with open_store(args, create=True) as store:
+    with app.open_store() as store:
         for spec in args.models:
             try:
-                got, fid, created = index_one(store, spec)
+                got = app.fingerprint_spec(spec)
+                fid, created = index_one(store, got)
             except HubwatchError as exc:
-                print(f"hubwatch: error: {exc}" if spec in str(exc) else f"hubwatch: error: {spec}: {exc}", file=sys.stderr)
+                print(f"hubwatch: error: {spec}: {_without_prefix(str(exc), spec)}", file=sys.stderr)
                 first_error = first_error or exc
                 continue
             state = "added" if created else "already indexed"
@@ -76,8 +55,8 @@ def run_add(args) -> int:
     return first_error.exit_code if first_error else 0
 
 
-def run_stats(args) -> int:
-    with open_store(args) as store:
+def run_stats(args, app) -> int:
+    with app.open_store(create=False) as store:
         s = store.stats()
     if args.json:
         print(json.dumps(s, indent=2))
@@ -92,7 +71,7 @@ def run_stats(args) -> int:
     return 0
 
 
-def run_seed(args) -> int:
+def run_seed(args, app) -> int:
     from store.references import load_references
 
     refs = load_references()
@@ -101,18 +80,24 @@ def run_seed(args) -> int:
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
     ok = failed = 0
-    with open_store(args, create=True) as store:
+    with app.open_store() as store, progress("index seed", len(refs)) as bar:
         for i, ref in enumerate(refs, 1):
-            prefix = f"[{i}/{len(refs)}] {ref.repo_id} ..."
-            print(prefix, end=" ", file=sys.stderr, flush=True)
             try:
-                got, _, created = index_one(store, ref.repo_id)
+                got = app.fingerprint_spec(ref.repo_id)
+                created = index_one(store, got)[1]
                 store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
             except HubwatchError as exc:  # one unreachable or gated repo must not stop the seed
                 failed += 1
-                print(f"failed: {exc}", file=sys.stderr)
-                continue
-            ok += 1
-            print(f"{'ok' if created else 'unchanged'} ({got.fp.bytes_read / 1e6:.1f} MB)", file=sys.stderr)
+                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... failed: {_without_prefix(str(exc), ref.repo_id)}")
+            else:
+                ok += 1
+                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... {'ok' if created else 'unchanged'} "
+                          f"({got.fp.bytes_read / 1e6:.1f} MB)")
+            bar.advance(note=ref.repo_id)
     print(f"seeded {ok} of {len(refs)} references ({failed} failed)")
     return 0
+
+
+def _without_prefix(message: str, repo_id: str) -> str:
+    """Hub errors start with the repo id; the line that reports them has named it already."""
+    return message.removeprefix(f"{repo_id}: ")

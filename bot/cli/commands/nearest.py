@@ -7,9 +7,7 @@ import sys
 
 from fingerprints.errors import InvalidModelError
 
-from bot.hub.sources import fingerprint_spec
 from bot.alerts.model import verdict_text
-from bot.cli.commands.index import add_db_option, open_store
 
 # Column widths of the table; longer values are cut with an ellipsis.
 REPO_COLUMN = 48
@@ -24,7 +22,6 @@ def register(sub) -> None:
     p.add_argument("model", metavar="REPO|PATH", help="a model folder or org/name[@revision]")
     p.add_argument("-k", type=int, default=5, help="how many neighbours (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_db_option(p)
     p.set_defaults(func=run)
 
 
@@ -37,14 +34,14 @@ def _cut_left(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
-def run(args) -> int:
+def run(args, app) -> int:
     from store.nearest import nearest
 
     if args.k < 1:
         raise InvalidModelError(f"-k must be at least 1, not {args.k}")
-    with open_store(args) as store:  # before fingerprinting: a mistyped --db fails at once
+    with app.open_store(create=False) as store:  # before fingerprinting: a mistyped --db fails at once
         print(f"fingerprinting {args.model} …", file=sys.stderr)
-        got = fingerprint_spec(args.model)
+        got = app.fingerprint_spec(args.model)
         query_record = None if got.is_local else (store.get_model(got.repo_id) or got.record)
         found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record)
     if args.json:

@@ -39,7 +39,8 @@ from typing import Any, Iterator
 from aiohttp import web
 
 from bot.fakes.discord.gateway import FakeGateway
-from bot.fakes.discord.webhook import DISCORD_EPOCH_MS, _InvalidBody, validate_payload
+from bot.fakes.discord.webhook import (DISCORD_EPOCH_MS, EDGE_REFUSAL_BODY, _InvalidBody, valid_user_agent,
+                                      validate_payload)
 
 API_PREFIX = "/api/v10"
 BOT_TOKEN = "fake-bot-token." + "x" * 40
@@ -233,6 +234,12 @@ class FakeDiscord:
         if request.path == "/gateway":
             return await handler(request)
         now = time.monotonic()
+        # Bot-authenticated requests without the DiscordBot User-Agent are refused at the edge.
+        # Interaction callbacks and follow-ups (the interaction token is their auth) are not:
+        # discord.py sends them with aiohttp's own User-Agent, and Discord serves them.
+        if "Authorization" in request.headers and not valid_user_agent(request.headers.get("User-Agent")):
+            self.requests.append(RequestRecord(request.method, request.path, 403, now))
+            return web.Response(status=403, body=EDGE_REFUSAL_BODY, content_type="text/plain")
         bucket = self._bucket_key(request)
         start, used = self._buckets.get(bucket, (now, 0))
         if now - start >= self.route_window_s:

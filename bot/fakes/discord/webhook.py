@@ -77,6 +77,16 @@ DEFAULT_RATE_WINDOW_S = 2.0
 DISCORD_EPOCH_MS = 1420070400000
 # A request body larger than this is refused unread; 10 MiB per file plus the JSON part.
 MAX_BODY_BYTES = 2 * FILE_MAX_BYTES
+# reference.mdx "User Agent": every HTTP API request names its library, "DiscordBot ($url,
+# $versionNumber)"; discord.py sends "DiscordBot (https://github.com/Rapptz/discord.py 2.7.1) Python/...".
+# Discord's edge (Cloudflare) refuses the others before the API sees them: a 403 whose body is a
+# plain-text "error code: 1010" page, no JSON error object.
+DISCORD_USER_AGENT_RX = re.compile(r"^DiscordBot \(\S+[ ,]+[^)\s]+\)")
+EDGE_REFUSAL_BODY = b"error code: 1010"
+
+
+def valid_user_agent(user_agent: str | None) -> bool:
+    return bool(DISCORD_USER_AGENT_RX.match(user_agent or ""))
 
 
 @dataclass
@@ -392,7 +402,24 @@ class FakeDiscordWebhook:
             # The client gave up (its timeout) before we answered: exactly what a hang simulates.
             pass
 
+    def _refused_at_the_edge(self, handler: BaseHTTPRequestHandler) -> bool:
+        if valid_user_agent(handler.headers.get("User-Agent")):
+            return False
+        with self._lock:
+            self._record(handler, 403)
+        try:
+            handler.send_response(403)
+            handler.send_header("Content-Type", "text/plain; charset=UTF-8")
+            handler.send_header("Content-Length", str(len(EDGE_REFUSAL_BODY)))
+            handler.end_headers()
+            handler.wfile.write(EDGE_REFUSAL_BODY)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return True
+
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        if self._refused_at_the_edge(handler):
+            return
         parts = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
@@ -418,6 +445,8 @@ class FakeDiscordWebhook:
         return bool(match) and match["id"] == self.webhook_id and match["token"] == self.token
 
     def _handle_get(self, handler: BaseHTTPRequestHandler) -> None:
+        if self._refused_at_the_edge(handler):
+            return
         parts = urlsplit(handler.path)
         time.sleep(self.latency / 2)
         with self._lock:

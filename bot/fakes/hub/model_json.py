@@ -152,7 +152,7 @@ class ModelJson:
             "private": repo.private, "disabled": bool(repo.meta.get("disabled", False)), "gated": repo.gated,
             "downloads": int(repo.meta.get("downloads", 0)),
             "downloadsAllTime": int(repo.meta.get("downloadsAllTime", repo.meta.get("downloads", 0))),
-            "likes": int(repo.meta.get("likes", 0)), "trendingScore": int(repo.meta.get("trendingScore", 0)),
+            "likes": int(repo.meta.get("likes", 0)), "trendingScore": _score(repo.meta.get("trendingScore", 0)),
             "spaces": [], "xetEnabled": False,
         }
         if name in simple:
@@ -206,3 +206,10 @@ class ModelJson:
         if expand:
             return self.build(repo, ["_id", "id", *expand], blobs)
         return self.build(repo, INFO_KEYS, blobs)
+
+
+def _score(value: Any) -> int | float:
+    """The Hub's trendingScore is a JSON number that is often fractional (e.g. 12.5); whole
+    numbers are sent as integers, as the Hub's JSON does."""
+    number = float(value)
+    return int(number) if number.is_integer() else number

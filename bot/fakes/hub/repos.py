@@ -198,9 +198,9 @@ class RepoFolder:
     def repo_ids(self) -> list[str]:
         ids = []
         for org in sorted(self.root.iterdir()):
-            if org.is_dir() and not org.name.startswith((".", "_")):
+            if org.is_dir() and not org.name.startswith("."):  # names may start with "_", as on the Hub
                 ids += [f"{org.name}/{d.name}" for d in sorted(org.iterdir())
-                        if d.is_dir() and not d.name.startswith((".", "_"))]
+                        if d.is_dir() and not d.name.startswith(".")]
         return ids
 
     def all_repos(self) -> list[Repo]:
@@ -208,7 +208,7 @@ class RepoFolder:
 
     def get(self, repo_id: str) -> Repo | None:
         parts = repo_id.split("/")
-        if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith((".", "_")) for p in parts):
+        if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
             return None
         folder = self.root / parts[0] / parts[1]
         if not folder.is_dir():

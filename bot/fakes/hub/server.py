@@ -50,6 +50,7 @@ RANGE_RX = re.compile(r"^bytes=(\d*)-(\d*)$")
 TRUE_VALUES = ("1", "true", "True")
 # The real Hub's text for a missing or private repo seen anonymously (research §1.4).
 REPO_NOT_FOUND_MESSAGE = "Repository not found"
+INVALID_CREDENTIALS_MESSAGE = "Invalid credentials in Authorization header"
 EXPOSED_HEADERS = ("X-Repo-Commit,X-Request-Id,X-Error-Code,X-Error-Message,X-Total-Count,ETag,Link,"
                    "Accept-Ranges,Content-Range,X-Linked-Size,X-Linked-Etag")
 
@@ -102,8 +103,9 @@ class FakeHub:
     def __init__(self, root: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0,
                  cdn_host: str = "localhost", faults: FaultConfig | None = None,
                  api_quota: int = ANONYMOUS_API_QUOTA, resolver_quota: int = ANONYMOUS_RESOLVER_QUOTA,
-                 window_s: int = WINDOW_S, page_size: int = DEFAULT_PAGE_SIZE):
+                 window_s: int = WINDOW_S, page_size: int = DEFAULT_PAGE_SIZE, tokens: tuple[str, ...] = ()):
         self.repos = RepoFolder(root)
+        self.tokens = frozenset(tokens)
         self.model_json = ModelJson(self.repos, self.repos.all_repos)
         self.faults = faults or FaultConfig()
         self.stats = TrafficStats()
@@ -117,6 +119,11 @@ class FakeHub:
             raise FakeHubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._server.hub = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
+
+    def knows_token(self, token: str) -> bool:
+        """User tokens the Hub knows: ``tokens`` and every token granted access to a repo. Any other
+        Bearer token is refused on every route, as the real Hub refuses an expired or made-up one."""
+        return token in self.tokens or any(token in r.granted_tokens for r in self.repos.all_repos())
 
     @property
     def port(self) -> int:
@@ -189,6 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         try:
+            self._authenticate()
             self._rate_limit()
             if faults.take("errors_5xx", self._bucket):
                 raise _HttpError(faults.status_5xx, "Injected server error")
@@ -197,6 +205,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(exc)
         except FakeHubError as exc:
             self._send_error(_HttpError(500, str(exc)))
+
+    def _authenticate(self) -> None:
+        token = self._token()
+        if self._bucket != "cdn" and token is not None and not self.hub.knows_token(token):
+            # What huggingface.co answers for a bad or expired HF_TOKEN, on every route; without an
+            # X-Error-Code, and huggingface_hub keeps it apart from RepoNotFound by this message.
+            raise _HttpError(401, INVALID_CREDENTIALS_MESSAGE)
 
     def _rate_limit(self) -> None:
         if self._bucket == "cdn":
@@ -414,8 +429,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(302, f"Found. Redirecting to {location}".encode(), headers, "text/plain")
 
     def _serve_pinned(self, repo_id: str, commit: str, path: str, cdn: bool) -> None:
-        repo = self._repo(repo_id)
-        if not cdn:
+        if cdn:
+            # The real CDN URL is signed: the resolve route checked access when it handed it out,
+            # and the CDN asks for no token (none is sent to it).
+            repo = self.hub.repos.get(repo_id)
+            if repo is None:
+                raise _HttpError(404, "Not Found")
+        else:
+            repo = self._repo(repo_id)
             self._check_gate(repo)
         if commit != repo.sha:
             raise _HttpError(404, f"Invalid rev id: {commit}", "RevisionNotFound")

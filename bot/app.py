@@ -1,0 +1,162 @@
+"""The composition root: the one place that turns ``Settings`` into objects.
+
+Every command and the Discord bot get their Hub client, readers, store, alert sender, watcher and
+bot service from an ``App``; nothing else reads the environment or builds a client from settings.
+Objects are built when first asked for (``hubwatch compare`` on two folders never opens a Hub
+client) and closed by ``App.close()``, so a command or the bot leaves no socket open.
+
+Settings are loaded on first use of ``App.settings`` as well: ``hubwatch doctor`` reports a bad
+setting as one of its checks, and ``hubwatch fakehub`` needs none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable
+
+from fingerprints.engine import fingerprint_model
+from fingerprints.envelope import LimitedReader, ParseEnvelope
+from fingerprints.model import Fingerprint
+from fingerprints.reader import RangeReader
+from fingerprints.tokenizer_cache import TokenizerCache
+
+from bot.hub.client import HubClient
+from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
+from bot.ops.logging_setup import configure_logging
+from bot.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from store.store import Store
+
+    from bot.alerts.discord_webhook import AlertSender
+    from bot.discord.store_service import StoreService
+    from bot.ops.metrics import Metrics
+    from bot.watch.watcher import Watcher
+
+
+class App:
+    def __init__(self, load: Callable[[], Settings], *, debug: bool = False, environ: Mapping[str, str] | None = None):
+        self._load = load
+        self.debug = debug
+        # The environment the settings come from: doctor names variables in it that are not settings.
+        self.environ = os.environ if environ is None else environ
+        self._closers: list[Callable[[], None]] = []
+        # One large tokenizer parsed at a time, whichever thread (feed, bot command) meets it (envelope.py).
+        self._large_parse_lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, config_path: str | None = None, *, db_path: str | None = None, debug: bool = False,
+                     env: Mapping[str, str] | None = None) -> App:
+        """The settings of ``--config`` (else $HUBWATCH_CONFIG, else ./hubwatch.toml) and the
+        environment, with ``--db`` in place of ``store.path`` when given."""
+
+        def load() -> Settings:
+            settings = load_settings(config_path, env)
+            if db_path:
+                settings = dataclasses.replace(settings, store=dataclasses.replace(settings.store, path=os.fspath(db_path)))
+            return settings
+
+        return cls(load, debug=debug, environ=env)
+
+    @classmethod
+    def of(cls, settings: Settings) -> App:
+        return cls(lambda: settings)
+
+    @cached_property
+    def settings(self) -> Settings:
+        settings = self._load()
+        configure_logging(settings.logging.format, "DEBUG" if self.debug else settings.logging.level, settings.secrets())
+        return settings
+
+    # ---- the Hub and fingerprints ------------------------------------------------------------
+
+    @cached_property
+    def hub(self) -> HubClient:
+        h = self.settings.hub
+        client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
+                           max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
+                           redirect_hosts=h.redirect_hosts)
+        self._closers.append(client.close)
+        return client
+
+    def open_repo(self, repo_id: str, revision: str | None = None) -> RangeReader:
+        return self.hub.reader(repo_id, revision)
+
+    def open_reader(self, spec: str) -> RangeReader:
+        """A model folder, or a Hub repo ``org/name[@revision]`` read through the one Hub client."""
+        return open_reader(spec, self.open_repo)
+
+    @cached_property
+    def envelope(self) -> ParseEnvelope:
+        return self.settings.limits.parse_envelope()
+
+    def fingerprint(self, reader: RangeReader, tokenizers: TokenizerCache | None = None) -> Fingerprint:
+        """``reader``'s fingerprint under every configured limit: requests, bytes and seconds per
+        model, byte caps per file, the parse envelope and the tensor sample budget. Every path
+        (the watcher, each command, the bot) fingerprints through here."""
+        limits = self.settings.limits
+        limited = LimitedReader(reader, max_requests=limits.model_requests, max_bytes=limits.model_bytes,
+                                max_seconds=limits.model_seconds)
+        return fingerprint_model(limited, budget=limits.tensor_bytes, tokenizers=tokenizers, envelope=self.envelope,
+                                 large_parse_lock=self._large_parse_lock)
+
+    def fingerprint_spec(self, spec: str) -> SpecFingerprint:
+        return fingerprint_spec(spec, self.open_repo, self.fingerprint)
+
+    # ---- store, alerts, watcher, bot ---------------------------------------------------------
+
+    def open_store(self, create: bool = True) -> Store:
+        """A new connection to the configured store (SQLite connections stay in their thread).
+        Only what builds an index (``create``) may start a new database: elsewhere a missing file
+        is a mistyped path, not an empty index."""
+        from store.errors import StoreError
+        from store.store import Store
+
+        path = self.settings.store.path
+        if not create and not os.path.exists(path):
+            raise StoreError(f"no database at {path} (create one with `hubwatch index seed`, `hubwatch index add` "
+                             "or `hubwatch watch`)")
+        return Store.open(path)
+
+    @cached_property
+    def sender(self) -> AlertSender:
+        from bot.alerts.discord_webhook import make_sender
+
+        d = self.settings.discord
+        sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None)
+        close = getattr(sender, "close", None)
+        if close is not None:
+            self._closers.append(close)
+        return sender
+
+    def watcher(self, metrics: Metrics | None = None, sender: AlertSender | None = None) -> Watcher:
+        """``sender``: in place of the configured one (the demo writes each alert's plot too)."""
+        from bot.watch.watcher import Watcher
+
+        self.open_store().close()  # create or migrate now: a bad store path fails before polling
+        return Watcher(self.settings, self.hub, sender or self.sender, self.fingerprint, metrics,
+                       open_store=self.open_store)
+
+    def service(self) -> StoreService:
+        """What the Discord bot's slash commands call."""
+        from bot.discord.store_service import StoreService
+
+        self.open_store().close()  # create or migrate now, so a bad path fails at start
+        return StoreService(self.open_store, self.fingerprint_spec)
+
+    # ---- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every client built so far, newest first."""
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
