@@ -140,7 +140,7 @@ def p_text(log10_p: float) -> str:
 def _ffn_units(fp: Fingerprint, layouts: dict[str, TensorLayout]) -> dict[int, list[FFNUnit]]:
     """Per layer, its FFN (dense) or its experts, with the two neuron-indexed views of each."""
     by_layer: dict[int, dict[str, list]] = {}
-    for info in fp.weights.tensors:
+    for info in fp.weights.tensors if fp.weights is not None else []:
         if info.layer is None or info.name not in layouts:
             continue
         by_layer.setdefault(info.layer, {}).setdefault(info.role, []).append(info)

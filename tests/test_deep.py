@@ -177,3 +177,13 @@ def test_gguf_expert_tensors_map_to_the_dense_ffn(smollm_base, moe_gguf):
     assert all(t.log10_p > -6 for t in result.tests if t.layer_b != 0)
     assert result.dependent and "moe-upcycle" in result.kinds
     assert result.expert_map[0].startswith("B0.e0 ← A0")
+
+
+def test_uninspectable_weights_leave_the_deep_test_undecided(tmp_path):
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+        (tmp_path / side / "pytorch_model.bin").write_bytes(b"\x80\x04never unpickled")
+    result = deep_compare(*opened(tmp_path / "a"), *opened(tmp_path / "b"), device="cpu")
+    assert not result.dependent and result.tests == [] and result.bytes_read["tensor_a"] == 0
+    assert result.evidence[-1] == "deep verdict: undecided (nothing comparable was read)"
