@@ -25,6 +25,7 @@ from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
 from bot.hub.client import HubClient
+from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
 from bot.settings import Settings, load_settings
@@ -76,10 +77,15 @@ class App:
 
     @cached_property
     def hub(self) -> HubClient:
+        return self.hub_client()
+
+    def hub_client(self, retry: RetryPolicy | None = None) -> HubClient:
+        """A new Hub client from the settings, closed with the app; ``retry`` in place of the
+        default policy (a backfill worker waits out rate-limit windows that a watcher would not)."""
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts)
+                           redirect_hosts=h.redirect_hosts, retry=retry)
         self._closers.append(client.close)
         return client
 
@@ -142,11 +148,26 @@ class App:
                        open_store=self.open_store)
 
     def service(self) -> StoreService:
-        """What the Discord bot's slash commands call."""
+        """What the Discord bot's slash commands call: Hub repos only, never a path on this machine."""
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
-        return StoreService(self.open_store, self.fingerprint_spec)
+        return StoreService(self.open_store, self.fingerprint_hub_repo,
+                            watch_list_max=self.settings.discord.watch_list_max)
+
+    def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
+        """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""
+        return fingerprint_spec(spec, self.open_repo, self.fingerprint, allow_local=False)
+
+    async def run_bot(self, sync_commands: bool = False) -> None:
+        """The Discord bot as the settings describe it, until cancelled."""
+        from bot.discord.client import run_bot
+        from bot.discord.runner import CommandLimits
+
+        d = self.settings.discord
+        await run_bot(d.bot_token.reveal(), self.service(), guild_id=d.guild_id or None, sync_commands=sync_commands,
+                      global_commands=d.global_commands,
+                      limits=CommandLimits(heavy_at_once=d.heavy_commands_at_once, deadline_s=d.command_deadline_s))
 
     # ---- lifetime ----------------------------------------------------------------------------
 

@@ -124,8 +124,9 @@ def declared_derivative(tensors: dict, seed: int = 2) -> dict:
     return out
 
 
-def independent_model(tensors: dict, seed: int = 3) -> dict:
-    """BERT's initialisation for every float tensor: same shapes, unrelated values."""
+def fresh_init(tensors: dict, seed: int = 3) -> dict:
+    """BERT's initialisation with the given shapes: N(0, INIT_STD) matrices, LayerNorm 1/0, zero
+    biases; same shapes, unrelated values. tests/variants.py builds its independent controls with it."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -155,7 +156,7 @@ def build_hub(root: Path, original: Path) -> None:
 
     tensors = load_file(str(original / WEIGHTS_FILE))
     builders: dict[str, Callable[[dict], dict] | None] = {
-        ORIGINAL: None, COPY: disguised_copy, DECLARED: declared_derivative, INDEPENDENT: independent_model}
+        ORIGINAL: None, COPY: disguised_copy, DECLARED: declared_derivative, INDEPENDENT: fresh_init}
     for repo in DEMO_REPOS:
         folder = root / repo.repo_id
         folder.mkdir(parents=True)

@@ -1,17 +1,26 @@
 """Pairwise comparison of two fingerprints, with the evidence behind every number.
 
-Weights are compared without trusting names:
-1. Embedding rows are paired by token *string*. Their columns (hidden dimensions) are matched by
-   a linear assignment on |correlation| (AWM's alignment), which recovers a permutation and sign
-   flips of the hidden dimension; the matched correlation is judged against a null obtained by
-   shuffling the token pairing (Zhu et al.'s advice: test the alignment against its own null).
+Weights are compared without trusting names, cheapest test first (a cascade):
+1. Embedding rows are paired by token string, spelled canonically across tokenizer conventions
+   (tokenizer.canonical_tokens). Two scores cost one matrix product each: the centred row cosine
+   as the rows are (a copy in the same basis), and the correlation of the token-token cosine
+   matrices (the Gram), which no orthogonal map of the hidden dimension changes: permutations,
+   sign flips, rotations (QuaRot/SpinQuant) and, approximately, deleted directions (SliceGPT).
+   The first decides copies in the same basis, a low Gram decides independence; only a high Gram
+   with disagreeing rows asks how the basis moved. A probe of a few of B's columns against all of
+   A's tells a permutation (each probed column has one partner) from a rotation (none has), and
+   only a permutation pays for the linear assignment (AWM's alignment) that recovers it.
 2. Sampled tensors are paired by shape within each layer (a linear assignment on similarity when
    several share a shape, e.g. q/k/v/o), and layers are paired by a second assignment, so dropped
    layers and renamed tensors do not matter. Similarities are *centred* Pearson correlations:
    raw cosines of norm gains are ~1 for any two models (the Solar/GLM mistake), and near-constant
-   tensors (fresh LayerNorms, buffers) are skipped, never counted as matches.
-3. The relative size of the differences, tensor by tensor, tells added noise (the same relative
-   size everywhere) from training (some tensors moved, others did not).
+   tensors (fresh LayerNorms, buffers) are skipped, never counted as matches. Matrices that read
+   the residual stream also get a rotation-invariant similarity: E·(W·diag(g))ᵀ, the shared
+   tokens' embedding rows E times the sampled rows W with the preceding norm gain g folded in,
+   is the same number in a rotated, norm-folded copy (E' = EQ, W' = W·diag(g)·Q, g' = 1).
+3. The differences, tensor by tensor, tell a cast or quantisation (rounding relative to each value),
+   a function-preserving rescaling (exact after scaling rows or columns), a low-rank update (a
+   merged LoRA), added noise (the same relative size everywhere) and training (uneven).
 """
 
 from __future__ import annotations
@@ -22,49 +31,44 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from . import verdict as V
 from .components import compare_components, component_summary
 from .config import config_similarity
+from .facts import (
+    ComparisonFacts, ConfigFacts, EmbeddingMatch, HiddenTransform, LayerPair, MergeFit, TensorMatch,
+    TokenizerFacts, WeightFacts,
+)
 from .model import Fingerprint, TensorSample, TokenRows, rare_special_tokens
-from .tokenizer import minhash_jaccard
-from . import verdict as V
+from .tokenizer import canonical_tokens, minhash_jaccard, token_convention
 
 # Alignment needs enough shared rows for the column correlations to mean something; below this
 # the embedding anchor is reported as unavailable rather than guessed.
 MIN_SHARED_TOKENS = 32
-# Null repetitions for the alignment test; LAP on 4096 columns costs ~1 s, so big models get one.
-NULL_REPEATS_SMALL, NULL_REPEATS_LARGE, LARGE_WIDTH = 3, 1, 2048
+# Columns of B the permutation-or-rotation probe correlates with all of A's: 32 medians are
+# stable to ~0.05, and the probe costs 32/width of the full correlation matrix.
+PROBE_COLUMNS = 32
 # A vector whose spread is below this, relative to its mean, is a constant (fresh LayerNorm gain,
 # a buffer): comparing it would only compare initialisations.
 CONSTANT_RELATIVE_STD = 1e-6
 # Names of deterministic buffers: identical in independent models, so never evidence.
 BUFFER_NAME_PARTS = ("inv_freq", "position_ids", "masked_bias", "attn.bias", "rotary_emb", "cos_cached", "sin_cached")
-
-
-@dataclass
-class EmbeddingMatch:
-    shared_tokens: int
-    direct: float | None  # mean centred row cosine without alignment (same width only)
-    aligned: float  # mean matched |column correlation| after the assignment
-    null_mean: float
-    z: float  # (aligned - null_mean) / null sd of the mean
-    identity_fraction: float  # share of hidden dims the assignment mapped to themselves
-    score: float  # mean centred row cosine after applying the recovered permutation and signs
-    rel_deltas: np.ndarray  # per shared row ||b - a|| / ||a - mean|| after alignment
-    perm: np.ndarray  # perm[i] = B's dim matched to A's dim order[i]
-    order: np.ndarray
-    signs: np.ndarray
-
-
-@dataclass
-class TensorMatch:
-    a: str
-    b: str
-    layer_a: int | None
-    layer_b: int | None
-    role: str
-    similarity: float
-    rel_delta: float
-    aligned: bool  # the hidden-dimension permutation was applied to B
+# Roles of matrices that write the residual stream: their sampled rows are residual dimensions,
+# mixed by a rotation, so they have no rotation-invariant form from a few rows.
+RESIDUAL_WRITERS = {"attn_o", "mlp_down", "inferred:out_projection"}
+# The norm whose gain multiplies a reading matrix's input (pre-norm blocks; folded into the
+# matrix by QuaRot/SliceGPT). Post-norm BERT names differ, but both sides use the same rule.
+GAIN_OF_ROLE = {"attn_q": "norm_attn", "attn_k": "norm_attn", "attn_v": "norm_attn", "attn_qkv": "norm_attn",
+                "mlp_gate": "norm_mlp", "mlp_up": "norm_mlp"}
+# Shared tokens whose embedding rows make the invariant forms E·(W·diag(g))ᵀ: 128 tokens x the
+# sampled rows is 500-2000 values per matrix (null sd of a correlation <= 0.05), at a quarter of
+# the cost of every shared token.
+INVARIANT_TOKENS = 128
+# Singular values of a difference below this share of the largest are rounding, not rank:
+# bf16 rounding of a MiniLM matrix measures ~0.01 of a rank-8 LoRA's largest singular value.
+LOW_RANK_SV_FLOOR = 0.05
+# A per-column scale fitted on so few rows fits any change; from 4 rows on, 3 of every column's 4
+# values must agree for the fit to be exact (MiniLM's matrices get ~6 sampled rows).
+RESCALE_COLUMN_MIN_ROWS = 4
 
 
 @dataclass
@@ -83,16 +87,20 @@ class Comparison:
     layers_a: list[int] = field(default_factory=list)
     layers_b: list[int] = field(default_factory=list)
     bytes_read: dict[str, int] = field(default_factory=dict)
+    # The sampled bytes could not decide: `hubwatch compare --deep` reads more before anyone alerts.
+    needs_deep: bool = False
     components: list[dict[str, Any]] = field(default_factory=list)  # per component of multimodal models
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "a": self.a, "b": self.b, "verdict": self.verdict, "confidence": round(self.confidence, 4),
-            "score": round(self.score, 4), "kinds": self.kinds, "evidence": self.evidence,
-            "config": self.config, "tokenizer": self.tokenizer, "weights": self.weights,
-            "bytes_read": self.bytes_read, "components": self.components,
+            "a": self.a, "b": self.b, "verdict": str(self.verdict), "confidence": round(self.confidence, 4),
+            "score": round(self.score, 4), "kinds": [str(k) for k in self.kinds], "evidence": self.evidence,
+            "needs_deep": self.needs_deep, "config": self.config, "tokenizer": self.tokenizer,
+            "weights": self.weights, "bytes_read": self.bytes_read, "components": self.components,
         }
 
+
+# ---- small numeric helpers ---------------------------------------------------------------------
 
 def _centred_rows(x: np.ndarray) -> np.ndarray:
     return x - x.mean(axis=0, keepdims=True)
@@ -112,60 +120,10 @@ def _standardise_columns(x: np.ndarray) -> np.ndarray:
     return x / np.where(sd == 0, 1, sd)
 
 
-def _assign(za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    corr = za.T @ zb / len(za)
-    rows, cols = linear_sum_assignment(-np.abs(corr))
-    return rows, cols, corr[rows, cols]
-
-
-def match_embeddings(ea: TokenRows, eb: TokenRows) -> EmbeddingMatch | None:
-    index_b = {t: i for i, t in enumerate(eb.tokens)}
-    pairs = [(i, index_b[t]) for i, t in enumerate(ea.tokens) if t in index_b]
-    if len(pairs) < MIN_SHARED_TOKENS:
-        return None
-    ia, ib = map(np.array, zip(*pairs))
-    xa, xb = ea.values[ia].astype(np.float64), eb.values[ib].astype(np.float64)
-    direct = None
-    if xa.shape[1] == xb.shape[1]:
-        direct = float(_row_cosines(_centred_rows(xa), _centred_rows(xb)).mean())
-    za, zb = _standardise_columns(xa), _standardise_columns(xb)
-    order, perm, matched = _assign(za, zb)
-    aligned = float(np.abs(matched).mean())
-    rng = np.random.default_rng(0)
-    repeats = NULL_REPEATS_LARGE if max(xa.shape[1], xb.shape[1]) > LARGE_WIDTH else NULL_REPEATS_SMALL
-    null_means, null_sds = [], []
-    for _ in range(repeats):
-        _, _, null_matched = _assign(za, zb[rng.permutation(len(zb))])
-        null_means.append(np.abs(null_matched).mean())
-        null_sds.append(np.abs(null_matched).std() / np.sqrt(len(null_matched)))
-    null_mean = float(np.mean(null_means))
-    z = (aligned - null_mean) / max(float(np.mean(null_sds)), 1e-9)
-    signs = np.sign(matched)
-    same_width = xa.shape[1] == xb.shape[1]
-    identity = float(np.mean(order == perm)) if same_width else 0.0
-    if identity >= V.IDENTITY_PERMUTATION_MIN or z < V.ALIGNMENT_MIN_Z:
-        # Without a significant non-trivial alignment, keep the identity pairing: the assignment
-        # always finds *some* columns that correlate, which would inflate the null.
-        order = perm = np.arange(min(xa.shape[1], xb.shape[1]))
-        signs = np.ones(len(order))
-    xb_aligned = xb[:, perm] * signs
-    xa_sel = xa[:, order]
-    score = float(_row_cosines(_centred_rows(xa_sel), _centred_rows(xb_aligned)).mean())
-    denom = np.linalg.norm(xa_sel - xa_sel.mean(axis=1, keepdims=True), axis=1)
-    rel = np.linalg.norm(xb_aligned - xa_sel, axis=1) / np.where(denom == 0, 1, denom)
-    return EmbeddingMatch(len(pairs), direct, aligned, null_mean, z, identity, score, rel, perm, order, signs)
-
-
-def _is_comparable(values: np.ndarray, name: str) -> bool:
-    if any(part in name for part in BUFFER_NAME_PARTS):
-        return False
-    sd = float(values.std())
-    return sd > CONSTANT_RELATIVE_STD * (abs(float(values.mean())) + CONSTANT_RELATIVE_STD)
-
-
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.ravel().astype(np.float64) - a.mean()
-    b = b.ravel().astype(np.float64) - b.mean()
+    a = a.ravel().astype(np.float64)
+    b = b.ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
 
@@ -175,152 +133,571 @@ def _rel_delta(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(b - a) / denom) if denom > 0 else float("inf")
 
 
-def _tensor_similarity(sa: TensorSample, sb: TensorSample, hidden_map: np.ndarray | None):
-    """Best of the plain and the hidden-aligned comparison; None when not comparable."""
-    if sa.shape != sb.shape or sa.rows != sb.rows or sa.values.shape != sb.values.shape:
+def _raw_rel_delta(a: np.ndarray, b: np.ndarray) -> float:
+    denom = np.linalg.norm(a)
+    return float(np.linalg.norm(b - a) / denom) if denom > 0 else float("inf")
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1, norms)
+
+
+def gram_correlation(xa: np.ndarray, xb: np.ndarray) -> float:
+    """Correlation of the token-token cosine matrices of two sets of (paired) rows.
+
+    Unchanged by any orthogonal map of either side's columns, and by their widths: the cheap,
+    name-free test of "same token geometry" that runs before any alignment.
+    """
+    ga = _unit_rows(_centred_rows(xa))
+    gb = _unit_rows(_centred_rows(xb))
+    upper = np.triu_indices(len(xa), k=1)
+    return _pearson((ga @ ga.T)[upper], (gb @ gb.T)[upper])
+
+
+# ---- tokenizer and config ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _CanonicalVocab:
+    convention: str
+    ids: dict[str, int]  # canonical spelling -> first id
+
+
+_CANONICAL_VOCABS: dict[str, _CanonicalVocab] = {}
+_CANONICAL_CACHE_SIZE = 16  # vocabularies kept canonicalised per process (a few MB each)
+
+
+def _canonical_vocab(tok) -> _CanonicalVocab:
+    """A tokenizer's vocabulary in canonical spelling, cached by vocabulary hash."""
+    hit = _CANONICAL_VOCABS.get(tok.vocab_hash)
+    if hit is None:
+        convention = token_convention(tok.vocab)
+        ids: dict[str, int] = {}
+        for i, t in enumerate(canonical_tokens(tok.vocab, convention)):
+            if t:
+                ids.setdefault(t, i)
+        hit = _CanonicalVocab(convention, ids)
+        if len(_CANONICAL_VOCABS) >= _CANONICAL_CACHE_SIZE:
+            _CANONICAL_VOCABS.pop(next(iter(_CANONICAL_VOCABS)))
+        _CANONICAL_VOCABS[tok.vocab_hash] = hit
+    return hit
+
+
+def compare_tokenizers(fa: Fingerprint, fb: Fingerprint) -> TokenizerFacts:
+    ta, tb = fa.tokenizer, fb.tokenizer
+    if ta is None or tb is None:
+        return TokenizerFacts(available=False)
+    identical = ta.vocab_hash == tb.vocab_hash and ta.merges_hash == tb.merges_hash
+    conventions = ("", "")
+    if ta.vocab_hash == tb.vocab_hash:
+        jaccard = a_in_b = b_in_a = 1.0
+        id_agreement: float | None = 1.0
+    elif ta.vocab is not None and tb.vocab is not None:
+        ca, cb = _canonical_vocab(ta), _canonical_vocab(tb)
+        conventions = (ca.convention, cb.convention)
+        shared = ca.ids.keys() & cb.ids.keys()
+        jaccard = len(shared) / max(1, len(ca.ids) + len(cb.ids) - len(shared))
+        a_in_b, b_in_a = len(shared) / max(1, len(ca.ids)), len(shared) / max(1, len(cb.ids))
+        id_agreement = sum(ca.ids[t] == cb.ids[t] for t in shared) / max(1, len(shared))
+    else:
+        jaccard = a_in_b = b_in_a = minhash_jaccard(ta.minhash, tb.minhash)
+        id_agreement = None
+    return TokenizerFacts(
+        available=True, identical=identical, jaccard=jaccard, containment=max(a_in_b, b_in_a),
+        a_in_b=a_in_b, b_in_a=b_in_a, id_agreement=id_agreement, size_a=ta.vocab_size, size_b=tb.vocab_size,
+        shared_rare_special_tokens=tuple(sorted(set(rare_special_tokens(ta)) & set(rare_special_tokens(tb)))),
+        standard_vocabulary=ta.standard_vocabulary or tb.standard_vocabulary,
+        merges_identical=ta.merges_hash is not None and ta.merges_hash == tb.merges_hash,
+        conventions=conventions,
+    )
+
+
+WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads")
+
+
+def compare_configs(fa: Fingerprint, fb: Fingerprint) -> ConfigFacts:
+    ca, cb = fa.config, fb.config
+    if ca is None or cb is None:
+        return ConfigFacts(available=False)
+    sim, diffs = config_similarity(ca, cb)
+    a, b = ca.fields, cb.fields
+    narrower = tuple(f"{k} {a[k]} → {b[k]}" for k in WIDTH_FIELDS
+                     if isinstance(a.get(k), int) and isinstance(b.get(k), int) and b[k] < a[k])
+    return ConfigFacts(
+        available=True, similarity=sim, same_architecture=ca.arch_hash == cb.arch_hash,
+        identical=ca.exact_hash == cb.exact_hash, differences=tuple(diffs),
+        renamed_keys=tuple(sorted(set(cb.renamed_keys) ^ set(ca.renamed_keys))),
+        identity_renamed=(ca.architectures != cb.architectures) or (ca.family != cb.family),
+        architectures=(ca.architectures, cb.architectures), model_type=(ca.family, cb.family), narrower=narrower,
+    )
+
+
+# ---- embeddings: the cascade -------------------------------------------------------------------
+
+def _paired_rows(ea: TokenRows, eb: TokenRows) -> tuple[np.ndarray, np.ndarray]:
+    tokens_a, tokens_b = canonical_tokens(ea.tokens), canonical_tokens(eb.tokens)
+    index_b = {t: i for i, t in enumerate(tokens_b)}
+    pairs = [(i, index_b[t]) for i, t in enumerate(tokens_a) if t in index_b]
+    if not pairs:
+        return np.empty(0, int), np.empty(0, int)
+    ia, ib = map(np.array, zip(*pairs))
+    return ia, ib
+
+
+def _probe(za: np.ndarray, zb: np.ndarray, rng: np.random.Generator) -> tuple[float, float, int]:
+    """Median best |correlation| of a few of B's columns with all of A's, and on shuffled rows."""
+    cols = rng.choice(zb.shape[1], size=min(PROBE_COLUMNS, zb.shape[1]), replace=False)
+    n = len(za)
+    best = np.abs(za.T @ zb[:, cols] / n).max(axis=0)
+    null = np.abs(za.T @ zb[rng.permutation(n)][:, cols] / n).max(axis=0)
+    return float(np.median(best)), float(np.median(null)), len(cols)
+
+
+def _assign(za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    corr = za.T @ zb / len(za)
+    rows, cols = linear_sum_assignment(-np.abs(corr))
+    return rows, cols, corr[rows, cols]
+
+
+def match_embeddings(ea: TokenRows, eb: TokenRows) -> EmbeddingMatch | None:
+    ia, ib = _paired_rows(ea, eb)
+    if len(ia) < MIN_SHARED_TOKENS:
         return None
-    if not (_is_comparable(sa.values, sa.name) and _is_comparable(sb.values, sb.name)):
+    xa, xb = ea.values[ia].astype(np.float64), eb.values[ib].astype(np.float64)
+    width = (xa.shape[1], xb.shape[1])
+    same_width = width[0] == width[1]
+    direct = float(_row_cosines(_centred_rows(xa), _centred_rows(xb)).mean()) if same_width else None
+    gram = gram_correlation(xa, xb)
+    identity = np.arange(min(width))
+    order = perm = identity
+    signs = np.ones(len(identity))
+    transform = HiddenTransform.NONE
+    probe_best = probe_null = aligned = z = None
+    probe_columns = 0
+    if (direct is None or direct < V.DERIVED_SCORE) and gram >= V.GRAM_PROBE_MIN:
+        za, zb = _standardise_columns(xa), _standardise_columns(xb)
+        rng = np.random.default_rng(0)
+        probe_best, probe_null, probe_columns = _probe(za, zb, rng)
+        if probe_best >= V.PERMUTATION_PROBE_MIN:
+            # Each probed column has one partner: recover the permutation and its signs, and
+            # test it against the same assignment on a shuffled token pairing.
+            order, perm, matched = _assign(za, zb)
+            _, _, null_matched = _assign(za, zb[rng.permutation(len(zb))])
+            aligned = float(np.abs(matched).mean())
+            null_sd = np.abs(null_matched).std() / np.sqrt(len(null_matched))
+            z = (aligned - float(np.abs(null_matched).mean())) / max(float(null_sd), 1e-9)
+            signs = np.sign(matched)
+            if z >= V.ALIGNMENT_MIN_Z:
+                transform = HiddenTransform.PERMUTATION
+            else:
+                order = perm = identity
+                signs = np.ones(len(identity))
+        else:
+            transform = HiddenTransform.ROTATION
+    xb_aligned = xb[:, perm] * signs
+    xa_sel = xa[:, order]
+    score = float(_row_cosines(_centred_rows(xa_sel), _centred_rows(xb_aligned)).mean())
+    denom = np.linalg.norm(xa_sel - xa_sel.mean(axis=1, keepdims=True), axis=1)
+    rel = np.linalg.norm(xb_aligned - xa_sel, axis=1) / np.where(denom == 0, 1, denom)
+    identity_fraction = float(np.mean(order == perm)) if same_width else 0.0
+    hidden_map = None
+    if transform == HiddenTransform.PERMUTATION and same_width and identity_fraction < V.IDENTITY_PERMUTATION_MIN:
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        hidden_map = (perm[inverse], signs[inverse])
+    return EmbeddingMatch(
+        shared_tokens=len(ia), width=width, direct=direct, gram=gram, transform=transform,
+        probe_best=probe_best, probe_null=probe_null, probe_columns=probe_columns, aligned=aligned, z=z,
+        identity_fraction=identity_fraction, score=score, rel_deltas=rel, hidden_map=hidden_map,
+    )
+
+
+# ---- tensors -----------------------------------------------------------------------------------
+
+def _is_comparable(values: np.ndarray, name: str) -> bool:
+    if any(part in name for part in BUFFER_NAME_PARTS):
+        return False
+    sd = float(values.std())
+    return sd > CONSTANT_RELATIVE_STD * (abs(float(values.mean())) + CONSTANT_RELATIVE_STD)
+
+
+@dataclass
+class _Side:
+    """One model's sampled tensors with what the invariant form needs: its shared-token rows."""
+
+    samples: list[TensorSample]
+    rows: np.ndarray | None  # centred embedding rows of the shared tokens, in pairing order
+    gains: dict[tuple[int | None, str], np.ndarray]  # (layer, norm role) -> gain vector
+    # Per sample (by id), computed once: a tensor meets every same-kind tensor of every layer.
+    _values: dict[int, np.ndarray] = field(default_factory=dict)
+    _forms: dict[int, np.ndarray | None] = field(default_factory=dict)
+    _comparable: dict[int, bool] = field(default_factory=dict)
+    _units: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)
+
+    def gain_for(self, sample: TensorSample) -> np.ndarray | None:
+        return self.gains.get((sample.layer, GAIN_OF_ROLE.get(sample.role, "")))
+
+    def values(self, sample: TensorSample) -> np.ndarray:
+        key = id(sample)
+        if key not in self._values:
+            self._values[key] = sample.values.astype(np.float64)
+        return self._values[key]
+
+    def unit(self, sample: TensorSample, form: bool = False) -> np.ndarray:
+        """The values (or invariant form), flattened, centred and scaled to norm 1: Pearson is a dot product."""
+        key = (id(sample), form)
+        if key not in self._units:
+            x = (self.invariant_form(sample) if form else self.values(sample)).ravel()
+            x = x - x.mean()
+            norm = np.linalg.norm(x)
+            self._units[key] = x / norm if norm > 0 else x
+        return self._units[key]
+
+    def comparable(self, sample: TensorSample) -> bool:
+        key = id(sample)
+        if key not in self._comparable:
+            self._comparable[key] = _is_comparable(sample.values, sample.name)
+        return self._comparable[key]
+
+    def invariant_form(self, sample: TensorSample) -> np.ndarray | None:
+        """E·(W·diag(g))ᵀ over all sampled rows of a matrix reading the residual stream, else None."""
+        key = id(sample)
+        if key not in self._forms:
+            values = self.values(sample)
+            form = None
+            if (self.rows is not None and len(sample.shape) == 2 and values.shape[1] == self.rows.shape[1]
+                    and sample.role not in RESIDUAL_WRITERS):
+                gain = self.gain_for(sample)
+                folded = values * gain if gain is not None and gain.shape == (values.shape[1],) else values
+                form = self.rows @ folded.T
+            self._forms[key] = form
+        return self._forms[key]
+
+
+def _side(fp: Fingerprint, rows: np.ndarray | None) -> _Side:
+    gains = {(s.layer, s.role): s.values.ravel() for s in fp.weights.samples if len(s.shape) == 1}
+    return _Side(fp.weights.samples, rows, gains)
+
+
+def _common_rows(sa: TensorSample, sb: TensorSample) -> tuple[np.ndarray, np.ndarray] | None:
+    if len(sa.shape) == 1:
+        return (np.array([0]), np.array([0])) if sa.shape == sb.shape else None
+    common = sorted(set(sa.rows) & set(sb.rows))
+    if not common:
         return None
-    va, vb = sa.values, sb.values
-    best = (_pearson(va, vb), _rel_delta(va, vb), False)
-    if hidden_map is not None and va.shape[1] == len(hidden_map[0]):
-        vb_aligned = vb[:, hidden_map[0]] * hidden_map[1]
-        candidate = (_pearson(va, vb_aligned), _rel_delta(va, vb_aligned), True)
-        if candidate[0] > best[0]:
-            best = candidate
+    pos_a, pos_b = {r: i for i, r in enumerate(sa.rows)}, {r: i for i, r in enumerate(sb.rows)}
+    return np.array([pos_a[r] for r in common]), np.array([pos_b[r] for r in common])
+
+
+def _rescale_fit(a: np.ndarray, b: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """Residual of b after the best per-row or per-column scaling of a, and that scaling's range."""
+    best = (float("inf"), (1.0, 1.0))
+    norm = np.linalg.norm(a)
+    if norm == 0:
+        return best
+    # Per row always; per column only with enough rows for a column's scale to be a fit.
+    for axis in (1, 0) if len(a) >= RESCALE_COLUMN_MIN_ROWS else (1,):
+        aa = (a * a).sum(axis=axis, keepdims=True)
+        scale = (a * b).sum(axis=axis, keepdims=True) / np.where(aa == 0, 1, aa)
+        residual = float(np.linalg.norm(b - scale * a) / norm)
+        if residual < best[0]:
+            best = (residual, (float(scale.min()), float(scale.max())))
     return best
 
 
-def _match_groups(samples_a: list[TensorSample], samples_b: list[TensorSample], hidden_map) -> list[TensorMatch]:
-    """Pair tensors of the same shape, by assignment on similarity when a shape repeats."""
-    by_shape_a: dict[tuple, list[TensorSample]] = {}
-    by_shape_b: dict[tuple, list[TensorSample]] = {}
-    for s in samples_a:
-        by_shape_a.setdefault(tuple(s.shape), []).append(s)
-    for s in samples_b:
-        by_shape_b.setdefault(tuple(s.shape), []).append(s)
+def _difference_rank(a: np.ndarray, b: np.ndarray) -> int:
+    sv = np.linalg.svd(b - a, compute_uv=False)
+    return int((sv > LOW_RANK_SV_FLOOR * sv[0]).sum()) if sv.size and sv[0] > 0 else 0
+
+
+def _correlation(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Side, positions, form: bool,
+                 a_values: np.ndarray, b_values: np.ndarray) -> float:
+    if len(positions[0]) == len(sa.rows) == len(sb.rows) and np.array_equal(positions[0], positions[1]):
+        return float(side_a.unit(sa, form) @ side_b.unit(sb, form))  # same rows: the cached unit vectors
+    return _pearson(a_values, b_values)
+
+
+def _tensor_match(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Side,
+                  hidden_map, transform: HiddenTransform, detail: bool = True) -> TensorMatch | None:
+    """Compare two samples (common rows only); None when they have nothing comparable.
+
+    Without ``detail`` only the similarities are computed (enough to pair layers and tensors).
+    """
+    if len(sa.shape) != len(sb.shape) or sa.shape[0] != sb.shape[0]:
+        return None
+    positions = _common_rows(sa, sb)
+    if positions is None:
+        return None
+    va, vb = side_a.values(sa)[positions[0]], side_b.values(sb)[positions[1]]
+    invariant = pa = pb = None
+    if side_a.invariant_form(sa) is not None and side_b.invariant_form(sb) is not None:
+        pa, pb = side_a.invariant_form(sa)[:, positions[0]], side_b.invariant_form(sb)[:, positions[1]]
+        invariant = _correlation(sa, sb, side_a, side_b, positions, True, pa, pb)
+    similarity = rel = raw = None
+    aligned = False
+    comparable = va.shape == vb.shape and side_a.comparable(sa) and side_b.comparable(sb)
+    # Under a rotation, values indexed by the residual dimension (a reader's columns, a writer's
+    # rows, a norm's entries) are not comparable as they are.
+    hidden = side_a.rows.shape[1] if side_a.rows is not None else -1
+    residual_indexed = hidden in (va.shape[-1], sa.shape[0])
+    if comparable and not (transform == HiddenTransform.ROTATION and residual_indexed):
+        similarity = _correlation(sa, sb, side_a, side_b, positions, False, va, vb)
+        if hidden_map is not None and va.shape[-1] == len(hidden_map[0]):
+            vb_aligned = vb[:, hidden_map[0]] * hidden_map[1]
+            candidate = _pearson(va, vb_aligned)
+            if candidate > similarity:
+                similarity, aligned, vb = candidate, True, vb_aligned
+    if similarity is None and invariant is None:
+        return None
+    rescale_residual = rescale_factors = rank = None
+    rel = raw = float("nan")
+    if detail and similarity is not None:
+        rel, raw = _rel_delta(va, vb), _raw_rel_delta(va, vb)
+        if len(sa.shape) == 2 and len(va) >= 2 and raw > V.EXACT_REL_DELTA:
+            rescale_residual, rescale_factors = _rescale_fit(va, vb)
+            rank = _difference_rank(va, vb)
+    elif detail:
+        rel = raw = _rel_delta(pa, pb)  # the invariant forms' difference: what a rotation left changed
+    return TensorMatch(
+        a=sa.name, b=sb.name, layer_a=sa.layer, layer_b=sb.layer, role=sa.role, similarity=similarity,
+        invariant=invariant, rel_delta=rel, raw_rel_delta=raw, aligned=aligned, dtypes=(sa.dtype, sb.dtype),
+        rows=len(va), rescale_residual=rescale_residual, rescale_factors=rescale_factors, difference_rank=rank,
+    )
+
+
+def _match_groups(group_a: list[TensorSample], group_b: list[TensorSample], side_a: _Side, side_b: _Side,
+                  hidden_map, transform: HiddenTransform, detail: bool) -> list[TensorMatch]:
+    """Pair tensors of the same kind (rank and row count), by assignment on similarity when several are alike."""
+    def key(s: TensorSample) -> tuple[int, int]:
+        return len(s.shape), s.shape[0]
+
+    by_key_b: dict[tuple[int, int], list[TensorSample]] = {}
+    for s in group_b:
+        by_key_b.setdefault(key(s), []).append(s)
+    by_key_a: dict[tuple[int, int], list[TensorSample]] = {}
+    for s in group_a:
+        by_key_a.setdefault(key(s), []).append(s)
     matches = []
-    for shape, group_a in by_shape_a.items():
-        group_b = by_shape_b.get(shape)
-        if not group_b:
+    for k, xs in by_key_a.items():
+        ys = by_key_b.get(k)
+        if not ys:
             continue
-        sims = [[_tensor_similarity(x, y, hidden_map) for y in group_b] for x in group_a]
-        cost = np.array([[-(s[0] if s else -1.0) for s in row] for row in sims])
+        found = [[_tensor_match(x, y, side_a, side_b, hidden_map, transform, detail=False) for y in ys] for x in xs]
+        cost = np.array([[-(m.best if m else -1.0) for m in row] for row in found])
         for i, j in zip(*linear_sum_assignment(cost)):
-            s = sims[i][j]
-            if s is not None:
-                x, y = group_a[i], group_b[j]
-                matches.append(TensorMatch(x.name, y.name, x.layer, y.layer, x.role, s[0], s[1], s[2]))
+            if found[i][j] is not None:
+                matches.append(_tensor_match(xs[i], ys[j], side_a, side_b, hidden_map, transform) if detail else found[i][j])
     return matches
 
 
 def _layer_score(matches: list[TensorMatch]) -> float | None:
-    return float(np.median([m.similarity for m in matches])) if matches else None
+    return float(np.median([m.best for m in matches])) if matches else None
 
 
-def match_layers(fa: Fingerprint, fb: Fingerprint, hidden_map):
-    sa = [s for s in fa.weights.samples if s.layer is not None]
-    sb = [s for s in fb.weights.samples if s.layer is not None]
+@dataclass
+class _Layers:
+    matrix: list[list[float | None]]
+    layers_a: list[int]
+    layers_b: list[int]
+    pairs: list[LayerPair]
+    layer_matches: list[TensorMatch]
+    global_matches: list[TensorMatch]
+
+
+def match_layers(side_a: _Side, side_b: _Side, hidden_map, transform: HiddenTransform) -> _Layers:
+    sa = [s for s in side_a.samples if s.layer is not None]
+    sb = [s for s in side_b.samples if s.layer is not None]
     layers_a = sorted({s.layer for s in sa})
     layers_b = sorted({s.layer for s in sb})
     group_a = {l: [s for s in sa if s.layer == l] for l in layers_a}
     group_b = {l: [s for s in sb if s.layer == l] for l in layers_b}
     matrix: list[list[float | None]] = []
-    detail: dict[tuple[int, int], list[TensorMatch]] = {}
     for la in layers_a:
         row = []
         for lb in layers_b:
-            m = _match_groups(group_a[la], group_b[lb], hidden_map)
-            detail[(la, lb)] = m
-            row.append(_layer_score(m))
+            row.append(_layer_score(_match_groups(group_a[la], group_b[lb], side_a, side_b, hidden_map, transform, False)))
         matrix.append(row)
-    pairs: list[tuple[int, int, float]] = []
+    pairs: list[LayerPair] = []
     if layers_a and layers_b:
         cost = np.array([[-(v if v is not None else -1.0) for v in row] for row in matrix])
         for i, j in zip(*linear_sum_assignment(cost)):
             if matrix[i][j] is not None:
-                pairs.append((layers_a[i], layers_b[j], matrix[i][j]))
-    globals_a = [s for s in fa.weights.samples if s.layer is None]
-    globals_b = [s for s in fb.weights.samples if s.layer is None]
-    global_matches = _match_groups(globals_a, globals_b, hidden_map)
-    layer_matches = [m for la, lb, _ in pairs for m in detail[(la, lb)]]
-    return matrix, layers_a, layers_b, pairs, layer_matches, global_matches
+                pairs.append(LayerPair(layers_a[i], layers_b[j], matrix[i][j]))
+    globals_a = [s for s in side_a.samples if s.layer is None]
+    globals_b = [s for s in side_b.samples if s.layer is None]
+    global_matches = _match_groups(globals_a, globals_b, side_a, side_b, hidden_map, transform, True)
+    layer_matches = [m for p in pairs for m in _match_groups(group_a[p.a], group_b[p.b], side_a, side_b, hidden_map, transform, True)]
+    return _Layers(matrix, layers_a, layers_b, pairs, layer_matches, global_matches)
 
 
-def compare_tokenizers(fa: Fingerprint, fb: Fingerprint) -> dict[str, Any]:
-    ta, tb = fa.tokenizer, fb.tokenizer
-    if ta is None or tb is None:
-        return {"available": False}
-    out: dict[str, Any] = {"available": True, "identical": ta.vocab_hash == tb.vocab_hash and ta.merges_hash == tb.merges_hash}
-    if ta.vocab is not None and tb.vocab is not None:
-        set_a, set_b = set(ta.vocab) - {""}, set(tb.vocab) - {""}
-        shared = set_a & set_b
-        out["jaccard"] = len(shared) / max(1, len(set_a | set_b))
-        out["containment"] = len(shared) / max(1, min(len(set_a), len(set_b)))
-        ids_a = {t: i for i, t in enumerate(ta.vocab) if t}
-        ids_b = {t: i for i, t in enumerate(tb.vocab) if t}
-        out["id_agreement"] = sum(ids_a[t] == ids_b[t] for t in shared) / max(1, len(shared))
-    else:
-        out["jaccard"] = minhash_jaccard(ta.minhash, tb.minhash)
-        out["containment"] = out["jaccard"]
-        out["id_agreement"] = None
-    out["shared_rare_special_tokens"] = sorted(set(rare_special_tokens(ta)) & set(rare_special_tokens(tb)))
-    out["standard_vocabulary"] = ta.standard_vocabulary or tb.standard_vocabulary
-    out["merges_identical"] = ta.merges_hash is not None and ta.merges_hash == tb.merges_hash
+def _duplicated_layers(layers: _Layers) -> list[tuple[int, int, float]]:
+    """B layers left out of the one-to-one pairing that repeat an A layer (depth up-scaling)."""
+    paired_b = {p.b for p in layers.pairs}
+    out = []
+    for j, lb in enumerate(layers.layers_b):
+        if lb in paired_b:
+            continue
+        column = [(row[j], layers.layers_a[i]) for i, row in enumerate(layers.matrix) if row[j] is not None]
+        if column:
+            score, la = max(column)
+            if score >= V.MATCHED_LAYER_MIN:
+                out.append((lb, la, float(score)))
     return out
 
 
-def compare_configs(fa: Fingerprint, fb: Fingerprint) -> dict[str, Any]:
-    ca, cb = fa.config, fb.config
-    if ca is None or cb is None:
-        return {"available": False}
-    sim, diffs = config_similarity(ca, cb)
-    return {
-        "available": True, "similarity": round(sim, 4), "same_architecture": ca.arch_hash == cb.arch_hash,
-        "identical": ca.exact_hash == cb.exact_hash, "differences": diffs,
-        "renamed_keys": sorted(set(cb.renamed_keys) ^ set(ca.renamed_keys)),
-        "identity_renamed": (ca.architectures != cb.architectures) or (ca.family != cb.family),
-        "architectures": [ca.architectures, cb.architectures], "model_type": [ca.family, cb.family],
-    }
+def _fit_merge(fa: Fingerprint, fb: Fingerprint, fc: Fingerprint, tensor_matches: list[TensorMatch]) -> MergeFit | None:
+    """Least-squares b = alpha a + beta c over the tensors the three models share (paired by B's names)."""
+    side_c, side_b = _side(fc, None), _side(fb, None)
+    c_layers = match_layers(side_c, side_b, None, HiddenTransform.NONE)
+    c_of_b = {m.b: m.a for m in c_layers.layer_matches + c_layers.global_matches if m.similarity is not None}
+    by_name = {"a": {s.name: s for s in fa.weights.samples}, "b": {s.name: s for s in fb.weights.samples},
+               "c": {s.name: s for s in fc.weights.samples}}
+    weights, residuals = [], []
+    for m in tensor_matches:
+        if m.similarity is None or m.aligned or m.b not in c_of_b:
+            continue
+        sa, sb, sc = by_name["a"][m.a], by_name["b"][m.b], by_name["c"][c_of_b[m.b]]
+        rows = set(sa.rows) & set(sb.rows) & set(sc.rows)
+        if not rows or not (sa.values.shape[-1] == sb.values.shape[-1] == sc.values.shape[-1]):
+            continue
+        pick = [[s.rows.index(r) for r in sorted(rows)] for s in (sa, sb, sc)]
+        a, b, c = (s.values[p].ravel().astype(np.float64) for s, p in zip((sa, sb, sc), pick))
+        design = np.stack([a, c], axis=1)
+        coef, *_ = np.linalg.lstsq(design, b, rcond=None)
+        spread = np.linalg.norm(b - b.mean())
+        if spread > 0:
+            weights.append(coef)
+            residuals.append(float(np.linalg.norm(b - design @ coef) / spread))
+    if not weights:
+        return None
+    alpha, beta = np.median(np.array(weights), axis=0)
+    return MergeFit(fc.source, float(alpha), float(beta), float(np.median(residuals)), len(weights))
 
 
-def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader_b=None) -> Comparison:
-    """Compare two fingerprints. Readers are accepted for callers that have them; the standard
-    comparison needs only the fingerprints (it reads nothing more)."""
-    config = compare_configs(fa, fb)
-    tokenizer = compare_tokenizers(fa, fb)
-    weights: dict[str, Any] = {"available": False}
-    emb = None
-    matrix: list[list[float | None]] = []
-    layers_a: list[int] = []
-    layers_b: list[int] = []
-    tensor_matches: list[TensorMatch] = []
+# ---- the weight score ----------------------------------------------------------------------------
+
+def _score_z(emb: EmbeddingMatch | None, tensor_matches: list[TensorMatch], score: float) -> float:
+    """How many null standard deviations the score is from 0.
+
+    A centred correlation of n independent values has null sd 1/sqrt(n); the embedding score
+    averages one cosine per shared token, each over the hidden width.
+    """
+    zs = []
+    if emb is not None:
+        zs.append(emb.score * np.sqrt(emb.shared_tokens * min(emb.width)))
+        if emb.transform == HiddenTransform.PERMUTATION and emb.z is not None:
+            zs[-1] = min(zs[-1], emb.z)
+    sims = [m.best for m in tensor_matches]
+    if sims:
+        zs.append(np.median(sims) * np.sqrt(min(4096, 16 * 384)))
+    return float(max(zs)) if zs else 0.0
+
+
+def weight_facts(fa: Fingerprint, fb: Fingerprint, second_parent: Fingerprint | None = None) -> WeightFacts:
     wa, wb = fa.weights, fb.weights
-    unreadable = V.unreadable_weights(fa, fb)
-    if unreadable is not None:
-        weights["reason"] = unreadable
-    else:
-        hidden_map = None
-        if wa.embedding is not None and wb.embedding is not None:
-            emb = match_embeddings(wa.embedding, wb.embedding)
-        if emb is not None and emb.identity_fraction < V.IDENTITY_PERMUTATION_MIN and emb.z >= V.ALIGNMENT_MIN_Z:
-            # Map B's columns into A's order, for tensors whose rows run along the hidden dim.
-            inverse = np.empty_like(emb.order)
-            inverse[emb.order] = np.arange(len(emb.order))
-            hidden_map = (emb.perm[inverse], emb.signs[inverse])
-        matrix, layers_a, layers_b, pairs, layer_matches, global_matches = match_layers(fa, fb, hidden_map)
-        tensor_matches = layer_matches + global_matches
-        weights = V.weight_evidence(fa, fb, emb, pairs, tensor_matches)
-    result = V.decide(fa, fb, config, tokenizer, weights, emb, tensor_matches)
+    emb = None
+    rows_a = rows_b = None
+    if wa.embedding is not None and wb.embedding is not None:
+        emb = match_embeddings(wa.embedding, wb.embedding)
+        if emb is not None:
+            ia, ib = _paired_rows(wa.embedding, wb.embedding)
+            ia, ib = ia[:INVARIANT_TOKENS], ib[:INVARIANT_TOKENS]
+            rows_a = _centred_rows(wa.embedding.values[ia].astype(np.float64))
+            rows_b = _centred_rows(wb.embedding.values[ib].astype(np.float64))
+    transform = emb.transform if emb is not None else HiddenTransform.NONE
+    hidden_map = emb.hidden_map if emb is not None else None
+    layers = match_layers(_side(fa, rows_a), _side(fb, rows_b), hidden_map, transform)
+    tensor_matches = layers.layer_matches + layers.global_matches
+    values = [m.similarity for m in layers.layer_matches if m.similarity is not None]
+    invariants = [m.invariant for m in layers.layer_matches if m.invariant is not None]
+    layer_score = float(np.median(values)) if values else None
+    invariant_score = float(np.median(invariants)) if invariants else None
+    candidates = [s for s in (emb.score if emb else None, layer_score) if s is not None]
+    global_values = [m.similarity for m in layers.global_matches if m.similarity is not None]
+    if not candidates and global_values:
+        candidates.append(float(np.median(global_values)))
+    score = max(candidates) if candidates else 0.0
+    merge = None
+    if second_parent is not None and second_parent.weights is not None and second_parent.weights.samples:
+        merge = _fit_merge(fa, fb, second_parent, tensor_matches)
+    return WeightFacts(
+        format=(wa.format, wb.format), bytes_read=(wa.tensor_bytes_read, wb.tensor_bytes_read),
+        num_layers=(wa.num_layers, wb.num_layers), hidden_size=(wa.hidden_size, wb.hidden_size),
+        embedding=emb, pairs=layers.pairs, layer_matrix=layers.matrix, layers_a=layers.layers_a,
+        layers_b=layers.layers_b, tensor_matches=tensor_matches, layer_score=layer_score,
+        invariant_score=invariant_score, score=score, z=_score_z(emb, tensor_matches, score),
+        duplicated_layers=_duplicated_layers(layers), merge=merge,
+    )
+
+
+def unreadable_weights(fa: Fingerprint, fb: Fingerprint) -> str | None:
+    """Why the two models' weights cannot be compared, or None when both have sampled values."""
+    reasons = []
+    for side, w in (("A", fa.weights), ("B", fb.weights)):
+        if w is None:
+            reasons.append(f"{side}: no weight files")
+        elif w.format == "uninspectable":
+            reasons.append(f"{side}: weights in a format hubwatch never opens")
+        elif not w.samples and w.embedding is None:
+            reasons.append(f"{side}: no tensor in a dtype hubwatch decodes")
+    return "; ".join(reasons) or None
+
+
+def _dtypes(fp: Fingerprint) -> tuple[str, ...]:
+    return tuple(sorted({t.dtype for t in fp.weights.tensors if t.dtype not in V.INTEGER_DTYPES})) if fp.weights else ()
+
+
+def _embedding_dtype(fp: Fingerprint) -> str | None:
+    w = fp.weights
+    if w is None or w.embedding is None:
+        return None
+    return next((t.dtype for t in w.tensors if t.name == w.embedding.tensor), None)
+
+
+def comparison_facts(fa: Fingerprint, fb: Fingerprint, second_parent: Fingerprint | None = None) -> ComparisonFacts:
+    wa, wb = fa.weights, fb.weights
+    unreadable = unreadable_weights(fa, fb)
+    return ComparisonFacts(
+        config=compare_configs(fa, fb),
+        tokenizer=compare_tokenizers(fa, fb),
+        weights=None if unreadable else weight_facts(fa, fb, second_parent),
+        unreadable=unreadable,
+        weight_notes=(wa.note if wa else None, wb.note if wb else None),
+        sample_digests_equal=bool(wa and wb and wa.sample_digest and wa.sample_digest == wb.sample_digest),
+        configs_equal=fa.config is None or fb.config is None or fa.config.exact_hash == fb.config.exact_hash,
+        vocabularies_equal=fa.tokenizer is None or fb.tokenizer is None or fa.tokenizer.vocab_hash == fb.tokenizer.vocab_hash,
+        shared_files=tuple(sorted(set(wa.file_sha256.values()) & set(wb.file_sha256.values()))) if wa and wb else (),
+        structure_equal=bool(wa and wb and wa.structure_hash and wa.structure_hash == wb.structure_hash),
+        tensor_names=(frozenset(t.name for t in wa.tensors) if wa else frozenset(),
+                      frozenset(t.name for t in wb.tensors) if wb else frozenset()),
+        dtypes=(_dtypes(fa), _dtypes(fb)),
+        vocab_sizes=(fa.tokenizer.vocab_size if fa.tokenizer else None, fb.tokenizer.vocab_size if fb.tokenizer else None),
+        embedding_dtypes=(_embedding_dtype(fa), _embedding_dtype(fb)),
+    )
+
+
+def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader_b=None,
+                         second_parent: Fingerprint | None = None) -> Comparison:
+    """Compare two fingerprints: a pure function of its arguments (safe to run in a process pool).
+
+    Readers are accepted for callers that have them; the standard comparison reads nothing more.
+    ``second_parent``: another stored model B may be a merge of A with; the evidence then says
+    whether B's samples are a weighted sum of the two and with which weights.
+    """
+    facts = comparison_facts(fa, fb, second_parent)
+    result = V.decide(facts)
     # Multimodal models: one verdict per component as well (components.py).
     parts = compare_components(fa, fb, compare_fingerprints)
     if parts:
         line, extra_kinds = component_summary(parts)
         result.evidence.append(line)
         result.kinds += [k for k in extra_kinds if k not in result.kinds]
+    w = facts.weights
     return Comparison(
         a=fa.source, b=fb.source, verdict=result.verdict, confidence=result.confidence, score=result.score,
-        kinds=result.kinds, evidence=result.evidence, config=config, tokenizer=tokenizer, weights=weights,
-        layer_matrix=matrix, layers_a=layers_a, layers_b=layers_b,
-        bytes_read={"a": fa.bytes_read, "b": fb.bytes_read}, components=parts,
+        kinds=result.kinds, evidence=result.evidence, config=facts.config.to_dict(),
+        tokenizer=facts.tokenizer.to_dict(),
+        weights=w.to_dict() if w else {"available": False, "reason": facts.unreadable},
+        layer_matrix=w.layer_matrix if w else [], layers_a=w.layers_a if w else [], layers_b=w.layers_b if w else [],
+        bytes_read={"a": fa.bytes_read, "b": fb.bytes_read}, needs_deep=result.needs_deep, components=parts,
     )

@@ -18,11 +18,14 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from .facts import DERIVED_VERDICTS, Kind, Verdict
 from .model import Fingerprint, WeightsSignature
 
 LANGUAGE = "language model"
 VISION = "vision encoder"
 PROJECTOR = "projector"
+# A component's status when only one of the two models has it (not a verdict: nothing was compared).
+ABSENT = "absent"
 # First match wins: projectors nested inside a vision module (Qwen2-VL's visual.merger) come first.
 COMPONENT_PATTERNS = [
     (PROJECTOR, re.compile(r"^(model\.)?(multi_modal_projector|mm_projector|resampler|connector|visual\.merger|"
@@ -86,11 +89,11 @@ def compare_components(fa: Fingerprint, fb: Fingerprint, compare) -> list[dict[s
             continue
         if component not in ca or component not in cb:
             side = "A" if component not in ca else "B"
-            results.append({"component": component, "verdict": "absent", "kinds": [], "score": None,
+            results.append({"component": component, "verdict": ABSENT, "kinds": [], "score": None,
                             "note": f"only in {'B' if side == 'A' else 'A'}"})
             continue
         c = compare(component_fingerprint(fa, component), component_fingerprint(fb, component))
-        results.append({"component": component, "verdict": c.verdict, "kinds": c.kinds, "score": round(c.score, 4),
+        results.append({"component": component, "verdict": str(c.verdict), "kinds": [str(k) for k in c.kinds], "score": round(c.score, 4),
                         "note": next((e for e in c.evidence if e.startswith("layers:")), "")})
     return results
 
@@ -101,18 +104,18 @@ def component_summary(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
     is derived and another is not, the reading of an assembly of public parts."""
     parts = []
     for r in results:
-        if r["verdict"] == "absent":
+        if r["verdict"] == ABSENT:
             parts.append(f"{r['component']} {r['note']}")
             continue
         text = f"{r['component']} {r['verdict']}"
-        if r["kinds"] and r["verdict"] != "identical":
+        if r["kinds"] and r["verdict"] != Verdict.IDENTICAL:
             text += f" ({', '.join(r['kinds'])})"
-        if r["verdict"] in ("independent", "same-architecture") and r["component"] == PROJECTOR:
+        if r["verdict"] in (Verdict.INDEPENDENT, Verdict.SAME_ARCHITECTURE) and r["component"] == PROJECTOR:
             text += ": new weights"
         parts.append(text + (f", score {r['score']:.3f}" if r["score"] is not None else ""))
-    compared = [r for r in results if r["verdict"] != "absent"]
-    derived = [r for r in compared if r["verdict"] in ("identical", "weights-derived")]
-    kinds = ["partial-reuse"] if derived and len(derived) < len(compared) else []
+    compared = [r for r in results if r["verdict"] != ABSENT]
+    derived = [r for r in compared if r["verdict"] in DERIVED_VERDICTS]
+    kinds = [Kind.PARTIAL_REUSE] if derived and len(derived) < len(compared) else []
     line = "components: " + "; ".join(parts)
     if kinds:
         line += " — shared parts, not a copy of the whole model"

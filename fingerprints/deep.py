@@ -41,6 +41,7 @@ import torch
 from scipy import stats
 
 from .engine import tensor_layouts
+from .facts import DERIVED_VERDICTS, Kind, Verdict
 from .model import Fingerprint, token_hashes
 from .reader import RangeReader, RangeRequest
 from .weights import TensorLayout, decode
@@ -118,7 +119,7 @@ class DeepComparison:
     cpu_seconds: float
     device: str
     evidence: list[str] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
+    kinds: list[Kind] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -469,19 +470,19 @@ def _expert_map(tests: list[UnitTest]) -> list[str]:
     return lines
 
 
-def _deep_kinds(result: DeepComparison, fa, fb, units_a, units_b) -> list[str]:
+def _deep_kinds(result: DeepComparison, fa, fb, units_a, units_b) -> list[Kind]:
     if not result.dependent:
         return []
     kinds = []
     a = result.alignment
     if a.get("method") == "procrustes" and a["largest_entry_median"] < ROTATION_MAX_ENTRY:
-        kinds.append("rotate")
+        kinds.append(Kind.ROTATE)
     if a.get("method") == "procrustes" and a["width"][1] < a["width"][0]:
-        kinds.append("prune")
+        kinds.append(Kind.PRUNE)
     experts_a = any(u.expert is not None for us in units_a.values() for u in us)
     experts_b = any(u.expert is not None for us in units_b.values() for u in us)
     if experts_b and not experts_a:
-        kinds.append("moe-upcycle")
+        kinds.append(Kind.MOE_UPCYCLE)
     return kinds
 
 
@@ -494,10 +495,11 @@ def apply_deep(comparison, deep: DeepComparison):
     """
     comparison.evidence = comparison.evidence + deep.evidence
     comparison.weights = {**comparison.weights, "deep": deep.to_dict()}
+    comparison.needs_deep = False
     if deep.dependent:
-        if comparison.verdict not in ("identical", "weights-derived"):
-            comparison.verdict = "weights-derived"
-            comparison.kinds = [k for k in comparison.kinds if k != "tokenizer"]
+        if comparison.verdict not in DERIVED_VERDICTS:
+            comparison.verdict = Verdict.WEIGHTS_DERIVED
+            comparison.kinds = [k for k in comparison.kinds if k != Kind.TOKENIZER]
         comparison.kinds = comparison.kinds + [k for k in deep.kinds if k not in comparison.kinds]
         comparison.confidence = max(comparison.confidence, min(0.999, 1 - 10 ** deep.log10_p))
     return comparison

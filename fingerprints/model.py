@@ -22,7 +22,7 @@ from .errors import InvalidModelError
 from .special_tokens import is_common_special_token
 
 # Bump when the meaning of any stored field changes; the store re-fingerprints older versions.
-FINGERPRINT_VERSION = 2  # 2: tensor budget 2 MiB -> 1 MiB (other rows sampled)
+FINGERPRINT_VERSION = 3  # 2: tensor budget 2 MiB -> 1 MiB; 3: matrix rows placed by row count only
 
 # Length of ``Fingerprint.sketch_vector``; the store's vector index is built for this size.
 SKETCH_DIM = 256

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import struct
 from importlib import resources
 from typing import Any, Callable
@@ -398,3 +399,59 @@ def read_tokenizer(files: list[str], read: Callable[[str], bytes],
         parsed = parse_tiktoken(read(source), source, envelope)
     configs = [(p, read(p)) for p in SPECIAL_TOKEN_CONFIGS if p in needed]
     return tokenizer_signature(parsed, special_tokens_from_configs(configs, envelope))
+
+
+# ---- token-string conventions ----------------------------------------------------------------
+# The same token is spelled differently by each tokenizer family: SentencePiece marks a word start
+# with "▁", GPT-2's byte-level BPE writes bytes in its own alphabet (" " is "Ġ", "\n" is "Ċ"),
+# WordPiece marks continuations with "##", and llama.cpp writes BERT vocabularies with the
+# SentencePiece marker (word starts get "▁", "##" continuations become plain pieces). Rows are
+# paired across conventions on one canonical spelling: the text the token stands for, with a
+# leading space for a word start. Special tokens ([CLS], <s>, <|im_start|>) keep their spelling.
+
+SENTENCEPIECE, BYTE_LEVEL, WORDPIECE, PLAIN = "sentencepiece", "byte-level", "wordpiece", "plain"
+# Share of tokens carrying a convention's marker above which a vocabulary uses it. Measured on the
+# vocabularies the tests ship: BERT uncased (MiniLM) has 19% "##" pieces and no "▁" or "Ġ";
+# SmolLM2's byte-level vocabulary 65% "Ġ" tokens, no "▁" and 0.02% "##" (code tokens).
+CONVENTION_MIN_SHARE = {WORDPIECE: 0.02, SENTENCEPIECE: 0.1, BYTE_LEVEL: 0.1}
+_SPECIAL_SPELLING = re.compile(r"^(\[[^\]]+\]|<[^<>]+>)$")
+_UNICODE_TO_BYTE = {c: b for b, c in BYTE_TO_UNICODE.items()}
+
+
+def token_convention(tokens: list[str]) -> str:
+    """Which spelling convention a list of tokens (a vocabulary or a sample of it) follows."""
+    present = [t for t in tokens if t]
+    if not present:
+        return PLAIN
+    shares = {
+        WORDPIECE: sum(t.startswith("##") for t in present) / len(present),
+        SENTENCEPIECE: sum("▁" in t for t in present) / len(present),
+        BYTE_LEVEL: sum("Ġ" in t for t in present) / len(present),
+    }
+    name, share = max(shares.items(), key=lambda kv: kv[1])
+    return name if share >= CONVENTION_MIN_SHARE[name] else PLAIN
+
+
+def _byte_level_text(token: str) -> str:
+    if any(c not in _UNICODE_TO_BYTE for c in token):
+        return token  # an added token written as plain text
+    return bytes(_UNICODE_TO_BYTE[c] for c in token).decode("utf-8", "backslashreplace")
+
+
+def canonical_token(token: str, convention: str) -> str:
+    if not token or _SPECIAL_SPELLING.match(token):
+        return token
+    if convention == SENTENCEPIECE:
+        return token.replace("▁", " ")
+    if convention == BYTE_LEVEL:
+        return _byte_level_text(token)
+    if convention == WORDPIECE:
+        return token[2:] if token.startswith("##") else " " + token
+    return token
+
+
+def canonical_tokens(tokens: list[str], convention: str | None = None) -> list[str]:
+    """Every token in the canonical spelling; the convention is detected when not given."""
+    convention = convention or token_convention(tokens)
+    return [canonical_token(t, convention) for t in tokens]
+

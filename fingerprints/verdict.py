@@ -1,20 +1,27 @@
 """Verdicts, derivation kinds and confidence, with the thresholds that decide them.
 
 Calibration (benchmarks/detection.py; numbers in the README): all derived MiniLM variants
-(noise up to r=1, casts, renames, pruning, vocabulary extension, hidden/head/neuron permutations,
-light and heavy fine-tuning, combinations) against independent same-architecture controls (fresh
-inits with other seeds, a model trained with the heavy fine-tune's recipe from scratch). The
-independent controls score at most ~0.03, derived variants at least ~0.6, so the score threshold
-sits well inside the gap, and a z-score floor keeps small samples from deciding on their own.
+(noise up to r=1, casts, renames, pruning of layers, heads and width, vocabulary extension,
+pruning and replacement, hidden/head/neuron permutations, per-head rescaling, a merged LoRA, a
+merge, depth up-scaling, light and heavy fine-tuning, combinations, GGUF conversions) and the
+SmolLM2 cases (rotation with folded norms, SliceGPT-style deletion, GGUF <-> HF) against
+independent same-architecture controls (fresh inits with other seeds, a model trained with the
+heavy fine-tune's recipe from scratch). Independent controls score at most ~0.03, derived
+variants at least ~0.7, so the score threshold sits well inside the gap, and a z-score floor
+keeps small samples from deciding on their own.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .facts import (
+    ComparisonFacts, ConfigFacts, EmbeddingMatch, HiddenTransform, Kind, TensorMatch, TokenizerFacts, Verdict,
+    WeightFacts,
+)
 
 # A weight score (centred correlation of aligned samples) at or above this, with z at or above
 # DERIVED_MIN_Z, means the weights were derived. Independent controls: <= ~0.03; the weakest
@@ -26,31 +33,59 @@ DERIVED_MIN_Z = 8.0
 ALIGNMENT_MIN_Z = 8.0
 # Share of hidden dims mapped to themselves above which the alignment is "no permutation".
 IDENTITY_PERMUTATION_MIN = 0.9
+# The embedding cascade (compare.match_embeddings). Gram correlation (token-token cosines) below
+# which the hidden basis is not probed: independent controls measure <= 0.05 (fresh inits ~0.00,
+# the model trained from scratch 0.05), every derived case >= 0.85 (noise r=1.0, permuted or not).
+GRAM_PROBE_MIN = 0.3
+# Median best |column correlation| of the probed columns above which B's columns are a
+# permutation of A's: permuted copies measure >= 0.7 (noise r=1.0), rotated ones <= 0.25, about
+# the shuffled-row null (0.2 at 400-500 rows).
+PERMUTATION_PROBE_MIN = 0.5
+# A rotated copy (no column maps to one column) is derived when the token geometry (Gram) and the
+# norm-folded reading matrices (invariant score) both agree at least this much: rotated SmolLM2
+# copies measure >= 0.99 (Gram 0.93 after deleting 72 of 576 directions), independent controls
+# <= 0.05. Real independently trained models share some token geometry; between GRAM_PROBE_MIN
+# and these thresholds the standard budget cannot decide and the comparison asks for --deep.
+GRAM_DERIVED = 0.8
+INVARIANT_DERIVED = 0.8
 # Relative change below which sampled values are the same numbers (float32 round-off).
 EXACT_REL_DELTA = 1e-6
 # bf16 keeps 8 mantissa bits: relative rounding error per value <= 2^-9, i.e. ~0.0023 as a
-# norm ratio; fp16 is 8x smaller. Above this the difference is more than a cast.
+# norm ratio; fp16 is 8x smaller. A tensor changed by more than this, relative to its values, was
+# changed by more than a cast.
 CAST_MAX_REL_DELTA = 0.006
+# Quantisation error relative to the values: Q8_0 measures ~0.004, Q4_0 ~0.09, Q4_K ~0.05 on
+# MiniLM; above this it is more than quantisation.
+QUANTIZE_MAX_REL_DELTA = 0.15
 # Added Gaussian noise (sigma proportional to each tensor's spread) changes every tensor by the
 # same relative amount; training does not. Spread of log10(relative change) across tensors and
 # embedding rows: noise variants <= ~0.1, fine-tunes >= ~0.5.
 NOISE_MAX_LOG_SPREAD = 0.3
+# A matrix that matches its source after scaling each row or each column (per-head Q/K or V/O
+# rescaling) leaves float round-off behind (MiniLM: ~1e-7 of a change of 0.1-1); a fine-tune's
+# change is not proportional to the values, and scaling explains little of it.
+RESCALE_UNEXPLAINED_MAX = 0.01
+# Scales within this of 1 are not a rescaling.
+RESCALE_MIN_FACTOR = 0.02
+# A difference of rank at most this share of the sampled rows is visibly low-rank (the standard
+# budget samples ~6 rows of a MiniLM matrix: a rank-8 LoRA is then only seen by what it left
+# untouched; at 16+ rows a rank-8 update shows rank 8, training and noise full rank).
+LOW_RANK_MAX_SHARE = 0.5
+# A merge fit b = alpha a + beta c leaving at most this much of b's spread unexplained, with the
+# second parent's weight at least MERGE_MIN_WEIGHT, is a merge (the 50/50 MiniLM merge: ~1e-6).
+MERGE_FIT_MAX = 0.05
+MERGE_MIN_WEIGHT = 0.05
 # A tensor in a well-matched layer whose similarity is near the null is a permuted one.
 MISMATCH_MAX_SIMILARITY = 0.15
 MATCHED_LAYER_MIN = 0.6
 # Tokenizers whose vocabularies overlap this much (as containment) are the same vocabulary,
-# possibly extended.
+# possibly extended; below VOCAB_REPLACED_MAX of either vocabulary shared, it was replaced.
 SAME_VOCAB_CONTAINMENT = 0.98
+VOCAB_REPLACED_MAX = 0.5
 SAME_ARCH_CONFIG_SIMILARITY = 0.8
-
-# The verdict when either side's weights could not be read: a pickled checkpoint, no weight files,
-# or no tensor in a decodable dtype. Never a weight verdict, never an alert.
-NOT_COMPARABLE = "not-comparable"
 
 INTEGER_DTYPES = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"}
 FLOAT_DTYPE_NAMES = {"F64", "F32", "F16", "BF16"}
-# Quantisation error (Q4_K: ~5% of each weight) is larger than a cast's; above this it is noise.
-QUANTIZE_MAX_REL_DELTA = 0.08
 _LAYER_NUMBER_RX = re.compile(r"\d+")
 ATTENTION_ROLES = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv", "inferred:attn_square"}
 MLP_ROLES = {"mlp_up", "mlp_gate", "mlp_down", "inferred:in_projection", "inferred:out_projection"}
@@ -58,111 +93,29 @@ MLP_ROLES = {"mlp_up", "mlp_gate", "mlp_down", "inferred:in_projection", "inferr
 
 @dataclass
 class Decision:
-    verdict: str
+    verdict: Verdict
     confidence: float
     score: float
-    kinds: list[str]
+    kinds: list[Kind]
     evidence: list[str]
+    needs_deep: bool = False
+
+
+@dataclass
+class _Lines:
+    """Evidence lines and kinds collected while deciding."""
+
+    evidence: list[str] = field(default_factory=list)
+    kinds: list[Kind] = field(default_factory=list)
+
+    def add(self, line: str, kind: Kind | None = None) -> None:
+        self.evidence.append(line)
+        if kind is not None and kind not in self.kinds:
+            self.kinds.append(kind)
 
 
 def _base_role(role: str) -> str:
     return role[: -len("_bias")] if role.endswith("_bias") else role
-
-
-def weight_evidence(fa, fb, emb, pairs, tensor_matches) -> dict[str, Any]:
-    wa, wb = fa.weights, fb.weights
-    layer_scores = [s for _, _, s in pairs]
-    out: dict[str, Any] = {
-        "available": True,
-        "bytes_read": {"a": wa.tensor_bytes_read, "b": wb.tensor_bytes_read},
-        "num_layers": [wa.num_layers, wb.num_layers],
-        "hidden_size": [wa.hidden_size, wb.hidden_size],
-        "layers": [{"a": la, "b": lb, "score": round(s, 4)} for la, lb, s in pairs],
-        "layer_score": round(float(np.median(layer_scores)), 4) if layer_scores else None,
-        "tensors": [
-            {"a": m.a, "b": m.b, "role": m.role, "similarity": round(m.similarity, 4),
-             "relative_change": round(m.rel_delta, 6) if np.isfinite(m.rel_delta) else None,
-             "hidden_aligned": m.aligned}
-            for m in tensor_matches
-        ],
-    }
-    if emb is not None:
-        out["embedding"] = {
-            "shared_tokens": emb.shared_tokens, "direct": None if emb.direct is None else round(emb.direct, 4),
-            "aligned_correlation": round(emb.aligned, 4), "null_correlation": round(emb.null_mean, 4),
-            "alignment_z": round(emb.z, 1), "identity_fraction": round(emb.identity_fraction, 4),
-            "score": round(emb.score, 4),
-        }
-    candidates = [s for s in (emb.score if emb else None, out["layer_score"]) if s is not None]
-    global_scores = [m.similarity for m in tensor_matches if m.layer_a is None]
-    if not candidates and global_scores:
-        candidates.append(float(np.median(global_scores)))
-    out["score"] = round(max(candidates), 4) if candidates else 0.0
-    out["z"] = round(_score_z(emb, tensor_matches, out["score"]), 1)
-    return out
-
-
-def _score_z(emb, tensor_matches, score: float) -> float:
-    """How many null standard deviations the score is from 0.
-
-    A centred correlation of n independent values has null sd 1/sqrt(n); the embedding score
-    averages one cosine per shared token, each over the hidden width.
-    """
-    zs = []
-    if emb is not None:
-        n = emb.shared_tokens * len(emb.perm)
-        zs.append(emb.score * np.sqrt(n))
-        if emb.identity_fraction < IDENTITY_PERMUTATION_MIN:
-            zs[-1] = min(zs[-1], emb.z)
-    if tensor_matches:
-        sizes = [m for m in tensor_matches]
-        zs.append(np.median([m.similarity for m in sizes]) * np.sqrt(min(4096, 16 * 384)))
-    return float(max(zs)) if zs else 0.0
-
-
-def _delta_kind(emb, tensor_matches, dtype_changed: bool, quantized: bool = False) -> tuple[str | None, str]:
-    rel = [m.rel_delta for m in tensor_matches if m.similarity > 0.5 and np.isfinite(m.rel_delta)]
-    if emb is not None:
-        rel += [float(r) for r in emb.rel_deltas if np.isfinite(r)]
-    if not rel:
-        return None, "no aligned values to measure differences on"
-    rel_arr = np.array(rel)
-    top = float(rel_arr.max())
-    if top < EXACT_REL_DELTA:
-        return None, "sampled values are numerically identical"
-    median = float(np.median(rel_arr))
-    # The median, not the maximum: rounding is relative to each value, so a low-spread vector (a
-    # LayerNorm gain near 1) shows a large change relative to its spread after a plain bf16 cast.
-    if dtype_changed and median < CAST_MAX_REL_DELTA:
-        return None, f"differences are dtype rounding only (median relative change {median:.4f})"
-    if quantized and float(np.median(rel_arr)) < QUANTIZE_MAX_REL_DELTA:
-        return None, f"differences are quantisation error (median relative change {np.median(rel_arr):.4f})"
-    spread = float(np.std(np.log10(rel_arr + 1e-12)))
-    if spread <= NOISE_MAX_LOG_SPREAD:
-        return "noise", (
-            f"differences look like added noise: relative change ~{median:.3g} in every tensor and row "
-            f"(spread {spread:.2f} decades; training moves tensors unevenly)"
-        )
-    return "fine-tune", (
-        f"differences look like training: relative change from {np.percentile(rel_arr, 5):.2g} to "
-        f"{np.percentile(rel_arr, 95):.2g} across tensors and rows (spread {spread:.2f} decades)"
-    )
-
-
-def _permutation_kinds(emb, pairs, tensor_matches, hidden_permuted: bool) -> list[str]:
-    if hidden_permuted:
-        return ["permute-hidden"]
-    good_layers = {(la, lb) for la, lb, s in pairs if s >= MATCHED_LAYER_MIN}
-    mismatched = {
-        _base_role(m.role) for m in tensor_matches
-        if (m.layer_a, m.layer_b) in good_layers and abs(m.similarity) < MISMATCH_MAX_SIMILARITY
-    }
-    kinds = []
-    if mismatched & ATTENTION_ROLES:
-        kinds.append("permute-heads")
-    if mismatched & MLP_ROLES:
-        kinds.append("permute-neurons")
-    return kinds
 
 
 def _confidence_derived(score: float) -> float:
@@ -174,171 +127,294 @@ def _confidence_independent(score: float) -> float:
     return float(max(0.5, min(0.99, 1 - abs(score) / DERIVED_SCORE * 0.5)))
 
 
-def decide(fa, fb, config, tokenizer, weights, emb, tensor_matches) -> Decision:
-    evidence: list[str] = []
-    kinds: list[str] = []
-    wa, wb = fa.weights, fb.weights
-    for side, w in (("A", wa), ("B", wb)):
-        if w is not None and w.note:
-            evidence.append(f"{side}: {w.note}")
+# ---- tokenizer and config --------------------------------------------------------------------
 
-    # --- tokenizer --------------------------------------------------------------------------
-    tok_copied = False
-    if tokenizer.get("available"):
-        rare = tokenizer["shared_rare_special_tokens"]
-        same_vocab = tokenizer["identical"] or (
-            tokenizer["containment"] >= SAME_VOCAB_CONTAINMENT and (tokenizer["id_agreement"] or 0) >= SAME_VOCAB_CONTAINMENT
-        )
-        standard = tokenizer["standard_vocabulary"]
-        if same_vocab:
-            what = "identical vocabulary" if tokenizer["identical"] else (
-                f"same vocabulary (containment {tokenizer['containment']:.3f}, ids agree {tokenizer['id_agreement']:.3f})")
-            if rare:
-                tok_copied = True
-                evidence.append(f"tokenizer: {what} and {len(rare)} shared rare special tokens: " + ", ".join(rare[:10]))
-            elif standard:
-                evidence.append(f"tokenizer: {what}, the widely shared {standard} vocabulary (not evidence of copying)")
-            else:
-                tok_copied = True
-                evidence.append(f"tokenizer: {what}, not a widely shared standard vocabulary")
+def _tokenizer_lines(t: TokenizerFacts, out: _Lines) -> bool:
+    """Evidence about the vocabularies; True when the tokenizer itself looks copied."""
+    if not t.available:
+        return False
+    rare = t.shared_rare_special_tokens
+    same_vocab = t.identical or (t.containment >= SAME_VOCAB_CONTAINMENT and (t.id_agreement or 0) >= SAME_VOCAB_CONTAINMENT)
+    if not same_vocab:
+        out.add(f"tokenizer: vocabularies differ (Jaccard {t.jaccard:.3f})")
+        return False
+    if t.identical:
+        what = "identical vocabulary"
+    else:
+        what = f"same vocabulary (containment {t.containment:.3f}, ids agree {t.id_agreement:.3f})"
+        if t.conventions[0] != t.conventions[1]:
+            what += f", once token spellings are normalised ({t.conventions[0]} vs {t.conventions[1]})"
+    if rare:
+        out.add(f"tokenizer: {what} and {len(rare)} shared rare special tokens: " + ", ".join(rare[:10]))
+        return True
+    if t.standard_vocabulary:
+        out.add(f"tokenizer: {what}, the widely shared {t.standard_vocabulary} vocabulary (not evidence of copying)")
+        return False
+    out.add(f"tokenizer: {what}, not a widely shared standard vocabulary")
+    return True
+
+
+def _config_lines(c: ConfigFacts, out: _Lines) -> bool:
+    if not c.available:
+        return False
+    line = "config: same architecture" if c.same_architecture else f"config: similarity {c.similarity:.2f}"
+    if c.renamed_keys:
+        line += "; keys renamed: " + ", ".join(c.renamed_keys[:8])
+    if c.identity_renamed:
+        line += f"; declared as {c.architectures[1] or c.model_type[1]} vs {c.architectures[0] or c.model_type[0]}"
+    if c.differences and not c.same_architecture:
+        line += "; differs in " + "; ".join(c.differences[:4])
+    out.add(line)
+    return c.same_architecture or c.similarity >= SAME_ARCH_CONFIG_SIMILARITY
+
+
+# ---- weights ---------------------------------------------------------------------------------
+
+def _embedding_lines(e: EmbeddingMatch | None, out: _Lines) -> None:
+    if e is None:
+        out.add("embedding: too few shared tokens to align embeddings")
+        return
+    line = (f"embedding: {e.shared_tokens} rows paired by token string, centred cosine {e.score:.3f} "
+            f"(independent models ~0); token-token similarity (Gram) r {e.gram:.3f}, blind to permutations and rotations")
+    if e.aligned is not None:
+        line += f"; column alignment |r| {e.aligned:.3f}, z={e.z:.0f} against shuffled tokens"
+    out.add(line)
+
+
+def _rotation_derived(w: WeightFacts) -> bool:
+    e = w.embedding
+    return bool(e is not None and e.transform == HiddenTransform.ROTATION and e.gram >= GRAM_DERIVED
+                and w.invariant_score is not None and w.invariant_score >= INVARIANT_DERIVED)
+
+
+def _needs_deep(w: WeightFacts) -> str | None:
+    """Why the sampled bytes cannot decide a pair that is not derived, or None."""
+    e = w.embedding
+    if e is not None and e.gram >= GRAM_PROBE_MIN:
+        return f"token geometry agrees (Gram r {e.gram:.2f}) but the sampled weights do not settle it"
+    if w.invariant_score is not None and w.invariant_score >= GRAM_PROBE_MIN:
+        return f"norm-folded reading matrices agree (r {w.invariant_score:.2f}) but not enough to decide"
+    if DERIVED_SCORE / 2 <= w.score < DERIVED_SCORE:
+        return f"weight score {w.score:.3f} is just under the derived threshold {DERIVED_SCORE}"
+    return None
+
+
+def _rename_lines(f: ComparisonFacts, out: _Lines) -> None:
+    names_a, names_b = f.tensor_names
+    # Matched tensors under other names. Layer numbers are masked: dropping layers renumbers the
+    # rest without renaming them; a tensor only B has (an untied LM head) is not a rename.
+    renamed = [(m.a, m.b) for m in f.weights.tensor_matches
+               if _LAYER_NUMBER_RX.sub("#", m.a) != _LAYER_NUMBER_RX.sub("#", m.b)]
+    if renamed:
+        out.add(f"tensor names: {len(names_b - names_a)} of {len(names_b)} differ "
+                f"(e.g. {renamed[0][0]} → {renamed[0][1]})", Kind.RENAME)
+    elif f.config.available and (f.config.renamed_keys or f.config.identity_renamed):
+        out.kinds.append(Kind.RENAME)
+
+
+def _quantized(dtypes: tuple[str, ...]) -> list[str]:
+    return [d for d in dtypes if d not in FLOAT_DTYPE_NAMES]
+
+
+def _structure_lines(f: ComparisonFacts, w: WeightFacts, out: _Lines) -> None:
+    """Dtypes, depth, width and vocabulary: what changed in the model's shape."""
+    dtypes_a, dtypes_b = f.dtypes
+    if dtypes_a != dtypes_b:
+        new_quant = [d for d in _quantized(dtypes_b) if d not in dtypes_a]
+        out.add(f"dtypes: {'/'.join(dtypes_a)} → {'/'.join(dtypes_b)}"
+                + (f" (quantised to {', '.join(new_quant)})" if new_quant else ""),
+                Kind.QUANTIZE if new_quant else Kind.CAST)
+    depth_a, depth_b = w.num_layers
+    if (depth_a or 0) > (depth_b or 0):
+        out.add(f"depth: {depth_a} → {depth_b} layers; layers matched by content, not index", Kind.PRUNE)
+    elif (depth_b or 0) > (depth_a or 0) and w.duplicated_layers:
+        repeats = ", ".join(f"B{b} repeats A{a} ({s:.2f})" for b, a, s in w.duplicated_layers[:8])
+        out.add(f"depth: {depth_a} → {depth_b} layers, depth up-scaled: {repeats}", Kind.DEPTH_UPSCALE)
+    narrower = list(f.config.narrower)
+    ha, hb = w.hidden_size
+    if ha and hb and hb < ha and not any(n.startswith("hidden_size") for n in narrower):
+        narrower.append(f"hidden_size {ha} → {hb}")
+    if narrower:
+        out.add("width: " + ", ".join(narrower) + " (pruned)", Kind.PRUNE)
+    t = f.tokenizer
+    size_a, size_b = f.vocab_sizes
+    if t.available and size_a and size_b and not t.identical:
+        if min(t.a_in_b, t.b_in_a) < VOCAB_REPLACED_MAX:
+            out.add(f"vocabulary: replaced, {size_a} → {size_b} tokens, {t.b_in_a:.0%} of B's tokens in A's, "
+                    "while the body's weights match", Kind.VOCAB_REPLACED)
+        elif size_b > size_a and t.a_in_b >= SAME_VOCAB_CONTAINMENT:
+            out.add(f"vocabulary: {size_a} → {size_b} tokens; shared tokens' rows still match", Kind.VOCAB_EXTEND)
+        elif size_b < size_a and t.b_in_a >= SAME_VOCAB_CONTAINMENT:
+            out.add(f"vocabulary: {size_a} → {size_b} tokens, every token of B in A (pruned)", Kind.VOCAB_PRUNE)
+
+
+def _hidden_lines(w: WeightFacts, out: _Lines) -> None:
+    e = w.embedding
+    if e is None:
+        return
+    if e.transform == HiddenTransform.PERMUTATION and e.hidden_map is not None:
+        moved = round((1 - e.identity_fraction) * e.width[1])
+        out.add(f"hidden dimension permuted: {moved} of {e.width[1]} dims moved; probed columns each have one partner "
+                f"(median best |r| {e.probe_best:.2f} vs {e.probe_null:.2f} on shuffled tokens); recovered by alignment",
+                Kind.PERMUTE_HIDDEN)
+    elif e.transform == HiddenTransform.ROTATION:
+        deleted = f", {e.width[0] - e.width[1]} directions deleted" if e.width[1] < e.width[0] else ""
+        line = (f"hidden dimension rotated{deleted}: token-token similarity kept (Gram r {e.gram:.3f}) while no column "
+                f"maps to one column (median best |r| {e.probe_best:.2f} over {e.probe_columns} probed columns, "
+                f"{e.probe_null:.2f} on shuffled tokens)")
+        if w.invariant_score is not None:
+            n = sum(m.invariant is not None for m in w.tensor_matches)
+            line += f"; norm-folded reading matrices agree (median r {w.invariant_score:.3f} over {n} tensors)"
+        out.add(line, Kind.ROTATE)
+
+
+def _permutation_lines(w: WeightFacts, out: _Lines) -> None:
+    if w.embedding is not None and w.embedding.transform == HiddenTransform.PERMUTATION and w.embedding.hidden_map is not None:
+        return
+    good_layers = {(p.a, p.b) for p in w.pairs if p.score >= MATCHED_LAYER_MIN}
+    mismatched = {
+        _base_role(m.role) for m in w.tensor_matches
+        if (m.layer_a, m.layer_b) in good_layers and m.similarity is not None and abs(m.similarity) < MISMATCH_MAX_SIMILARITY
+    }
+    if mismatched & ATTENTION_ROLES:
+        out.add("attention rows reordered inside matching layers (" + ", ".join(sorted(mismatched & ATTENTION_ROLES))
+                + " sample other rows of the same tensors): heads permuted", Kind.PERMUTE_HEADS)
+    if mismatched & MLP_ROLES:
+        out.add("FFN rows reordered inside matching layers (" + ", ".join(sorted(mismatched & MLP_ROLES))
+                + "): neurons permuted", Kind.PERMUTE_NEURONS)
+
+
+def _rescaled(m: TensorMatch) -> bool:
+    lo, hi = m.rescale_factors
+    return (m.rescale_residual <= RESCALE_UNEXPLAINED_MAX * m.raw_rel_delta
+            and max(abs(lo - 1), abs(hi - 1)) >= RESCALE_MIN_FACTOR)
+
+
+def _delta_lines(f: ComparisonFacts, w: WeightFacts, out: _Lines) -> None:
+    """What the differences between matched values say: rounding, rescaling, low rank, merge, noise, training."""
+    e = w.embedding
+    if e is not None and e.transform == HiddenTransform.ROTATION and e.width[0] != e.width[1]:
+        out.add("differences not measured: deleted directions change every invariant form by construction")
+        return
+    matched = [m for m in w.tensor_matches if m.best > 0.5 and np.isfinite(m.rel_delta)]
+    emb_rel = [float(r) for r in e.rel_deltas if np.isfinite(r)] if e is not None and e.transform != HiddenTransform.ROTATION else []
+    if not matched and not emb_rel:
+        out.add("no aligned values to measure differences on")
+        return
+    raw = [m.raw_rel_delta for m in matched if np.isfinite(m.raw_rel_delta)]
+    largest = max(raw + emb_rel)
+    if largest < EXACT_REL_DELTA:
+        out.add("differences: sampled values are numerically identical")
+        return
+    quant_b = set(_quantized(f.dtypes[1])) - set(f.dtypes[0])
+    if quant_b:
+        in_quant = [m.raw_rel_delta for m in matched if m.dtypes[1] in quant_b]
+        others = [m.raw_rel_delta for m in matched if m.dtypes[1] not in quant_b]
+        if f.embedding_dtypes[1] in quant_b:
+            in_quant += emb_rel
         else:
-            evidence.append(f"tokenizer: vocabularies differ (Jaccard {tokenizer['jaccard']:.3f})")
+            others += emb_rel
+        if in_quant and max(in_quant) <= QUANTIZE_MAX_REL_DELTA and max(others, default=0.0) <= CAST_MAX_REL_DELTA:
+            out.add(f"differences are quantisation error: {len(in_quant)} {'/'.join(sorted(quant_b))} samples change by "
+                    f"{np.median(in_quant):.3f} of their values (median; largest {max(in_quant):.3f}), the rest by "
+                    f"<= {max(others, default=0.0):.4f}")
+            return
+    rerounded = f.dtypes[0] != f.dtypes[1] or (e is not None and e.transform == HiddenTransform.ROTATION)
+    if rerounded and largest <= CAST_MAX_REL_DELTA:
+        out.add(f"differences are rounding only: every sample within {largest:.4f} of its values (bf16 rounds by <= 0.0023)")
+        return
+    if w.merge is not None and w.merge.residual <= MERGE_FIT_MAX and w.merge.weight_c >= MERGE_MIN_WEIGHT:
+        m = w.merge
+        out.add(f"merge: B = {m.weight_a:.2f} × A + {m.weight_c:.2f} × {m.parent} over {m.tensors} tensors "
+                f"(unexplained {m.residual:.4f} of B's spread)", Kind.MERGE)
+        return
+    changed = [m for m in matched if m.raw_rel_delta > EXACT_REL_DELTA]
+    matrices = [m for m in changed if m.rescale_residual is not None]
+    embedding_unchanged = all(r <= EXACT_REL_DELTA for r in emb_rel)
+    if matrices and embedding_unchanged and len(matrices) == len([m for m in changed if m.rows > 1]):
+        if all(_rescaled(m) for m in matrices):
+            lo = min(m.rescale_factors[0] for m in matrices)
+            hi = max(m.rescale_factors[1] for m in matrices)
+            roles = sorted({_base_role(m.role) for m in matrices})
+            out.add(f"rescaled: {len(matrices)} matrices ({', '.join(roles)}) equal their source after scaling rows or "
+                    f"columns by {lo:.2f}–{hi:.2f} (left over <= {max(m.rescale_residual for m in matrices):.1e}); "
+                    "embedding rows unchanged, function preserved", Kind.RESCALE)
+            return
+        untouched = [m for m in matched if m.rows > 1 and m.raw_rel_delta <= EXACT_REL_DELTA]
+        if not any(m.rows == 1 for m in changed) and untouched:
+            # Adapters change some matrices and nothing else; training moves every tensor.
+            roles = sorted({_base_role(m.role) for m in matrices})
+            rank = max(m.difference_rank for m in matrices)
+            rows = min(m.rows for m in matrices)
+            rank_line = (f"the differences have rank <= {rank} in {rows}+ sampled rows" if rank <= LOW_RANK_MAX_SHARE * rows
+                         else f"rank not visible in {rows} sampled rows (needs more rows than the adapter's rank)")
+            out.add(f"low-rank update: only {len(matrices)} matrices changed ({', '.join(roles)}), every embedding row, "
+                    f"norm and {len(untouched)} other matrices bit-identical (a merged adapter); {rank_line}", Kind.LOW_RANK)
+            return
+    rel = np.array([m.rel_delta for m in matched] + emb_rel)
+    median = float(np.median(rel))
+    spread = float(np.std(np.log10(rel + 1e-12)))
+    if spread <= NOISE_MAX_LOG_SPREAD:
+        out.add(f"differences look like added noise: relative change ~{median:.3g} in every tensor and row "
+                f"(spread {spread:.2f} decades; training moves tensors unevenly)", Kind.NOISE)
+    else:
+        out.add(f"differences look like training: relative change from {np.percentile(rel, 5):.2g} to "
+                f"{np.percentile(rel, 95):.2g} across tensors and rows (spread {spread:.2f} decades)", Kind.FINE_TUNE)
 
-    # --- config -----------------------------------------------------------------------------
-    same_arch = False
-    if config.get("available"):
-        same_arch = config["same_architecture"] or config["similarity"] >= SAME_ARCH_CONFIG_SIMILARITY
-        sim = config["similarity"]
-        line = "config: same architecture" if config["same_architecture"] else f"config: similarity {sim:.2f}"
-        if config["renamed_keys"]:
-            line += "; keys renamed: " + ", ".join(config["renamed_keys"][:8])
-        if config["identity_renamed"]:
-            line += f"; declared as {config['architectures'][1] or config['model_type'][1]} vs {config['architectures'][0] or config['model_type'][0]}"
-        if config["differences"] and not config["same_architecture"]:
-            line += "; differs in " + "; ".join(config["differences"][:4])
-        evidence.append(line)
-    if wa is not None and wb is not None and wa.structure_hash and wa.structure_hash == wb.structure_hash:
+
+def _derived(f: ComparisonFacts, w: WeightFacts, out: _Lines) -> None:
+    _rename_lines(f, out)
+    _structure_lines(f, w, out)
+    _hidden_lines(w, out)
+    _permutation_lines(w, out)
+    _delta_lines(f, w, out)
+
+
+def decide(f: ComparisonFacts) -> Decision:
+    out = _Lines()
+    for side, note in zip("AB", f.weight_notes):
+        if note:
+            out.add(f"{side}: {note}")
+    tok_copied = _tokenizer_lines(f.tokenizer, out)
+    same_arch = _config_lines(f.config, out)
+    if f.structure_equal:
         same_arch = True
-        evidence.append("weights: identical tensor shape pattern (names ignored)")
-
-    # --- weights ----------------------------------------------------------------------------
-    score = float(weights.get("score", 0.0)) if weights.get("available") else 0.0
-    z = float(weights.get("z", 0.0)) if weights.get("available") else 0.0
-    identical = (
-        weights.get("available") and wa.sample_digest == wb.sample_digest
-        and (fa.config is None or fb.config is None or fa.config.exact_hash == fb.config.exact_hash)
-        and (fa.tokenizer is None or fb.tokenizer is None or fa.tokenizer.vocab_hash == fb.tokenizer.vocab_hash)
-    )
-    shared_files = sorted(set(wa.file_sha256.values()) & set(wb.file_sha256.values())) if wa and wb else []
-    if shared_files:
-        evidence.append(f"files: {len(shared_files)} weight file(s) with identical sha256 (e.g. {shared_files[0][:16]}…)")
-    if identical or (shared_files and weights.get("available") is False):
-        evidence.append("weights: every sampled byte identical, same tensor names and dtypes")
-        return Decision("identical", 0.999, 1.0, ["identical"], evidence)
-
-    if weights.get("available"):
-        e = weights.get("embedding")
-        hidden_permuted = bool(e and e["identity_fraction"] < IDENTITY_PERMUTATION_MIN and e["alignment_z"] >= ALIGNMENT_MIN_Z)
-        if e:
-            evidence.append(
-                f"embedding: {e['shared_tokens']} rows paired by token string, centred cosine {e['score']:.3f} "
-                f"(independent models ~0); column alignment |r| {e['aligned_correlation']:.3f} vs shuffled null "
-                f"{e['null_correlation']:.3f} (z={e['alignment_z']:.0f})"
-            )
-            if hidden_permuted:
-                moved = round((1 - e["identity_fraction"]) * (wb.hidden_size or 0))
-                evidence.append(f"hidden dimension permuted: {moved} of {wb.hidden_size} dims moved; recovered by alignment")
-        else:
-            evidence.append("embedding: too few shared tokens to align embeddings")
-        layers = weights["layers"]
-        if layers:
-            shown = ", ".join(f"A{l['a']}→B{l['b']} {l['score']:.2f}" for l in layers[:12])
-            evidence.append(f"layers: {len(layers)} matched by assignment, median {weights['layer_score']:.3f}: {shown}")
-        derived = score >= DERIVED_SCORE and z >= DERIVED_MIN_Z
-        evidence.append(f"weights: score {score:.3f} (derived at >= {DERIVED_SCORE}), z={z:.0f}")
-        if derived:
-            names_a = {t.name for t in wa.tensors}
-            names_b = {t.name for t in wb.tensors}
-            # Layer numbers are masked: dropping layers renumbers the rest without renaming them.
-            if {_LAYER_NUMBER_RX.sub("#", n) for n in names_b} - {_LAYER_NUMBER_RX.sub("#", n) for n in names_a}:
-                renamed = len(names_b - names_a)
-                example = next(((m.a, m.b) for m in tensor_matches if m.a != m.b), None)
-                kinds.append("rename")
-                evidence.append(
-                    f"tensor names: {renamed} of {len(names_b)} differ"
-                    + (f" (e.g. {example[0]} → {example[1]})" if example else "")
-                )
-            elif config.get("available") and (config["renamed_keys"] or config["identity_renamed"]):
-                kinds.append("rename")
-            dtypes_a = sorted({t.dtype for t in wa.tensors if t.dtype not in INTEGER_DTYPES})
-            dtypes_b = sorted({t.dtype for t in wb.tensors if t.dtype not in INTEGER_DTYPES})
-            dtype_changed = dtypes_a != dtypes_b
-            if dtype_changed:
-                quantized = [d for d in dtypes_b if d not in FLOAT_DTYPE_NAMES and d not in dtypes_a]
-                kinds.append("quantize" if quantized else "cast")
-                evidence.append(f"dtypes: {'/'.join(dtypes_a)} → {'/'.join(dtypes_b)}")
-            if (wa.num_layers or 0) > (wb.num_layers or 0):
-                kinds.append("prune")
-                evidence.append(f"depth: {wa.num_layers} → {wb.num_layers} layers; layers matched by content, not index")
-            narrower = _narrower_dimensions(fa, fb)
-            if narrower:
-                kinds.append("prune")
-                evidence.append("width: " + ", ".join(narrower) + " (width pruning)")
-            if _vocab_grew(fa, fb):
-                kinds.append("vocab-extend")
-                evidence.append(
-                    f"vocabulary: {fa.tokenizer.vocab_size} → {fb.tokenizer.vocab_size} tokens; shared tokens' rows still match"
-                )
-            kinds += _permutation_kinds(emb, weights_pairs(weights), tensor_matches, hidden_permuted)
-            delta_kind, delta_line = _delta_kind(emb, tensor_matches, dtype_changed, "quantize" in kinds)
-            evidence.append(delta_line)
-            if delta_kind:
-                kinds.append(delta_kind)
-            if tok_copied:
-                evidence.append("tokenizer copied as well")
-            return Decision("weights-derived", _confidence_derived(score), score, kinds, evidence)
-
-    if tok_copied:
-        return Decision("tokenizer-copied", 0.9 if tokenizer["shared_rare_special_tokens"] else 0.7, score, ["tokenizer"], evidence)
-    if not weights.get("available"):
+        out.add("weights: identical tensor shape pattern (names ignored)")
+    if f.shared_files:
+        out.add(f"files: {len(f.shared_files)} weight file(s) with identical sha256 (e.g. {f.shared_files[0][:16]}…)")
+    w = f.weights
+    if (w is not None and f.sample_digests_equal and f.configs_equal and f.vocabularies_equal) or (f.shared_files and w is None):
+        out.add("weights: every sampled byte identical, same tensor names and dtypes")
+        return Decision(Verdict.IDENTICAL, 0.999, 1.0, [Kind.IDENTICAL], out.evidence)
+    if w is None:
+        if tok_copied:
+            return Decision(Verdict.TOKENIZER_COPIED, 0.9 if f.tokenizer.shared_rare_special_tokens else 0.7, 0.0,
+                            [Kind.TOKENIZER], out.evidence)
         # "same-architecture" and "independent" are statements about the weights: without
         # readable weights on both sides there is no such statement to make.
-        evidence.append(f"weights: not compared ({weights['reason']}), so no verdict on them")
-        return Decision(NOT_COMPARABLE, 0.0, 0.0, [], evidence)
-    if same_arch:
-        return Decision("same-architecture", _confidence_independent(score), score, [], evidence)
-    return Decision("independent", _confidence_independent(score), score, [], evidence)
+        out.add(f"weights: not compared ({f.unreadable}), so no verdict on them")
+        return Decision(Verdict.NOT_COMPARABLE, 0.0, 0.0, [], out.evidence)
 
-
-def unreadable_weights(fa, fb) -> str | None:
-    """Why the two models' weights cannot be compared, or None when both have sampled values."""
-    reasons = []
-    for side, w in (("A", fa.weights), ("B", fb.weights)):
-        if w is None:
-            reasons.append(f"{side}: no weight files")
-        elif w.format == "uninspectable":
-            reasons.append(f"{side}: weights in a format hubwatch never opens")
-        elif not w.samples and w.embedding is None:
-            reasons.append(f"{side}: no tensor in a dtype hubwatch decodes")
-    return "; ".join(reasons) or None
-
-
-def weights_pairs(weights: dict[str, Any]) -> list[tuple[int, int, float]]:
-    return [(l["a"], l["b"], l["score"]) for l in weights.get("layers", [])]
-
-
-def _vocab_grew(fa, fb) -> bool:
-    return bool(fa.tokenizer and fb.tokenizer and fb.tokenizer.vocab_size > fa.tokenizer.vocab_size)
-
-
-WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads")
-
-
-def _narrower_dimensions(fa, fb) -> list[str]:
-    """Width dimensions that shrank from A to B, from the configs, else from the embeddings."""
-    if fa.config is not None and fb.config is not None:
-        a, b = fa.config.fields, fb.config.fields
-        return [f"{k} {a[k]} → {b[k]}" for k in WIDTH_FIELDS
-                if isinstance(a.get(k), int) and isinstance(b.get(k), int) and b[k] < a[k]]
-    ha, hb = fa.weights.hidden_size, fb.weights.hidden_size
-    return [f"hidden_size {ha} → {hb}"] if ha and hb and hb < ha else []
+    _embedding_lines(w.embedding, out)
+    if w.pairs:
+        shown = ", ".join(f"A{p.a}→B{p.b} {p.score:.2f}" for p in w.pairs[:12])
+        median = float(np.median([p.score for p in w.pairs]))
+        out.add(f"layers: {len(w.pairs)} matched by assignment, median {median:.3f}: {shown}")
+    rotated = _rotation_derived(w)
+    score = w.invariant_score if rotated else w.score
+    derived = rotated or (w.score >= DERIVED_SCORE and w.z >= DERIVED_MIN_Z)
+    out.add(f"weights: score {score:.3f} (derived at >= {DERIVED_SCORE}), z={w.z:.0f}"
+            + (" (rotation-invariant score)" if rotated else ""))
+    if derived:
+        _derived(f, w, out)
+        if tok_copied:
+            out.add("tokenizer copied as well")
+        return Decision(Verdict.WEIGHTS_DERIVED, _confidence_derived(score), score, out.kinds, out.evidence)
+    deep = _needs_deep(w)
+    if deep:
+        out.add(f"needs deep comparison: {deep} (hubwatch compare --deep)")
+    if tok_copied:
+        return Decision(Verdict.TOKENIZER_COPIED, 0.9 if f.tokenizer.shared_rare_special_tokens else 0.7, score,
+                        [Kind.TOKENIZER], out.evidence, needs_deep=bool(deep))
+    verdict = Verdict.SAME_ARCHITECTURE if same_arch else Verdict.INDEPENDENT
+    return Decision(verdict, _confidence_independent(score), score, [], out.evidence, needs_deep=bool(deep))

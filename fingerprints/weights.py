@@ -209,7 +209,10 @@ def sample_weights(
             rows = int(min(ROWS_PER_MATRIX_MAX, t.shape[0], per_matrix // t.row_bytes))
             if rows < 1 or t.row_bytes > remaining:
                 continue
-            start = _shape_seed(t.shape) % (t.shape[0] - rows + 1)
+            # Placed by the row count alone and independently of how many rows the budget allows,
+            # so the same rows are read whatever the row width or dtype: a matrix whose input side
+            # was sliced (SliceGPT) or quantised (GGUF) shares its sampled rows with the original.
+            start = _shape_seed((t.shape[0],)) % (t.shape[0] - min(ROWS_PER_MATRIX_MAX, t.shape[0]) + 1)
             plan.append((t, list(range(start, start + rows))))
             remaining -= rows * t.row_bytes
             spent += rows * t.row_bytes

@@ -7,10 +7,10 @@ search with exact re-ranking. Every failure is a ``StoreError`` (a ``HubwatchErr
 """
 
 from .errors import SchemaTooNewError, StoreCorruptError, StoreError, StoreLockedError
-from .records import Alert, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry
+from .records import OutboxRow, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry
 from .store import Store
 
 __all__ = [
-    "Alert", "Candidate", "MatchRecord", "ModelRecord", "SchemaTooNewError", "Store", "StoreCorruptError",
+    "OutboxRow", "Candidate", "MatchRecord", "ModelRecord", "SchemaTooNewError", "Store", "StoreCorruptError",
     "StoreError", "StoreLockedError", "StoredFingerprint", "WatchEntry",
 ]

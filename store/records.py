@@ -87,8 +87,8 @@ class MatchRecord:
 
 
 @dataclass(frozen=True)
-class Alert:
-    """An outbox row as claimed by a sender."""
+class OutboxRow:
+    """An outbox row as claimed by a sender; ``payload`` is the alert (``bot.alerts.model.Alert.to_dict``)."""
 
     id: int
     dedupe_key: str

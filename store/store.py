@@ -18,7 +18,7 @@ from .db import DEFAULT_BUSY_TIMEOUT_S, closing_on_error, connect, transaction, 
 from .errors import StoreError
 from .lsh import estimated_jaccard, minhash_from_bytes, minhash_to_bytes
 from .migrations import latest_version, migrate
-from .records import Alert, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry, utc_iso
+from .records import OutboxRow, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry, utc_iso
 from .rows import FingerprintRow, IndexQuery, compress_tokens, decompress_tokens
 from .vectors import VectorIndex
 
@@ -341,7 +341,7 @@ class Store:
 
     @_translated
     def claim_pending_alerts(self, limit: int, now: datetime | None = None,
-                             lease: timedelta = outbox.DEFAULT_LEASE) -> list[Alert]:
+                             lease: timedelta = outbox.DEFAULT_LEASE) -> list[OutboxRow]:
         return outbox.claim_pending_alerts(self.conn, limit, now, lease)
 
     @_translated
@@ -354,7 +354,7 @@ class Store:
         return outbox.mark_failed(self.conn, alert_id, claim_token, error, retry_at, max_attempts, in_doubt)
 
     @_translated
-    def get_alert(self, alert_id: int) -> Alert | None:
+    def get_alert(self, alert_id: int) -> OutboxRow | None:
         return outbox.get_alert(self.conn, alert_id)
 
     @_translated

@@ -17,7 +17,7 @@ from fingerprints.reader import LocalFolderReader
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from variants import VARIANTS
 
-pytestmark = pytest.mark.timeout(1200)  # a cold variant cache trains three models first
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a cold variant cache trains three models first
 
 DERIVED = {"identical", "weights-derived"}
 
@@ -29,10 +29,16 @@ def fingerprints(variants, minilm_dir):
     return fps
 
 
+def compare_variant(fingerprints, name):
+    spec = VARIANTS[name]
+    partner = fingerprints[spec.partner] if spec.partner else None
+    return compare_fingerprints(fingerprints[spec.reference], fingerprints[name], second_parent=partner)
+
+
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_variant_verdict_and_kinds(fingerprints, name):
     spec = VARIANTS[name]
-    result = compare_fingerprints(fingerprints[spec.reference], fingerprints[name])
+    result = compare_variant(fingerprints, name)
     assert result.verdict == spec.expected, result.evidence
     assert set(spec.kinds) <= set(result.kinds), (result.kinds, result.evidence)
     assert fingerprints[name].weights.tensor_bytes_read <= TENSOR_BYTE_BUDGET
@@ -42,12 +48,38 @@ def test_variant_verdict_and_kinds(fingerprints, name):
         assert result.score < 0.1
 
 
+# Variants that combine several transformations; every other derived variant is one.
+COMBINATIONS = {"noise-rename-cast", "copy-of-finetune-with-noise"}
+
+
 def test_exact_kinds_for_single_transformations(fingerprints):
-    """No spurious kinds: a cast is not noise, dropping layers is not a rename."""
-    for name in ("cast-bf16", "cast-fp16", "prune-layers", "reupload-renamed", "permute-hidden", "noise-0.1"):
-        spec = VARIANTS[name]
-        result = compare_fingerprints(fingerprints[spec.reference], fingerprints[name])
-        assert set(result.kinds) == set(spec.kinds), (name, result.kinds)
+    """Each single transformation is named exactly: a cast is not noise, a rescaling not a fine-tune."""
+    single = [n for n, s in VARIANTS.items() if s.expected == "weights-derived" and n not in COMBINATIONS]
+    assert len(single) >= 20
+    wrong = {}
+    for name in single:
+        result = compare_variant(fingerprints, name)
+        if set(result.kinds) != set(VARIANTS[name].kinds):
+            wrong[name] = (result.kinds, result.evidence[-1])
+    assert not wrong, wrong
+
+
+def test_every_kind_has_its_evidence_line(fingerprints):
+    lines = {
+        "rescale-heads": "rescaled: ", "lora-merge": "low-rank update: only ", "merge-independent": "merge: B = 0.50 × A + 0.50 × ",
+        "depth-upscale": "depth up-scaled: ", "prune-heads": "num_heads 12 → 10", "vocab-prune": "(pruned)",
+        "vocab-replaced": "vocabulary: replaced", "permute-hidden": "hidden dimension permuted",
+        "cast-bf16": "differences are rounding only", "finetune-heavy": "differences look like training",
+        "noise-0.1": "differences look like added noise", "permute-neurons": "neurons permuted",
+    }
+    for name, line in lines.items():
+        evidence = "\n".join(compare_variant(fingerprints, name).evidence)
+        assert line in evidence, (name, evidence)
+
+
+def test_a_merge_without_its_second_parent_is_not_called_a_merge(fingerprints):
+    result = compare_fingerprints(fingerprints[None], fingerprints["merge-independent"])
+    assert result.verdict == "weights-derived" and "merge" not in result.kinds
 
 
 def test_independent_controls_never_match_each_other(fingerprints):

@@ -8,8 +8,8 @@ AdamW fine-tuning, combinations, and independent same-architecture controls.
 
     python tests/variants.py OUT_DIR     # build every variant (a few minutes: it trains)
 
-Only torch, numpy, safetensors and the standard library are imported, so benchmark scripts can use
-this module with tests/ on sys.path.
+Besides torch, numpy, safetensors and the standard library it imports only bot.demo (the fresh
+initialisation it shares with the demo), so benchmark scripts can use it with tests/ on sys.path.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import minibert  # noqa: E402
+# The demo's fresh initialisation (N(0, INIT_STD), BERT's initializer_range): one definition for
+# the demo's independent model and the controls here.
+from bot.demo import INIT_STD, fresh_init  # noqa: E402,F401
 from minibert import TrainRecipe  # noqa: E402
 
 # Bump whenever any build below changes: build_all rebuilds a cache whose marker differs.
@@ -63,14 +66,33 @@ PRUNED_INTERMEDIATE = 1024
 EXTRA_WORDPIECES = 2000
 # Rare special tokens: Llama3-V shipped MiniCPM's unusual special tokens, the tell that gave it away.
 RARE_SPECIAL_TOKENS = ("<|hubwatch_slice|>", "<|hubwatch_image|>", "<|hubwatch_box_start|>", "<|hubwatch_box_end|>")
-# BERT's initialiser (config.json initializer_range).
-INIT_STD = 0.02
 # Fine-tuning recipes (minibert.train_mlm, batch 8 x 32 tokens, ~0.3 s a step on one core). Both
 # lower the held-out MLM loss on the synthetic language. Measured ||W'-W||/||W||: light moves
 # weights by ~0.05-0.3% (a gentle task adaptation), heavy by ~2-11% per tensor group (lr 1e-3:
 # the largest change that still trains stably; more than typical instruction tuning's 1-3%).
 FINETUNE_LIGHT = TrainRecipe(steps=30, lr=2e-5, seed=101)
 FINETUNE_HEAVY = TrainRecipe(steps=200, lr=1e-3, seed=202)
+
+# Function-preserving per-head rescaling: each head's query rows times c and key rows times 1/c,
+# value rows times s and the output projection's columns of that head times 1/s; c and s are drawn
+# log-uniformly from [1/e, e] (the scales quantisation-aware reparametrisations use).
+RESCALE_LOG_RANGE = 1.0
+# A merged LoRA: rank-8 updates (the most common LoRA rank) on query and value of every layer,
+# sized to change each by 10% of its norm (a strong adapter).
+LORA_RANK, LORA_RELATIVE_SIZE = 8, 0.1
+# A linear merge with an independent model (fresh-init-seed1's weights) at equal weight.
+MERGE_WEIGHT = 0.5
+MERGE_PARTNER = "fresh-init-seed1"
+# Depth up-scaling (SOLAR-style): layers 2 and 3 repeated after themselves, 6 -> 8 layers.
+UPSCALED_LAYER_ORDER = (0, 1, 2, 3, 2, 3, 4, 5)
+# Head pruning: two of twelve heads removed from every layer.
+PRUNED_HEADS = (3, 7)
+# Vocabulary pruning keeps every id below 1000 ([PAD], [unused*], specials, punctuation) and a
+# seeded 60% of the rest, renumbered in order.
+VOCAB_PRUNE_KEEP = 0.6
+# A copied body under a new tokenizer: BERT's five specials plus new pieces, fresh embedding rows.
+REPLACED_VOCAB_SIZE = 20000
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 # The config keys the renamed re-upload uses instead of BERT's.
 RENAMED_CONFIG_KEYS = {"hidden_size": "d_model", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head"}
@@ -110,6 +132,7 @@ class VariantSpec:
     folder already holding a copy of the reference's HUB_FILES; it overwrites what it changes.
     reference names the variant it derives from and is compared with; None means MiniLM itself.
     kinds are the derivation kinds the comparison should name (a subset of what it reports).
+    partner names a second parent the comparison is also given (a merge's other model).
     """
 
     name: str
@@ -118,6 +141,7 @@ class VariantSpec:
     build: Callable[[Tensors, Path], None]
     description: str
     reference: str | None = None
+    partner: str | None = None
 
 
 # ---- files -----------------------------------------------------------------------------------
@@ -270,26 +294,69 @@ def permute_neurons(tensors: Tensors, seed: int) -> Tensors:
     return out
 
 
+def rescale_heads(tensors: Tensors, seed: int) -> Tensors:
+    """Per-head query/key and value/output rescaling; attention scores and outputs are unchanged."""
+    generator = torch.Generator().manual_seed(seed)
+    out = dict(tensors)
+    for i in range(minibert.layer_count(tensors)):
+        logs = (torch.rand(2, NUM_HEADS, generator=generator) * 2 - 1) * RESCALE_LOG_RANGE
+        qk, vo = logs.exp().repeat_interleave(HEAD_DIM, dim=1)
+        p = f"encoder.layer.{i}.attention"
+        for leaf in ("weight", "bias"):
+            shape = (-1, 1) if leaf == "weight" else (-1,)
+            out[f"{p}.self.query.{leaf}"] = tensors[f"{p}.self.query.{leaf}"] * qk.view(shape)
+            out[f"{p}.self.key.{leaf}"] = tensors[f"{p}.self.key.{leaf}"] / qk.view(shape)
+            out[f"{p}.self.value.{leaf}"] = tensors[f"{p}.self.value.{leaf}"] * vo.view(shape)
+        out[f"{p}.output.dense.weight"] = tensors[f"{p}.output.dense.weight"] / vo
+    return out
+
+
+def merge_lora(tensors: Tensors, seed: int) -> Tensors:
+    """W + B A of rank LORA_RANK on query and value of every layer, ||B A|| = LORA_RELATIVE_SIZE ||W||."""
+    generator = torch.Generator().manual_seed(seed)
+    out = dict(tensors)
+    for i in range(minibert.layer_count(tensors)):
+        for proj in ("query", "value"):
+            name = f"encoder.layer.{i}.attention.self.{proj}.weight"
+            w = tensors[name]
+            update = torch.randn(w.shape[0], LORA_RANK, generator=generator) @ torch.randn(LORA_RANK, w.shape[1], generator=generator)
+            out[name] = w + update * (LORA_RELATIVE_SIZE * w.norm() / update.norm())
+    return out
+
+
+def interpolate(a: Tensors, b: Tensors, weight_b: float) -> Tensors:
+    """(1 - w) a + w b on every float tensor (a linear merge, as mergekit's `linear` method)."""
+    return {k: (1 - weight_b) * v + weight_b * b[k] if v.is_floating_point() else v for k, v in a.items()}
+
+
+def repeat_layers(tensors: Tensors, order: tuple[int, ...]) -> Tensors:
+    """New layer j is a copy of old layer order[j]."""
+    out = {k: v for k, v in tensors.items() if not k.startswith("encoder.layer.")}
+    for new, old in enumerate(order):
+        prefix = f"encoder.layer.{old}."
+        for name, t in tensors.items():
+            if name.startswith(prefix):
+                out[f"encoder.layer.{new}.{name[len(prefix):]}"] = t.clone()
+    return out
+
+
+def prune_heads(tensors: Tensors, dropped: tuple[int, ...]) -> Tensors:
+    """Remove heads: their q/k/v rows and biases, and the output projection's columns."""
+    kept = [h for h in range(NUM_HEADS) if h not in dropped]
+    dims = (torch.tensor(kept)[:, None] * HEAD_DIM + torch.arange(HEAD_DIM)).reshape(-1)
+    out = dict(tensors)
+    for i in range(minibert.layer_count(tensors)):
+        p = f"encoder.layer.{i}.attention"
+        for proj in ("query", "key", "value"):
+            for leaf in ("weight", "bias"):
+                out[f"{p}.self.{proj}.{leaf}"] = tensors[f"{p}.self.{proj}.{leaf}"][dims]
+        out[f"{p}.output.dense.weight"] = tensors[f"{p}.output.dense.weight"][:, dims]
+    return out
+
+
 def hidden_permutation(seed: int = seed_for("permute-hidden")) -> Tensor:
     """The residual permutation permute-hidden uses (tests apply it to MiniLM's outputs)."""
     return torch.randperm(HIDDEN, generator=torch.Generator().manual_seed(seed))
-
-
-def fresh_init(tensors: Tensors, seed: int) -> Tensors:
-    """BERT's initialisation with the given shapes: N(0, 0.02) matrices, LayerNorm 1/0, zero biases."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for name in sorted(tensors):
-        t = tensors[name]
-        if not t.is_floating_point():
-            out[name] = t
-        elif "LayerNorm" in name and name.endswith(".weight"):
-            out[name] = torch.ones(t.shape)
-        elif name.endswith(".bias"):
-            out[name] = torch.zeros(t.shape)
-        else:
-            out[name] = torch.randn(t.shape, generator=generator) * INIT_STD
-    return out
 
 
 def append_embedding_rows(tensors: Tensors, rows: int, seed: int) -> Tensors:
@@ -356,6 +423,16 @@ def extend_tokenizer(out_dir: Path, pieces: list[str], specials: tuple[str, ...]
         write_json(out_dir / file, data)
     update_config(out_dir, vocab_size=next_id)
     return next_id
+
+
+def write_vocabulary(out_dir: Path, vocab: list[str]) -> None:
+    """A new WordPiece vocabulary (id = position) in vocab.txt, tokenizer.json and config.json."""
+    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = read_json(out_dir / "tokenizer.json")
+    tokenizer["model"]["vocab"] = {token: i for i, token in enumerate(vocab)}
+    tokenizer["added_tokens"] = [{**t, "id": vocab.index(t["content"])} for t in tokenizer["added_tokens"] if t["content"] in vocab]
+    write_json(out_dir / "tokenizer.json", tokenizer)
+    update_config(out_dir, vocab_size=len(vocab))
 
 
 def vocab_words(out_dir: Path) -> set[str]:
@@ -438,6 +515,45 @@ def build_noised_copy_with_specials(tensors: Tensors, out_dir: Path) -> None:
     save_weights(append_embedding_rows(noised, rows, seed_for("copy-of-finetune-with-noise")), out_dir)
 
 
+def build_rescale_heads(tensors: Tensors, out_dir: Path) -> None:
+    save_weights(rescale_heads(tensors, seed_for("rescale-heads")), out_dir)
+
+
+def build_lora_merge(tensors: Tensors, out_dir: Path) -> None:
+    save_weights(merge_lora(tensors, seed_for("lora-merge")), out_dir)
+
+
+def build_merge_independent(tensors: Tensors, out_dir: Path) -> None:
+    partner = fresh_init(tensors, 1)  # exactly fresh-init-seed1's weights
+    save_weights(interpolate(tensors, partner, MERGE_WEIGHT), out_dir)
+
+
+def build_depth_upscale(tensors: Tensors, out_dir: Path) -> None:
+    save_weights(repeat_layers(tensors, UPSCALED_LAYER_ORDER), out_dir)
+    update_config(out_dir, num_hidden_layers=len(UPSCALED_LAYER_ORDER))
+
+
+def build_prune_heads(tensors: Tensors, out_dir: Path) -> None:
+    save_weights(prune_heads(tensors, PRUNED_HEADS), out_dir)
+    update_config(out_dir, num_attention_heads=NUM_HEADS - len(PRUNED_HEADS))
+
+
+def build_vocab_prune(tensors: Tensors, out_dir: Path) -> None:
+    vocab = (out_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    generator = torch.Generator().manual_seed(seed_for("vocab-prune"))
+    keep = (torch.arange(len(vocab)) < 1000) | (torch.rand(len(vocab), generator=generator) < VOCAB_PRUNE_KEEP)
+    ids = torch.nonzero(keep).flatten()
+    write_vocabulary(out_dir, [vocab[i] for i in ids.tolist()])
+    save_weights({**tensors, WORD_EMBEDDINGS: tensors[WORD_EMBEDDINGS][ids]}, out_dir)
+
+
+def build_vocab_replaced(tensors: Tensors, out_dir: Path) -> None:
+    pieces = new_wordpieces(vocab_words(out_dir), REPLACED_VOCAB_SIZE - len(BERT_SPECIALS), seed_for("vocab-replaced"))
+    write_vocabulary(out_dir, list(BERT_SPECIALS) + pieces)
+    fresh = torch.randn(REPLACED_VOCAB_SIZE, HIDDEN, generator=torch.Generator().manual_seed(seed_for("vocab-replaced")))
+    save_weights({**tensors, WORD_EMBEDDINGS: fresh * tensors[WORD_EMBEDDINGS].float().std()}, out_dir)
+
+
 def build_fresh_init(seed: int) -> Callable[[Tensors, Path], None]:
     def build(tensors: Tensors, out_dir: Path) -> None:
         save_weights(fresh_init(tensors, seed), out_dir)
@@ -480,6 +596,21 @@ def _variants() -> dict[str, VariantSpec]:
                     build_noised_copy_with_specials,
                     f"finetune-heavy plus noise {COPY_NOISE_RATIO} x std, with the rare special tokens (Llama3-V)",
                     reference="finetune-heavy"),
+        VariantSpec("rescale-heads", "weights-derived", ("rescale",), build_rescale_heads,
+                    "per-head query/key and value/output rescaling (function-preserving)"),
+        VariantSpec("lora-merge", "weights-derived", ("low-rank",), build_lora_merge,
+                    f"rank-{LORA_RANK} updates merged into query and value, {LORA_RELATIVE_SIZE:.0%} of their norm"),
+        VariantSpec("merge-independent", "weights-derived", ("merge",), build_merge_independent,
+                    f"linear merge, weight {MERGE_WEIGHT}, with {MERGE_PARTNER}'s independent weights",
+                    partner=MERGE_PARTNER),
+        VariantSpec("depth-upscale", "weights-derived", ("depth-upscale",), build_depth_upscale,
+                    f"layers re-stacked as {UPSCALED_LAYER_ORDER} (SOLAR-style depth up-scaling)"),
+        VariantSpec("prune-heads", "weights-derived", ("prune",), build_prune_heads,
+                    f"heads {PRUNED_HEADS} removed from every layer"),
+        VariantSpec("vocab-prune", "weights-derived", ("vocab-prune",), build_vocab_prune,
+                    f"ids below 1000 and a seeded {VOCAB_PRUNE_KEEP:.0%} of the rest kept, renumbered"),
+        VariantSpec("vocab-replaced", "weights-derived", ("vocab-replaced",), build_vocab_replaced,
+                    f"the body copied under a new {REPLACED_VOCAB_SIZE}-token vocabulary with fresh embedding rows"),
         VariantSpec("fresh-init-seed1", "same-architecture", (), build_fresh_init(1), "BERT init, seed 1"),
         VariantSpec("fresh-init-seed2", "same-architecture", (), build_fresh_init(2), "BERT init, seed 2"),
         VariantSpec("independent-trained", "same-architecture", (), build_trained_from_scratch,

@@ -16,11 +16,10 @@ from urllib.parse import quote
 
 from fingerprints.errors import HubwatchError
 
-from bot.watch.policy import AlertDecision, ModelFacts
+from bot.watch.policy import SEVERITIES, AlertDecision, ModelFacts
 
 # Where repo links point; tests and mirrors pass their own base URL.
 DEFAULT_HUB_URL = "https://huggingface.co"  # real-endpoint-constant
-SEVERITIES = ("high", "medium", "low")
 VERDICTS = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent")
 # Bumped when a field changes meaning, so an old outbox row is recognised rather than misread.
 ALERT_FORMAT_VERSION = 1
@@ -176,8 +175,8 @@ def build_alert(suspect: ModelFacts, source: ModelFacts, decision: AlertDecision
         source=RepoRef.on_hub(source.repo_id, hub_url, sha=source.sha, created_at=source.created_at),
         severity=decision.severity,
         verdict=comparison.verdict,
-        confidence=float(comparison.confidence),
-        score=float(comparison.score),
+        confidence=min(1.0, float(comparison.confidence)),
+        score=min(1.0, max(0.0, float(comparison.score))),
         kinds=tuple(comparison.kinds),
         reason=decision.reason,
         declared_base_models=tuple(suspect.declared_base_models),

@@ -40,12 +40,12 @@ from store.store import Store
 from bot.alerts.delivery import deliver_pending
 from bot.hub.models import HubModel
 from bot.alerts.discord_webhook import AlertSender
-from bot.alerts.model import Alert, RepoRef
+from bot.alerts.model import build_alert
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
 from bot.ops.progress import Progress, progress
-from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
-from bot.settings import SEVERITIES, Settings
+from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_alert
+from bot.settings import Settings
 
 log = logging.getLogger("hubwatch.watcher")
 
@@ -111,7 +111,7 @@ class Watcher:
         self.sender = sender
         self.metrics = metrics or Metrics()
         self.open_store = open_store or (lambda: Store.open(settings.store.path))
-        self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
+        self.min_severity = Severity(settings.alerts.min_severity).rank
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
         self._delivering = threading.Lock()
@@ -250,23 +250,17 @@ class Watcher:
     def _maybe_alert(self, store: Store, record: ModelRecord, match, summary: CycleSummary) -> None:
         comparison = match.result
         source = store.get_model(match.repo_id) or ModelRecord(repo_id=match.repo_id, sha=match.sha)
+        suspect_facts, source_facts = _facts(record), _facts(source)
         decision = decide_alert(
-            _facts(record), _facts(source), comparison.verdict, comparison.confidence,
+            suspect_facts, source_facts, comparison.verdict, comparison.confidence,
             declared_ancestors=frozenset(self._ancestors(store, record.base_models)),
             alert_on_declared=self.settings.alerts.on_declared_derivatives,
         )
         log.info("match", extra={"repo": record.repo_id, "source": source.repo_id, "verdict": comparison.verdict,
                                  "alert": decision.alert, "reason": decision.reason})
-        if not decision.alert or SEVERITIES.index(decision.severity) < self.min_severity:
+        if not decision.alert or decision.severity.rank < self.min_severity:
             return
-        alert = Alert(
-            suspect=RepoRef.on_hub(record.repo_id, self.settings.hub.endpoint, record.sha, _parse_time(record.created_at)),
-            source=RepoRef.on_hub(source.repo_id, self.settings.hub.endpoint, source.sha, _parse_time(source.created_at)),
-            severity=decision.severity, verdict=comparison.verdict, confidence=min(1.0, comparison.confidence),
-            score=min(1.0, max(0.0, comparison.score)), kinds=tuple(comparison.kinds), reason=decision.reason,
-            declared_base_models=tuple(record.base_models), lineage_declared=decision.declared,
-            license_conflict=decision.license_conflict, evidence=tuple(comparison.evidence),
-        )
+        alert = build_alert(suspect_facts, source_facts, decision, comparison, hub_url=self.settings.hub.endpoint)
         payload = alert.to_dict()
         payload[PLOT_KEY] = base64.b64encode(render_comparison_png(comparison)).decode("ascii")
         if store.enqueue_alert(alert.key, payload):

@@ -10,7 +10,7 @@ from fingerprints.compare import compare_fingerprints
 from fingerprints.deep import DEEP_BYTE_BUDGET, apply_deep, deep_compare
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
-from fingerprints.verdict import NOT_COMPARABLE
+from fingerprints.facts import Verdict
 
 from bot.alerts.model import verdict_text
 from bot.ops.progress import progress
@@ -72,7 +72,7 @@ def run(args, app) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     print(f"verdict:    {verdict_text(result.verdict, result.kinds)}")
-    if result.verdict == NOT_COMPARABLE:
+    if result.verdict == Verdict.NOT_COMPARABLE:
         print("score:      none (the weights were not compared; see the evidence)")
     else:
         print(f"confidence: {result.confidence:.3f}")
