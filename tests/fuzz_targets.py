@@ -30,7 +30,7 @@ from fingerprints.tokenizer import (
     looks_like_tiktoken, parse_sentencepiece_model, parse_tiktoken, parse_tokenizer_json,
     parse_vocab_json_and_merges, parse_vocab_txt, tokenizer_signature,
 )
-from test_gguf import BytesReader, exercise, small_valid_gguf
+from gguf_samples import BytesReader, exercise, small_valid_gguf
 
 # --- seed builders ----------------------------------------------------------------------------
 

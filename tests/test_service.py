@@ -19,7 +19,7 @@ from bot.discord.service import StatusInfo
 from bot.hub.errors import RepoNotFoundError
 from bot.settings import load_settings
 from fingerprints.errors import HubwatchError
-from hubfixtures import COPY, MINILM, fake_hub, hub_dir  # noqa: F401
+from hubfixtures import COPY, MINILM
 
 
 @pytest.fixture

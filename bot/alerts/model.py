@@ -15,12 +15,12 @@ from typing import Any
 from urllib.parse import quote
 
 from fingerprints.errors import HubwatchError
+from fingerprints.facts import Verdict
 
 from bot.watch.policy import SEVERITIES, AlertDecision, ModelFacts
 
 # Where repo links point; tests and mirrors pass their own base URL.
 DEFAULT_HUB_URL = "https://huggingface.co"  # real-endpoint-constant
-VERDICTS = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent")
 # Bumped when a field changes meaning, so an old outbox row is recognised rather than misread.
 ALERT_FORMAT_VERSION = 1
 
@@ -87,8 +87,8 @@ class Alert:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise AlertFormatError(f"alert severity must be one of {', '.join(SEVERITIES)}, not {self.severity!r}")
-        if self.verdict not in VERDICTS:
-            raise AlertFormatError(f"alert verdict must be one of {', '.join(VERDICTS)}, not {self.verdict!r}")
+        if self.verdict not in tuple(Verdict):
+            raise AlertFormatError(f"alert verdict must be one of {', '.join(Verdict)}, not {self.verdict!r}")
         for name in ("confidence", "score"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

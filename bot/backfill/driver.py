@@ -105,8 +105,9 @@ def dask_client(settings: BackfillSettings) -> Iterator:
         finally:
             client.close()
         return
+    # Every socket on loopback, the scheduler's HTTP server (dashboard, health) on a free port.
     with distributed.LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
-                                  processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+                                  processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
         with distributed.Client(cluster) as client:
             yield client
 

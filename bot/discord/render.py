@@ -12,6 +12,8 @@ import discord
 
 from bot.alerts.escape import strip_controls
 from bot.alerts.limits import DESCRIPTION_MAX, FIELD_VALUE_MAX, TITLE_MAX
+from fingerprints.facts import Verdict
+
 from bot.alerts.model import verdict_text
 from bot.alerts.render import fit_lines, fit_text
 
@@ -20,11 +22,11 @@ from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 PLOT_FILENAME = "comparison.png"
 # Copy verdicts stand out; "independent" is the quiet default.
 VERDICT_COLOURS = {
-    "identical": 0xD62828,
-    "weights-derived": 0xF77F00,
-    "tokenizer-copied": 0xFCBF49,
-    "same-architecture": 0x4895EF,
-    "independent": 0x6C757D,
+    Verdict.IDENTICAL: 0xD62828,
+    Verdict.WEIGHTS_DERIVED: 0xF77F00,
+    Verdict.TOKENIZER_COPIED: 0xFCBF49,
+    Verdict.SAME_ARCHITECTURE: 0x4895EF,
+    Verdict.INDEPENDENT: 0x6C757D,
 }
 NEUTRAL_COLOUR = 0x4895EF
 ERROR_COLOUR = 0xD62828

@@ -14,9 +14,10 @@ from typing import Callable
 from fingerprints.errors import InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
+from store.rows import TIER_FULL
 from store.records import ModelRecord
 
-from bot.hub.models import REPO_SPEC_RX
+from bot.hub.models import REPO_ID_RX, REPO_SPEC_RX
 
 # Opens a Hub repo at a revision (None: main); the composition root binds it to its one client.
 OpenRepo = Callable[[str, "str | None"], RangeReader]
@@ -25,14 +26,14 @@ LOCAL_SHA_PREFIX = "local-"
 
 def is_hub_repo_id(text: str) -> bool:
     """``org/name`` as the Hub spells it (not a local path, which is absolute or has no "/")."""
-    return bool(REPO_ID_RX.match(text)) and "/" in text and "@" not in text
+    return bool(REPO_ID_RX.match(text))
 
 
 def open_reader(spec: str, open_repo: OpenRepo, allow_local: bool = True) -> RangeReader:
     """A reader over the folder ``spec``, or over the Hub repo ``org/name[@revision]`` by ``open_repo``.
     ``allow_local=False`` (the Discord bot) never looks at this machine's filesystem."""
     if not allow_local:
-        if not REPO_ID_RX.match(spec):
+        if not REPO_SPEC_RX.match(spec):
             raise InvalidModelError(f"{spec[:100]!r} is not a Hub repo id (org/name)")
     elif os.path.exists(spec):
         if not os.path.isdir(spec):
@@ -73,9 +74,10 @@ def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[Rang
     return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False, reader.model.to_record())
 
 
-def index_one(store, got: SpecFingerprint) -> tuple[int, bool]:
-    """Store ``got`` and, for a Hub repo, its model record: (fingerprint id, created)."""
-    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
+def index_one(store, got: SpecFingerprint, tier: str = TIER_FULL) -> tuple[int, bool]:
+    """Store ``got`` in ``tier`` (store/rows.py; TIER_REFERENCE for reference models) and, for a Hub
+    repo, its model record: (fingerprint id, created)."""
+    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp, tier=tier)
     if got.record is not None:
         store.upsert_model(got.record)
     return fid, created

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-ALERTING_VERDICTS = ("identical", "weights-derived", "tokenizer-copied")
+from fingerprints.facts import Verdict
+
+ALERTING_VERDICTS = (Verdict.IDENTICAL, Verdict.WEIGHTS_DERIVED, Verdict.TOKENIZER_COPIED)
 # Licenses whose terms survive into derivatives (attribution, use restrictions, non-commercial).
 RESTRICTIVE_LICENSE_PREFIXES = ("llama", "gemma", "cc-by-nc", "cc-by-sa", "openrail", "deepseek", "qwen",
                                 "gpl", "agpl", "other", "bigscience", "creativeml")
@@ -104,7 +106,7 @@ def decide_alert(
                              declared=False)
     declared_set = {_norm(b) for b in suspect.declared_base_models} | {_norm(a) for a in declared_ancestors}
     declared = _norm(source.repo_id) in declared_set
-    conflict = license_conflict(source, suspect) if verdict != "tokenizer-copied" else None
+    conflict = license_conflict(source, suspect) if verdict != Verdict.TOKENIZER_COPIED else None
     notes = (f"license conflict: {conflict}",) if conflict else ()
     if _owner(source) == _owner(suspect):
         return AlertDecision(False, None, f"same owner ({_owner(source)}) re-uploaded its own model", declared=True,
@@ -112,7 +114,7 @@ def decide_alert(
     if declared and not alert_on_declared:
         return AlertDecision(False, None, f"declared derivative of {source.repo_id}", declared=True,
                              license_conflict=conflict, notes=notes)
-    if verdict == "tokenizer-copied":
+    if verdict == Verdict.TOKENIZER_COPIED:
         severity = Severity.LOW
     elif confidence >= HIGH_SEVERITY_CONFIDENCE or conflict:
         severity = Severity.HIGH

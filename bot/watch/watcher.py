@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
@@ -35,6 +36,7 @@ from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.nearest import nearest
 from store.records import ModelRecord
+from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE
 from store.store import Store
 
 from bot.alerts.delivery import deliver_pending
@@ -44,6 +46,7 @@ from bot.alerts.model import build_alert
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
 from bot.ops.progress import Progress, progress
+from bot.watch.compare_pool import ComparePool
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_alert
 from bot.settings import Settings
 
@@ -102,9 +105,10 @@ def _facts(record: ModelRecord) -> ModelFacts:
 class Watcher:
     def __init__(self, settings: Settings, hub: Hub, sender: AlertSender,
                  fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint], metrics: Metrics | None = None,
-                 open_store: Callable[[], Store] | None = None):
+                 open_store: Callable[[], Store] | None = None, compare_pool: ComparePool | None = None):
         """``fingerprint``: one model's fingerprint under the configured limits, the composition
-        root's (``bot.app.App.fingerprint``) that every command and the bot use too."""
+        root's (``bot.app.App.fingerprint``) that every command and the bot use too. ``compare_pool``:
+        where comparisons run (both cores), else in the polling thread."""
         self.settings = settings
         self.fingerprint_with_limits = fingerprint
         self.hub = hub
@@ -115,6 +119,7 @@ class Watcher:
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
         self._delivering = threading.Lock()
+        self.compare_pool = compare_pool
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -153,6 +158,7 @@ class Watcher:
                 store.set_cursor(feed, None, newest)
             delivered = self.deliver(store)
             summary.alerts_delivered = delivered
+            self._prune(store)
             store.set_status(f"last_poll:{feed}", datetime.now(timezone.utc).isoformat())
             return self._finish(store, summary, started)
         finally:
@@ -174,7 +180,7 @@ class Watcher:
                     reader = self.hub.reader(entry.value)
                     fp = self._fingerprint(reader)
                     store.upsert_model(reader.model.to_record())
-                    store.add_fingerprint(entry.value, reader.sha, fp)
+                    store.add_fingerprint(entry.value, reader.sha, fp, tier=TIER_REFERENCE)
             except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
                 reason = str(exc) if isinstance(exc, HubwatchError) else f"internal error ({type(exc).__name__}); logged"
@@ -194,6 +200,20 @@ class Watcher:
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
         return self.fingerprint_with_limits(reader, self.tokenizers)
+
+    def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
+        """The full fingerprint of a stored compact revision, read from the Hub again."""
+        return self._fingerprint(self.hub.reader(repo_id, sha))
+
+    def _prune(self, store: Store) -> None:
+        days, plot_days = self.settings.store.retention_days, self.settings.store.plot_retention_days
+        if not (days or plot_days):
+            return
+        now = datetime.now(timezone.utc)
+        pruned = store.prune(now - timedelta(days=days) if days else None,
+                             now - timedelta(days=plot_days) if plot_days else None, PLOT_KEY)
+        if any(pruned.values()):
+            log.info("retention", extra=pruned)
 
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
         """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,
@@ -234,11 +254,18 @@ class Watcher:
             store.set_status("last_error", f"{record.repo_id}@{record.sha}: {item.error}")
             log.warning("fingerprint failed", extra={"repo": record.repo_id, "sha": record.sha, "error": item.error})
             return
-        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record)
+        try:
+            neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
+                                 refetch=self._refetch, pool=self.compare_pool.get() if self.compare_pool else None)
+        except BrokenProcessPool:
+            self.compare_pool.drop()  # the next model starts new workers
+            raise
         match = next((n for n in neighbours if n.verdict in ALERTING_VERDICTS), None)
         if match is not None:
             self._maybe_alert(store, record, match, summary)
-        fid, created = store.add_fingerprint(record.repo_id, record.sha, fp)
+        # Every model gets the compact tier; one that matched keeps its full detail as evidence.
+        tier = TIER_COMPACT if match is None else TIER_FULL
+        fid, created = store.add_fingerprint(record.repo_id, record.sha, fp, tier=tier)
         if not created:
             return
         summary.fingerprinted += 1
