@@ -75,8 +75,8 @@ def check_not_newer(path: str, applied: set[int], known: list[Migration]) -> Non
     unknown = applied - {mig.version for mig in known}
     if unknown:
         raise SchemaTooNewError(
-            f"database {path} has schema version {max(unknown)}, newer than the {known[-1].version} this hubwatch "
-            "knows; upgrade hubwatch (or use another --db file)")
+            f"database {path} has schema version {max(unknown)}, which this hubwatch does not know (it knows up "
+            f"to {known[-1].version}): it was written by a newer hubwatch; upgrade (or use another --db file)")
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> list[int]:
