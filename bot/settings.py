@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.errors import HubwatchError
 from bot.watch.policy import SEVERITIES
 from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
 
 from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
                                    DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES, DEFAULT_MAX_TOKENIZER_BYTES,
                                    DEFAULT_MAX_VOCAB, ParseEnvelope)
-from fingerprints.errors import HubwatchError
+
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from store.outbox import DEFAULT_LEASE
 
@@ -190,7 +191,6 @@ class LimitSettings:
                              max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes,
                              max_json_bytes=self.json_bytes, max_tokenizer_bytes=self.tokenizer_bytes,
                              max_header_bytes=self.header_bytes)
-
 
 
 @dataclass(frozen=True)
