@@ -24,10 +24,12 @@ from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
+from bot.errors import USER_ERRORS
 from bot.hub.client import HubClient
 from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
+from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -113,6 +115,22 @@ class App:
     def fingerprint_spec(self, spec: str) -> SpecFingerprint:
         return fingerprint_spec(spec, self.open_repo, self.fingerprint)
 
+    def refetch(self, repo_id: str, sha: str) -> Fingerprint:
+        """The full fingerprint of a stored revision, read from the Hub again (a compact one's
+        samples, when a comparison needs them). Any failure is the store's ``RefetchError``."""
+        from store.errors import RefetchError
+
+        try:
+            return self.fingerprint(self.open_repo(repo_id, sha))
+        except USER_ERRORS as exc:
+            raise RefetchError(str(exc)) from exc
+
+    @cached_property
+    def compare_pool(self) -> ComparePool:
+        pool = ComparePool(self.settings.limits.compare_workers)
+        self._closers.append(pool.close)
+        return pool
+
     # ---- store, alerts, watcher, bot ---------------------------------------------------------
 
     def open_store(self, create: bool = True) -> Store:
@@ -145,7 +163,7 @@ class App:
 
         self.open_store().close()  # create or migrate now: a bad store path fails before polling
         return Watcher(self.settings, self.hub, sender or self.sender, self.fingerprint, metrics,
-                       open_store=self.open_store)
+                       open_store=self.open_store, compare_pool=self.compare_pool)
 
     def service(self) -> StoreService:
         """What the Discord bot's slash commands call: Hub repos only, never a path on this machine."""
@@ -153,7 +171,8 @@ class App:
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
         return StoreService(self.open_store, self.fingerprint_hub_repo,
-                            watch_list_max=self.settings.discord.watch_list_max)
+                            watch_list_max=self.settings.discord.watch_list_max, refetch=self.refetch,
+                            compare_pool=self.compare_pool)
 
     def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
         """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.errors import HubwatchError
 from bot.watch.policy import SEVERITIES
 from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
 
 from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
                                    DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES, DEFAULT_MAX_TOKENIZER_BYTES,
                                    DEFAULT_MAX_VOCAB, ParseEnvelope)
-from fingerprints.errors import HubwatchError
+
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from store.outbox import DEFAULT_LEASE
 
@@ -165,6 +166,9 @@ class LimitSettings:
                               "tokenizer_config.json, generation_config.json, ...).", minimum=1024)
     tokenizer_bytes: int = setting(DEFAULT_MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
                                    "tokenizer.model, vocab files, merges.txt).", minimum=1024)
+    compare_workers: int = setting(
+        0, "Processes that compare a new model with its candidates, in parallel; 0: one per CPU core, 1: in the "
+        "polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
     header_bytes: int = setting(DEFAULT_MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
     model_requests: int = setting(
@@ -191,7 +195,6 @@ class LimitSettings:
                              max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes,
                              max_json_bytes=self.json_bytes, max_tokenizer_bytes=self.tokenizer_bytes,
                              max_header_bytes=self.header_bytes)
-
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,14 @@ class DiscordSettings:
 class StoreSettings:
     path: str = setting("hubwatch.db", "SQLite file holding fingerprints, matches and the alert outbox.",
                         env="HUBWATCH_DB")
+    retention_days: int = setting(
+        0, "Matches and delivered alerts older than this many days are deleted by the watcher; 0 keeps them "
+        "forever. Undelivered alerts and fingerprints are never deleted.", env="HUBWATCH_RETENTION_DAYS",
+        minimum=0, maximum=36500)
+    plot_retention_days: int = setting(
+        30, "Evidence plots (~90 KB each) of delivered alerts older than this many days are dropped from the "
+        "outbox, the alert text kept; 0 keeps them forever.", env="HUBWATCH_PLOT_RETENTION_DAYS",
+        minimum=0, maximum=36500)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ class StoredFingerprint:
     bytes_read: int
     vocab_hash: str | None
     shape_family: str
+    tier: str = "full"  # store/rows.py TIERS
 
 
 @dataclass

@@ -85,6 +85,9 @@ def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp
             declared = store.matches_for(store.find_fingerprint(DECLARED).id)
             assert [m.verdict for m in declared] == ["weights-derived"]  # recorded, not alerted
             assert store.matches_for(store.find_fingerprint(INDEPENDENT).id) == []
+            # Full detail for the reference and what matched; the unmatched model is kept compact.
+            tiers = {repo: store.find_fingerprint(repo).tier for repo in (REFERENCE, COPY, DECLARED, INDEPENDENT)}
+            assert tiers == {REFERENCE: "reference", COPY: "full", DECLARED: "full", INDEPENDENT: "compact"}
         finally:
             store.close()
 

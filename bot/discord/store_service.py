@@ -16,11 +16,13 @@ from fingerprints.compare import compare_fingerprints
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
 from store.nearest import nearest
+from store.rows import TIER_COMPACT
 from store.store import Store
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 from bot.discord.errors import BotInputError
 from bot.hub.sources import SpecFingerprint, index_one, is_hub_repo_id
+from bot.watch.compare_pool import ComparePool
 
 # A comparison costs two fingerprints (seconds, hundreds of Hub requests); members asking the same
 # question within ten minutes get the same answer. 64 answers with their plots are a few MB.
@@ -33,17 +35,20 @@ class StoreService:
     the bot reads the Hub through the one configured client, with the configured limits."""
 
     def __init__(self, open_store: Callable[[], Store], fingerprint_spec: Callable[[str], SpecFingerprint], *,
-                 watch_list_max: int = 200):
+                 watch_list_max: int = 200, refetch: Callable[[str, str], Fingerprint] | None = None,
+                 compare_pool: ComparePool | None = None):
         self._store = open_store
         self._fingerprint_spec = fingerprint_spec
         self.watch_list_max = watch_list_max
+        self._refetch = refetch  # re-reads compact candidates that pass the screen (store/nearest.py)
+        self._compare_pool = compare_pool
         self._compared: TTLCache[tuple[str, str], CompareResult] = TTLCache(COMPARE_CACHE_SIZE, COMPARE_CACHE_TTL_S)
         self._compared_lock = threading.Lock()
 
     def _fingerprint(self, store: Store, spec: str, keep: bool = True) -> tuple[str, Fingerprint]:
         """The stored fingerprint of ``spec``, else a fresh one (stored too when ``keep``)."""
         stored = store.find_fingerprint(spec)
-        if stored is not None:
+        if stored is not None and stored.tier != TIER_COMPACT:  # a compact one lacks the samples to compare
             return spec, store.load_fingerprint(stored.id)
         got = self._fingerprint_spec(spec)
         if keep:
@@ -54,7 +59,9 @@ class StoreService:
         store = self._store()
         try:
             repo_id, fp = self._fingerprint(store, repo)
-            rows = nearest(store, fp, k=k, exclude_repo=repo_id, query_record=store.get_model(repo_id))
+            pool = self._compare_pool.get() if self._compare_pool else None
+            rows = nearest(store, fp, k=k, exclude_repo=repo_id, query_record=store.get_model(repo_id),
+                           refetch=self._refetch, pool=pool)
             # Folders indexed from the command line are stored under this machine's paths: not shown.
             return [NearestRow(n.repo_id, n.verdict, n.score, n.confidence, list(n.kinds),
                                "" if n.declared == "none" else n.declared, n.likely_original == "neighbour")

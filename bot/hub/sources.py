@@ -14,6 +14,7 @@ from typing import Callable
 from fingerprints.errors import InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
+from store.rows import TIER_FULL
 from store.records import ModelRecord
 
 from bot.hub.models import REPO_ID_RX, REPO_SPEC_RX
@@ -73,9 +74,10 @@ def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[Rang
     return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False, reader.model.to_record())
 
 
-def index_one(store, got: SpecFingerprint) -> tuple[int, bool]:
-    """Store ``got`` and, for a Hub repo, its model record: (fingerprint id, created)."""
-    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
+def index_one(store, got: SpecFingerprint, tier: str = TIER_FULL) -> tuple[int, bool]:
+    """Store ``got`` in ``tier`` (store/rows.py; TIER_REFERENCE for reference models) and, for a Hub
+    repo, its model record: (fingerprint id, created)."""
+    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp, tier=tier)
     if got.record is not None:
         store.upsert_model(got.record)
     return fid, created
