@@ -113,7 +113,7 @@ def bench_dask() -> None:
 
     started = time.perf_counter()
     cluster = distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1")
+                                       dashboard_address="127.0.0.1:0", host="127.0.0.1")
     client = distributed.Client(cluster)
     ready = time.perf_counter()
     run = (lambda f, x: client.submit(f, x, pure=False), client.gather)

@@ -38,7 +38,7 @@ def cluster():
     import distributed
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as local:
+                                  dashboard_address="127.0.0.1:0") as local:
         yield local.scheduler_address
 
 
@@ -86,6 +86,8 @@ def test_backfill_stores_every_revision_records_failures_and_skips_stored_ones(
         assert stored(db) == sorted(shas.items())
         with Store.open(db) as store:
             assert store.get_model(COPIES[0]).created_at == "2025-01-01T00:00:00.000Z"
+            tiers = {r[0] for r in store.conn.execute("SELECT tier FROM fingerprints")}
+            assert tiers == {"compact"}  # the tier every model gets; nothing was compared
             assert store.counters()["backfill_failed"]["value"] == 2
             assert store.get_cursor("backfill:hub")["cursor"] is None  # complete: the next run starts over
 

@@ -18,8 +18,8 @@ from bot.discord.render import error_text, status_embed
 from bot.discord.service import StatusInfo
 from bot.hub.errors import RepoNotFoundError
 from bot.settings import load_settings
-from fingerprints.errors import HubwatchError
-from hubfixtures import COPY, MINILM, fake_hub, hub_dir  # noqa: F401
+from bot.errors import HubwatchError
+from hubfixtures import COPY, MINILM
 
 
 @pytest.fixture

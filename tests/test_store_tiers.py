@@ -12,7 +12,7 @@ from fingerprints.model import COMPACT_BLOB_MAX, COMPACT_NOTE, SKETCH_DIM, Tenso
 from store import Store
 from store.migrations import known_migrations, split_statements
 from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE
-from test_store import T0, small_fp, store  # noqa: F401  (the store fixture)
+from store_samples import T0, small_fp
 
 COMPACT_VERSION = 3
 

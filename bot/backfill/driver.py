@@ -25,9 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, TextIO
 
-from fingerprints.errors import HubwatchError
+
 from store.store import Store
 
+from bot.errors import HubwatchError
 from bot.backfill.job import Outcome, WorkItem, fingerprint_revision
 from bot.backfill.sources import Page
 from bot.ops.progress import Progress
@@ -105,8 +106,9 @@ def dask_client(settings: BackfillSettings) -> Iterator:
         finally:
             client.close()
         return
+    # Every socket on loopback, the scheduler's HTTP server (dashboard, health) on a free port.
     with distributed.LocalCluster(n_workers=settings.workers, threads_per_worker=settings.threads_per_worker,
-                                  processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+                                  processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
         with distributed.Client(cluster) as client:
             yield client
 

@@ -2,8 +2,8 @@
 
 ``fingerprint_revision`` is a pure function of (settings, work item) as far as the store is
 concerned: it reads the Hub and returns a picklable ``Outcome``; it never touches the database,
-which only the driver writes. The store row is prepared here (``FingerprintRow``: blob, index keys,
-sketch), so the single writer only inserts.
+which only the driver writes. The store row is prepared here (``FingerprintRow``: compact blob,
+index keys, sketch), so the single writer only inserts.
 
 Each worker process keeps one Hub client and one tokenizer cache for the whole run (built on its
 first job): connections and cached CDN locations are reused, and fine-tunes that ship their base
@@ -17,11 +17,11 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from fingerprints.errors import HubwatchError
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.records import ModelRecord
-from store.rows import FingerprintRow
+from store.rows import TIER_COMPACT, FingerprintRow
 
+from bot.errors import USER_ERRORS
 from bot.app import App
 from bot.hub.client import HubClient
 from bot.hub.retry import RetryPolicy
@@ -84,8 +84,11 @@ def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
         if reader.sha in item.known_shas:
             return Outcome(item.repo_id, reader.sha, record, already_stored=True)
         fp = tools.app.fingerprint(reader, tools.tokenizers)
-        return Outcome(item.repo_id, reader.sha, record, FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp))
-    except HubwatchError as exc:
+        # The backfill compares nothing, so every model gets the compact tier (store/rows.py): the
+        # full detail is re-read from the Hub if a later model ever matches it.
+        row = FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp, TIER_COMPACT)
+        return Outcome(item.repo_id, reader.sha, record, row)
+    except USER_ERRORS as exc:
         return Outcome(item.repo_id, sha, reason=type(exc).__name__, error=str(exc))
     except Exception as exc:  # a MemoryError or a bug met on one repo's bytes fails that repo alone
         log.exception("fingerprint crashed", extra={"repo": item.repo_id, "revision": item.revision})
