@@ -24,9 +24,12 @@ from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
+from bot.errors import USER_ERRORS
 from bot.hub.client import HubClient
+from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
+from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -76,10 +79,15 @@ class App:
 
     @cached_property
     def hub(self) -> HubClient:
+        return self.hub_client()
+
+    def hub_client(self, retry: RetryPolicy | None = None) -> HubClient:
+        """A new Hub client from the settings, closed with the app; ``retry`` in place of the
+        default policy (a backfill worker waits out rate-limit windows that a watcher would not)."""
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts)
+                           redirect_hosts=h.redirect_hosts, retry=retry)
         self._closers.append(client.close)
         return client
 
@@ -106,6 +114,22 @@ class App:
 
     def fingerprint_spec(self, spec: str) -> SpecFingerprint:
         return fingerprint_spec(spec, self.open_repo, self.fingerprint)
+
+    def refetch(self, repo_id: str, sha: str) -> Fingerprint:
+        """The full fingerprint of a stored revision, read from the Hub again (a compact one's
+        samples, when a comparison needs them). Any failure is the store's ``RefetchError``."""
+        from store.errors import RefetchError
+
+        try:
+            return self.fingerprint(self.open_repo(repo_id, sha))
+        except USER_ERRORS as exc:
+            raise RefetchError(str(exc)) from exc
+
+    @cached_property
+    def compare_pool(self) -> ComparePool:
+        pool = ComparePool(self.settings.limits.compare_workers)
+        self._closers.append(pool.close)
+        return pool
 
     # ---- store, alerts, watcher, bot ---------------------------------------------------------
 
@@ -139,14 +163,30 @@ class App:
 
         self.open_store().close()  # create or migrate now: a bad store path fails before polling
         return Watcher(self.settings, self.hub, sender or self.sender, self.fingerprint, metrics,
-                       open_store=self.open_store)
+                       open_store=self.open_store, compare_pool=self.compare_pool)
 
     def service(self) -> StoreService:
-        """What the Discord bot's slash commands call."""
+        """What the Discord bot's slash commands call: Hub repos only, never a path on this machine."""
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
-        return StoreService(self.open_store, self.fingerprint_spec)
+        return StoreService(self.open_store, self.fingerprint_hub_repo,
+                            watch_list_max=self.settings.discord.watch_list_max, refetch=self.refetch,
+                            compare_pool=self.compare_pool)
+
+    def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
+        """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""
+        return fingerprint_spec(spec, self.open_repo, self.fingerprint, allow_local=False)
+
+    async def run_bot(self, sync_commands: bool = False) -> None:
+        """The Discord bot as the settings describe it, until cancelled."""
+        from bot.discord.client import run_bot
+        from bot.discord.runner import CommandLimits
+
+        d = self.settings.discord
+        await run_bot(d.bot_token.reveal(), self.service(), guild_id=d.guild_id or None, sync_commands=sync_commands,
+                      global_commands=d.global_commands,
+                      limits=CommandLimits(heavy_at_once=d.heavy_commands_at_once, deadline_s=d.command_deadline_s))
 
     # ---- lifetime ----------------------------------------------------------------------------
 

@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.errors import HubwatchError
+from bot.watch.policy import SEVERITIES
 from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
 
 from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
                                    DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES, DEFAULT_MAX_TOKENIZER_BYTES,
                                    DEFAULT_MAX_VOCAB, ParseEnvelope)
-from fingerprints.errors import HubwatchError
+
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from store.outbox import DEFAULT_LEASE
 
@@ -50,7 +52,6 @@ DISCORD_WEBHOOK_PATH_RX = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>[0-9]{17,
 DEFAULT_CONFIG_FILE = "hubwatch.toml"
 CONFIG_ENV_VAR = "HUBWATCH_CONFIG"
 ENV_PREFIX = "HUBWATCH_"
-SEVERITIES = ("low", "medium", "high")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # A watcher that missed this many cycles of its slowest feed in a row is reported unhealthy.
@@ -161,6 +162,9 @@ class LimitSettings:
                               "tokenizer_config.json, generation_config.json, ...).", minimum=1024)
     tokenizer_bytes: int = setting(DEFAULT_MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
                                    "tokenizer.model, vocab files, merges.txt).", minimum=1024)
+    compare_workers: int = setting(
+        0, "Processes that compare a new model with its candidates, in parallel; 0: one per CPU core, 1: in the "
+        "polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
     header_bytes: int = setting(DEFAULT_MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
     model_requests: int = setting(
@@ -189,7 +193,6 @@ class LimitSettings:
                              max_header_bytes=self.header_bytes)
 
 
-
 @dataclass(frozen=True)
 class AlertSettings:
     on_declared_derivatives: bool = setting(
@@ -211,8 +214,18 @@ class DiscordSettings:
         "it to look an in-doubt alert up in the webhook's channel before posting it again: exactly-once "
         "delivery across crashes needs it (View Channel, Read Message History, Message Content intent).",
         env="HUBWATCH_DISCORD_TOKEN")
-    guild_id: int = setting(0, "Discord server (guild) whose slash commands are synced at once; 0 syncs globally.",
-                            minimum=0)
+    guild_id: int = setting(0, "Discord server (guild) the bot serves: its slash commands are synced there and "
+                            "answered only there. Needed unless global_commands is set.", minimum=0)
+    global_commands: bool = setting(
+        False, "Publish the slash commands globally and answer them in every server the bot is invited to "
+        "(their managers then share one watch list).")
+    heavy_commands_at_once: int = setting(
+        2, "/nearest and /compare calls running at once, bot-wide (each fingerprints up to two models); "
+        "a further one is refused with a line saying so.", minimum=1, maximum=16)
+    command_deadline_s: int = setting(120, "Seconds after which a /nearest or /compare is answered with a "
+                                      "timeout instead of its result.", minimum=5, maximum=840)
+    watch_list_max: int = setting(200, "Most entries (authors and reference models) on the watch list.",
+                                  minimum=1, maximum=10000)
     allowed_hosts: tuple[str, ...] = setting(DISCORD_WEBHOOK_HOSTS, "Hosts a webhook URL may point at.")
 
     def check_webhook_url(self, url: str) -> None:
@@ -236,6 +249,14 @@ class DiscordSettings:
 class StoreSettings:
     path: str = setting("hubwatch.db", "SQLite file holding fingerprints, matches and the alert outbox.",
                         env="HUBWATCH_DB")
+    retention_days: int = setting(
+        0, "Matches and delivered alerts older than this many days are deleted by the watcher; 0 keeps them "
+        "forever. Undelivered alerts and fingerprints are never deleted.", env="HUBWATCH_RETENTION_DAYS",
+        minimum=0, maximum=36500)
+    plot_retention_days: int = setting(
+        30, "Evidence plots (~90 KB each) of delivered alerts older than this many days are dropped from the "
+        "outbox, the alert text kept; 0 keeps them forever.", env="HUBWATCH_PLOT_RETENTION_DAYS",
+        minimum=0, maximum=36500)
 
 
 @dataclass(frozen=True)
@@ -252,6 +273,23 @@ class LoggingSettings:
     level: str = setting("INFO", "Least severe log level written.", env="HUBWATCH_LOG_LEVEL", choices=LOG_LEVELS)
 
 
+@dataclass(frozen=True)
+class BackfillSettings:
+    scheduler: str = setting(
+        "", "Address of the Dask scheduler `hubwatch backfill` runs its jobs on (tcp://host:8786); empty starts a "
+        "cluster of backfill.workers processes on this machine, on loopback.")
+    workers: int = setting(2, "Worker processes of the local backfill cluster (when backfill.scheduler is empty).",
+                           minimum=1, maximum=256)
+    threads_per_worker: int = setting(
+        4, "Models each local backfill worker process fingerprints at once (the work waits on the Hub most of "
+        "the time).", minimum=1, maximum=64)
+    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction.", minimum=1,
+                              maximum=10000)
+    progress_interval_s: float = setting(
+        15.0, "Seconds between the backfill's progress log lines when its output is not a terminal (a terminal "
+        "gets a progress bar).", minimum=0.1)
+
+
 SECTIONS: dict[str, type] = {
     "hub": HubSettings,
     "feeds": FeedSettings,
@@ -261,6 +299,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSettings,
     "metrics": MetricsSettings,
     "logging": LoggingSettings,
+    "backfill": BackfillSettings,
 }
 
 
@@ -274,12 +313,17 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
     config_file: str | None = None  # the TOML file these settings came from, if any
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, for the log redaction filter."""
         values = (self.hub.token, self.discord.webhook_url, self.discord.bot_token)
-        return tuple(s.reveal() for s in values if s)
+        found = [s.reveal() for s in values if s]
+        webhook = DISCORD_WEBHOOK_PATH_RX.match(urlsplit(self.discord.webhook_url.reveal()).path)
+        if webhook:  # the token alone, as an error or a form field may print it
+            found.append(webhook["token"])
+        return tuple(found)
 
 
 def _env_name(section: str, f: dataclasses.Field) -> str:

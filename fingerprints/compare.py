@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from . import verdict as V
+from .components import compare_components, component_summary
 from .config import config_similarity
 from .facts import (
     ComparisonFacts, ConfigFacts, EmbeddingMatch, HiddenTransform, LayerPair, MergeFit, TensorMatch,
@@ -85,13 +86,14 @@ class Comparison:
     bytes_read: dict[str, int] = field(default_factory=dict)
     # The sampled bytes could not decide: `hubwatch compare --deep` reads more before anyone alerts.
     needs_deep: bool = False
+    components: list[dict[str, Any]] = field(default_factory=list)  # per component of multimodal models
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "a": self.a, "b": self.b, "verdict": str(self.verdict), "confidence": round(self.confidence, 4),
             "score": round(self.score, 4), "kinds": [str(k) for k in self.kinds], "evidence": self.evidence,
             "needs_deep": self.needs_deep, "config": self.config, "tokenizer": self.tokenizer,
-            "weights": self.weights, "bytes_read": self.bytes_read,
+            "weights": self.weights, "bytes_read": self.bytes_read, "components": self.components,
         }
 
 
@@ -690,6 +692,12 @@ def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader
     """
     facts = comparison_facts(fa, fb, second_parent)
     result = V.decide(facts)
+    # Multimodal models: one verdict per component as well (components.py).
+    parts = compare_components(fa, fb, compare_fingerprints)
+    if parts:
+        line, extra_kinds = component_summary(parts)
+        result.evidence.append(line)
+        result.kinds += [k for k in extra_kinds if k not in result.kinds]
     w = facts.weights
     return Comparison(
         a=fa.source, b=fb.source, verdict=result.verdict, confidence=result.confidence, score=result.score,
@@ -697,5 +705,5 @@ def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader
         tokenizer=facts.tokenizer.to_dict(),
         weights=w.to_dict() if w else {"available": False, "reason": facts.unreadable},
         layer_matrix=w.layer_matrix if w else [], layers_a=w.layers_a if w else [], layers_b=w.layers_b if w else [],
-        bytes_read={"a": fa.bytes_read, "b": fb.bytes_read}, needs_deep=result.needs_deep,
+        bytes_read={"a": fa.bytes_read, "b": fb.bytes_read}, needs_deep=result.needs_deep, components=parts,
     )

@@ -165,6 +165,25 @@ def _sampled_weights(fmt, reader, files, layouts, infos, tokenizer, hidden, budg
     )
 
 
+def tensor_layouts(reader: RangeReader) -> list[TensorLayout]:
+    """Where every decodable tensor of the checkpoint lies and how to decode it (headers only).
+
+    The fingerprint reads a fixed sample; the deep comparison (deep.py) reads more of the same
+    tensors and needs their places again.
+    """
+    files = reader.list_files()
+    if any(f.endswith(".safetensors") and "/" not in f for f in files):
+        tensors, _ = read_checkpoint(reader, files, lambda p: read_small_file(reader, p, MAX_INDEX_BYTES))
+        return [TensorLayout(t.name, t.dtype, t.shape, t.file, t.offset, t.nbytes) for t in tensors if t.dtype in FLOAT_DTYPES]
+    gguf_file = choose_gguf_file(files)
+    if gguf_file is None:
+        return []
+    from . import gguf_format as G
+
+    header = G.parse_gguf_header(reader, gguf_file)
+    return _gguf_layouts(G, header, G.gguf_architecture(header))[0]
+
+
 # Preference when a repo ships several quantisations: the least lossy first.
 GGUF_QUALITY = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k", "q5_0", "q4_k", "q4_0", "iq4", "q3_k", "q2_k")
 _GGUF_SHARD_RX = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")

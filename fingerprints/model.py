@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,12 @@ def stable_hash(obj: Any) -> str:
     data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(data).hexdigest()[:32]
 
+
+# The compact tier (what the store keeps for every model that matched nothing) is this fingerprint
+# without its sampled tensor values: 0.5-2.5 MB of float16 samples become a few KB. Its blob stays
+# under this many bytes (the store's per-model target is 64 KB, index rows and metadata included).
+COMPACT_BLOB_MAX = 48 * 1024
+COMPACT_NOTE = "compact fingerprint: sampled tensor values not stored (re-read from the Hub to compare weights)"
 
 # float16's largest finite value. Sampled values are finite (weights.py) but may be far larger: a
 # stored inf made every later comparison with this fingerprint fail (NaN correlations).
@@ -195,14 +201,37 @@ class Fingerprint:
         n = np.linalg.norm(out)
         return out / n if n > 0 else out
 
+    # ---- tiers ---------------------------------------------------------------------------
+
+    def compact(self) -> Fingerprint:
+        """This fingerprint without sampled tensor values (config, tokenizer, tensor table, hashes and
+        digests kept), within COMPACT_BLOB_MAX. A tensor table too large for it (MoE checkpoints list
+        tens of thousands of expert tensors) keeps the model-level tensors and the first block's."""
+        w = self.weights
+        if w is None or (not w.samples and w.embedding is None):
+            return self
+        slim = replace(self, weights=replace(w, samples=[], embedding=None, note=w.note or COMPACT_NOTE))
+        if len(slim.to_blob()) > COMPACT_BLOB_MAX:
+            first_block = [t for t in w.tensors if t.layer is None or t.layer == 0]
+            slim.weights.tensors = first_block
+            if len(slim.to_blob()) > COMPACT_BLOB_MAX:
+                slim.weights.tensors = []
+        return slim
+
     # ---- serialisation -------------------------------------------------------------------
 
     def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:
-        d = asdict(self)
-        if self.tokenizer is not None:
-            d["tokenizer"].pop("vocab", None)
-            d["tokenizer"].pop("token_hashes", None)
-        w = self.weights
+        # asdict deep-copies field by field: the vocabulary (not serialised) is left out before it,
+        # and the tensor table (thousands of flat records) is copied directly; with them, a
+        # 131k-token, 2,115-tensor fingerprint took ~1.5 s per blob.
+        tok, w = self.tokenizer, self.weights
+        d = asdict(replace(self, tokenizer=None, weights=replace(w, tensors=[]) if w is not None else None))
+        if w is not None:
+            d["weights"]["tensors"] = [{**vars(t), "shape": list(t.shape)} for t in w.tensors]
+        if tok is not None:
+            d["tokenizer"] = asdict(replace(tok, vocab=None, token_hashes=None))
+            d["tokenizer"].pop("vocab")
+            d["tokenizer"].pop("token_hashes")
         if w is not None:
             if include_arrays:
                 if w.embedding is not None:

@@ -5,6 +5,13 @@ A header is an 8-byte little-endian length N, then N bytes of JSON mapping tenso
 must fit in the file, offsets must lie in the data region, match dtype x shape, and tile the
 data region without overlaps or holes (the format's own rule). Sharded checkpoints are read
 through model.safetensors.index.json, one header per shard.
+
+Why not the safetensors library here: it opens a whole local file (``safe_open`` maps it), while
+a fingerprint reads a Hub file's header and a few sampled rows by HTTP ranges; and its parser
+accepts headers up to 100 MB and checks less than this one, which runs on hostile bytes under
+the parse envelope (envelope.py). Local folders go through the same parser so that a local
+comparison means what a remote one does. The library is used where a whole local checkpoint is
+loaded or written: the demo's repos (bot/demo.py) and the test fixtures.
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@
 ``Store.open(path)`` opens (creating and migrating) a database file; see ``store.store.Store`` for
 the API, ``store/outbox.py`` for the alert outbox's exactly-once state machine, ``store/lsh.py``
 and ``store/vectors.py`` for the candidate indexes, and ``store/nearest.py`` for nearest-match
-search with exact re-ranking. Every failure is a ``StoreError`` (a ``HubwatchError``).
+search with exact re-ranking. Every failure is a ``StoreError``, this package's error root.
 """
 
 from .errors import SchemaTooNewError, StoreCorruptError, StoreError, StoreLockedError
-from .records import Alert, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry
+from .records import OutboxRow, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry
 from .store import Store
 
 __all__ = [
-    "Alert", "Candidate", "MatchRecord", "ModelRecord", "SchemaTooNewError", "Store", "StoreCorruptError",
+    "OutboxRow", "Candidate", "MatchRecord", "ModelRecord", "SchemaTooNewError", "Store", "StoreCorruptError",
     "StoreError", "StoreLockedError", "StoredFingerprint", "WatchEntry",
 ]

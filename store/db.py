@@ -55,10 +55,27 @@ def translating(path_of: Callable[..., str]):
     return wrap
 
 
+# The store holds who watches what and the alert outbox: readable by its owner only. SQLite gives
+# the -wal and -shm files the database file's permissions.
+DATABASE_FILE_MODE = 0o600
+
+
+def _create_private(path: str) -> None:
+    """Create the database file owner-only (sqlite3 would create it 0644 under the usual umask)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, DATABASE_FILE_MODE))
+    except FileExistsError:
+        pass  # an existing store keeps the permissions its operator gave it
+    except OSError as exc:
+        raise StoreError(f"cannot create database {path}: {exc.strerror or exc}") from None
+
+
 def connect(path: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """Open ``path`` in WAL mode with a busy timeout; transactions are explicit (autocommit mode)."""
     if os.path.isdir(path):
         raise StoreError(f"database path {path} is a folder; give a file name such as hubwatch.db")
+    if path != ":memory:" and not path.startswith("file:"):
+        _create_private(path)
     try:
         conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:

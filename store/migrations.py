@@ -37,8 +37,10 @@ def known_migrations() -> list[Migration]:
             found.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
     found.sort(key=lambda mig: mig.version)
     versions = [mig.version for mig in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise StoreError(f"store migrations must be numbered 1..n without gaps, found {versions}")
+    # Numbers are handed out to parallel branches in advance, so one may land before a lower one:
+    # a gap is allowed, and a store that ran 3 before 2 existed runs 2 when it arrives.
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"store migrations must have distinct numbers, found {versions}")
     return found
 
 
@@ -70,10 +72,10 @@ def applied_versions(conn: sqlite3.Connection) -> set[int]:
 
 
 def check_not_newer(path: str, applied: set[int], known: list[Migration]) -> None:
-    newest = max(applied, default=0)
-    if newest > len(known):
+    unknown = applied - {mig.version for mig in known}
+    if unknown:
         raise SchemaTooNewError(
-            f"database {path} has schema version {newest}, newer than the {len(known)} this hubwatch "
+            f"database {path} has schema version {max(unknown)}, newer than the {known[-1].version} this hubwatch "
             "knows; upgrade hubwatch (or use another --db file)")
 
 

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from fingerprints.compare import compare_fingerprints
+from fingerprints.facts import DERIVED_VERDICTS, Verdict
 from fingerprints.model import Fingerprint
 
-from .records import ModelRecord
+from .errors import RefetchError
+from .records import Candidate, ModelRecord
+from .rows import TIER_COMPACT, TIER_FULL
 from .store import Store
 
 # Exact comparison costs ~0.1-0.5 s per pair (embedding alignment), so only the best candidates
 # are compared: three per requested result, and never fewer than ten.
 RERANK_PER_RESULT = 3
 MIN_RERANK = 10
-# Strongest relation first: the order in which re-ranked neighbours are listed.
-VERDICT_ORDER = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent",
-                 "not-comparable")
+# Strongest relation first (Verdict's own order): the order in which re-ranked neighbours are listed.
+VERDICT_ORDER = tuple(Verdict)
 # Verdicts under which one model is a copy of the other, so the earlier one is the likely original.
-COPY_VERDICTS = ("identical", "weights-derived")
+COPY_VERDICTS = DERIVED_VERDICTS
+# A compact candidate (no stored samples) is re-read from the Hub for a weight comparison only when
+# something says it may share weights with the query. Sketch cosine (store/vectors.py), measured on
+# benchmarks/detection.py's MiniLM cases: every derived case >= 0.705 (noise 1.0 x spread; all
+# others >= 0.967), every independent pair <= 0.501. The screen sits between the two.
+SKETCH_SCREEN_MIN = 0.6
+# Verdicts a config-and-tokenizer comparison can reach that need the weights to be confirmed.
+# Not "tokenizer-copied": it says the weights are independent, which a sketch cosine under the
+# screen already shows, and siblings sharing an uncommon vocabulary would all be re-read.
+SCREEN_VERDICTS = DERIVED_VERDICTS
+# Compact candidates re-read per query at most (each costs ~0.7 s of Hub reads at 50 ms per
+# request); the strongest by identity evidence and sketch cosine go first. A model uploaded into
+# a family of many fine-tunes otherwise re-reads the whole family.
+REFETCH_PER_QUERY = 3
+# Verdicts that make a stored compact fingerprint worth keeping in full (it is evidence now).
+KEEP_FULL_VERDICTS = DERIVED_VERDICTS | {Verdict.TOKENIZER_COPIED}
 
 
 @dataclass
@@ -71,25 +92,110 @@ def _rank(n: Neighbour) -> tuple:
     return (order, -n.score, -n.confidence, n.fingerprint_id)
 
 
+@dataclass
+class _Pairing:
+    """One candidate on its way to a comparison: which fingerprint stands for it and why."""
+
+    cand: Candidate
+    reference: Fingerprint
+    tier: str
+    note: str | None = None  # evidence line when its weights are not compared
+    refetched: bool = False
+
+
+def _screen(cand: Candidate, reference: Fingerprint, fp: Fingerprint, cosine: float | None,
+            compare: Callable[[Fingerprint, Fingerprint], Any]) -> str | None:
+    """Why a compact candidate's weights must be compared, or None when they need not be."""
+    if cand.identity_evidence:
+        return "identical files or sampled values"
+    if cosine is None:
+        return "no sketch to screen with"
+    if cosine >= SKETCH_SCREEN_MIN:
+        return f"sketch cosine {cosine:.2f}"
+    light = compare(reference, fp)  # the compact reference: config and tokenizer only
+    return f"config and tokenizer say {light.verdict}" if light.verdict in SCREEN_VERDICTS else None
+
+
+def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, compare) -> list[_Pairing]:
+    """The fingerprint each candidate is compared with: the stored one, or for a compact one that
+    passes the screen the full one re-read from the Hub (strongest first, REFETCH_PER_QUERY at
+    most); a compact one that does not is compared without weights, saying why."""
+    sketches = store.sketches_of([c.fingerprint_id for c in cands])
+    query_sketch = fp.sketch_vector()
+    has_query_sketch = bool(query_sketch.any())
+    out: list[_Pairing] = []
+    screened: list[tuple[float, _Pairing, str]] = []
+    for cand in cands:
+        stored = store.get_fingerprint(cand.fingerprint_id)
+        pairing = _Pairing(cand, store.load_fingerprint(cand.fingerprint_id), stored.tier)
+        out.append(pairing)
+        if stored.tier != TIER_COMPACT:
+            continue
+        vector = sketches.get(cand.fingerprint_id)
+        cosine = float(np.asarray(vector) @ query_sketch) if vector is not None and has_query_sketch else None
+        why = _screen(cand, pairing.reference, fp, cosine, compare)
+        if why is None:
+            pairing.note = (f"weights: not compared (stored compact); sketch cosine {cosine:.2f} is below "
+                            f"{SKETCH_SCREEN_MIN}, where no measured copy falls")
+        else:
+            pairing.note = f"weights: not compared (stored compact; {why}): no Hub access to re-read them"
+            strength = 2.0 if cand.identity_evidence else (cosine if cosine is not None else 1.5)
+            screened.append((strength, pairing, why))
+    screened.sort(key=lambda item: -item[0])
+    for rank, (_, pairing, why) in enumerate(screened):
+        if refetch is None:
+            continue
+        if rank >= REFETCH_PER_QUERY:
+            pairing.note = f"weights: not compared (stored compact; {why}): over {REFETCH_PER_QUERY} re-reads per query"
+            continue
+        try:
+            pairing.reference = refetch(pairing.cand.repo_id, pairing.cand.sha)
+        except RefetchError as exc:
+            pairing.note = f"weights: not compared (stored compact; {why}): re-reading failed: {exc}"
+            continue
+        pairing.note, pairing.refetched = None, True
+    return out
+
+
 def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None = None,
             query_record: ModelRecord | None = None,
-            compare: Callable[[Fingerprint, Fingerprint], Any] | None = None) -> list[Neighbour]:
+            compare: Callable[[Fingerprint, Fingerprint], Any] = compare_fingerprints,
+            refetch: Callable[[str, str], Fingerprint] | None = None,
+            pool: Executor | None = None) -> list[Neighbour]:
     """The ``k`` stored models closest to ``fp``: strongest verdict first, then weight score.
 
-    ``compare(reference, suspect)`` defaults to ``fingerprints.compare.compare_fingerprints``; the
-    stored model is passed as the reference (A) and ``fp`` as the suspect (B).
+    ``compare(reference, suspect)`` gets the stored model as the reference (A) and ``fp`` as the
+    suspect (B); with ``pool`` (a process pool) the comparisons run there, in parallel, while this
+    thread waits. ``refetch(repo_id, sha)`` re-reads a full fingerprint from the Hub for compact
+    candidates that pass the screen; a refetched one that turns out to be a copy or to share the
+    tokenizer is kept in full from then on.
     """
-    if compare is None:
-        from fingerprints.compare import compare_fingerprints as compare
     cands = store.candidates(fp, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
+    pairings = _pairings(store, fp, cands, refetch, compare)
+    references = [p.reference for p in pairings]
+    if pool is not None and len(pairings) > 1:
+        results = list(pool.map(compare, references, [fp] * len(references)))
+    else:
+        results = [compare(ref, fp) for ref in references]
     out = []
-    for cand in cands:
-        result = compare(store.load_fingerprint(cand.fingerprint_id), fp)
+    for pairing, result in zip(pairings, results):
+        cand = pairing.cand
+        if pairing.refetched and result.verdict in KEEP_FULL_VERDICTS:
+            store.set_tier(cand.fingerprint_id, pairing.reference, TIER_FULL)
+        evidence = list(result.evidence)
+        if pairing.note:
+            # In place of the comparison's generic "weights: not compared (...)" line, which
+            # cannot know that the samples were left out on purpose and why.
+            generic = next((i for i, line in enumerate(evidence) if line.startswith("weights: not compared")), None)
+            if generic is None:
+                evidence.append(pairing.note)
+            else:
+                evidence[generic] = pairing.note
         other = store.get_model(cand.repo_id)
         out.append(Neighbour(
             repo_id=cand.repo_id, sha=cand.sha, fingerprint_id=cand.fingerprint_id, verdict=result.verdict,
             confidence=float(result.confidence), score=float(result.score), kinds=list(result.kinds),
-            evidence=list(result.evidence), reasons=list(cand.reasons),
+            evidence=evidence, reasons=list(cand.reasons),
             declared=declared_relation(query_record, other, cand.repo_id),
             created_at=other.created_at if other else None,
             likely_original=likely_original(result.verdict, query_record, other),

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 
 from .db import transaction
 from .errors import StoreError
-from .records import Alert, utc_iso
+from .records import OutboxRow, utc_iso
 
 # A send is at most 5 webhook POSTs of 10 s with 1-8 s backoffs between them (~65 s), plus the
 # lookup of a resumed alert (a few GETs); 120 s covers that and a short retry_after without letting
@@ -58,10 +58,10 @@ def _now(now: datetime | None) -> str:
     return utc_iso(now or datetime.now(timezone.utc))
 
 
-def _alert(row: sqlite3.Row | tuple, columns: list[str], resumed: bool = False) -> Alert:
+def _alert(row: sqlite3.Row | tuple, columns: list[str], resumed: bool = False) -> OutboxRow:
     d = dict(zip(columns, row))
     d["payload"] = json.loads(d["payload"])
-    return Alert(**d, resumed=resumed)
+    return OutboxRow(**d, resumed=resumed)
 
 
 ALERT_COLUMNS = [
@@ -86,7 +86,7 @@ def enqueue_alert(conn: sqlite3.Connection, dedupe_key: str, payload: dict, now:
 
 
 def claim_pending_alerts(conn: sqlite3.Connection, limit: int, now: datetime | None = None,
-                         lease: timedelta = DEFAULT_LEASE) -> list[Alert]:
+                         lease: timedelta = DEFAULT_LEASE) -> list[OutboxRow]:
     """Claim up to ``limit`` due alerts: pending ones whose retry time has come, and sending ones
     whose lease expired. Each comes back with a fresh ``claim_token``."""
     moment = now or datetime.now(timezone.utc)
@@ -158,7 +158,7 @@ def mark_failed(conn: sqlite3.Connection, alert_id: int, claim_token: str, error
     return status
 
 
-def get_alert(conn: sqlite3.Connection, alert_id: int) -> Alert | None:
+def get_alert(conn: sqlite3.Connection, alert_id: int) -> OutboxRow | None:
     row = conn.execute(f"{_SELECT} WHERE id = ?", (alert_id,)).fetchone()
     return _alert(row, ALERT_COLUMNS) if row else None
 

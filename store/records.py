@@ -55,6 +55,7 @@ class StoredFingerprint:
     bytes_read: int
     vocab_hash: str | None
     shape_family: str
+    tier: str = "full"  # store/rows.py TIERS
 
 
 @dataclass
@@ -87,8 +88,8 @@ class MatchRecord:
 
 
 @dataclass(frozen=True)
-class Alert:
-    """An outbox row as claimed by a sender."""
+class OutboxRow:
+    """An outbox row as claimed by a sender; ``payload`` is the alert (``bot.alerts.model.Alert.to_dict``)."""
 
     id: int
     dedupe_key: str

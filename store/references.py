@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from importlib import resources
 
 from .errors import StoreError
 
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,10 @@ def load_references(text: str | None = None) -> list[Reference]:
         raise StoreError(f"reference list is malformed: {exc}") from exc
     seen: set[str] = set()
     for ref in refs:
-        if not REPO_ID_RX.match(ref.repo_id):
+        # The shape only; the Hub's naming rule is the Hub layer's (bot/hub/models.py REPO_ID_RX),
+        # and a misspelt name fails its seed alone, as an unreachable repo does.
+        org, slash, name = ref.repo_id.partition("/")
+        if not (org and slash and name) or "/" in name:
             raise StoreError(f"reference list: {ref.repo_id!r} is not an org/name repo id")
         if ref.repo_id in seen:
             raise StoreError(f"reference list: {ref.repo_id} is listed twice")

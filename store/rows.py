@@ -13,6 +13,12 @@ from fingerprints.model import SKETCH_DIM, Fingerprint
 from .errors import StoreError
 from .lsh import band_buckets
 
+# What a fingerprint row's blob holds (the ``tier`` column, migration 0003).
+TIER_REFERENCE = "reference"  # a reference model: full detail, never compacted
+TIER_FULL = "full"  # matched something: full detail kept as the evidence
+TIER_COMPACT = "compact"  # Fingerprint.compact(): no sampled values; re-read from the Hub when needed
+TIERS = (TIER_REFERENCE, TIER_FULL, TIER_COMPACT)
+
 
 @dataclass
 class IndexQuery:
@@ -49,17 +55,24 @@ class FingerprintRow:
     vocab_size: int = 0
     minhash: list[int] = field(default_factory=list)
     vocab_tokens: list[str] | None = None
+    tier: str = TIER_FULL
 
     @classmethod
-    def from_fingerprint(cls, repo_id: str, sha: str, fp: Fingerprint) -> FingerprintRow:
+    def from_fingerprint(cls, repo_id: str, sha: str, fp: Fingerprint, tier: str = TIER_FULL) -> FingerprintRow:
+        """The row of ``fp``; index keys and sketch always come from the full fingerprint, the blob
+        is the compact one for TIER_COMPACT."""
         if not repo_id or not sha:
             raise StoreError("a fingerprint needs a repo id and a revision sha to be stored")
+        if tier not in TIERS:
+            raise StoreError(f"fingerprint tier must be one of {', '.join(TIERS)}, not {tier!r}")
         q = IndexQuery.from_fingerprint(fp)
         tok = fp.tokenizer
+        blob = (fp.compact() if tier == TIER_COMPACT else fp).to_blob()
         return cls(
-            repo_id=repo_id, sha=sha, version=fp.version, blob=fp.to_blob(), bytes_read=fp.bytes_read,
+            repo_id=repo_id, sha=sha, version=fp.version, blob=blob, bytes_read=fp.bytes_read,
             shape_family=q.shape_family, keys=q.keys, sketch=q.sketch, vocab_hash=q.vocab_hash,
             vocab_size=tok.vocab_size if tok else 0, minhash=q.minhash, vocab_tokens=tok.vocab if tok else None,
+            tier=tier,
         )
 
     def sketch_bytes(self) -> bytes | None:

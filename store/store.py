@@ -18,9 +18,9 @@ from .db import DEFAULT_BUSY_TIMEOUT_S, closing_on_error, connect, transaction, 
 from .errors import StoreError
 from .lsh import estimated_jaccard, minhash_from_bytes, minhash_to_bytes
 from .migrations import latest_version, migrate
-from .records import Alert, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry, utc_iso
-from .rows import FingerprintRow, IndexQuery, compress_tokens, decompress_tokens
-from .vectors import VectorIndex
+from .records import OutboxRow, Candidate, MatchRecord, ModelRecord, StoredFingerprint, WatchEntry, utc_iso
+from .rows import TIER_COMPACT, TIER_FULL, TIERS, FingerprintRow, IndexQuery, compress_tokens, decompress_tokens
+from .vectors import shared_index
 
 # Exact keys shared by thousands of models (one popular vocabulary, one architecture) say little;
 # the earliest 50 holders are enough for re-ranking (references are indexed first, and the
@@ -35,7 +35,7 @@ LSH_VOCAB_LIMIT = 20
 VECTOR_NEIGHBOURS = 32
 DEFAULT_CANDIDATES = 20
 
-_FP_COLUMNS = "id, repo_id, sha, version, created_at, bytes_read, vocab_hash, shape_family"
+_FP_COLUMNS = "id, repo_id, sha, version, created_at, bytes_read, vocab_hash, shape_family, tier"
 _MODEL_COLUMNS = [
     "repo_id", "model_id", "sha", "author", "created_at", "last_modified", "downloads", "likes",
     "trending_score", "license", "base_models", "tags", "library_name", "pipeline_tag", "first_seen", "last_seen",
@@ -67,7 +67,8 @@ class Store:
         self.path = path
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
-        self.vectors = VectorIndex()
+        store_id = conn.execute("SELECT text_value FROM counters WHERE name = 'store_id'").fetchone()
+        self.vectors = shared_index(path, store_id[0] if store_id else None)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -126,9 +127,14 @@ class Store:
 
     # ---- fingerprints --------------------------------------------------------------------
 
-    def add_fingerprint(self, repo_id: str, sha: str, fp: Fingerprint) -> tuple[int, bool]:
-        """Store ``fp`` as (repo_id, sha, fp.version); returns (id, created). Same triple again: no-op."""
-        return self.add_rows([FingerprintRow.from_fingerprint(repo_id, sha, fp)])[0]
+    def add_fingerprint(self, repo_id: str, sha: str, fp: Fingerprint, tier: str = TIER_FULL) -> tuple[int, bool]:
+        """Store ``fp`` as (repo_id, sha, fp.version) in ``tier`` (store/rows.py); returns (id, created).
+        Same triple again: no-op, except that a fuller tier replaces a compact blob."""
+        row = FingerprintRow.from_fingerprint(repo_id, sha, fp, tier)
+        fid, created = self.add_rows([row])[0]
+        if not created and tier != TIER_COMPACT:
+            self.set_tier(fid, fp, tier)
+        return fid, created
 
     @_translated
     def add_rows(self, rows: list[FingerprintRow], now: datetime | None = None) -> list[tuple[int, bool]]:
@@ -139,9 +145,9 @@ class Store:
             for row in rows:
                 cur = self.conn.execute(
                     "INSERT OR IGNORE INTO fingerprints (repo_id, sha, version, created_at, blob, bytes_read, "
-                    "vocab_hash, shape_family, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "vocab_hash, shape_family, tier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (row.repo_id, row.sha, row.version, stamp, row.blob, row.bytes_read, row.vocab_hash,
-                     row.shape_family, row.sketch_bytes()),
+                     row.shape_family, row.tier),
                 )
                 if cur.rowcount == 0:
                     existing = self.conn.execute(
@@ -151,6 +157,10 @@ class Store:
                     out.append((existing[0], False))
                     continue
                 fid = cur.lastrowid
+                sketch = row.sketch_bytes()
+                if sketch is not None:
+                    self.conn.execute("INSERT INTO sketches (fingerprint_id, shape_family, vector) VALUES (?, ?, ?)",
+                                      (fid, row.shape_family, sketch))
                 self.conn.executemany(
                     "INSERT OR IGNORE INTO index_keys (kind, value, fingerprint_id) VALUES (?, ?, ?)",
                     [(kind, value, fid) for kind, value in row.keys],
@@ -206,6 +216,46 @@ class Store:
             raise StoreError(f"database {self.path} has no fingerprint with id {fingerprint_id}")
         vocab = self.vocabulary(row[1]) if row[1] else None
         return Fingerprint.from_blob(row[0], vocab=vocab)
+
+    @_translated
+    def set_tier(self, fingerprint_id: int, fp: Fingerprint, tier: str) -> None:
+        """Keep ``fp`` (the same revision, e.g. re-read from the Hub) in ``tier`` for this row: a
+        compact row that matched gets its full detail back; a full one that matched nothing is shrunk.
+        A reference stays a reference."""
+        if tier not in TIERS:
+            raise StoreError(f"fingerprint tier must be one of {', '.join(TIERS)}, not {tier!r}")
+        blob = (fp.compact() if tier == TIER_COMPACT else fp).to_blob()
+        self.conn.execute(
+            "UPDATE fingerprints SET blob = ?, tier = ? WHERE id = ? AND tier != 'reference'", (blob, tier, fingerprint_id))
+
+    @_translated
+    def compact_unmatched(self, keep_repos: set[str], limit: int = 1000) -> int:
+        """Shrink up to ``limit`` full fingerprints that are in no match and not of ``keep_repos``
+        (the shipped reference list) to the compact tier; the number shrunk. Stores written before
+        schema 3 hold every model in full."""
+        rows = self.conn.execute(
+            "SELECT id, repo_id FROM fingerprints f WHERE tier = 'full' AND NOT EXISTS "
+            "(SELECT 1 FROM matches m WHERE m.fingerprint_a = f.id OR m.fingerprint_b = f.id) ORDER BY id",
+        )
+        todo = [fid for fid, repo_id in rows if repo_id not in keep_repos][:limit]
+        for fid in todo:
+            fp = self.load_fingerprint(fid)
+            with transaction(self.conn):
+                self.set_tier(fid, fp, TIER_COMPACT)
+        return len(todo)
+
+    @_translated
+    def sketches_of(self, fingerprint_ids: list[int]) -> dict[int, np.ndarray]:
+        """Stored sketch vectors by fingerprint id (ids without one are absent)."""
+        out: dict[int, np.ndarray] = {}
+        for start in range(0, len(fingerprint_ids), 500):
+            chunk = fingerprint_ids[start:start + 500]
+            for fid, raw in self.conn.execute(
+                f"SELECT fingerprint_id, vector FROM sketches WHERE fingerprint_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[fid] = np.frombuffer(raw, dtype="<f4")
+        return out
 
     @_translated
     def vocabulary(self, vocab_hash: str) -> list[str] | None:
@@ -341,7 +391,7 @@ class Store:
 
     @_translated
     def claim_pending_alerts(self, limit: int, now: datetime | None = None,
-                             lease: timedelta = outbox.DEFAULT_LEASE) -> list[Alert]:
+                             lease: timedelta = outbox.DEFAULT_LEASE) -> list[OutboxRow]:
         return outbox.claim_pending_alerts(self.conn, limit, now, lease)
 
     @_translated
@@ -354,12 +404,33 @@ class Store:
         return outbox.mark_failed(self.conn, alert_id, claim_token, error, retry_at, max_attempts, in_doubt)
 
     @_translated
-    def get_alert(self, alert_id: int) -> Alert | None:
+    def get_alert(self, alert_id: int) -> OutboxRow | None:
         return outbox.get_alert(self.conn, alert_id)
 
     @_translated
     def alert_counts(self) -> dict[str, int]:
         return outbox.alert_counts(self.conn)
+
+    # ---- retention -----------------------------------------------------------------------
+
+    @_translated
+    def prune(self, older_than: datetime | None, plots_older_than: datetime | None, plot_key: str) -> dict[str, int]:
+        """Delete matches and delivered alerts from before ``older_than``, and drop ``plot_key`` from
+        the payload of delivered alerts from before ``plots_older_than`` (None: keep). Alerts not
+        yet delivered are never touched: deleting one would lose it."""
+        out = {"matches": 0, "alerts": 0, "plots": 0}
+        with transaction(self.conn):
+            if older_than is not None:
+                cutoff = utc_iso(older_than)
+                out["matches"] = self.conn.execute("DELETE FROM matches WHERE found_at < ?", (cutoff,)).rowcount
+                out["alerts"] = self.conn.execute(
+                    "DELETE FROM alerts WHERE status = 'delivered' AND created_at < ?", (cutoff,)).rowcount
+            if plots_older_than is not None:
+                path = f"$.{plot_key}"
+                out["plots"] = self.conn.execute(
+                    "UPDATE alerts SET payload = json_remove(payload, ?) WHERE status = 'delivered' AND created_at < ? "
+                    "AND json_extract(payload, ?) IS NOT NULL", (path, utc_iso(plots_older_than), path)).rowcount
+        return out
 
     # ---- poll cursors --------------------------------------------------------------------
 
@@ -450,6 +521,10 @@ class Store:
             "vocabularies": count("SELECT count(*) FROM vocabularies"),
             "index_keys": count("SELECT count(*) FROM index_keys"),
             "lsh_bands": count("SELECT count(*) FROM lsh_bands"),
+            "tiers": dict(self.conn.execute("SELECT tier, count(*) FROM fingerprints GROUP BY tier ORDER BY tier").fetchall()),
+            # length() of a blob is read from the record header, not by loading the blob.
+            "blob_bytes": count("SELECT coalesce(sum(length(blob)), 0) FROM fingerprints"),
+            "index_loaded": self.vectors.sizes(),
             "matches": count("SELECT count(*) FROM matches"),
             "alerts": self.alert_counts(),
             "watch_list": count("SELECT count(*) FROM watch_list"),

@@ -3,14 +3,20 @@
 Why brute force in numpy (measured with benchmarks/index.py, see the README): a float32 matrix
 product over a partition of 200,000 sketches takes ~10-20 ms on one core, recall is exact by
 construction, and the index needs no new dependency and no persisted file to keep in step with the
-database. Partitions load lazily from the fingerprints table and refresh incrementally: rows are
-never deleted and ids only grow, so "rows of this family with id > the last one loaded" is all a
-refresh reads, including rows other processes wrote.
+database. Partitions load lazily from the ``sketches`` table (never from the fingerprint blobs)
+and refresh incrementally: rows are never deleted and ids only grow, so "rows of this family with
+id > the last one loaded" is all a refresh reads, including rows other processes wrote.
+
+One index per database per process (``shared_index``): the watcher's polls, the bot's commands
+and every ``Store`` opened on the same file share it, so it is loaded once and then kept up to date
+in place instead of being rebuilt by each command or poll.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,14 +56,21 @@ class Partition:
 
 
 class VectorIndex:
+    """Thread-safe: the watcher's poll threads and the bot's command threads search one index."""
+
     def __init__(self) -> None:
         self._partitions: dict[str, Partition] = {}
+        self._lock = threading.Lock()
 
     def refresh(self, conn: sqlite3.Connection, family: str) -> Partition:
+        with self._lock:
+            return self._refresh(conn, family)
+
+    def _refresh(self, conn: sqlite3.Connection, family: str) -> Partition:
         part = self._partitions.setdefault(family, Partition())
         rows = conn.execute(
-            "SELECT id, sketch FROM fingerprints WHERE shape_family = ? AND id > ? AND sketch IS NOT NULL ORDER BY id",
-            (family, part.last_id),
+            "SELECT fingerprint_id, vector FROM sketches WHERE shape_family = ? AND fingerprint_id > ? "
+            "ORDER BY fingerprint_id", (family, part.last_id),
         ).fetchall()
         if rows:
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -67,22 +80,40 @@ class VectorIndex:
 
     def search(self, conn: sqlite3.Connection, family: str, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The ``k`` fingerprint ids of ``family`` whose sketches have the highest cosine with ``query``."""
-        part = self.refresh(conn, family)
-        if part.size == 0 or k <= 0:
-            return []
-        scores = part.matrix[: part.size] @ np.asarray(query, dtype=np.float32)
-        if part.size > k:
+        with self._lock:
+            part = self._refresh(conn, family)
+            if part.size == 0 or k <= 0:
+                return []
+            scores = part.matrix[: part.size] @ np.asarray(query, dtype=np.float32)
+            ids = part.ids[: part.size]
+        if len(scores) > k:
             top = np.argpartition(-scores, k - 1)[:k]
         else:
-            top = np.arange(part.size)
+            top = np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(part.ids[i]), float(scores[i])) for i in top]
+        return [(int(ids[i]), float(scores[i])) for i in top]
 
     def cosine(self, family: str, query: np.ndarray, fingerprint_id: int) -> float | None:
         """Cosine with a fingerprint already loaded (by ``refresh`` or ``search``); None if absent."""
-        part = self._partitions.get(family)
-        vec = part.vector_of(fingerprint_id) if part else None
+        with self._lock:
+            part = self._partitions.get(family)
+            vec = part.vector_of(fingerprint_id) if part else None
         return None if vec is None else float(vec @ np.asarray(query, dtype=np.float32))
 
     def sizes(self) -> dict[str, int]:
-        return {family: part.size for family, part in self._partitions.items()}
+        with self._lock:
+            return {family: part.size for family, part in self._partitions.items()}
+
+
+_shared: dict[tuple[str, str], VectorIndex] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_index(path: str, store_id: str | None) -> VectorIndex:
+    """The process's index of the database at ``path`` named ``store_id`` (a private one for an
+    in-memory database, which no other connection can see)."""
+    if path == ":memory:" or not store_id:
+        return VectorIndex()
+    key = (os.path.realpath(path), store_id)
+    with _shared_lock:
+        return _shared.setdefault(key, VectorIndex())

@@ -44,3 +44,40 @@ def smollm2(smollm2_gguf) -> dict[str, Path]:
     import smollm
 
     return smollm.build_smollm(smollm.default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def hub_dir(tmp_path_factory, minilm_dir) -> Path:
+    """The fake Hub's repos (tests/hubfixtures.py): MiniLM, a copy, a gated and a private one, tiny repos."""
+    import hubfixtures
+
+    return hubfixtures.build_hub_dir(tmp_path_factory.mktemp("fakehub"), minilm_dir)
+
+
+@pytest.fixture
+def fake_hub(hub_dir):
+    """A fresh fake Hub over the shared folder: clean counters, no faults."""
+    import hubfixtures
+    from bot.fakes.hub import FakeHub
+
+    with FakeHub(hub_dir, tokens=(hubfixtures.OTHER_TOKEN,)) as hub:
+        yield hub
+
+
+@pytest.fixture
+def client(fake_hub):
+    """A HubClient on the fake Hub with fast retries and no token (the environment's is ignored)."""
+    import hubfixtures
+    from bot.hub import HubClient
+
+    with HubClient(fake_hub.endpoint, token="", retry=hubfixtures.FAST_RETRY) as c:
+        yield c
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty store in tmp_path."""
+    from store.store import Store
+
+    with Store.open(tmp_path / "h.db") as s:
+        yield s

@@ -1,4 +1,4 @@
-"""Helpers and fixtures to run a fake Hub in a test. Test modules import the fixtures they use.
+"""Helpers to run a fake Hub in a test; its fixtures (hub_dir, fake_hub, client) are in conftest.py.
 
 The served folder holds the real all-MiniLM-L6-v2 (files symlinked from the installed package),
 a byte-identical re-upload under another name, a gated and a private copy, and a few tiny
@@ -12,11 +12,7 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
-import variants as variant_builder
-from bot.fakes.hub import FakeHub
-from bot.hub import HubClient, RetryPolicy
+from bot.hub import RetryPolicy
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 COPY = "acme/minilm-copy"
@@ -84,22 +80,3 @@ def build_hub_dir(root: Path, minilm: Path) -> Path:
 
 def public_repo_ids() -> set[str]:
     return {MINILM, COPY, GATED} | {r[0] for r in TINY_REPOS}
-
-
-@pytest.fixture(scope="session")
-def hub_dir(tmp_path_factory) -> Path:
-    return build_hub_dir(tmp_path_factory.mktemp("fakehub"), variant_builder.minilm_dir())
-
-
-@pytest.fixture
-def fake_hub(hub_dir):
-    """A fresh fake Hub over the shared folder: clean counters, no faults."""
-    with FakeHub(hub_dir, tokens=(OTHER_TOKEN,)) as hub:
-        yield hub
-
-
-@pytest.fixture
-def client(fake_hub):
-    """A HubClient on the fake Hub with fast retries and no token (the environment's is ignored)."""
-    with HubClient(fake_hub.endpoint, token="", retry=FAST_RETRY) as c:
-        yield c

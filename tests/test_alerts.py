@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from bot.alerts.discord_webhook import ConsoleSender, DiscordWebhookSender, make_sender
 from bot.alerts.escape import ZERO_WIDTH_SPACE
-from bot.alerts.limits import (DESCRIPTION_MAX, EMBEDS_TOTAL_MAX, FIELD_NAME_MAX, FIELD_VALUE_MAX, FIELDS_MAX,
-                               FOOTER_TEXT_MAX, TITLE_MAX, discord_len, embed_text_length)
+from bot.fakes.discord.limits import (DESCRIPTION_MAX, EMBEDS_TOTAL_MAX, FIELD_NAME_MAX, FIELD_VALUE_MAX, FIELDS_MAX,
+                                      FOOTER_TEXT_MAX, TITLE_MAX, discord_len, embed_text_length)
 from bot.alerts.model import Alert, AlertFormatError, RepoRef, build_alert
 from bot.alerts.render import PLOT_FILENAME, render_console, render_discord_payload
 from bot.fakes.discord.webhook import validate_payload

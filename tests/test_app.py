@@ -15,7 +15,7 @@ import pytest
 from bot.app import App
 from bot.cli import main
 from bot.settings import known_env_vars
-from hubfixtures import COPY, GATED, GRANTED_TOKEN, MINILM, fake_hub, hub_dir  # noqa: F401
+from hubfixtures import COPY, GATED, GRANTED_TOKEN, MINILM
 
 TENSOR_CAP = 65536
 

@@ -28,7 +28,7 @@ import pytest
 
 from bot.fakes.discord import FakeDiscordWebhook
 from store.store import Store
-from test_webhook import footer, make_alert
+from alert_samples import footer, make_alert
 
 N_ALERTS = 12
 LATENCY = 0.2

@@ -25,7 +25,9 @@ from bot.discord import (BotConfigError, CompareResult, NearestRow, StatusInfo, 
                              build_client, run_bot)
 from bot.discord.commands import AUTOCOMPLETE_CHOICES_MAX, GENERIC_FAILURE
 from bot.discord.ratelimit import EXPENSIVE_CALLS_PER_WINDOW
+from bot.discord.commands import OTHER_SERVER
 from bot.discord.render import PLOT_FILENAME
+from bot.discord.runner import CommandLimits
 from bot.alerts.discord_webhook import USER_AGENT
 from bot.fakes.discord.rest import (ADMINISTRATOR, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT,
                                   EPHEMERAL, GUILD_ID, MANAGE_GUILD, MEMBER_PERMISSIONS, FakeDiscord)
@@ -93,13 +95,13 @@ class InMemoryService:
 
 
 @contextlib.asynccontextmanager
-async def connected_bot(service, *, limiter=None, **fake_options):
+async def connected_bot(service, *, limiter=None, limits=CommandLimits(), **fake_options):
     """A FakeDiscord and the real client logged in, synced to the test guild, connected and ready."""
     saved_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     async with FakeDiscord(**fake_options) as fake:
         with fake.installed():
             client = build_client(service, guild_id=int(GUILD_ID), sync_commands=True, limiter=limiter,
-                                  guild_ready_timeout=0.05)
+                                  limits=limits, guild_ready_timeout=0.05)
             try:
                 await client.login(fake.token)
                 # discord.Client (unlike AutoShardedClient) connects to a fixed gateway URL; take
@@ -162,7 +164,7 @@ def test_nearest_defers_then_replaces_thinking_message_with_embed_table():
             assert "weights-derived" in embed["description"] and "0.991" in embed["description"]
             assert answer.payload["allowed_mentions"] == {"parse": []}
             assert ("nearest", "someone/llama-copy", 2) in service.calls
-            assert "MainThread" not in service.threads  # blocking work ran in a worker thread
+            assert {t.split("_")[0] for t in service.threads} == {"hubwatch-bot"}  # the bot's own threads
     run(scenario)
 
 
@@ -401,7 +403,7 @@ def test_run_bot_turns_a_rejected_token_into_a_config_error():
     async def scenario():
         async with FakeDiscord() as fake:
             with fake.installed(), pytest.raises(BotConfigError, match="rejected the bot token"):
-                await run_bot("not-the-token", InMemoryService(), guild_id=None, sync_commands=False)
+                await run_bot("not-the-token", InMemoryService(), guild_id=int(GUILD_ID), sync_commands=False)
     run(scenario)
 
 
@@ -425,3 +427,43 @@ def test_cli_bot_without_token_is_one_line_error(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
     assert "HUBWATCH_DISCORD_TOKEN" in err
+
+
+def test_without_a_guild_the_bot_refuses_to_publish_commands_everywhere():
+    async def scenario():
+        with pytest.raises(BotConfigError, match="discord.guild_id"):
+            await run_bot("any-token", InMemoryService(), guild_id=None, sync_commands=True)
+    run(scenario)
+
+
+def test_commands_are_answered_only_in_the_home_server():
+    service = InMemoryService()
+
+    async def scenario():
+        async with connected_bot(service) as (fake, _client):
+            fake.commands[None] = fake.commands[GUILD_ID]  # as if once synced globally
+            interaction = await fake.invoke("nearest", {"repo": "org1/model-1"}, in_guild=False)
+            callback = await fake.wait_for_callback(interaction)
+            assert callback["data"]["flags"] & EPHEMERAL and callback["data"]["content"] == OTHER_SERVER
+            assert not [c for c in service.calls if c[0] == "nearest"]
+    run(scenario)
+
+
+def test_heavy_commands_have_a_bot_wide_cap_and_a_deadline():
+    service = InMemoryService()
+    service.delay_s = 1.0
+
+    async def scenario():
+        async with connected_bot(service, limits=CommandLimits(heavy_at_once=1, deadline_s=0.4)) as (fake, _client):
+            first = await fake.invoke("compare", {"a": "org1/model-1", "b": "org2/model-2"}, user_id=ALICE)
+            await fake.wait_for_callback(first)
+            second = await fake.invoke("nearest", {"repo": "org1/model-1"}, user_id=BOB)  # another member
+            await fake.wait_until(lambda: second.followups)
+            [busy] = second.visible_messages()
+            assert busy.ephemeral and "already comparing 1 models" in busy.content
+            status = await fake.invoke("status", user_id=BOB)  # light commands still have threads
+            assert (await fake.wait_for_answer(status)).embeds
+            await fake.wait_until(lambda: first.followups)
+            [late] = first.visible_messages()
+            assert late.ephemeral and "took over 0.4 s" in late.content
+    run(scenario)

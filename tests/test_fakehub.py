@@ -20,8 +20,7 @@ from bot.fakes.hub.repos import FULL_HASH_LIMIT_BYTES
 from bot.discord.commands import check_model_id
 from bot.hub import HubClient
 from bot.hub.models import HubModel
-from hubfixtures import (COPY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, fake_hub,  # noqa: F401
-                         hub_dir, public_repo_ids, wait_for)
+from hubfixtures import COPY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, public_repo_ids, wait_for
 
 MINILM_PARAMS = {"F32": 22_713_216, "I64": 512}
 

@@ -9,7 +9,7 @@ from fingerprints.compare import compare_fingerprints
 from fingerprints.engine import choose_gguf_file, fingerprint_model
 from fingerprints.reader import LocalFolderReader
 from fingerprints.weights import TENSOR_BYTE_BUDGET
-from test_gguf import minilm_gguf_tensors, minilm_kv, write_gguf
+from gguf_samples import minilm_gguf_tensors, minilm_kv, write_gguf
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from bot.hub.retry import wait_for_429
 from fingerprints.engine import fingerprint_model
 from fingerprints.errors import BudgetExceededError, InvalidModelError
 from fingerprints.reader import LocalFolderReader, RangeRequest
-from hubfixtures import (COPY, FAST_RETRY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, client,  # noqa: F401
-                         fake_hub, hub_dir, link_minilm, wait_for)
+from hubfixtures import COPY, FAST_RETRY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, link_minilm, wait_for
 
 MiB = 1024 * 1024
 

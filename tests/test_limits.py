@@ -9,11 +9,13 @@ import os
 import pytest
 
 from bot.app import App
+from bot.errors import USER_ERRORS
 from bot.cli import main
 from bot.settings import known_env_vars, load_settings
 from bot.watch.watcher import Watcher
-from fingerprints.errors import HubwatchError
+from fingerprints.envelope import LimitedReader
 from fingerprints.reader import LocalFolderReader
+from bot.hub.models import HubModel
 
 MiB = 1024 * 1024
 SHA = "c" * 40
@@ -68,6 +70,14 @@ class FolderHub:
         return 0
 
 
+def hub_repo_over(folder, repo_id: str) -> LimitedReader:
+    """``folder`` read as the Hub repo ``repo_id`` at SHA (a reader with the Hub reader's ``sha``
+    and ``model``, which is not a LocalFolderReader)."""
+    inner = LocalFolderReader(folder)
+    inner.sha, inner.model = SHA, HubModel.from_api({"id": repo_id, "sha": SHA})
+    return LimitedReader(inner, max_requests=10**6, max_bytes=2**40, max_seconds=3600)
+
+
 def fingerprint_by(path: str, env: dict[str, str], folder, capsys):
     """Fingerprint ``folder`` the way ``path`` does; the fingerprint's JSON, or the error text."""
     if path == "cli":
@@ -82,13 +92,14 @@ def fingerprint_by(path: str, env: dict[str, str], folder, capsys):
         return json.loads(out) if code == 0 else err
     settings = load_settings(env=env)
     with App.of(settings) as app:
-        if path == "bot":
+        if path == "bot":  # the bot takes Hub repo ids only: the folder plays the Hub repo
+            app.open_repo = lambda repo_id, revision=None: hub_repo_over(folder, repo_id)
             try:
-                app.service().nearest(str(folder), 1)
-            except HubwatchError as exc:
+                app.service().nearest("someone/model", 1)
+            except USER_ERRORS as exc:
                 return str(exc)
             with app.open_store() as store:
-                return store.load_fingerprint(store.find_fingerprint(str(folder.resolve())).id).to_dict(False)
+                return store.load_fingerprint(store.find_fingerprint("someone/model").id).to_dict(False)
         watcher = Watcher(settings, FolderHub("someone/model", folder), app.sender, app.fingerprint,
                           open_store=app.open_store)
         watcher.poll_feed("newest")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 
 from bot.ops.logging_setup import configure_logging
 from bot.ops.progress import PLAIN_INTERVAL_S, Progress
@@ -24,12 +25,21 @@ def test_plain_progress_is_a_line_per_interval_and_silent_when_quick(caplog):
         for i in range(10):
             clock.now += PLAIN_INTERVAL_S / 4
             bar.advance(note=f"org/m{i}")
-    lines = [(r.done, r.total, getattr(r, "current", None)) for r in caplog.records]
-    assert lines == [(4, 10, "org/m3"), (8, 10, "org/m7"), (10, 10, None)]  # every 15 s, then the end
+    lines = [(r.done, r.total, r.last) for r in caplog.records]
+    assert lines == [(4, 10, "org/m3"), (8, 10, "org/m7"), (10, 10, "org/m9")]  # every 15 s, then the end
     caplog.clear()
     with Progress("quick", total=3, stream=io.StringIO(), clock=Clock(), terminal=False) as bar:
         bar.advance(3)
     assert not caplog.records
+
+
+def test_plain_progress_speaks_while_one_item_takes_long(caplog):
+    caplog.set_level("INFO", logger="hubwatch.progress")
+    with Progress("watch newest: fingerprinting", total=1, stream=io.StringIO(), interval_s=0.05, terminal=False):
+        deadline = time.monotonic() + 10
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)  # the one model is still being read: no advance() yet
+    assert caplog.records[0].done == 0 and caplog.records[0].total == 1
 
 
 def test_log_lines_go_above_the_terminal_bar_and_the_handler_is_restored():
@@ -65,6 +75,7 @@ def test_scheduler_run_lines_are_off_unless_debugging():
 
 def test_an_unreachable_hub_is_one_line_per_cycle_naming_host_and_error(tmp_path, caplog):
     from bot.alerts.discord_webhook import ConsoleSender
+    from bot.app import App
     from bot.hub import HubClient
     from bot.hub.retry import RetryPolicy
     from bot.settings import load_settings
@@ -77,7 +88,7 @@ def test_an_unreachable_hub_is_one_line_per_cycle_naming_host_and_error(tmp_path
                     sleep=lambda s: None)
     caplog.set_level("INFO")
     try:
-        summary = Watcher(settings, hub, ConsoleSender()).poll_feed("newest")
+        summary = Watcher(settings, hub, ConsoleSender(), App.of(settings).fingerprint).poll_feed("newest")
     finally:
         hub.close()
     lines = [r for r in caplog.records if r.name.startswith("hubwatch")]

@@ -12,7 +12,7 @@ from fingerprints.engine import fingerprint_model
 from fingerprints.model import TokenizerSignature
 from fingerprints.reader import LocalFolderReader
 from fingerprints.tokenizer_cache import TokenizerCache, tokenizer_cache_key
-from hubfixtures import COPY, MINILM, client, fake_hub, hub_dir, link_minilm  # noqa: F401
+from hubfixtures import COPY, MINILM, link_minilm
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 

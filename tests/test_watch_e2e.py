@@ -85,6 +85,9 @@ def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp
             declared = store.matches_for(store.find_fingerprint(DECLARED).id)
             assert [m.verdict for m in declared] == ["weights-derived"]  # recorded, not alerted
             assert store.matches_for(store.find_fingerprint(INDEPENDENT).id) == []
+            # Full detail for the reference and what matched; the unmatched model is kept compact.
+            tiers = {repo: store.find_fingerprint(repo).tier for repo in (REFERENCE, COPY, DECLARED, INDEPENDENT)}
+            assert tiers == {REFERENCE: "reference", COPY: "full", DECLARED: "full", INDEPENDENT: "compact"}
         finally:
             store.close()
 
@@ -108,6 +111,10 @@ def test_index_seed_fingerprints_references_and_skips_missing_ones(hub_root, tmp
         captured = capsys.readouterr()
         assert "[1/1] sentence-transformers/all-MiniLM-L6-v2 ... ok" in captured.err
         assert "seeded 1 of 1 references (0 failed)" in captured.out
+        # The seed recorded the Hub's model info: nearest dates the reference and marks it the original.
+        assert main(["nearest", COPY, "-k", "1", "--db", str(db)]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if REFERENCE in line)
+        assert row.startswith(f"* {REFERENCE} ") and row.rstrip().endswith("2021-08-30")
     store = Store.open(str(db))
     try:
         assert store.find_fingerprint(REFERENCE) is not None

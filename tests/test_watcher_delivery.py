@@ -8,7 +8,7 @@ from bot.app import App
 from bot.alerts.discord_webhook import DeliveryResult
 from bot.settings import load_settings
 from store.store import Store
-from test_alerts import make_alert
+from alert_samples import make_alert
 
 
 class BlockingSender:
@@ -30,8 +30,8 @@ def test_a_second_drain_while_one_runs_sends_nothing(tmp_path):
     settings = load_settings(env={"HUBWATCH_DB": str(tmp_path / "hubwatch.db")})
     assert settings.store.path == str(tmp_path / "hubwatch.db")
     with Store.open(settings.store.path) as store:
-        store.enqueue_alert("a", make_alert().to_dict())
-        store.enqueue_alert("b", make_alert(score=0.5).to_dict())
+        store.enqueue_alert("a", make_alert(0).to_dict())
+        store.enqueue_alert("b", make_alert(1).to_dict())
     sender = BlockingSender()
     watcher = App.of(settings).watcher(sender=sender)
     first = threading.Thread(target=lambda: results.append(watcher.deliver()))

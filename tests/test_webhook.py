@@ -17,22 +17,12 @@ import pytest
 from bot.alerts.delivery import deliver_pending, retry_delay
 from bot.alerts.discord_webhook import EDGE_RETRY_S, USER_AGENT, DiscordWebhookSender, PostedLookupError
 from bot.alerts.limits import FILE_MAX_BYTES
-from bot.alerts.model import Alert, RepoRef
+from bot.alerts.model import Alert
 from bot.alerts.render import PLOT_FILENAME, render_discord_payload
 from bot.fakes.discord import FakeDiscordWebhook
+from alert_samples import NOW, footer, make_alert
 
-NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-
-
-def make_alert(n: int = 0, plot: bytes | None = None) -> Alert:
-    return Alert(
-        suspect=RepoRef.on_hub(f"copier/model-{n}", "http://hub.test", sha=f"{n:040x}", created_at=NOW),
-        source=RepoRef.on_hub("org/original", "http://hub.test", created_at=NOW - timedelta(days=300)),
-        severity="high", verdict="identical", confidence=1.0, score=1.0,
-        reason="undeclared identical from org/original", evidence=("same sha256 for every weight file",),
-        created_at=NOW, plot_png=plot,
-    )
 
 
 @pytest.fixture
@@ -49,10 +39,6 @@ def quick_sender(url: str, **kw) -> DiscordWebhookSender:
     options = dict(timeout=2.0, backoff_base=0.02, backoff_cap=0.1)
     options.update(kw)
     return DiscordWebhookSender(url, **options)
-
-
-def footer(message) -> str:
-    return message.embeds[0]["footer"]["text"]
 
 
 # ---- the fake itself ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Discord's documented message limits, shared by the renderer and the fake webhook server.
+"""Discord's documented message limits, as the renderer keeps to them (the fake Discord keeps its own copy).
 
 Sources (discord/discord-api-docs): developers/resources/message.mdx "Embed Limits";
 developers/resources/webhook.mdx "Execute Webhook" (content 2000, embeds up to 10);
@@ -9,23 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-CONTENT_MAX = 2000
-EMBEDS_MAX = 10
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
-FIELDS_MAX = 25
-FIELD_NAME_MAX = 256
 FIELD_VALUE_MAX = 1024
-FOOTER_TEXT_MAX = 2048
-AUTHOR_NAME_MAX = 256
 # Sum of title, description, field names and values, footer text and author name over every
 # embed of one message.
 EMBEDS_TOTAL_MAX = 6000
 FILE_MAX_BYTES = 10 * 1024 * 1024
-# File types an embed may reference as attachment://<name> (Uploading Files, "Using Attachments within Embeds").
-ATTACHMENT_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
-# allowed_mentions.parse accepts exactly these (message.mdx "Allowed Mention Types").
-MENTION_TYPES = ("users", "roles", "everyone")
 
 
 def discord_len(text: str) -> int:

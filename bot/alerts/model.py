@@ -14,14 +14,14 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from fingerprints.errors import HubwatchError
 
-from bot.watch.policy import AlertDecision, ModelFacts
+from fingerprints.facts import Verdict
+
+from bot.errors import HubwatchError
+from bot.watch.policy import SEVERITIES, AlertDecision, ModelFacts
 
 # Where repo links point; tests and mirrors pass their own base URL.
 DEFAULT_HUB_URL = "https://huggingface.co"  # real-endpoint-constant
-SEVERITIES = ("high", "medium", "low")
-VERDICTS = ("identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent")
 # Bumped when a field changes meaning, so an old outbox row is recognised rather than misread.
 ALERT_FORMAT_VERSION = 1
 
@@ -88,8 +88,8 @@ class Alert:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise AlertFormatError(f"alert severity must be one of {', '.join(SEVERITIES)}, not {self.severity!r}")
-        if self.verdict not in VERDICTS:
-            raise AlertFormatError(f"alert verdict must be one of {', '.join(VERDICTS)}, not {self.verdict!r}")
+        if self.verdict not in tuple(Verdict):
+            raise AlertFormatError(f"alert verdict must be one of {', '.join(Verdict)}, not {self.verdict!r}")
         for name in ("confidence", "score"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -176,8 +176,8 @@ def build_alert(suspect: ModelFacts, source: ModelFacts, decision: AlertDecision
         source=RepoRef.on_hub(source.repo_id, hub_url, sha=source.sha, created_at=source.created_at),
         severity=decision.severity,
         verdict=comparison.verdict,
-        confidence=float(comparison.confidence),
-        score=float(comparison.score),
+        confidence=min(1.0, float(comparison.confidence)),
+        score=min(1.0, max(0.0, float(comparison.score))),
         kinds=tuple(comparison.kinds),
         reason=decision.reason,
         declared_base_models=tuple(suspect.declared_base_models),

@@ -10,6 +10,7 @@ import discord
 from bot.discord.commands import NO_MENTIONS, HubwatchCommandTree, build_tree
 from bot.discord.errors import BotConfigError
 from bot.discord.ratelimit import UserRateLimiter
+from bot.discord.runner import CommandLimits, CommandRunner
 from bot.discord.service import HubwatchService
 
 log = logging.getLogger(__name__)
@@ -22,15 +23,24 @@ def bot_intents() -> discord.Intents:
 
 
 class HubwatchBot(discord.Client):
+    """``guild_id``: the server the commands are synced to and the only one they answer in;
+    ``None`` publishes them globally and answers everywhere (discord.global_commands)."""
+
     def __init__(self, service: HubwatchService, *, guild_id: int | None = None, sync_commands: bool = False,
-                 limiter: UserRateLimiter | None = None, **options: Any):
+                 limiter: UserRateLimiter | None = None, limits: CommandLimits = CommandLimits(), **options: Any):
         options.setdefault("intents", bot_intents())
         options.setdefault("allowed_mentions", NO_MENTIONS)
         super().__init__(**options)
         self.service = service
         self.guild_id = guild_id
         self.sync_commands = sync_commands
-        self.tree: HubwatchCommandTree = build_tree(self, service, limiter or UserRateLimiter())
+        self.runner = CommandRunner(limits)
+        self.tree: HubwatchCommandTree = build_tree(self, service, limiter or UserRateLimiter(), self.runner,
+                                                    home_guild=guild_id)
+
+    async def close(self) -> None:
+        await super().close()
+        self.runner.close()
 
     async def setup_hook(self) -> None:
         if self.sync_commands:
@@ -60,16 +70,25 @@ class HubwatchBot(discord.Client):
 
 
 def build_client(service: HubwatchService, *, guild_id: int | None = None, sync_commands: bool = False,
-                 limiter: UserRateLimiter | None = None, **options: Any) -> HubwatchBot:
+                 limiter: UserRateLimiter | None = None, limits: CommandLimits = CommandLimits(),
+                 **options: Any) -> HubwatchBot:
     """A ready-to-start bot. ``options`` go to ``discord.Client`` (e.g. ``guild_ready_timeout``)."""
-    return HubwatchBot(service, guild_id=guild_id, sync_commands=sync_commands, limiter=limiter, **options)
+    return HubwatchBot(service, guild_id=guild_id, sync_commands=sync_commands, limiter=limiter, limits=limits,
+                       **options)
 
 
-async def run_bot(token: str, service: HubwatchService, *, guild_id: int | None, sync_commands: bool) -> None:
-    """Connect and serve commands until cancelled; a rejected token is a ``BotConfigError``."""
+async def run_bot(token: str, service: HubwatchService, *, guild_id: int | None, sync_commands: bool,
+                  global_commands: bool = False, limits: CommandLimits = CommandLimits()) -> None:
+    """Connect and serve commands until cancelled; a rejected token is a ``BotConfigError``.
+    Commands live in one server (``guild_id``) unless ``global_commands``: a global command reaches
+    every server the bot is invited to, and their members would share one watch list."""
     if not token.strip():
         raise BotConfigError("the Discord bot token is empty")
-    client = build_client(service, guild_id=guild_id, sync_commands=sync_commands)
+    if guild_id is None and not global_commands:
+        raise BotConfigError("set discord.guild_id (HUBWATCH_DISCORD_GUILD_ID) to the server the bot serves, or "
+                             "discord.global_commands = true (HUBWATCH_DISCORD_GLOBAL_COMMANDS) to serve every server")
+    client = build_client(service, guild_id=None if global_commands else guild_id, sync_commands=sync_commands,
+                          limits=limits)
     try:
         async with client:
             await client.start(token)

@@ -1,8 +1,10 @@
 """The slash commands: /nearest, /compare, /watch add|remove|list, /status, on a CommandTree.
 
 Every command answers within Discord's 3-second deadline by deferring before any call to the
-service, runs the (blocking) service call in a worker thread, then sends the result as a
-follow-up. Failures always reach the user as an ephemeral line (see ``HubwatchCommandTree.on_error``).
+service, runs the (blocking) service call on the bot's own threads (``runner.py``: a bot-wide cap
+on heavy commands and a deadline for each), then sends the result as a follow-up. Failures always
+reach the user as an ephemeral line (see ``HubwatchCommandTree.on_error``). Commands take Hub ids
+only; with a home guild, interactions from any other server are refused.
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import re
 
 import discord
 from discord import app_commands
 
-from fingerprints.errors import HubwatchError
 
+from bot.errors import USER_ERRORS
 from bot.discord.errors import BotInputError
+from bot.hub.models import AUTHOR_RX, REPO_ID_RX
 from bot.discord.ratelimit import UserRateLimiter
+from bot.discord.runner import CommandRunner
 from bot.discord.render import (PLOT_FILENAME, compare_embed, error_text, nearest_embed, status_embed,
                      watch_list_embed)
 from bot.discord.service import HubwatchService, WatchKind
@@ -36,18 +39,15 @@ AUTOCOMPLETE_TIMEOUT_S = 2.0
 NEAREST_K_DEFAULT = 5
 # Ten rows keep the table readable in a chat window (each row is one ~64-character line).
 NEAREST_K_MAX = 10
-# Hub ids: "org/name" for a model, "org" for a user or organisation (the Hub allows letters,
-# digits, "-", "_", "." and at most 96 characters per part; a part may start with "_").
-HUB_NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,95}"
-MODEL_ID_RX = re.compile(rf"^{HUB_NAME}/{HUB_NAME}$")
-AUTHOR_RX = re.compile(rf"^{HUB_NAME}$")
 GENERIC_FAILURE = "Something went wrong on hubwatch's side; the error was logged."
 # interaction.extras key: the command's result has been delivered (so an error afterwards must not
 # delete the original response, which by then is the result).
 ANSWERED = "hubwatch_answered"
 
 
-class RateLimitedError(app_commands.CheckFailure):
+class UserCooldownError(app_commands.CheckFailure):
+    """A user ran too many expensive commands in the limiter's window (not the Hub's rate limit)."""
+
     def __init__(self, retry_after: float):
         super().__init__(f"Too many expensive commands: try again in {max(1, round(retry_after))} s.")
         self.retry_after = retry_after
@@ -60,7 +60,7 @@ class ManageServerRequiredError(app_commands.CheckFailure):
 
 def check_model_id(repo: str) -> str:
     repo = repo.strip()
-    if not MODEL_ID_RX.match(repo):
+    if not REPO_ID_RX.match(repo):
         raise BotInputError(f"{repo[:CHOICE_TEXT_MAX]!r} is not a Hub model id (org/name)")
     return repo
 
@@ -68,7 +68,7 @@ def check_model_id(repo: str) -> str:
 def watch_target(text: str) -> tuple[WatchKind, str]:
     """"org/name" is a reference model, "org" a watched author (the Hub's own naming)."""
     text = text.strip()
-    if MODEL_ID_RX.match(text):
+    if REPO_ID_RX.match(text):
         return "reference", text
     if AUTHOR_RX.match(text):
         return "author", text
@@ -105,10 +105,23 @@ async def send_error(interaction: discord.Interaction, text: str) -> None:
     await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
 
+OTHER_SERVER = "hubwatch answers only in the server it was set up for."
+
+
 class HubwatchCommandTree(app_commands.CommandTree):
+    # The one server whose members may use the commands (settings discord.guild_id); None when
+    # the commands are published globally on purpose.
+    home_guild: int | None = None
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        if self.home_guild is None or interaction.guild_id == self.home_guild:
+            return True
+        await send_error(interaction, OTHER_SERVER)
+        return False
+
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, HubwatchError):
+        if isinstance(cause, USER_ERRORS):
             text = error_text(str(cause))
         elif isinstance(cause, (app_commands.CheckFailure, app_commands.TransformerError)):
             text = error_text(str(cause))
@@ -126,13 +139,15 @@ class HubwatchCommandTree(app_commands.CommandTree):
             log.error("could not deliver an error to user %s: %s", interaction.user.id, exc)
 
 
-def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRateLimiter) -> HubwatchCommandTree:
+def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRateLimiter,
+               runner: CommandRunner, home_guild: int | None = None) -> HubwatchCommandTree:
     tree = HubwatchCommandTree(client)
+    tree.home_guild = home_guild
 
     async def rate_limited(interaction: discord.Interaction) -> bool:
         wait = limiter.acquire(interaction.user.id)
         if wait > 0:
-            raise RateLimitedError(wait)
+            raise UserCooldownError(wait)
         return True
 
     async def manage_server(interaction: discord.Interaction) -> bool:
@@ -144,9 +159,9 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     async def repo_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         try:
             ids = await asyncio.wait_for(
-                asyncio.to_thread(service.known_repo_ids, current.strip(), AUTOCOMPLETE_CHOICES_MAX),
+                runner.light(service.known_repo_ids, current.strip(), AUTOCOMPLETE_CHOICES_MAX),
                 AUTOCOMPLETE_TIMEOUT_S)
-        except HubwatchError as exc:
+        except USER_ERRORS as exc:
             log.warning("autocomplete for %r failed: %s", current, exc)
             return []
         except asyncio.TimeoutError:
@@ -164,7 +179,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
                       k: app_commands.Range[int, 1, NEAREST_K_MAX] = NEAREST_K_DEFAULT) -> None:
         repo = check_model_id(repo)
         await interaction.response.defer(thinking=True)
-        rows = await asyncio.to_thread(service.nearest, repo, k)
+        rows = await runner.heavy(service.nearest, repo, k)
         await send_result(interaction, embed=nearest_embed(repo, rows))
 
     @tree.command(name="compare", description="Is one Hub model a copy of another?")
@@ -176,7 +191,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
         if a == b:
             raise BotInputError("compare needs two different models")
         await interaction.response.defer(thinking=True)
-        result = await asyncio.to_thread(service.compare, a, b)
+        result = await runner.heavy(service.compare, a, b)
         embed = compare_embed(result)
         if result.png is None:
             await send_result(interaction, embed=embed)
@@ -187,7 +202,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     @tree.command(name="status", description="What hubwatch has been doing")
     async def status(interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
-        info = await asyncio.to_thread(service.status)
+        info = await runner.light(service.status)
         await send_result(interaction, embed=status_embed(info))
 
     # Discord applies default permissions to a whole top-level command only, so "list" is hidden
@@ -202,7 +217,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     async def watch_add(interaction: discord.Interaction, repo: str) -> None:
         kind, value = watch_target(repo)
         await interaction.response.defer(thinking=True)
-        added = await asyncio.to_thread(service.watch_add, kind, value, user_label(interaction.user))
+        added = await runner.light(service.watch_add, kind, value, user_label(interaction.user))
         what = "reference model" if kind == "reference" else "author"
         text = f"Now watching {what} `{value}`." if added else f"{what.capitalize()} `{value}` was already watched."
         await send_result(interaction, content=text)
@@ -214,7 +229,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     async def watch_remove(interaction: discord.Interaction, repo: str) -> None:
         kind, value = watch_target(repo)
         await interaction.response.defer(thinking=True)
-        removed = await asyncio.to_thread(service.watch_remove, kind, value, user_label(interaction.user))
+        removed = await runner.light(service.watch_remove, kind, value, user_label(interaction.user))
         if not removed:
             raise BotInputError(f"{value} is not on the watch list")
         await send_result(interaction, content=f"Stopped watching `{value}`.")
@@ -222,7 +237,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     @watch.command(name="list", description="Reference models and authors added here")
     async def watch_list(interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
-        items = await asyncio.to_thread(service.watch_list)
+        items = await runner.light(service.watch_list)
         await send_result(interaction, embed=watch_list_embed(items))
 
     tree.add_command(watch)

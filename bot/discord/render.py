@@ -6,10 +6,14 @@ Repo ids, evidence and error text come from strangers on the Hub: everything sho
 
 from __future__ import annotations
 
+import re
+
 import discord
 
 from bot.alerts.escape import strip_controls
 from bot.alerts.limits import DESCRIPTION_MAX, FIELD_VALUE_MAX, TITLE_MAX
+from fingerprints.facts import Verdict
+
 from bot.alerts.model import verdict_text
 from bot.alerts.render import fit_lines, fit_text
 
@@ -18,11 +22,11 @@ from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 PLOT_FILENAME = "comparison.png"
 # Copy verdicts stand out; "independent" is the quiet default.
 VERDICT_COLOURS = {
-    "identical": 0xD62828,
-    "weights-derived": 0xF77F00,
-    "tokenizer-copied": 0xFCBF49,
-    "same-architecture": 0x4895EF,
-    "independent": 0x6C757D,
+    Verdict.IDENTICAL: 0xD62828,
+    Verdict.WEIGHTS_DERIVED: 0xF77F00,
+    Verdict.TOKENIZER_COPIED: 0xFCBF49,
+    Verdict.SAME_ARCHITECTURE: 0x4895EF,
+    Verdict.INDEPENDENT: 0x6C757D,
 }
 NEUTRAL_COLOUR = 0x4895EF
 ERROR_COLOUR = 0xD62828
@@ -36,6 +40,15 @@ EVIDENCE_MAX = DESCRIPTION_MAX // 2
 # One ephemeral error line; Discord's content limit is 2000 and a longer error is not read anyway.
 ERROR_TEXT_MAX = 500
 LIKELY_ORIGINAL_MARK = "*"
+# Error and status text reaches every member: the endpoint, the database and other paths of the
+# server running hubwatch are not theirs to see. URLs first (their paths are not file paths).
+URL_RX = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+PATH_RX = re.compile(r"(?<![\w.~/-])(?:~|\.{1,2})?(?:/[^\s/'\"`]+)+/?|\b[A-Za-z]:\\\S+")
+
+
+def public_text(text: str) -> str:
+    """``text`` without URLs and filesystem paths; Hub ids (org/name) are kept."""
+    return PATH_RX.sub("[path]", URL_RX.sub("[url]", text))
 
 
 def _table_cell(text: str, width: int) -> str:
@@ -111,9 +124,9 @@ def status_embed(info: StatusInfo) -> discord.Embed:
     embed.add_field(name="Queue depth", value=str(info.queue_depth))
     embed.add_field(name="Errors", value=str(info.errors))
     if info.last_error:
-        embed.add_field(name="Last error", value=fit_text(info.last_error, FIELD_VALUE_MAX), inline=False)
+        embed.add_field(name="Last error", value=fit_text(public_text(info.last_error), FIELD_VALUE_MAX), inline=False)
     return embed
 
 
 def error_text(message: str) -> str:
-    return fit_text(message, ERROR_TEXT_MAX)
+    return fit_text(public_text(message), ERROR_TEXT_MAX)

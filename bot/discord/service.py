@@ -20,7 +20,7 @@ class NearestRow:
     """One neighbour of the queried model, best first."""
 
     repo_id: str
-    verdict: str  # "identical" | "weights-derived" | "tokenizer-copied" | "same-architecture" | "independent" | "not-comparable"
+    verdict: str  # a fingerprints.facts.Verdict
     score: float  # overall weight similarity, 0..1
     confidence: float  # 0..1
     kinds: list[str] = field(default_factory=list)  # how it was derived, e.g. ["noise", "rename"]

@@ -7,30 +7,48 @@ SQLite connections must not cross threads. A repo that is not in the store yet i
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
+
+from cachetools import TTLCache
 
 from fingerprints.compare import compare_fingerprints
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
 from store.nearest import nearest
+from store.rows import TIER_COMPACT
 from store.store import Store
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
-from bot.hub.sources import SpecFingerprint, index_one
+from bot.discord.errors import BotInputError
+from bot.hub.sources import SpecFingerprint, index_one, is_hub_repo_id
+from bot.watch.compare_pool import ComparePool
+
+# A comparison costs two fingerprints (seconds, hundreds of Hub requests); members asking the same
+# question within ten minutes get the same answer. 64 answers with their plots are a few MB.
+COMPARE_CACHE_SIZE = 64
+COMPARE_CACHE_TTL_S = 600
 
 
 class StoreService:
     """``open_store`` and ``fingerprint_spec`` come from the composition root (``bot/app.py``), so
     the bot reads the Hub through the one configured client, with the configured limits."""
 
-    def __init__(self, open_store: Callable[[], Store], fingerprint_spec: Callable[[str], SpecFingerprint]):
+    def __init__(self, open_store: Callable[[], Store], fingerprint_spec: Callable[[str], SpecFingerprint], *,
+                 watch_list_max: int = 200, refetch: Callable[[str, str], Fingerprint] | None = None,
+                 compare_pool: ComparePool | None = None):
         self._store = open_store
         self._fingerprint_spec = fingerprint_spec
+        self.watch_list_max = watch_list_max
+        self._refetch = refetch  # re-reads compact candidates that pass the screen (store/nearest.py)
+        self._compare_pool = compare_pool
+        self._compared: TTLCache[tuple[str, str], CompareResult] = TTLCache(COMPARE_CACHE_SIZE, COMPARE_CACHE_TTL_S)
+        self._compared_lock = threading.Lock()
 
     def _fingerprint(self, store: Store, spec: str, keep: bool = True) -> tuple[str, Fingerprint]:
         """The stored fingerprint of ``spec``, else a fresh one (stored too when ``keep``)."""
         stored = store.find_fingerprint(spec)
-        if stored is not None:
+        if stored is not None and stored.tier != TIER_COMPACT:  # a compact one lacks the samples to compare
             return spec, store.load_fingerprint(stored.id)
         got = self._fingerprint_spec(spec)
         if keep:
@@ -41,14 +59,21 @@ class StoreService:
         store = self._store()
         try:
             repo_id, fp = self._fingerprint(store, repo)
-            rows = nearest(store, fp, k=k, exclude_repo=repo_id, query_record=store.get_model(repo_id))
+            pool = self._compare_pool.get() if self._compare_pool else None
+            rows = nearest(store, fp, k=k, exclude_repo=repo_id, query_record=store.get_model(repo_id),
+                           refetch=self._refetch, pool=pool)
+            # Folders indexed from the command line are stored under this machine's paths: not shown.
             return [NearestRow(n.repo_id, n.verdict, n.score, n.confidence, list(n.kinds),
                                "" if n.declared == "none" else n.declared, n.likely_original == "neighbour")
-                    for n in rows]
+                    for n in rows if is_hub_repo_id(n.repo_id)]
         finally:
             store.close()
 
     def compare(self, a: str, b: str) -> CompareResult:
+        with self._compared_lock:
+            cached = self._compared.get((a, b))
+        if cached is not None:
+            return cached
         store = self._store()
         try:
             # A comparison does not add its models to the index; /nearest does.
@@ -57,12 +82,17 @@ class StoreService:
         finally:
             store.close()
         result = compare_fingerprints(fa, fb)
-        return CompareResult(a, b, result.verdict, result.confidence, result.score, list(result.kinds),
-                             list(result.evidence), render_comparison_png(result))
+        answer = CompareResult(a, b, result.verdict, result.confidence, result.score, list(result.kinds),
+                               list(result.evidence), render_comparison_png(result))
+        with self._compared_lock:
+            self._compared[(a, b)] = answer
+        return answer
 
     def watch_add(self, kind: str, value: str, by_user: str) -> bool:
         store = self._store()
         try:
+            if len(store.watch_list()) >= self.watch_list_max:
+                raise BotInputError(f"the watch list is full ({self.watch_list_max} entries); remove one first")
             return store.add_watch(kind, value, added_by=by_user)
         finally:
             store.close()
@@ -103,10 +133,11 @@ class StoreService:
         try:
             like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             rows = store.conn.execute(
-                "SELECT DISTINCT repo_id FROM fingerprints WHERE repo_id LIKE ? ESCAPE '\\' ORDER BY repo_id LIMIT ?",
+                "SELECT DISTINCT repo_id FROM fingerprints WHERE repo_id LIKE ? ESCAPE '\\' AND repo_id NOT LIKE '/%' "
+                "ORDER BY repo_id LIMIT ?",
                 (like, limit),
             ).fetchall()
-            return [r[0] for r in rows]
+            return [r[0] for r in rows if is_hub_repo_id(r[0])]
         finally:
             store.close()
 

@@ -8,7 +8,7 @@ endpoint such as the fake Hub) another loopback host.
 
 The endpoint and token are given by the caller (the composition root, ``bot/app.py``, from the
 settings); the client reads no environment. The token is sent as a Bearer header to the
-endpoint's host only and never appears in logs, errors or repr.
+endpoint's origin only (scheme, host and port) and never appears in logs, errors or repr.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fingerprints.errors import InvalidModelError
 
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, InvalidTokenError,
                             RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
-from bot.hub.models import COMMIT_RX, HubModel
+from bot.hub.models import COMMIT_RX, REPO_ID_RX, HubModel
 from bot.hub.remote_reader import HubRepoReader
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
@@ -44,9 +44,6 @@ SORT_ALIASES = {"created_at": "createdAt", "last_modified": "lastModified", "tre
 SORT_KEYS = ("createdAt", "lastModified", "trendingScore", "downloads", "likes")
 # The Hub honours at most 1000 results per listing page (its default page size).
 MAX_PAGE_SIZE = 1000
-# Repo ids: "org/name" (names as the Hub allows them: letters, digits, "-", "_", "."; a name may
-# start with "_", not with "-" or ".": huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]{0,95}/[A-Za-z0-9_][\w.\-]{0,95}$", re.ASCII)
 CONTENT_RANGE_RX = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # A resolve URL takes one hop (307 to resolve-cache or 302 to the CDN); renamed repos add one.
@@ -103,6 +100,13 @@ def _one_line(text: str) -> str:
     return clean[:MAX_SERVER_MESSAGE] + ("…" if len(clean) > MAX_SERVER_MESSAGE else "")
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """scheme, host and port (the scheme's default when absent): the token goes to this origin only,
+    not to another port or scheme of the same host."""
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
 class HubClient:
     def __init__(self, endpoint: str, token: str | None = None, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -115,6 +119,7 @@ class HubClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HubError(f"Hub endpoint {self.endpoint!r} is not an http(s) URL")
         self._host = parts.hostname.lower()
+        self._origin = _origin(self.endpoint)
         self._token = token or None
         self.retry = retry or RetryPolicy()
         self.model_byte_budget = model_byte_budget
@@ -171,9 +176,8 @@ class HubClient:
         for _ in range(MAX_REDIRECTS + 1):
             if not self._allowed(url):
                 raise HubError(f"refusing to follow the Hub to {urlsplit(url).hostname or url!r} (not an allowed host)")
-            same_host = (urlsplit(url).hostname or "").lower() == self._host
             hdrs = dict(headers)
-            if self._token and same_host:
+            if self._token and _origin(url) == self._origin:
                 hdrs["Authorization"] = f"Bearer {self._token}"
             log.debug("%s %s", method, url)
             with self._counter_lock:
@@ -311,33 +315,46 @@ class HubClient:
                     author: str | None = None, search: str | None = None,
                     filter: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Raw listing entries, newest/most-trending first, following the ``Link`` header up to ``limit``."""
+        yielded = 0
+        url: str | None = self.listing_url(sort, min(max(1, limit), MAX_PAGE_SIZE), expand, author=author,
+                                           search=search, filter=filter)
+        what = f"listing models by {SORT_ALIASES.get(sort, sort)}" + (f" of {author}" if author else "")  # names the feed in errors
+        while url and yielded < limit:
+            page, url = self.list_models_page(url, what)
+            for entry in page[: limit - yielded]:
+                yield entry
+                yielded += 1
+
+    def listing_url(self, sort: str = "createdAt", page_size: int = MAX_PAGE_SIZE, expand: Sequence[str] | None = None,
+                    *, author: str | None = None, search: str | None = None,
+                    filter: Sequence[str] | None = None) -> str:
+        """The URL of the first page of a ``/api/models`` listing."""
         sort = SORT_ALIASES.get(sort, sort)
         if sort not in SORT_KEYS:
             raise HubError(f"unknown sort {sort!r}; use one of {', '.join(SORT_KEYS)}")
-        params: list[tuple[str, str]] = [("sort", sort), ("limit", str(min(max(1, limit), MAX_PAGE_SIZE)))]
+        params: list[tuple[str, str]] = [("sort", sort), ("limit", str(min(max(1, page_size), MAX_PAGE_SIZE)))]
         params += [("expand", e) for e in expand or ()]
         params += [("filter", f) for f in filter or ()]
         if author:
             params.append(("author", author))
         if search:
             params.append(("search", search))
-        url: str | None = str(httpx.URL(f"{self.endpoint}/api/models", params=params))
-        what = f"listing models by {sort}" + (f" of {author}" if author else "")  # names the feed in errors
-        yielded = 0
-        while url and yielded < limit:
-            page, next_url = self._call("GET", url, what,
-                                        lambda r: (self._read_json(r, what), r.links.get("next", {}).get("url")))
-            if not isinstance(page, list):
-                raise HubError("listing models: the Hub sent something other than a list")
-            for entry in page:
-                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                    yield entry
-                    yielded += 1
-                    if yielded >= limit:
-                        return
-            if next_url and urlsplit(next_url).hostname != self._host:
-                raise HubError(f"listing models: next page is on another host ({urlsplit(next_url).hostname})")
-            url = next_url if page else None
+        return str(httpx.URL(f"{self.endpoint}/api/models", params=params))
+
+    def list_models_page(self, url: str, what: str = "listing models") -> tuple[list[dict[str, Any]], str | None]:
+        """One listing page at ``url`` (a ``listing_url`` or a ``Link`` it led to): its entries and
+        the next page's URL (None after the last page). A caller that keeps the URL can resume there.
+        ``what`` names the listing in errors and retry lines."""
+        if urlsplit(url).hostname != self._host:
+            raise HubError(f"listing models: page URL is on another host ({urlsplit(url).hostname})")
+        page, next_url = self._call("GET", url, what,
+                                    lambda r: (self._read_json(r, what), r.links.get("next", {}).get("url")))
+        if not isinstance(page, list):
+            raise HubError("listing models: the Hub sent something other than a list")
+        entries = [e for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        if next_url and urlsplit(next_url).hostname != self._host:
+            raise HubError(f"listing models: next page is on another host ({urlsplit(next_url).hostname})")
+        return entries, (next_url if page else None)
 
     def model_info(self, repo_id: str, revision: str | None = None, *, files_metadata: bool = True) -> HubModel:
         self.check_repo_id(repo_id)

@@ -8,6 +8,13 @@ from typing import Any
 
 from store.records import ModelRecord
 
+# Hub names of users, organisations and repos: letters, digits, "-", "_", ".", at most 96
+# characters, not starting with "-" or "." (huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
+HUB_NAME = r"[A-Za-z0-9_][\w.\-]{0,95}"
+REPO_ID_RX = re.compile(rf"^{HUB_NAME}/{HUB_NAME}$", re.ASCII)
+AUTHOR_RX = re.compile(rf"^{HUB_NAME}$", re.ASCII)
+# What a user types for a Hub model: org/name or name, optionally @revision (hubwatch's notation).
+REPO_SPEC_RX = re.compile(rf"^{HUB_NAME}(/{HUB_NAME})?(@[\w.\-/]+)?$", re.ASCII)
 # A commit sha, to which every ranged read is pinned.
 COMMIT_RX = re.compile(r"^[0-9a-f]{40}$")
 BASE_MODEL_TAG = "base_model:"

@@ -7,7 +7,6 @@ nothing here builds a client or reads a setting.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,22 +14,32 @@ from typing import Callable
 from fingerprints.errors import InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
+from store.rows import TIER_FULL
 from store.records import ModelRecord
+
+from bot.hub.models import REPO_ID_RX, REPO_SPEC_RX
 
 # Opens a Hub repo at a revision (None: main); the composition root binds it to its one client.
 OpenRepo = Callable[[str, "str | None"], RangeReader]
-# Hub repo ids: "name" or "org/name", optionally "@revision" (the CLI's own notation).
 LOCAL_SHA_PREFIX = "local-"
-REPO_ID_RX = re.compile(r"^[A-Za-z0-9_][\w.\-]*(/[A-Za-z0-9_][\w.\-]*)?(@[\w.\-/]+)?$", re.ASCII)
 
 
-def open_reader(spec: str, open_repo: OpenRepo) -> RangeReader:
-    """A reader over the folder ``spec``, or over the Hub repo ``org/name[@revision]`` by ``open_repo``."""
-    if os.path.exists(spec):
+def is_hub_repo_id(text: str) -> bool:
+    """``org/name`` as the Hub spells it (not a local path, which is absolute or has no "/")."""
+    return bool(REPO_ID_RX.match(text))
+
+
+def open_reader(spec: str, open_repo: OpenRepo, allow_local: bool = True) -> RangeReader:
+    """A reader over the folder ``spec``, or over the Hub repo ``org/name[@revision]`` by ``open_repo``.
+    ``allow_local=False`` (the Discord bot) never looks at this machine's filesystem."""
+    if not allow_local:
+        if not REPO_SPEC_RX.match(spec):
+            raise InvalidModelError(f"{spec[:100]!r} is not a Hub repo id (org/name)")
+    elif os.path.exists(spec):
         if not os.path.isdir(spec):
             raise InvalidModelError(f"{spec} is a file; give the model's folder")
         return LocalFolderReader(spec)
-    if not REPO_ID_RX.match(spec):
+    if not REPO_SPEC_RX.match(spec):
         raise InvalidModelError(f"{spec!r} is neither an existing folder nor a Hub repo id (org/name[@revision])")
     repo_id, _, revision = spec.partition("@")
     return open_repo(repo_id, revision or None)
@@ -53,9 +62,10 @@ def content_sha(fp: Fingerprint) -> str:
     return LOCAL_SHA_PREFIX + stable_hash(d)
 
 
-def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[RangeReader], Fingerprint]) -> SpecFingerprint:
+def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[RangeReader], Fingerprint],
+                     allow_local: bool = True) -> SpecFingerprint:
     """Fingerprint a folder or an org/name[@revision] repo, and name the revision it was read at."""
-    reader = open_reader(spec, open_repo)
+    reader = open_reader(spec, open_repo, allow_local)
     fp = fingerprint(reader)
     if isinstance(reader, LocalFolderReader):
         return SpecFingerprint(str(Path(spec).resolve()), content_sha(fp), fp, True)
@@ -64,9 +74,10 @@ def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[Rang
     return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False, reader.model.to_record())
 
 
-def index_one(store, got: SpecFingerprint) -> tuple[int, bool]:
-    """Store ``got`` and, for a Hub repo, its model record: (fingerprint id, created)."""
-    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp)
+def index_one(store, got: SpecFingerprint, tier: str = TIER_FULL) -> tuple[int, bool]:
+    """Store ``got`` in ``tier`` (store/rows.py; TIER_REFERENCE for reference models) and, for a Hub
+    repo, its model record: (fingerprint id, created)."""
+    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp, tier=tier)
     if got.record is not None:
         store.upsert_model(got.record)
     return fid, created

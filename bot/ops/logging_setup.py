@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 MASK = "[REDACTED]"
-# A configured secret shorter than this is not replaced verbatim: masking every "abc" in every log
-# line would hide more than it protects. Real tokens are 37+ characters.
+# A configured secret shorter than this is replaced only where it stands alone (not inside a
+# longer word): masking every "abc" inside other words would hide more than it protects, but a short
+# secret is still a secret. Real tokens are 37+ characters.
 MIN_LITERAL_SECRET_CHARS = 8
 
 # Token shapes that are redacted even when not configured (a token pasted into a model card, an
@@ -32,6 +33,11 @@ MIN_LITERAL_SECRET_CHARS = 8
 SECRET_PATTERNS = (
     # Discord Execute Webhook URL: keep the webhook id (useful when debugging), drop the token.
     (re.compile(r"(/api(?:/v\d+)?/webhooks/\d+/)[A-Za-z0-9._\-]+"), r"\1" + MASK),
+    # The same URL percent-encoded (inside a query string, a redirect target, a logged form).
+    (re.compile(r"(?i)(%2Fapi(?:%2Fv\d+)?%2Fwebhooks%2F\d+%2F)[A-Za-z0-9._\-%]+"), r"\1" + MASK),
+    # Signed CDN URLs (the Hub's LFS/Xet redirects): the signature and policy grant the download.
+    (re.compile(r"(?i)([?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|signature|policy|"
+                r"key-pair-id|x-goog-signature)=)[^&\s\"'#]+"), r"\1" + MASK),
     (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), MASK),
     # Discord bot tokens (and JWT-like triples): base64 user id . timestamp . HMAC.
     (re.compile(r"\b[A-Za-z0-9_\-]{23,28}\.[A-Za-z0-9_\-]{6,7}\.[A-Za-z0-9_\-]{27,}"), MASK),
@@ -49,8 +55,11 @@ CYCLE_LOGGER = "hubwatch.cycle"
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every known token shape and every given secret value replaced by [REDACTED]."""
-    for secret in sorted((s for s in secrets if len(s) >= MIN_LITERAL_SECRET_CHARS), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        if len(secret) >= MIN_LITERAL_SECRET_CHARS:
+            text = text.replace(secret, MASK)
+        else:
+            text = re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", MASK, text)
     for pattern, replacement in SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -30,6 +30,10 @@ EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 EXACT_FLOAT_INT = 2**53
 # How often the server thread checks for stop(): the delay a shutdown can take (http.server's default is 0.5 s).
 SHUTDOWN_POLL_S = 0.05
+# A Prometheus scrape and a container healthcheck each hold one connection for milliseconds: a
+# handful at once is plenty, and idle or slow connections must not pile up threads.
+MAX_CONNECTIONS = 16
+SOCKET_TIMEOUT_S = 5.0
 
 
 def format_value(value: float) -> str:
@@ -158,6 +162,8 @@ class Metrics:
 
 class _Handler(BaseHTTPRequestHandler):
     server: _MetricsHTTPServer
+    # A scrape takes milliseconds; a connection idle this long is dropped (socket timeout).
+    timeout = SOCKET_TIMEOUT_S
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
@@ -181,11 +187,30 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _MetricsHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once: a further one is closed at once."""
+
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], metrics: Metrics, max_poll_age_s: float | None):
         self.metrics, self.max_poll_age_s = metrics, max_poll_age_s
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class MetricsServer:

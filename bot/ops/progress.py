@@ -3,7 +3,8 @@
 On a terminal: a tqdm bar on stderr. Log records written while it is shown go above it (through
 the same redacting handler, by ``tqdm.write``), so a retry line never breaks the bar. Elsewhere (a
 pipe, a container log): one INFO ``progress`` log record every ``PLAIN_INTERVAL_S`` with what is
-done so far, and a last one at the end when any was written; a quick step prints nothing.
+done so far (also while one item takes long), and a last one at the end when any was written; a
+quick step prints nothing.
 
     with progress("index seed", total=len(refs)) as bar:
         for ref in refs:
@@ -52,6 +53,7 @@ class Progress:
         self.what, self.total, self.unit = what, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
+        self._last_note: str | None = None  # what the last advance() named
         self._clock, self._interval = clock, interval_s
         self._started = self._last_line = clock()
         self._lines = 0
@@ -60,23 +62,37 @@ class Progress:
         self._bar = tqdm(total=total, desc=what, unit=unit, file=self.stream, leave=False, dynamic_ncols=True) \
             if is_terminal else None
         self._redirected: list[tuple[logging.StreamHandler, IO[str]]] = []
-        if self._bar is not None:
+        self._stopped = threading.Event()
+        if self._bar is None:
+            # Lines come from advance() as items finish, and from this ticker while one item takes
+            # long (a slow model must not leave a cycle silent either).
+            threading.Thread(target=self._tick, name=f"progress {what}", daemon=True).start()
+        else:
             for handler in logging.getLogger().handlers:
                 if isinstance(handler, logging.StreamHandler) and handler.stream is self.stream:
                     self._redirected.append((handler, handler.setStream(_AboveBar(self.stream))))
 
+    def _tick(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._line_if_due()
+
+    def _line_if_due(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if now - self._last_line >= self._interval:
+                self._last_line = now
+                self._plain_line()
+
     def advance(self, n: int = 1, note: str | None = None) -> None:
         with self._lock:
             self.done += n
+            self._last_note = note or self._last_note
             if self._bar is not None:
                 if note:
                     self._bar.set_postfix_str(note, refresh=n == 0)  # update() below refreshes otherwise
                 self._bar.update(n)
                 return
-            now = self._clock()
-            if now - self._last_line >= self._interval:
-                self._last_line = now
-                self._plain_line(note)
+        self._line_if_due()
 
     def write(self, line: str) -> None:
         """A line of output that belongs with the step (a per-item result): above the bar, or plain."""
@@ -85,23 +101,26 @@ class Progress:
         else:
             print(line, file=self.stream, flush=True)
 
-    def _plain_line(self, note: str | None = None) -> None:
+    def _plain_line(self) -> None:
         self._lines += 1
         extra = {"what": self.what, "done": self.done, "elapsed_s": round(self._clock() - self._started, 1)}
         if self.total is not None:
             extra["total"] = self.total
-        if note:
-            extra["current"] = note
+        if self._last_note:
+            extra["last"] = self._last_note
         log.info("progress", extra=extra)
 
     def close(self) -> None:
+        self._stopped.set()
         if self._bar is not None:
             self._bar.close()
             for handler, stream in self._redirected:
                 handler.setStream(stream)
             self._redirected.clear()
-        elif self._lines:
-            self._plain_line()
+        else:
+            with self._lock:
+                if self._lines:
+                    self._plain_line()
 
     def __enter__(self) -> Progress:
         return self

@@ -17,12 +17,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
-ALERTING_VERDICTS = ("identical", "weights-derived", "tokenizer-copied")
+from fingerprints.facts import Verdict
+
+ALERTING_VERDICTS = (Verdict.IDENTICAL, Verdict.WEIGHTS_DERIVED, Verdict.TOKENIZER_COPIED)
 # Licenses whose terms survive into derivatives (attribution, use restrictions, non-commercial).
 RESTRICTIVE_LICENSE_PREFIXES = ("llama", "gemma", "cc-by-nc", "cc-by-sa", "openrail", "deepseek", "qwen",
                                 "gpl", "agpl", "other", "bigscience", "creativeml")
 PERMISSIVE_LICENSES = ("apache-2.0", "mit", "bsd", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "unlicense", "cc-by-4.0")
+
+
+class Severity(StrEnum):
+    """How bad an alert is; the one home of the names (a StrEnum: equal to its string)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        """Least severe first: ``alerts.min_severity`` compares by this."""
+        return SEVERITIES.index(self)
+
+
+# Least severe first.
+SEVERITIES: tuple[Severity, ...] = tuple(Severity)
 # Confidence at or above which an undeclared weight copy is high severity.
 HIGH_SEVERITY_CONFIDENCE = 0.95
 
@@ -40,7 +60,7 @@ class ModelFacts:
 @dataclass(frozen=True)
 class AlertDecision:
     alert: bool
-    severity: str | None  # "high" | "medium" | "low" when alert
+    severity: Severity | None  # when alert
     reason: str
     declared: bool
     license_conflict: str | None = None
@@ -86,7 +106,7 @@ def decide_alert(
                              declared=False)
     declared_set = {_norm(b) for b in suspect.declared_base_models} | {_norm(a) for a in declared_ancestors}
     declared = _norm(source.repo_id) in declared_set
-    conflict = license_conflict(source, suspect) if verdict != "tokenizer-copied" else None
+    conflict = license_conflict(source, suspect) if verdict != Verdict.TOKENIZER_COPIED else None
     notes = (f"license conflict: {conflict}",) if conflict else ()
     if _owner(source) == _owner(suspect):
         return AlertDecision(False, None, f"same owner ({_owner(source)}) re-uploaded its own model", declared=True,
@@ -94,12 +114,12 @@ def decide_alert(
     if declared and not alert_on_declared:
         return AlertDecision(False, None, f"declared derivative of {source.repo_id}", declared=True,
                              license_conflict=conflict, notes=notes)
-    if verdict == "tokenizer-copied":
-        severity = "low"
+    if verdict == Verdict.TOKENIZER_COPIED:
+        severity = Severity.LOW
     elif confidence >= HIGH_SEVERITY_CONFIDENCE or conflict:
-        severity = "high"
+        severity = Severity.HIGH
     else:
-        severity = "medium"
+        severity = Severity.MEDIUM
     if declared:
         reason = f"{verdict} from {source.repo_id} (declared)"
     else:

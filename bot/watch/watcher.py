@@ -24,28 +24,33 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-from fingerprints.errors import HubwatchError
+
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
+from store.errors import RefetchError
 from store.nearest import nearest
 from store.records import ModelRecord
+from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE
 from store.store import Store
 
+from bot.errors import USER_ERRORS
 from bot.alerts.delivery import deliver_pending
 from bot.hub.models import HubModel
 from bot.alerts.discord_webhook import AlertSender
-from bot.alerts.model import Alert, RepoRef
+from bot.alerts.model import build_alert
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
 from bot.ops.progress import Progress, progress
-from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, decide_alert
-from bot.settings import SEVERITIES, Settings
+from bot.watch.compare_pool import ComparePool
+from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_alert
+from bot.settings import Settings
 
 log = logging.getLogger("hubwatch.watcher")
 
@@ -102,19 +107,21 @@ def _facts(record: ModelRecord) -> ModelFacts:
 class Watcher:
     def __init__(self, settings: Settings, hub: Hub, sender: AlertSender,
                  fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint], metrics: Metrics | None = None,
-                 open_store: Callable[[], Store] | None = None):
+                 open_store: Callable[[], Store] | None = None, compare_pool: ComparePool | None = None):
         """``fingerprint``: one model's fingerprint under the configured limits, the composition
-        root's (``bot.app.App.fingerprint``) that every command and the bot use too."""
+        root's (``bot.app.App.fingerprint``) that every command and the bot use too. ``compare_pool``:
+        where comparisons run (both cores), else in the polling thread."""
         self.settings = settings
         self.fingerprint_with_limits = fingerprint
         self.hub = hub
         self.sender = sender
         self.metrics = metrics or Metrics()
         self.open_store = open_store or (lambda: Store.open(settings.store.path))
-        self.min_severity = SEVERITIES.index(settings.alerts.min_severity)
+        self.min_severity = Severity(settings.alerts.min_severity).rank
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
         self._delivering = threading.Lock()
+        self.compare_pool = compare_pool
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -125,7 +132,7 @@ class Watcher:
         try:
             try:
                 listing = self._listing(store, feed, summary)
-            except HubwatchError as exc:
+            except USER_ERRORS as exc:
                 summary.errors += 1
                 self.metrics.record_error(exc)
                 store.set_status("last_error", f"{feed}: {exc}")
@@ -153,6 +160,7 @@ class Watcher:
                 store.set_cursor(feed, None, newest)
             delivered = self.deliver(store)
             summary.alerts_delivered = delivered
+            self._prune(store)
             store.set_status(f"last_poll:{feed}", datetime.now(timezone.utc).isoformat())
             return self._finish(store, summary, started)
         finally:
@@ -174,13 +182,13 @@ class Watcher:
                     reader = self.hub.reader(entry.value)
                     fp = self._fingerprint(reader)
                     store.upsert_model(reader.model.to_record())
-                    store.add_fingerprint(entry.value, reader.sha, fp)
+                    store.add_fingerprint(entry.value, reader.sha, fp, tier=TIER_REFERENCE)
             except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
-                reason = str(exc) if isinstance(exc, HubwatchError) else f"internal error ({type(exc).__name__}); logged"
+                reason = str(exc) if isinstance(exc, USER_ERRORS) else f"internal error ({type(exc).__name__}); logged"
                 store.set_status("last_error", f"watched {entry.kind} {entry.value}: {reason}")
                 log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": reason},
-                            exc_info=not isinstance(exc, HubwatchError))
+                            exc_info=not isinstance(exc, USER_ERRORS))
         return listing
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
@@ -195,12 +203,30 @@ class Watcher:
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
         return self.fingerprint_with_limits(reader, self.tokenizers)
 
+    def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
+        """The full fingerprint of a stored compact revision, read from the Hub again; any failure is
+        the store's ``RefetchError``."""
+        try:
+            return self._fingerprint(self.hub.reader(repo_id, sha))
+        except USER_ERRORS as exc:
+            raise RefetchError(str(exc)) from exc
+
+    def _prune(self, store: Store) -> None:
+        days, plot_days = self.settings.store.retention_days, self.settings.store.plot_retention_days
+        if not (days or plot_days):
+            return
+        now = datetime.now(timezone.utc)
+        pruned = store.prune(now - timedelta(days=days) if days else None,
+                             now - timedelta(days=plot_days) if plot_days else None, PLOT_KEY)
+        if any(pruned.values()):
+            log.info("retention", extra=pruned)
+
     def _fingerprint_one(self, record: ModelRecord) -> PolledFingerprint:
         """One model's fingerprint or its failure; whatever one hostile repo raises (a MemoryError,
         a bug met on its bytes) fails that repo alone, never the feed's cycle."""
         try:
             return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
-        except HubwatchError as exc:
+        except USER_ERRORS as exc:
             return PolledFingerprint(record, None, str(exc))
         except Exception as exc:
             log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
@@ -234,11 +260,18 @@ class Watcher:
             store.set_status("last_error", f"{record.repo_id}@{record.sha}: {item.error}")
             log.warning("fingerprint failed", extra={"repo": record.repo_id, "sha": record.sha, "error": item.error})
             return
-        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record)
+        try:
+            neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
+                                 refetch=self._refetch, pool=self.compare_pool.get() if self.compare_pool else None)
+        except BrokenProcessPool:
+            self.compare_pool.drop()  # the next model starts new workers
+            raise
         match = next((n for n in neighbours if n.verdict in ALERTING_VERDICTS), None)
         if match is not None:
             self._maybe_alert(store, record, match, summary)
-        fid, created = store.add_fingerprint(record.repo_id, record.sha, fp)
+        # Every model gets the compact tier; one that matched keeps its full detail as evidence.
+        tier = TIER_COMPACT if match is None else TIER_FULL
+        fid, created = store.add_fingerprint(record.repo_id, record.sha, fp, tier=tier)
         if not created:
             return
         summary.fingerprinted += 1
@@ -250,23 +283,17 @@ class Watcher:
     def _maybe_alert(self, store: Store, record: ModelRecord, match, summary: CycleSummary) -> None:
         comparison = match.result
         source = store.get_model(match.repo_id) or ModelRecord(repo_id=match.repo_id, sha=match.sha)
+        suspect_facts, source_facts = _facts(record), _facts(source)
         decision = decide_alert(
-            _facts(record), _facts(source), comparison.verdict, comparison.confidence,
+            suspect_facts, source_facts, comparison.verdict, comparison.confidence,
             declared_ancestors=frozenset(self._ancestors(store, record.base_models)),
             alert_on_declared=self.settings.alerts.on_declared_derivatives,
         )
         log.info("match", extra={"repo": record.repo_id, "source": source.repo_id, "verdict": comparison.verdict,
                                  "alert": decision.alert, "reason": decision.reason})
-        if not decision.alert or SEVERITIES.index(decision.severity) < self.min_severity:
+        if not decision.alert or decision.severity.rank < self.min_severity:
             return
-        alert = Alert(
-            suspect=RepoRef.on_hub(record.repo_id, self.settings.hub.endpoint, record.sha, _parse_time(record.created_at)),
-            source=RepoRef.on_hub(source.repo_id, self.settings.hub.endpoint, source.sha, _parse_time(source.created_at)),
-            severity=decision.severity, verdict=comparison.verdict, confidence=min(1.0, comparison.confidence),
-            score=min(1.0, max(0.0, comparison.score)), kinds=tuple(comparison.kinds), reason=decision.reason,
-            declared_base_models=tuple(record.base_models), lineage_declared=decision.declared,
-            license_conflict=decision.license_conflict, evidence=tuple(comparison.evidence),
-        )
+        alert = build_alert(suspect_facts, source_facts, decision, comparison, hub_url=self.settings.hub.endpoint)
         payload = alert.to_dict()
         payload[PLOT_KEY] = base64.b64encode(render_comparison_png(comparison)).decode("ascii")
         if store.enqueue_alert(alert.key, payload):
@@ -312,14 +339,14 @@ class Watcher:
     def deliver_job(self) -> None:
         try:
             self.metrics.alerts_delivered.inc(self.deliver())
-        except HubwatchError as exc:
+        except USER_ERRORS as exc:
             self.metrics.record_error(exc)
             log.warning("alert delivery failed", extra={"error": str(exc)})
 
     def poll_job(self, feed: str) -> None:
         try:
             self.poll_feed(feed)
-        except HubwatchError as exc:  # a store failure: report, keep the schedule alive
+        except USER_ERRORS as exc:  # a store failure: report, keep the schedule alive
             self.metrics.record_error(exc)
             log.error("poll failed", extra={"feed": feed, "error": str(exc)})
 

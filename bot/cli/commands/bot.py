@@ -14,18 +14,16 @@ def register(sub) -> None:
         "commands until interrupted. Commands are published to Discord only with --sync: creating "
         "commands is limited to 200 a day per server, so do it once after install or upgrade.")
     p.add_argument("--sync", action="store_true",
-                   help="publish the slash commands (to discord.guild_id at once, or globally when it is 0)")
+                   help="publish the slash commands (to discord.guild_id, or globally with discord.global_commands)")
     p.set_defaults(func=run)
 
 
 def run(args, app) -> int:
-    from bot.discord import BotConfigError, run_bot
+    from bot.discord import BotConfigError
 
     settings = app.settings
     if not settings.discord.bot_token:
         raise BotConfigError(f"no Discord bot token: set {DiscordSettings.env_name('bot_token')} "
                              "(Discord developer portal > your application > Bot > Reset Token)")
-    service = app.service()
-    guild_id = settings.discord.guild_id or None
-    asyncio.run(run_bot(settings.discord.bot_token.reveal(), service, guild_id=guild_id, sync_commands=args.sync))
+    asyncio.run(app.run_bot(sync_commands=args.sync))
     return 0

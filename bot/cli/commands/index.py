@@ -1,14 +1,15 @@
-"""hubwatch index add|stats|seed: build and inspect the reference index."""
+"""hubwatch index add|stats|seed|compact: build and inspect the reference index."""
 
 from __future__ import annotations
 
 import json
 import sys
 
-from fingerprints.errors import HubwatchError
 
+from bot.errors import USER_ERRORS
 from bot.hub.sources import index_one
 from bot.ops.progress import progress
+from store.rows import TIER_REFERENCE
 
 
 def register(sub) -> None:
@@ -38,15 +39,23 @@ def register(sub) -> None:
     seed.add_argument("--family", default=None, help="only references of this family (e.g. llama-3)")
     seed.set_defaults(func=run_seed)
 
+    compact = isub.add_parser(
+        "compact", help="shrink stored fingerprints that matched nothing to the compact tier",
+        description="Stores written before schema 3 keep every model in full (~0.8 MB each). This keeps full "
+        "detail for references and models in a match, and shrinks the rest to their compact form "
+        "(no sampled values; re-read from the Hub when a comparison needs them).")
+    compact.add_argument("--limit", type=int, default=100_000, metavar="N", help="at most N fingerprints (default 100,000)")
+    compact.set_defaults(func=run_compact)
+
 
 def run_add(args, app) -> int:
-    first_error: HubwatchError | None = None
+    first_error: Exception | None = None
     with app.open_store() as store:
         for spec in args.models:
             try:
                 got = app.fingerprint_spec(spec)
-                fid, created = index_one(store, got)
-            except HubwatchError as exc:
+                fid, created = index_one(store, got, tier=TIER_REFERENCE)
+            except USER_ERRORS as exc:
                 print(f"hubwatch: error: {spec}: {_without_prefix(str(exc), spec)}", file=sys.stderr)
                 first_error = first_error or exc
                 continue
@@ -65,9 +74,25 @@ def run_stats(args, app) -> int:
     print(f"fingerprints:  {s['fingerprints']:,} ({s['repos_fingerprinted']:,} repos, {s['models']:,} with Hub metadata)")
     print(f"vocabularies:  {s['vocabularies']:,}   index keys: {s['index_keys']:,}   LSH bands: {s['lsh_bands']:,}")
     print(f"matches:       {s['matches']:,}   watch list: {s['watch_list']:,}")
+    tiers = ", ".join(f"{k} {v:,}" for k, v in s["tiers"].items())
+    per_model = s["bytes"] / max(1, s["fingerprints"])
+    print(f"tiers:         {tiers or 'none'}   blobs {s['blob_bytes'] / 1e6:,.1f} MB   {per_model / 1e3:,.1f} KB per model")
     print("alerts:        " + ", ".join(f"{k} {v:,}" for k, v in s["alerts"].items()))
     families = ", ".join(f"{k} {v:,}" for k, v in list(s["shape_families"].items())[:10])
     print(f"shape families: {families or 'none'}")
+    return 0
+
+
+def run_compact(args, app) -> int:
+    from store.references import load_references
+
+    with app.open_store(create=False) as store:
+        keep = {r.repo_id for r in load_references()} | {e.value for e in store.watch_list("reference")}
+        before = store.stats()["blob_bytes"]
+        done = store.compact_unmatched(keep, limit=max(args.limit, 0))
+        after = store.stats()["blob_bytes"]
+    print(f"compacted {done:,} fingerprints: blobs {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB "
+          "(the file shrinks after `sqlite3 FILE VACUUM`)")
     return 0
 
 
@@ -84,9 +109,9 @@ def run_seed(args, app) -> int:
         for i, ref in enumerate(refs, 1):
             try:
                 got = app.fingerprint_spec(ref.repo_id)
-                created = index_one(store, got)[1]
+                created = index_one(store, got, tier=TIER_REFERENCE)[1]
                 store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
-            except HubwatchError as exc:  # one unreachable or gated repo must not stop the seed
+            except USER_ERRORS as exc:  # one unreachable or gated repo must not stop the seed
                 failed += 1
                 bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... failed: {_without_prefix(str(exc), ref.repo_id)}")
             else:

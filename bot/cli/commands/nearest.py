@@ -43,7 +43,8 @@ def run(args, app) -> int:
         print(f"fingerprinting {args.model} …", file=sys.stderr)
         got = app.fingerprint_spec(args.model)
         query_record = None if got.is_local else (store.get_model(got.repo_id) or got.record)
-        found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record)
+        found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record,
+                        refetch=app.refetch, pool=app.compare_pool.get())
     if args.json:
         rows = [{k: v for k, v in n.to_dict().items() if k != "comparison"} for n in found]
         print(json.dumps({"query": {"repo_id": got.repo_id, "sha": got.sha}, "neighbours": rows}, indent=2))

@@ -25,11 +25,7 @@ async def _serve(watcher, app) -> None:
     tasks = [asyncio.create_task(watcher.run_forever(), name="watcher")]
     discord = app.settings.discord
     if discord.bot_token:
-        from bot.discord.client import run_bot
-
-        tasks.append(asyncio.create_task(
-            run_bot(discord.bot_token.reveal(), app.service(), guild_id=discord.guild_id or None, sync_commands=False),
-            name="discord-bot"))
+        tasks.append(asyncio.create_task(app.run_bot(), name="discord-bot"))
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()

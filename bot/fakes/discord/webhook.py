@@ -48,9 +48,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bot.alerts.limits import (ATTACHMENT_IMAGE_SUFFIXES, AUTHOR_NAME_MAX, CONTENT_MAX, DESCRIPTION_MAX, EMBEDS_MAX,
-                               EMBEDS_TOTAL_MAX, FIELD_NAME_MAX, FIELD_VALUE_MAX, FIELDS_MAX, FILE_MAX_BYTES,
-                               FOOTER_TEXT_MAX, MENTION_TYPES, TITLE_MAX, discord_len, embed_text_length)
+from bot.fakes.discord.limits import (ATTACHMENT_IMAGE_SUFFIXES, AUTHOR_NAME_MAX, CONTENT_MAX, DESCRIPTION_MAX, EMBEDS_MAX,
+                                      EMBEDS_TOTAL_MAX, FIELD_NAME_MAX, FIELD_VALUE_MAX, FIELDS_MAX, FILE_MAX_BYTES,
+                                      FOOTER_TEXT_MAX, MENTION_TYPES, TITLE_MAX, discord_len, embed_text_length)
 
 WEBHOOK_PATH = re.compile(r"^/api(?:/v\d+)?/webhooks/(?P<id>\d+)/(?P<token>[^/]+)/?$")
 CHANNEL_PATH = re.compile(r"^/api(?:/v\d+)?/channels/(?P<id>\d+)(?P<messages>/messages)?/?$")

@@ -1,0 +1,96 @@
+"""What a backfill worker runs: one repo revision in, its fingerprint (or why not) out.
+
+``fingerprint_revision`` is a pure function of (settings, work item) as far as the store is
+concerned: it reads the Hub and returns a picklable ``Outcome``; it never touches the database,
+which only the driver writes. The store row is prepared here (``FingerprintRow``: compact blob,
+index keys, sketch), so the single writer only inserts.
+
+Each worker process keeps one Hub client and one tokenizer cache for the whole run (built on its
+first job): connections and cached CDN locations are reused, and fine-tunes that ship their base
+model's tokenizer files skip reading them again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from dataclasses import dataclass
+
+from fingerprints.tokenizer_cache import TokenizerCache
+from store.records import ModelRecord
+from store.rows import TIER_COMPACT, FingerprintRow
+
+from bot.errors import USER_ERRORS
+from bot.app import App
+from bot.hub.client import HubClient
+from bot.hub.retry import RetryPolicy
+from bot.settings import Settings
+
+log = logging.getLogger("hubwatch.backfill")
+
+# A backfill worker has nothing better to do than wait for the Hub's rate-limit window (5 minutes,
+# hub-docs rate-limits.md) to reset: it waits out up to two windows before a repo counts as failed,
+# where the watcher gives up after 60 s and comes back next cycle. That wait is what paces a
+# worker machine to its IP's quota.
+BACKFILL_RETRY = RetryPolicy(max_attempts=12, max_total_wait_s=2 * 300 + 60)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    repo_id: str
+    revision: str | None  # the listed commit sha, a file's @revision, or None for main
+    # Revisions of this repo the store holds already: an item listed without its sha is resolved
+    # first and, when it is one of these, not read further.
+    known_shas: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    repo_id: str
+    sha: str | None
+    record: ModelRecord | None = None
+    row: FingerprintRow | None = None
+    reason: str | None = None  # a failure's kind: the error's class name
+    error: str | None = None  # a failure's one-line message
+    already_stored: bool = False
+
+
+@dataclass
+class WorkerTools:
+    app: App
+    hub: HubClient
+    tokenizers: TokenizerCache
+
+
+@functools.lru_cache(maxsize=1)
+def worker_tools(settings: Settings) -> WorkerTools:
+    """This worker process's composition root, Hub client and tokenizer cache for ``settings`` (one
+    backfill at a time). The rate-limit waits the retry policy allows are added to the model's time
+    limit: they pace the worker, they are not the model's fault."""
+    limits = dataclasses.replace(settings.limits,
+                                 model_seconds=settings.limits.model_seconds + BACKFILL_RETRY.max_total_wait_s)
+    app = App.of(dataclasses.replace(settings, limits=limits))
+    return WorkerTools(app, app.hub_client(BACKFILL_RETRY), TokenizerCache())
+
+
+def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
+    tools = worker_tools(settings)
+    sha = item.revision
+    try:
+        reader = tools.hub.reader(item.repo_id, item.revision)
+        sha = reader.sha
+        record = reader.model.to_record()
+        if reader.sha in item.known_shas:
+            return Outcome(item.repo_id, reader.sha, record, already_stored=True)
+        fp = tools.app.fingerprint(reader, tools.tokenizers)
+        # The backfill compares nothing, so every model gets the compact tier (store/rows.py): the
+        # full detail is re-read from the Hub if a later model ever matches it.
+        row = FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp, TIER_COMPACT)
+        return Outcome(item.repo_id, reader.sha, record, row)
+    except USER_ERRORS as exc:
+        return Outcome(item.repo_id, sha, reason=type(exc).__name__, error=str(exc))
+    except Exception as exc:  # a MemoryError or a bug met on one repo's bytes fails that repo alone
+        log.exception("fingerprint crashed", extra={"repo": item.repo_id, "revision": item.revision})
+        return Outcome(item.repo_id, sha, reason=type(exc).__name__,
+                       error=f"internal error ({type(exc).__name__}); logged on the worker")

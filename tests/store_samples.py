@@ -1,0 +1,26 @@
+"""Small synthetic fingerprints for the store and index tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+
+from fingerprints.model import (ConfigSignature, Fingerprint, TokenizerSignature, TokenRows,
+                                WeightsSignature)
+from fingerprints.tokenizer import minhash
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def small_fp(seed: int = 0, hidden: int = 16, vocab: list[str] | None = None) -> Fingerprint:
+    rng = np.random.default_rng(seed)
+    vocab = vocab or [f"tok{i}" for i in range(40)]
+    tokens = vocab[:30]
+    emb = TokenRows("embed", tokens, list(range(len(tokens))), rng.normal(size=(len(tokens), hidden)).astype(np.float32))
+    weights = WeightsSignature("safetensors", [], f"struct-{hidden}", hidden, 2, emb, [], f"sample-{seed}",
+                               f"values-{seed}", {}, 100)
+    tok = TokenizerSignature("wordpiece", "vocab.txt", len(vocab), f"vocab-{len(vocab)}-{vocab[-1]}", None, [], [],
+                             minhash(vocab), None, vocab)
+    config = ConfigSignature("bert", ["BertModel"], {"hidden_size": hidden}, f"arch-{hidden}", f"exact-{seed}", {})
+    return Fingerprint(f"test/{seed}", config, tok, weights, bytes_read=1234)
