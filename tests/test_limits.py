@@ -11,6 +11,7 @@ import pytest
 from bot.app import App
 from bot.errors import USER_ERRORS
 from bot.cli import main
+from bot.hub.ratelimit import HubRateBudget
 from bot.settings import known_env_vars, load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.envelope import LimitedReader
@@ -68,6 +69,8 @@ class FolderHub:
 
     def take_rate_limited_count(self):
         return 0
+
+    rate_budget = HubRateBudget()
 
 
 def hub_repo_over(folder, repo_id: str) -> LimitedReader:

@@ -43,6 +43,7 @@ from store.store import Store
 from bot.errors import USER_ERRORS
 from bot.alerts.delivery import deliver_pending
 from bot.hub.models import HubModel
+from bot.hub.ratelimit import HubRateBudget
 from bot.alerts.discord_webhook import AlertSender
 from bot.alerts.model import build_alert
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
@@ -80,6 +81,8 @@ class Hub(Protocol):
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
     def take_rate_limited_count(self) -> int: ...
+
+    rate_budget: HubRateBudget  # the process's one Hub rate-limit budget (bot/hub/ratelimit.py)
 
 
 @dataclass
@@ -194,6 +197,7 @@ class Watcher:
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
         summary.hub_429s = self.hub.take_rate_limited_count()
+        summary.rate_limit_wait_s = round(self.hub.rate_budget.take_waited_s(), 1)
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
