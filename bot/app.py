@@ -24,6 +24,7 @@ from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
+from bot.errors import USER_ERRORS
 from bot.hub.client import HubClient
 from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
@@ -86,7 +87,7 @@ class App:
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts, retry=retry)
+                           redirect_hosts=h.redirect_hosts, retry=retry, request_deadline_s=h.request_deadline_s)
         self._closers.append(client.close)
         return client
 
@@ -116,8 +117,13 @@ class App:
 
     def refetch(self, repo_id: str, sha: str) -> Fingerprint:
         """The full fingerprint of a stored revision, read from the Hub again (a compact one's
-        samples, when a comparison needs them)."""
-        return self.fingerprint(self.open_repo(repo_id, sha))
+        samples, when a comparison needs them). Any failure is the store's ``RefetchError``."""
+        from store.errors import RefetchError
+
+        try:
+            return self.fingerprint(self.open_repo(repo_id, sha))
+        except USER_ERRORS as exc:
+            raise RefetchError(str(exc)) from exc
 
     @cached_property
     def compare_pool(self) -> ComparePool:

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.errors import HubwatchError
 from bot.watch.policy import SEVERITIES
 from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
 
 from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
                                    DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES, DEFAULT_MAX_TOKENIZER_BYTES,
                                    DEFAULT_MAX_VOCAB, ParseEnvelope)
-from fingerprints.errors import HubwatchError
+
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from store.outbox import DEFAULT_LEASE
 
@@ -113,6 +114,10 @@ class HubSettings:
         "Hosts (and their subdomains) that resolve redirects may lead to, besides the endpoint's own host.")
     timeout_s: float = setting(10.0, "Seconds before one Hub request times out (huggingface_hub's default is 10).",
                                minimum=0.1, maximum=600)
+    request_deadline_s: float = setting(
+        330.0, "Seconds one Hub request may take in all: waiting for a spent rate-limit window to reset (up to "
+        "300 s, then 1 s more), retries and reading the answer; timeout_s bounds each read within it.",
+        minimum=1, maximum=3600)
     max_connections: int = setting(32, "HTTP connections to the Hub and its CDN kept open at once.", minimum=1, maximum=256)
 
     @property
@@ -190,7 +195,6 @@ class LimitSettings:
                              max_vocab=self.vocab_tokens, max_memory_bytes=self.parse_memory_bytes,
                              max_json_bytes=self.json_bytes, max_tokenizer_bytes=self.tokenizer_bytes,
                              max_header_bytes=self.header_bytes)
-
 
 
 @dataclass(frozen=True)

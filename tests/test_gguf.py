@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
 from fingerprints import gguf_format
-from fingerprints.errors import HubwatchError, InvalidModelError, UninspectableWeightsError
+from fingerprints.errors import FingerprintError, InvalidModelError, UninspectableWeightsError
 from fingerprints.gguf_format import (
     DEQUANTIZABLE_TYPES,
     ESTIMATE_SLACK_BYTES,
@@ -483,7 +483,7 @@ def test_fuzzed_ggufs_only_raise_invalid_model_error(valid_blob, data):
             del blob[pos : pos + data.draw(st.integers(1, 16))]
     try:
         exercise(bytes(blob))
-    except HubwatchError:
+    except FingerprintError:
         pass
 
 
@@ -496,5 +496,5 @@ def test_fuzzed_counts_and_lengths(valid_blob, pos, value):
     blob[offset : offset + 8] = struct.pack("<Q", value)
     try:
         exercise(bytes(blob))
-    except HubwatchError:
+    except FingerprintError:
         pass

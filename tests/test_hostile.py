@@ -16,6 +16,7 @@ import pytest
 
 from bot.alerts.discord_webhook import DeliveryResult
 from bot.app import App
+from bot.hub.ratelimit import HubRateBudget
 from bot.settings import load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.engine import fingerprint_model
@@ -139,6 +140,8 @@ class FolderHub:
 
     def take_rate_limited_count(self):
         return 0  # folders are never rate limited
+
+    rate_budget = HubRateBudget()
 
 
 class RecordingSender:

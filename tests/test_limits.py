@@ -9,10 +9,11 @@ import os
 import pytest
 
 from bot.app import App
+from bot.errors import USER_ERRORS
 from bot.cli import main
+from bot.hub.ratelimit import HubRateBudget
 from bot.settings import known_env_vars, load_settings
 from bot.watch.watcher import Watcher
-from fingerprints.errors import HubwatchError
 from fingerprints.envelope import LimitedReader
 from fingerprints.reader import LocalFolderReader
 from bot.hub.models import HubModel
@@ -69,6 +70,8 @@ class FolderHub:
     def take_rate_limited_count(self):
         return 0
 
+    rate_budget = HubRateBudget()
+
 
 def hub_repo_over(folder, repo_id: str) -> LimitedReader:
     """``folder`` read as the Hub repo ``repo_id`` at SHA (a reader with the Hub reader's ``sha``
@@ -96,7 +99,7 @@ def fingerprint_by(path: str, env: dict[str, str], folder, capsys):
             app.open_repo = lambda repo_id, revision=None: hub_repo_over(folder, repo_id)
             try:
                 app.service().nearest("someone/model", 1)
-            except HubwatchError as exc:
+            except USER_ERRORS as exc:
                 return str(exc)
             with app.open_store() as store:
                 return store.load_fingerprint(store.find_fingerprint("someone/model").id).to_dict(False)

@@ -18,7 +18,7 @@ from bot.discord.render import error_text, status_embed
 from bot.discord.service import StatusInfo
 from bot.hub.errors import RepoNotFoundError
 from bot.settings import load_settings
-from fingerprints.errors import HubwatchError
+from bot.errors import HubwatchError
 from hubfixtures import COPY, MINILM
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fingerprints.config import config_signature, config_similarity
-from fingerprints.errors import HubwatchError, InvalidModelError
+from fingerprints.errors import FingerprintError, InvalidModelError
 from fingerprints.model import rare_special_tokens
 from fingerprints.tokenizer import (
     looks_like_tiktoken, minhash, minhash_jaccard, parse_sentencepiece_model, parse_tiktoken,
@@ -100,7 +100,7 @@ def _only_clean_errors(target: str, seed: int) -> None:
     files, _ = fuzz_targets.mutate_input(random.Random(seed), FUZZ_TARGETS[target], SEED_POOL)
     try:
         FUZZ_TARGETS[target].run(files)
-    except HubwatchError:
+    except FingerprintError:
         pass
 
 

@@ -17,11 +17,11 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from fingerprints.errors import HubwatchError
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.records import ModelRecord
 from store.rows import TIER_COMPACT, FingerprintRow
 
+from bot.errors import USER_ERRORS
 from bot.app import App
 from bot.hub.client import HubClient
 from bot.hub.retry import RetryPolicy
@@ -88,7 +88,7 @@ def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
         # full detail is re-read from the Hub if a later model ever matches it.
         row = FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp, TIER_COMPACT)
         return Outcome(item.repo_id, reader.sha, record, row)
-    except HubwatchError as exc:
+    except USER_ERRORS as exc:
         return Outcome(item.repo_id, sha, reason=type(exc).__name__, error=str(exc))
     except Exception as exc:  # a MemoryError or a bug met on one repo's bytes fails that repo alone
         log.exception("fingerprint crashed", extra={"repo": item.repo_id, "revision": item.revision})

@@ -16,8 +16,8 @@ import logging
 import discord
 from discord import app_commands
 
-from fingerprints.errors import HubwatchError
 
+from bot.errors import USER_ERRORS
 from bot.discord.errors import BotInputError
 from bot.hub.models import AUTHOR_RX, REPO_ID_RX
 from bot.discord.ratelimit import UserRateLimiter
@@ -121,7 +121,7 @@ class HubwatchCommandTree(app_commands.CommandTree):
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, HubwatchError):
+        if isinstance(cause, USER_ERRORS):
             text = error_text(str(cause))
         elif isinstance(cause, (app_commands.CheckFailure, app_commands.TransformerError)):
             text = error_text(str(cause))
@@ -161,7 +161,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
             ids = await asyncio.wait_for(
                 runner.light(service.known_repo_ids, current.strip(), AUTOCOMPLETE_CHOICES_MAX),
                 AUTOCOMPLETE_TIMEOUT_S)
-        except HubwatchError as exc:
+        except USER_ERRORS as exc:
             log.warning("autocomplete for %r failed: %s", current, exc)
             return []
         except asyncio.TimeoutError:

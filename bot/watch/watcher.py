@@ -29,18 +29,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-from fingerprints.errors import HubwatchError
+
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
+from store.errors import RefetchError
 from store.nearest import nearest
 from store.records import ModelRecord
 from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE
 from store.store import Store
 
+from bot.errors import USER_ERRORS
 from bot.alerts.delivery import deliver_pending
 from bot.hub.models import HubModel
+from bot.hub.ratelimit import HubRateBudget
 from bot.alerts.discord_webhook import AlertSender
 from bot.alerts.model import build_alert
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
@@ -78,6 +81,8 @@ class Hub(Protocol):
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
     def take_rate_limited_count(self) -> int: ...
+
+    rate_budget: HubRateBudget  # the process's one Hub rate-limit budget (bot/hub/ratelimit.py)
 
 
 @dataclass
@@ -130,7 +135,7 @@ class Watcher:
         try:
             try:
                 listing = self._listing(store, feed, summary)
-            except HubwatchError as exc:
+            except USER_ERRORS as exc:
                 summary.errors += 1
                 self.metrics.record_error(exc)
                 store.set_status("last_error", f"{feed}: {exc}")
@@ -183,15 +188,16 @@ class Watcher:
                     store.add_fingerprint(entry.value, reader.sha, fp, tier=TIER_REFERENCE)
             except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
-                reason = str(exc) if isinstance(exc, HubwatchError) else f"internal error ({type(exc).__name__}); logged"
+                reason = str(exc) if isinstance(exc, USER_ERRORS) else f"internal error ({type(exc).__name__}); logged"
                 store.set_status("last_error", f"watched {entry.kind} {entry.value}: {reason}")
                 log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": reason},
-                            exc_info=not isinstance(exc, HubwatchError))
+                            exc_info=not isinstance(exc, USER_ERRORS))
         return listing
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
         summary.hub_429s = self.hub.take_rate_limited_count()
+        summary.rate_limit_wait_s = round(self.hub.rate_budget.take_waited_s(), 1)
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
@@ -202,8 +208,12 @@ class Watcher:
         return self.fingerprint_with_limits(reader, self.tokenizers)
 
     def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
-        """The full fingerprint of a stored compact revision, read from the Hub again."""
-        return self._fingerprint(self.hub.reader(repo_id, sha))
+        """The full fingerprint of a stored compact revision, read from the Hub again; any failure is
+        the store's ``RefetchError``."""
+        try:
+            return self._fingerprint(self.hub.reader(repo_id, sha))
+        except USER_ERRORS as exc:
+            raise RefetchError(str(exc)) from exc
 
     def _prune(self, store: Store) -> None:
         days, plot_days = self.settings.store.retention_days, self.settings.store.plot_retention_days
@@ -220,7 +230,7 @@ class Watcher:
         a bug met on its bytes) fails that repo alone, never the feed's cycle."""
         try:
             return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
-        except HubwatchError as exc:
+        except USER_ERRORS as exc:
             return PolledFingerprint(record, None, str(exc))
         except Exception as exc:
             log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
@@ -333,14 +343,14 @@ class Watcher:
     def deliver_job(self) -> None:
         try:
             self.metrics.alerts_delivered.inc(self.deliver())
-        except HubwatchError as exc:
+        except USER_ERRORS as exc:
             self.metrics.record_error(exc)
             log.warning("alert delivery failed", extra={"error": str(exc)})
 
     def poll_job(self, feed: str) -> None:
         try:
             self.poll_feed(feed)
-        except HubwatchError as exc:  # a store failure: report, keep the schedule alive
+        except USER_ERRORS as exc:  # a store failure: report, keep the schedule alive
             self.metrics.record_error(exc)
             log.error("poll failed", extra={"feed": feed, "error": str(exc)})
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from fingerprints.errors import HubwatchError
 
+from bot.errors import USER_ERRORS
 from bot.hub.sources import index_one
 from bot.ops.progress import progress
 from store.rows import TIER_REFERENCE
@@ -49,13 +49,13 @@ def register(sub) -> None:
 
 
 def run_add(args, app) -> int:
-    first_error: HubwatchError | None = None
+    first_error: Exception | None = None
     with app.open_store() as store:
         for spec in args.models:
             try:
                 got = app.fingerprint_spec(spec)
                 fid, created = index_one(store, got, tier=TIER_REFERENCE)
-            except HubwatchError as exc:
+            except USER_ERRORS as exc:
                 print(f"hubwatch: error: {spec}: {_without_prefix(str(exc), spec)}", file=sys.stderr)
                 first_error = first_error or exc
                 continue
@@ -111,7 +111,7 @@ def run_seed(args, app) -> int:
                 got = app.fingerprint_spec(ref.repo_id)
                 created = index_one(store, got, tier=TIER_REFERENCE)[1]
                 store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
-            except HubwatchError as exc:  # one unreachable or gated repo must not stop the seed
+            except USER_ERRORS as exc:  # one unreachable or gated repo must not stop the seed
                 failed += 1
                 bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... failed: {_without_prefix(str(exc), ref.repo_id)}")
             else:
