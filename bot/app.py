@@ -87,7 +87,7 @@ class App:
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts, retry=retry)
+                           redirect_hosts=h.redirect_hosts, retry=retry, request_deadline_s=h.request_deadline_s)
         self._closers.append(client.close)
         return client
 

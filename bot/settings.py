@@ -114,6 +114,10 @@ class HubSettings:
         "Hosts (and their subdomains) that resolve redirects may lead to, besides the endpoint's own host.")
     timeout_s: float = setting(10.0, "Seconds before one Hub request times out (huggingface_hub's default is 10).",
                                minimum=0.1, maximum=600)
+    request_deadline_s: float = setting(
+        330.0, "Seconds one Hub request may take in all: waiting for a spent rate-limit window to reset (up to "
+        "300 s, then 1 s more), retries and reading the answer; timeout_s bounds each read within it.",
+        minimum=1, maximum=3600)
     max_connections: int = setting(32, "HTTP connections to the Hub and its CDN kept open at once.", minimum=1, maximum=256)
 
     @property

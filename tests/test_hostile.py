@@ -16,6 +16,7 @@ import pytest
 
 from bot.alerts.discord_webhook import DeliveryResult
 from bot.app import App
+from bot.hub.ratelimit import HubRateBudget
 from bot.settings import load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.engine import fingerprint_model
@@ -139,8 +140,16 @@ class FolderHub:
         reader.name, reader.sha = repo_id, SHA
         return reader
 
+    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
+        return "page:1"
+
+    def list_models_page(self, url, what="listing models"):
+        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
+
     def take_rate_limited_count(self):
         return 0  # folders are never rate limited
+
+    rate_budget = HubRateBudget()
 
 
 class RecordingSender:

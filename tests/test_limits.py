@@ -11,6 +11,7 @@ import pytest
 from bot.app import App
 from bot.errors import USER_ERRORS
 from bot.cli import main
+from bot.hub.ratelimit import HubRateBudget
 from bot.settings import known_env_vars, load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.envelope import LimitedReader
@@ -68,8 +69,16 @@ class FolderHub:
         reader.sha = SHA
         return reader
 
+    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
+        return "page:1"
+
+    def list_models_page(self, url, what="listing models"):
+        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
+
     def take_rate_limited_count(self):
         return 0
+
+    rate_budget = HubRateBudget()
 
 
 def hub_repo_over(folder, repo_id: str) -> LimitedReader:
