@@ -170,9 +170,10 @@ class App:
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
-        return StoreService(self.open_store, self.fingerprint_hub_repo,
-                            watch_list_max=self.settings.discord.watch_list_max, refetch=self.refetch,
-                            compare_pool=self.compare_pool)
+        d = self.settings.discord
+        return StoreService(self.open_store, self.fingerprint_hub_repo, watch_list_max=d.watch_list_max,
+                            refetch=self.refetch, compare_pool=self.compare_pool,
+                            home_guild=None if d.global_commands else (d.guild_id or None))
 
     def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
         """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""
