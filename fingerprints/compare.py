@@ -34,6 +34,7 @@ from scipy.optimize import linear_sum_assignment
 from . import verdict as V
 from .components import compare_components, component_summary
 from .config import config_similarity
+from .experts import expert_note
 from .facts import (
     ComparisonFacts, ConfigFacts, EmbeddingMatch, HiddenTransform, LayerPair, MergeFit, TensorMatch,
     TokenizerFacts, WeightFacts,
@@ -692,6 +693,8 @@ def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader
         line, extra_kinds = component_summary(parts)
         result.evidence.append(line)
         result.kinds += [k for k in extra_kinds if k not in result.kinds]
+    if (note := expert_note(fa, fb)) is not None:
+        result.evidence.append(note)
     w = facts.weights
     return Comparison(
         a=fa.source, b=fb.source, verdict=result.verdict, confidence=result.confidence, score=result.score,
