@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +43,7 @@ from .engine import tensor_layouts
 from .facts import DERIVED_VERDICTS, Kind, Verdict
 from .model import Fingerprint, token_hashes
 from .reader import RangeReader, RangeRequest
+from .roles import expert_index
 from .weights import TensorLayout, decode
 
 # Bytes of tensor data each model may be read for in a deep comparison. 64 MiB reads all of
@@ -67,7 +67,6 @@ DEEP_P_MAX = 1e-6
 ROTATION_MAX_ENTRY = 0.9
 
 ELEMENT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
-_EXPERT_RX = re.compile(r"(?:^|\.)experts?\.(\d+)\.")
 GATE_ROLES = ("mlp_gate", "expert_mlp_gate")
 UP_ROLES = ("mlp_up", "expert_mlp_up")
 DOWN_ROLES = ("mlp_down", "expert_mlp_down")
@@ -157,8 +156,8 @@ def _ffn_units(fp: Fingerprint, layouts: dict[str, TensorLayout]) -> dict[int, l
         seconds = [i for r in second_roles for i in roles.get(r, [])]
         found = []
         for first in firsts:
-            expert = _expert_of(first.name)
-            second = next((s for s in seconds if _expert_of(s.name) == expert), None)
+            expert = expert_index(first.name)
+            second = next((s for s in seconds if expert_index(s.name) == expert), None)
             if second is None:
                 continue
             experts = first.shape[0] if len(first.shape) == 3 else None  # GGUF ffn_*_exps: (experts, ff, hidden)
@@ -176,11 +175,6 @@ def _second_view(layout: TensorLayout, shape: list[int], expert: int, gated: boo
     if gated:
         return (layout, expert * shape[-2] if len(shape) == 3 else 0, "rows")
     return (layout, 0, "cols")
-
-
-def _expert_of(name: str) -> int | None:
-    m = _EXPERT_RX.search(name)
-    return int(m.group(1)) if m else None
 
 
 def _layer_pairs(layers_a: list[int], layers_b: list[int], count: int) -> list[tuple[int, int]]:

@@ -187,3 +187,12 @@ def test_uninspectable_weights_leave_the_deep_test_undecided(tmp_path):
     result = deep_compare(*opened(tmp_path / "a"), *opened(tmp_path / "b"), device="cpu")
     assert not result.dependent and result.tests == [] and result.bytes_read["tensor_a"] == 0
     assert result.evidence[-1] == "deep verdict: undecided (nothing comparable was read)"
+
+
+@pytest.mark.slow
+def test_standard_comparison_of_an_moe_says_its_experts_need_the_deep_comparison(smollm_base, smollm2, moe_gguf):
+    for folder in (smollm2["smollm2-moe"], moe_gguf):
+        c = compare_fingerprints(smollm_base[1], opened(folder)[1])
+        line = next(e for e in c.evidence if e.startswith("experts: "))
+        assert "B is a mixture of 4 experts per layer, A is dense" in line and "--deep" in line
+    assert not any(e.startswith("experts: ") for e in compare_fingerprints(smollm_base[1], smollm_base[1]).evidence)
