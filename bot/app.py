@@ -26,7 +26,6 @@ from fingerprints.tokenizer_cache import TokenizerCache
 
 from bot.errors import USER_ERRORS
 from bot.hub.client import HubClient
-from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
 from bot.watch.compare_pool import ComparePool
@@ -79,15 +78,10 @@ class App:
 
     @cached_property
     def hub(self) -> HubClient:
-        return self.hub_client()
-
-    def hub_client(self, retry: RetryPolicy | None = None) -> HubClient:
-        """A new Hub client from the settings, closed with the app; ``retry`` in place of the
-        default policy (a backfill worker waits out rate-limit windows that a watcher would not)."""
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts, retry=retry, request_deadline_s=h.request_deadline_s)
+                           redirect_hosts=h.redirect_hosts, request_deadline_s=h.request_deadline_s)
         self._closers.append(client.close)
         return client
 

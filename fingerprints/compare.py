@@ -53,9 +53,6 @@ PROBE_COLUMNS = 32
 CONSTANT_RELATIVE_STD = 1e-6
 # Names of deterministic buffers: identical in independent models, so never evidence.
 BUFFER_NAME_PARTS = ("inv_freq", "position_ids", "masked_bias", "attn.bias", "rotary_emb", "cos_cached", "sin_cached")
-# Roles of matrices that write the residual stream: their sampled rows are residual dimensions,
-# mixed by a rotation, so they have no rotation-invariant form from a few rows.
-RESIDUAL_WRITERS = {"attn_o", "mlp_down", "inferred:out_projection"}
 # The norm whose gain multiplies a reading matrix's input (pre-norm blocks; folded into the
 # matrix by QuaRot/SliceGPT). Post-norm BERT names differ, but both sides use the same rule.
 GAIN_OF_ROLE = {"attn_q": "norm_attn", "attn_k": "norm_attn", "attn_v": "norm_attn", "attn_qkv": "norm_attn",
@@ -367,7 +364,7 @@ class _Side:
             values = self.values(sample)
             form = None
             if (self.rows is not None and len(sample.shape) == 2 and values.shape[1] == self.rows.shape[1]
-                    and sample.role not in RESIDUAL_WRITERS):
+                    and sample.role not in V.RESIDUAL_WRITER_ROLES):
                 gain = self.gain_for(sample)
                 folded = values * gain if gain is not None and gain.shape == (values.shape[1],) else values
                 form = self.rows @ folded.T
@@ -492,7 +489,16 @@ def _match_groups(group_a: list[TensorSample], group_b: list[TensorSample], side
 
 
 def _layer_score(matches: list[TensorMatch]) -> float | None:
-    return float(np.median([m.best for m in matches])) if matches else None
+    """How well two layers match: the better of their matrices' and their vectors' median.
+
+    Vectors (norm gains, biases) alone still pair layers whose every sampled matrix row was
+    permuted (heads and neurons reordered): after the hidden alignment their norms agree.
+    """
+    if not matches:
+        return None
+    matrices = [m.best for m in matches if m.rows > 1]
+    vectors = [m.best for m in matches if m.rows == 1]
+    return float(max(np.median(part) for part in (matrices, vectors) if part))
 
 
 @dataclass

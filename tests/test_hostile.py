@@ -138,6 +138,12 @@ class FolderHub:
         reader.name, reader.sha = repo_id, SHA
         return reader
 
+    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
+        return "page:1"
+
+    def list_models_page(self, url, what="listing models"):
+        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
+
     def take_rate_limited_count(self):
         return 0  # folders are never rate limited
 

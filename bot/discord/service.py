@@ -56,6 +56,9 @@ class StatusInfo:
     queue_depth: int  # alerts waiting in the outbox
     errors: int  # failures since start (polls, fingerprints, deliveries)
     last_error: str | None = None  # one line
+    # The newest feed's lag: creation time of the newest model seen minus the time down to which every
+    # model is listed and processed (bot/watch/backlog.py); 0 once it has caught up.
+    feed_lag_s: float = 0.0
 
 
 class HubwatchService(Protocol):

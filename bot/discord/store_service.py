@@ -22,6 +22,7 @@ from store.store import OPERATOR_GUILD, Store
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 from bot.discord.errors import BotInputError
 from bot.hub.sources import SpecFingerprint, index_one, is_hub_repo_id
+from bot.watch.backlog import NEWEST_FEED, FeedCursor
 from bot.watch.compare_pool import ComparePool
 
 # A comparison costs two fingerprints (seconds, hundreds of Hub requests); members asking the same
@@ -132,6 +133,7 @@ class StoreService:
                 models_fingerprinted=value("models_fingerprinted"),
                 alerts_sent=value("alerts_delivered"),
                 queue_depth=store.alert_counts().get("pending", 0),
+                feed_lag_s=FeedCursor.load(store.get_cursor(NEWEST_FEED)).lag_s(),
                 errors=value("fingerprint_errors"),
                 last_error=(counters.get("last_error") or {}).get("text_value"),
             )
