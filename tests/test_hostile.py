@@ -27,6 +27,8 @@ from fingerprints.tokenizer import parse_tokenizer_json, parse_vocab_txt
 from fingerprints.untrusted_json import loads
 from store.store import Store
 
+pytestmark = pytest.mark.slow  # hostile repos fingerprinted, a 300-shard repo among them
+
 MiB = 1024 * 1024
 REFERENCE = "sentence-transformers/all-MiniLM-L6-v2"
 COPY = "someone/MiniLM-pro"

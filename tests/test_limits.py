@@ -18,6 +18,8 @@ from fingerprints.envelope import LimitedReader
 from fingerprints.reader import LocalFolderReader
 from bot.hub.models import HubModel
 
+pytestmark = pytest.mark.slow  # 16 MiniLM fingerprints through the CLI, the bot and the watcher: ~50 s
+
 MiB = 1024 * 1024
 SHA = "c" * 40
 

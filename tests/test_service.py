@@ -32,6 +32,7 @@ def app(tmp_path, fake_hub, monkeypatch):
         yield built
 
 
+@pytest.mark.slow  # fingerprints MiniLM twice over the fake Hub: ~30 s on a shared core
 def test_compare_and_nearest_read_the_hub_and_a_repeated_comparison_is_cached(app, fake_hub, minilm_dir):
     service = app.service()
     with app.open_store() as store:  # a folder indexed from the command line, under this machine's path
