@@ -145,7 +145,8 @@ class App:
         from bot.alerts.discord_webhook import make_sender
 
         d = self.settings.discord
-        sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None)
+        sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None,
+                             thread_id=d.webhook_thread_id or None)
         close = getattr(sender, "close", None)
         if close is not None:
             self._closers.append(close)
