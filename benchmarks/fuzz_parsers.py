@@ -4,7 +4,7 @@
     python3 benchmarks/fuzz_parsers.py --seconds-per-target 5 --target gguf --target engine --seed 3
 
 What it measures. The contract (fingerprints/errors.py) is that on bad input a parser raises a
-``HubwatchError`` subclass. Each target of tests/fuzz_targets.py (safetensors headers, GGUF,
+``FingerprintError`` subclass. Each target of tests/fuzz_targets.py (safetensors headers, GGUF,
 sentencepiece protobuf, tokenizer.json, vocab.txt, vocab.json+merges.txt, tiktoken, config.json
 and the whole engine over a tiny in-memory model folder) is fed mutations of its valid seeds for
 ``--seconds-per-target`` seconds: bit flips, random byte runs, boundary integers (0, 1, 2^31-1,
@@ -12,7 +12,7 @@ and the whole engine over a tiny in-memory model folder) is fed mutations of its
 splicing between seeds, and for JSON files tree mutations (a node replaced by another type, huge
 ints, NaN/Infinity, very long strings, deep nesting). Per input the outcome is one of:
 
-* clean error: a HubwatchError (the parser rejected the input as it should);
+* clean error: a FingerprintError (the parser rejected the input as it should);
 * accepted: the parser returned (the mutation kept the file valid, or it was tolerated);
 * crash: any other exception, MemoryError included: each target runs in a forked child under
   ``RLIMIT_AS`` (``--mem-limit-gib`` over what the child already maps), so a runaway allocation
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import fuzz_targets  # noqa: E402
-from fingerprints.errors import HubwatchError  # noqa: E402
+from fingerprints.errors import FingerprintError  # noqa: E402
 
 DEFAULT_SECONDS = 40.0
 DEFAULT_INPUT_TIMEOUT_S = 5.0
@@ -105,7 +105,7 @@ def fuzz_target(name: str, seconds: float, seed: int, input_timeout: float, mem_
         signal.setitimer(signal.ITIMER_REAL, input_timeout)
         try:
             target.run(files)
-        except HubwatchError:
+        except FingerprintError:
             outcome = "clean"
         except Hang as e:
             outcome, exc = "hangs", e

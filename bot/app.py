@@ -24,8 +24,8 @@ from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 
+from bot.errors import USER_ERRORS
 from bot.hub.client import HubClient
-from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
 from bot.watch.compare_pool import ComparePool
@@ -78,15 +78,10 @@ class App:
 
     @cached_property
     def hub(self) -> HubClient:
-        return self.hub_client()
-
-    def hub_client(self, retry: RetryPolicy | None = None) -> HubClient:
-        """A new Hub client from the settings, closed with the app; ``retry`` in place of the
-        default policy (a backfill worker waits out rate-limit windows that a watcher would not)."""
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts, retry=retry)
+                           redirect_hosts=h.redirect_hosts, request_deadline_s=h.request_deadline_s)
         self._closers.append(client.close)
         return client
 
@@ -116,8 +111,13 @@ class App:
 
     def refetch(self, repo_id: str, sha: str) -> Fingerprint:
         """The full fingerprint of a stored revision, read from the Hub again (a compact one's
-        samples, when a comparison needs them)."""
-        return self.fingerprint(self.open_repo(repo_id, sha))
+        samples, when a comparison needs them). Any failure is the store's ``RefetchError``."""
+        from store.errors import RefetchError
+
+        try:
+            return self.fingerprint(self.open_repo(repo_id, sha))
+        except USER_ERRORS as exc:
+            raise RefetchError(str(exc)) from exc
 
     @cached_property
     def compare_pool(self) -> ComparePool:
@@ -151,6 +151,7 @@ class App:
 
         d = self.settings.discord
         sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None,
+                             thread_id=d.webhook_thread_id or None,
                              plots_dir=plots_dir or self.settings.alerts.plots_folder(self.settings.store.path))
         close = getattr(sender, "close", None)
         if close is not None:
@@ -172,9 +173,10 @@ class App:
         self.open_store().close()  # create or migrate now, so a bad path fails at start
         from bot.watch.matching import Matcher
 
-        return StoreService(self.open_store, self.fingerprint_hub_repo,
-                            watch_list_max=self.settings.discord.watch_list_max, refetch=self.refetch,
-                            compare_pool=self.compare_pool,
+        d = self.settings.discord
+        return StoreService(self.open_store, self.fingerprint_hub_repo, watch_list_max=d.watch_list_max,
+                            refetch=self.refetch, compare_pool=self.compare_pool,
+                            home_guild=None if d.global_commands else (d.guild_id or None),
                             matcher=Matcher(self.settings, refetch=self.refetch, compare_pool=self.compare_pool))
 
     def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:

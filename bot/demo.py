@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fingerprints.errors import HubwatchError
 
+from bot.errors import HubwatchError
 from bot.alerts.discord_webhook import ConsoleSender
 from bot.alerts.model import DEFAULT_HUB_URL, Alert, RepoRef
 from bot.alerts.render import render_console

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.errors import HubwatchError
 from bot.watch.policy import SEVERITIES
 from bot.hub.urls import HUB_ENDPOINT, HUB_REDIRECT_HOST_SUFFIXES, host_matches, is_loopback_host
 
 from fingerprints.envelope import (DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_TOKENS,
                                    DEFAULT_MAX_PARSE_MEMORY, DEFAULT_MAX_STRING_BYTES, DEFAULT_MAX_TOKENIZER_BYTES,
                                    DEFAULT_MAX_VOCAB, ParseEnvelope)
-from fingerprints.errors import HubwatchError
+
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from store.outbox import DEFAULT_LEASE
 
@@ -113,6 +114,10 @@ class HubSettings:
         "Hosts (and their subdomains) that resolve redirects may lead to, besides the endpoint's own host.")
     timeout_s: float = setting(10.0, "Seconds before one Hub request times out (huggingface_hub's default is 10).",
                                minimum=0.1, maximum=600)
+    request_deadline_s: float = setting(
+        330.0, "Seconds one Hub request may take in all: waiting for a spent rate-limit window to reset (up to "
+        "300 s, then 1 s more), retries and reading the answer; timeout_s bounds each read within it.",
+        minimum=1, maximum=3600)
     max_connections: int = setting(32, "HTTP connections to the Hub and its CDN kept open at once.", minimum=1, maximum=256)
 
     @property
@@ -200,7 +205,6 @@ class LimitSettings:
                              max_header_bytes=self.header_bytes)
 
 
-
 @dataclass(frozen=True)
 class AlertSettings:
     on_declared_derivatives: bool = setting(
@@ -230,6 +234,9 @@ class DiscordSettings:
         env="HUBWATCH_DISCORD_TOKEN")
     guild_id: int = setting(0, "Discord server (guild) the bot serves: its slash commands are synced there and "
                             "answered only there. Needed unless global_commands is set.", minimum=0)
+    webhook_thread_id: int = setting(
+        0, "Thread (forum post) the webhook posts alerts into; needed when the webhook's channel is a forum "
+        "channel (Discord refuses a forum post without one, error 220001). 0: the channel itself.", minimum=0)
     global_commands: bool = setting(
         False, "Publish the slash commands globally and answer them in every server the bot is invited to "
         "(their managers then share one watch list).")

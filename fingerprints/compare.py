@@ -32,7 +32,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from . import verdict as V
+from .components import compare_components, component_summary
 from .config import config_similarity
+from .experts import expert_note
 from .facts import (
     ComparisonFacts, ConfigFacts, EmbeddingMatch, HiddenTransform, LayerPair, MergeFit, TensorMatch,
     TokenizerFacts, WeightFacts,
@@ -51,9 +53,6 @@ PROBE_COLUMNS = 32
 CONSTANT_RELATIVE_STD = 1e-6
 # Names of deterministic buffers: identical in independent models, so never evidence.
 BUFFER_NAME_PARTS = ("inv_freq", "position_ids", "masked_bias", "attn.bias", "rotary_emb", "cos_cached", "sin_cached")
-# Roles of matrices that write the residual stream: their sampled rows are residual dimensions,
-# mixed by a rotation, so they have no rotation-invariant form from a few rows.
-RESIDUAL_WRITERS = {"attn_o", "mlp_down", "inferred:out_projection"}
 # The norm whose gain multiplies a reading matrix's input (pre-norm blocks; folded into the
 # matrix by QuaRot/SliceGPT). Post-norm BERT names differ, but both sides use the same rule.
 GAIN_OF_ROLE = {"attn_q": "norm_attn", "attn_k": "norm_attn", "attn_v": "norm_attn", "attn_qkv": "norm_attn",
@@ -88,13 +87,14 @@ class Comparison:
     bytes_read: dict[str, int] = field(default_factory=dict)
     # The sampled bytes could not decide: `hubwatch compare --deep` reads more before anyone alerts.
     needs_deep: bool = False
+    components: list[dict[str, Any]] = field(default_factory=list)  # per component of multimodal models
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "a": self.a, "b": self.b, "verdict": str(self.verdict), "confidence": round(self.confidence, 4),
             "score": round(self.score, 4), "kinds": [str(k) for k in self.kinds], "evidence": self.evidence,
             "needs_deep": self.needs_deep, "config": self.config, "tokenizer": self.tokenizer,
-            "weights": self.weights, "bytes_read": self.bytes_read,
+            "weights": self.weights, "bytes_read": self.bytes_read, "components": self.components,
         }
 
 
@@ -364,7 +364,7 @@ class _Side:
             values = self.values(sample)
             form = None
             if (self.rows is not None and len(sample.shape) == 2 and values.shape[1] == self.rows.shape[1]
-                    and sample.role not in RESIDUAL_WRITERS):
+                    and sample.role not in V.RESIDUAL_WRITER_ROLES):
                 gain = self.gain_for(sample)
                 folded = values * gain if gain is not None and gain.shape == (values.shape[1],) else values
                 form = self.rows @ folded.T
@@ -489,7 +489,16 @@ def _match_groups(group_a: list[TensorSample], group_b: list[TensorSample], side
 
 
 def _layer_score(matches: list[TensorMatch]) -> float | None:
-    return float(np.median([m.best for m in matches])) if matches else None
+    """How well two layers match: the better of their matrices' and their vectors' median.
+
+    Vectors (norm gains, biases) alone still pair layers whose every sampled matrix row was
+    permuted (heads and neurons reordered): after the hidden alignment their norms agree.
+    """
+    if not matches:
+        return None
+    matrices = [m.best for m in matches if m.rows > 1]
+    vectors = [m.best for m in matches if m.rows == 1]
+    return float(max(np.median(part) for part in (matrices, vectors) if part))
 
 
 @dataclass
@@ -684,6 +693,14 @@ def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader
     """
     facts = comparison_facts(fa, fb, second_parent)
     result = V.decide(facts)
+    # Multimodal models: one verdict per component as well (components.py).
+    parts = compare_components(fa, fb, compare_fingerprints)
+    if parts:
+        line, extra_kinds = component_summary(parts)
+        result.evidence.append(line)
+        result.kinds += [k for k in extra_kinds if k not in result.kinds]
+    if (note := expert_note(fa, fb)) is not None:
+        result.evidence.append(note)
     w = facts.weights
     return Comparison(
         a=fa.source, b=fb.source, verdict=result.verdict, confidence=result.confidence, score=result.score,
@@ -691,5 +708,5 @@ def compare_fingerprints(fa: Fingerprint, fb: Fingerprint, reader_a=None, reader
         tokenizer=facts.tokenizer.to_dict(),
         weights=w.to_dict() if w else {"available": False, "reason": facts.unreadable},
         layer_matrix=w.layer_matrix if w else [], layers_a=w.layers_a if w else [], layers_b=w.layers_b if w else [],
-        bytes_read={"a": fa.bytes_read, "b": fb.bytes_read}, needs_deep=result.needs_deep,
+        bytes_read={"a": fa.bytes_read, "b": fb.bytes_read}, needs_deep=result.needs_deep, components=parts,
     )

@@ -50,6 +50,8 @@ class Kind(StrEnum):
     VOCAB_PRUNE = "vocab-prune"
     VOCAB_REPLACED = "vocab-replaced"
     TOKENIZER = "tokenizer"
+    MOE_UPCYCLE = "moe-upcycle"  # B's experts are copies of A's dense FFN (deep.py's expert map)
+    PARTIAL_REUSE = "partial-reuse"  # some components of a multimodal model derived, others new (components.py)
 
 
 class HiddenTransform(StrEnum):

@@ -36,6 +36,12 @@ def is_expert(name: str) -> bool:
     return bool(_EXPERT_RX.search(name))
 
 
+def expert_index(name: str) -> int | None:
+    """The expert number in a Mixtral-style name (``...experts.3.w1.weight``), else None."""
+    m = _EXPERT_RX.search(name)
+    return int(m.group(1)) if m else None
+
+
 def role_from_name(name: str, layer: int | None) -> str | None:
     is_bias = name.endswith(".bias")
     key = name[: -len(".bias")] + ".weight" if is_bias else name

@@ -54,8 +54,9 @@ EXACT_REL_DELTA = 1e-6
 # norm ratio; fp16 is 8x smaller. A tensor changed by more than this, relative to its values, was
 # changed by more than a cast.
 CAST_MAX_REL_DELTA = 0.006
-# Quantisation error relative to the values: Q8_0 measures ~0.004, Q4_0 ~0.09, Q4_K ~0.05 on
-# MiniLM; above this it is more than quantisation.
+# Quantisation error relative to the values, median over the quantised samples: MiniLM in Q8_0
+# measures ~0.004, in Q4_0 0.086 (single samples up to 0.153: a 2-row tensor); above this, or
+# a sample above twice this, the quantised tensors changed by more than quantisation.
 QUANTIZE_MAX_REL_DELTA = 0.15
 # Added Gaussian noise (sigma proportional to each tensor's spread) changes every tensor by the
 # same relative amount; training does not. Spread of log10(relative change) across tensors and
@@ -89,6 +90,9 @@ FLOAT_DTYPE_NAMES = {"F64", "F32", "F16", "BF16"}
 _LAYER_NUMBER_RX = re.compile(r"\d+")
 ATTENTION_ROLES = {"attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv", "inferred:attn_square"}
 MLP_ROLES = {"mlp_up", "mlp_gate", "mlp_down", "inferred:in_projection", "inferred:out_projection"}
+# Roles of matrices that write the residual stream: their sampled rows are residual dimensions,
+# moved by a hidden permutation and mixed by a rotation (so no invariant form from a few rows).
+RESIDUAL_WRITER_ROLES = {"attn_o", "mlp_down", "inferred:out_projection"}
 
 
 @dataclass
@@ -201,10 +205,11 @@ def _needs_deep(w: WeightFacts) -> str | None:
 
 def _rename_lines(f: ComparisonFacts, out: _Lines) -> None:
     names_a, names_b = f.tensor_names
-    # Matched tensors under other names. Layer numbers are masked: dropping layers renumbers the
+    # Tensors that match well under other names (a permuted tensor pairs with whatever is left,
+    # its name says nothing). Layer numbers are masked: dropping layers renumbers the
     # rest without renaming them; a tensor only B has (an untied LM head) is not a rename.
     renamed = [(m.a, m.b) for m in f.weights.tensor_matches
-               if _LAYER_NUMBER_RX.sub("#", m.a) != _LAYER_NUMBER_RX.sub("#", m.b)]
+               if m.best >= MATCHED_LAYER_MIN and _LAYER_NUMBER_RX.sub("#", m.a) != _LAYER_NUMBER_RX.sub("#", m.b)]
     if renamed:
         out.add(f"tensor names: {len(names_b - names_a)} of {len(names_b)} differ "
                 f"(e.g. {renamed[0][0]} → {renamed[0][1]})", Kind.RENAME)
@@ -269,12 +274,14 @@ def _hidden_lines(w: WeightFacts, out: _Lines) -> None:
 
 
 def _permutation_lines(w: WeightFacts, out: _Lines) -> None:
-    if w.embedding is not None and w.embedding.transform == HiddenTransform.PERMUTATION and w.embedding.hidden_map is not None:
-        return
+    # With the hidden dimension permuted, a writer's sampled rows are other residual dimensions:
+    # only readers' rows (heads, neurons) still say whether heads or neurons moved.
+    hidden_moved = w.embedding is not None and w.embedding.hidden_map is not None
     good_layers = {(p.a, p.b) for p in w.pairs if p.score >= MATCHED_LAYER_MIN}
     mismatched = {
         _base_role(m.role) for m in w.tensor_matches
         if (m.layer_a, m.layer_b) in good_layers and m.similarity is not None and abs(m.similarity) < MISMATCH_MAX_SIMILARITY
+        and not (hidden_moved and _base_role(m.role) in RESIDUAL_WRITER_ROLES)
     }
     if mismatched & ATTENTION_ROLES:
         out.add("attention rows reordered inside matching layers (" + ", ".join(sorted(mismatched & ATTENTION_ROLES))
@@ -314,7 +321,8 @@ def _delta_lines(f: ComparisonFacts, w: WeightFacts, out: _Lines) -> None:
             in_quant += emb_rel
         else:
             others += emb_rel
-        if in_quant and max(in_quant) <= QUANTIZE_MAX_REL_DELTA and max(others, default=0.0) <= CAST_MAX_REL_DELTA:
+        if (in_quant and np.median(in_quant) <= QUANTIZE_MAX_REL_DELTA and max(in_quant) <= 2 * QUANTIZE_MAX_REL_DELTA
+                and max(others, default=0.0) <= CAST_MAX_REL_DELTA):
             out.add(f"differences are quantisation error: {len(in_quant)} {'/'.join(sorted(quant_b))} samples change by "
                     f"{np.median(in_quant):.3f} of their values (median; largest {max(in_quant):.3f}), the rest by "
                     f"<= {max(others, default=0.0):.4f}")

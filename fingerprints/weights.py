@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .components import LANGUAGE, component_of
 from .model import TensorInfo, TensorSample, TokenRows, token_hashes
 from .reader import RangeReader, RangeRequest
 from .roles import EMBEDDING_ROLES, is_expert
@@ -172,7 +173,10 @@ def sample_weights(
     roles = {i.name: i.role for i in infos}
     layers_of = {i.name: i.layer for i in infos}
     float_tensors = [t for t in tensors if not is_expert(t.name) and t.nbytes > 0 and not roles[t.name].startswith("expert_")]
-    embedding = find_embedding(float_tensors, roles)
+    # A multimodal model's components are sampled like models of their own (components.py): layers
+    # are picked per component and the token embedding is the language model's.
+    component = {t.name: component_of(t.name) for t in float_tensors}
+    embedding = find_embedding([t for t in float_tensors if component[t.name] == LANGUAGE], roles)
 
     plan: list[tuple[TensorLayout, list[int]]] = []
     spent = 0
@@ -182,11 +186,13 @@ def sample_weights(
         emb_ids = embedding_token_ids(vocab, embedding.shape[0], k, ranks) if k > 0 else []
         spent += len(emb_ids) * embedding.row_bytes
 
-    all_layers = sorted({layers_of[t.name] for t in float_tensors if layers_of[t.name] is not None})
-    sampled_layers = set(pick_layers(all_layers))
+    sampled_layers = set()
+    for part in set(component.values()):
+        layers = sorted({layers_of[t.name] for t in float_tensors if component[t.name] == part and layers_of[t.name] is not None})
+        sampled_layers |= {(part, layer) for layer in pick_layers(layers)}
     in_scope = [
         t for t in float_tensors
-        if t is not embedding and (layers_of[t.name] is None or layers_of[t.name] in sampled_layers)
+        if t is not embedding and (layers_of[t.name] is None or (component[t.name], layers_of[t.name]) in sampled_layers)
     ]
     vector_budget = budget * VECTOR_SHARE
     for t in sorted((t for t in in_scope if len(t.shape) == 1), key=lambda t: (layers_of[t.name] or -1, t.name)):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from fingerprints.errors import HubwatchError
-
 # Exit status for storage problems: EX_IOERR (74) from sysexits.h, as distinct from bad model input (2).
 EXIT_STORE_ERROR = 74
 
 
-class StoreError(HubwatchError):
+class StoreError(Exception):
     """The database cannot be opened, read or written."""
 
     exit_code = EXIT_STORE_ERROR
@@ -20,6 +18,11 @@ class StoreCorruptError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another process held a write lock for longer than the busy timeout."""
+
+
+class RefetchError(Exception):
+    """A stored model could not be read again for a comparison (``nearest``'s ``refetch`` raises it:
+    the caller knows what its reads can fail with, the store does not)."""
 
 
 class SchemaTooNewError(StoreError):

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from fingerprints.compare import compare_fingerprints
-from fingerprints.errors import HubwatchError
 from fingerprints.facts import DERIVED_VERDICTS, Verdict
 from fingerprints.model import Fingerprint
 
+from .errors import RefetchError
 from .records import Candidate, ModelRecord
 from .rows import TIER_COMPACT, TIER_FULL
 from .store import Store
@@ -150,7 +150,7 @@ def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, co
             continue
         try:
             pairing.reference = refetch(pairing.cand.repo_id, pairing.cand.sha)
-        except HubwatchError as exc:
+        except RefetchError as exc:
             pairing.note = f"weights: not compared (stored compact; {why}): re-reading failed: {exc}"
             continue
         pairing.note, pairing.refetched = None, True

@@ -1,6 +1,6 @@
 """Fuzz targets: a valid seed for every parser that reads Hub bytes, a runner and mutators.
 
-The error contract (fingerprints/errors.py): on bad input a parser raises a ``HubwatchError``
+The error contract (fingerprints/errors.py): on bad input a parser raises a ``FingerprintError``
 subclass and nothing else. Each ``Target`` has seeds (small model files built in memory, each a
 dict of file name -> bytes), ``run(files)`` which feeds them to the parser(s) the way a
 fingerprint does, and the names of its JSON files (which also get structure-aware mutations).

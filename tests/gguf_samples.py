@@ -130,7 +130,7 @@ def small_valid_gguf(folder: Path) -> bytes:
 
 
 def exercise(blob: bytes) -> None:
-    """Everything a fingerprint does with a GGUF; only HubwatchErrors may escape."""
+    """Everything a fingerprint does with a GGUF; only FingerprintErrors may escape."""
     reader = BytesReader({"f.gguf": blob})
     header = parse_gguf_header(reader, "f.gguf")
     gguf_tokenizer(header)

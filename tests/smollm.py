@@ -16,7 +16,11 @@ tokenizer files rebuilt from the GGUF vocabulary and merges) and derives from th
   its own noise, and a fresh router;
 - smollm2-fresh-init and smollm2-shuffled: independent controls under SmolLM2's tokenizer (Llama's
   initialisation; every tensor's values shuffled, which keeps each tensor's value distribution and
-  so its per-layer std curve, and nothing else).
+  so its per-layer std curve, and nothing else);
+- mm-original, mm-copy, mm-assembly: LLaVA-layout multimodal models from real parts (MiniLM's
+  encoder as the vision tower, SmolLM2 as the language model): someone's model with its own
+  projector, a noised copy of all of it (Llama3-V), and an honest assembly of the same public
+  parts with a projector of its own (compared with mm-original: only the projector differs).
 
     python tests/smollm.py [OUT_DIR]     # build them (about a minute; ~2.4 GiB)
 
@@ -351,6 +355,74 @@ def build_shuffled(tensors: Tensors, out_dir: Path) -> None:
     variants.save_weights(shuffle_values(tensors, seed_for("smollm2-shuffled")), out_dir)
 
 
+# ---- multimodal models assembled from real parts -------------------------------------------------------
+
+# LLaVA's layout: vision tower, a two-layer projector from the vision width to the text width, and
+# the language model, each under its own prefix. The vision tower is MiniLM's encoder (real trained
+# transformer weights of a ViT-S's width; its word-embedding values, reshaped, are the patch
+# embedding); the language model is SmolLM2.
+VISION_PREFIX, PROJECTOR_PREFIX, LANGUAGE_PREFIX = "vision_tower.", "multi_modal_projector.", "language_model."
+VISION_PATCH = (384, 3, 16, 16)
+
+
+def vision_tower() -> Tensors:
+    from safetensors.torch import load_file
+
+    minilm = load_file(str(variants.minilm_dir() / variants.WEIGHTS_FILE))
+    words = minilm.pop(variants.WORD_EMBEDDINGS)
+    patch = words.flatten()[: int(np.prod(VISION_PATCH))].reshape(VISION_PATCH)
+    kept = {k: v for k, v in minilm.items() if k.startswith(("encoder.", "embeddings.position_embeddings", "embeddings.LayerNorm"))}
+    return {VISION_PREFIX + k: v for k, v in {**kept, "embeddings.patch_embedding.weight": patch}.items()}
+
+
+def projector(seed: int) -> Tensors:
+    """A freshly initialised LLaVA projector (torch.nn.Linear's default init), seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, (rows, cols) in (("linear_1", (HIDDEN, VISION_PATCH[0])), ("linear_2", (HIDDEN, HIDDEN))):
+        bound = 1 / cols**0.5
+        out[f"{PROJECTOR_PREFIX}{name}.weight"] = (torch.rand(rows, cols, generator=generator) * 2 - 1) * bound
+        out[f"{PROJECTOR_PREFIX}{name}.bias"] = (torch.rand(rows, generator=generator) * 2 - 1) * bound
+    return to_bf16(out)
+
+
+def assemble(language: Tensors, vision: Tensors, proj: Tensors, out_dir: Path) -> None:
+    variants.save_weights({**{LANGUAGE_PREFIX + k: v for k, v in language.items()}, **vision, **proj}, out_dir)
+    text = variants.read_json(out_dir / "config.json")
+    write_json(out_dir / "config.json", {
+        "architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "text_config": text,
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": VISION_PATCH[0], "patch_size": VISION_PATCH[2],
+                          "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
+        "projector_hidden_act": "gelu", "image_token_index": 0, "torch_dtype": "bfloat16",
+    })
+
+
+def build_multimodal(tensors: Tensors, out_dir: Path) -> None:
+    """Someone's multimodal model: public vision tower and language model, their own projector."""
+    assemble(tensors, vision_tower(), projector(seed_for("mm-original")), out_dir)
+
+
+def build_multimodal_copy(tensors: Tensors, out_dir: Path) -> None:
+    """Llama3-V: the whole of mm-original, noised (its projector included)."""
+    variants.save_weights(add_noise(tensors, COPY_NOISE_RATIO, seed_for("mm-copy")), out_dir)
+
+
+def build_multimodal_assembly(tensors: Tensors, out_dir: Path) -> None:
+    """An honest assembly of the same public parts with a projector of its own."""
+    assemble(tensors, vision_tower(), projector(seed_for("mm-assembly")), out_dir)
+
+
+MULTIMODAL_VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in (
+    VariantSpec("mm-original", "weights-derived", (), build_multimodal,
+                "LLaVA layout: MiniLM's encoder as vision tower, SmolLM2 as language model, a new projector"),
+    VariantSpec("mm-copy", "weights-derived", ("noise",), build_multimodal_copy,
+                f"mm-original with noise {COPY_NOISE_RATIO} x std on every tensor, projector included (Llama3-V)",
+                reference="mm-original"),
+    VariantSpec("mm-assembly", "weights-derived", ("partial-reuse",), build_multimodal_assembly,
+                "the same public vision tower and language model with a projector of its own (compare with mm-original)"),
+)}
+
+
 # Each is compared with smollm2 (the HF conversion). The independent controls keep SmolLM2's own
 # tokenizer, whose StarCoder-style special tokens are rare: "tokenizer-copied" is the right verdict.
 SMOLLM_VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in (
@@ -370,13 +442,14 @@ SMOLLM_VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in (
 
 
 def build_smollm(cache_dir: Path | str | None = None, log=lambda line: None) -> dict[str, Path]:
-    """smollm2 (the HF conversion) and every SMOLLM_VARIANTS folder under cache_dir, built once."""
+    """smollm2 (the HF conversion), every SMOLLM_VARIANTS and MULTIMODAL_VARIANTS folder under cache_dir, built once."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     def builder(spec: VariantSpec):
         return lambda out: variants.build_variant(spec, cache_dir / (spec.reference or BASE), out, HUB_FILES)
 
-    builders = {BASE: build_base, **{name: builder(spec) for name, spec in SMOLLM_VARIANTS.items()}}
+    specs = {**SMOLLM_VARIANTS, **MULTIMODAL_VARIANTS}
+    builders = {BASE: build_base, **{name: builder(spec) for name, spec in specs.items()}}
     return variants.build_cached(cache_dir, SMOLLM_VERSION, builders, log)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from bot.alerts.discord_webhook import DeliveryResult
 from bot.app import App
+from bot.hub.ratelimit import HubRateBudget
 from bot.settings import load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.engine import fingerprint_model
@@ -25,6 +26,8 @@ from fingerprints.reader import LocalFolderReader, RangeRequest
 from fingerprints.tokenizer import parse_tokenizer_json, parse_vocab_txt
 from fingerprints.untrusted_json import loads
 from store.store import Store
+
+pytestmark = pytest.mark.slow  # hostile repos fingerprinted, a 300-shard repo among them
 
 MiB = 1024 * 1024
 REFERENCE = "sentence-transformers/all-MiniLM-L6-v2"
@@ -137,8 +140,16 @@ class FolderHub:
         reader.name, reader.sha = repo_id, SHA
         return reader
 
+    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
+        return "page:1"
+
+    def list_models_page(self, url, what="listing models"):
+        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
+
     def take_rate_limited_count(self):
         return 0  # folders are never rate limited
+
+    rate_budget = HubRateBudget()
 
 
 class RecordingSender:

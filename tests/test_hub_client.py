@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -12,6 +13,7 @@ from bot.fakes.hub import FakeHub
 from bot.hub import (EntryNotFoundError, GatedRepoError, HubClient, HubError, HubUnavailableError, InvalidTokenError,
                      RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RetryPolicy, RevisionNotFoundError)
 from bot.hub.models import HubModel, declared_base_models
+from bot.hub.ratelimit import HubRateBudget
 from bot.hub.ranges import MERGE_GAP, merge_ranges
 from bot.hub.remote_reader import HubRepoReader
 from bot.hub.retry import wait_for_429
@@ -174,17 +176,74 @@ def test_token_goes_to_the_hub_only(fake_hub):
 
 def test_429_then_success_waits_for_the_reset(fake_hub):
     c, waits = recording_client(fake_hub)
-    fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 2, 2
+    fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 2, 1
+    started = time.monotonic()
     assert c.model_info(MINILM).repo_id == MINILM
-    assert waits == [2.0, 2.0]  # the RateLimit header's t, not the backoff
+    assert waits == []  # no backoff: the rate budget waited for the resets
+    assert c.rate_budget.waits == 2 and 3.5 <= c.rate_budget.waited_s <= time.monotonic() - started  # 2 x (t + 1)
 
 
-def test_429_beyond_the_wait_cap_is_a_clear_error(fake_hub):
-    c, waits = recording_client(fake_hub)
+def test_a_reset_past_the_request_deadline_is_a_clear_error_at_once(fake_hub):
+    c, waits = recording_client(fake_hub, request_deadline_s=5)
     fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 100, 250
-    with pytest.raises(RateLimitedError, match="rate limited by the Hub.*250 s"):
+    started = time.monotonic()
+    with pytest.raises(RateLimitedError, match="resets in 251 s, past this request's deadline"):
         c.model_info(MINILM)
-    assert waits == []  # a 250 s reset is past the 5 s cap: give up at once instead of sleeping
+    assert time.monotonic() - started < 2 and waits == []
+
+
+def test_a_reset_over_60_s_is_waited_for_and_what_is_left_of_a_window_goes_at_once():
+    now = [0.0]
+
+    def advance(cond, timeout):
+        now[0] += timeout
+
+    budget = HubRateBudget(clock=lambda: now[0], wait=advance)
+    budget.observe("api", {"RateLimit": '"api";r=0;t=120', "RateLimit-Policy": '"fixed window";"api";q=500;w=300'})
+    budget.acquire("api", deadline=330, what="models")
+    assert now[0] == 121 and budget.waited_s == 121 and budget.waits == 1  # t + 1, not abandoned at 60 s
+    budget.observe("api", {"RateLimit": '"api";r=2;t=200'})
+    for name in ("a", "b"):
+        budget.acquire("api", deadline=now[0] + 330, what=name)
+    assert now[0] == 121  # two left in the window: no wait
+    with pytest.raises(RateLimitedError):  # the window is spent and resets past this deadline
+        budget.acquire("api", deadline=now[0] + 10, what="c")
+
+
+class _TricklingHub(BaseHTTPRequestHandler):
+    """Sends a 38-byte JSON answer one byte every 0.3 s: each read is quick, the whole is not."""
+
+    def do_GET(self):  # noqa: N802
+        body = b'{"id": "org/name", "sha": "' + b"a" * 8 + b'"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for i in range(len(body)):
+            try:
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.3)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_trickling_answer_is_cut_at_the_requests_deadline_not_per_read():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TricklingHub)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with HubClient(f"http://127.0.0.1:{server.server_port}", "", retry=FAST_RETRY, timeout_s=5,
+                       request_deadline_s=1.5) as c:
+            started = time.monotonic()
+            with pytest.raises(HubUnavailableError, match="still arriving at the request's deadline"):
+                c.model_info("org/name")
+            assert time.monotonic() - started < 4  # 38 bytes at 0.3 s each would take 11 s
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_retry_after_and_backoff_rules():
@@ -303,3 +362,12 @@ def test_429_answers_are_counted_once(fake_hub):
     fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 2, 1
     c.model_info(MINILM)
     assert c.take_rate_limited_count() == 2 and c.take_rate_limited_count() == 0
+
+
+def test_the_budget_waits_for_a_spent_window_instead_of_meeting_429s(hub_dir):
+    with FakeHub(hub_dir, api_quota=3, window_s=2) as hub, HubClient(hub.endpoint, token="", retry=FAST_RETRY) as c:
+        for _ in range(5):
+            assert c.model_info(MINILM).repo_id == MINILM
+        statuses = [status for _method, bucket, _path, status, _size in hub.stats.log if bucket == "api"]
+    assert statuses == [200] * 5  # the window was read from the RateLimit headers: no request met a 429
+    assert c.rate_budget.waits >= 1 and c.rate_budget.take_waited_s() > 0.5

@@ -9,13 +9,16 @@ import os
 import pytest
 
 from bot.app import App
+from bot.errors import USER_ERRORS
 from bot.cli import main
+from bot.hub.ratelimit import HubRateBudget
 from bot.settings import known_env_vars, load_settings
 from bot.watch.watcher import Watcher
-from fingerprints.errors import HubwatchError
 from fingerprints.envelope import LimitedReader
 from fingerprints.reader import LocalFolderReader
 from bot.hub.models import HubModel
+
+pytestmark = pytest.mark.slow  # 16 MiniLM fingerprints through the CLI, the bot and the watcher: ~50 s
 
 MiB = 1024 * 1024
 SHA = "c" * 40
@@ -66,8 +69,16 @@ class FolderHub:
         reader.sha = SHA
         return reader
 
+    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
+        return "page:1"
+
+    def list_models_page(self, url, what="listing models"):
+        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
+
     def take_rate_limited_count(self):
         return 0
+
+    rate_budget = HubRateBudget()
 
 
 def hub_repo_over(folder, repo_id: str) -> LimitedReader:
@@ -96,7 +107,7 @@ def fingerprint_by(path: str, env: dict[str, str], folder, capsys):
             app.open_repo = lambda repo_id, revision=None: hub_repo_over(folder, repo_id)
             try:
                 app.service().nearest("someone/model", 1)
-            except HubwatchError as exc:
+            except USER_ERRORS as exc:
                 return str(exc)
             with app.open_store() as store:
                 return store.load_fingerprint(store.find_fingerprint("someone/model").id).to_dict(False)

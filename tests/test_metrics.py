@@ -209,11 +209,13 @@ def test_redact_keeps_ordinary_text():
 def test_cycle_summary_line_text_and_json(log_stream):
     stream = log_stream("text")
     summary = CycleSummary("newest", models_seen=100, new_revisions=7, fingerprinted=6, bytes_read=16_234_112,
-                           alerts_enqueued=1, alerts_delivered=1, errors=0, hub_429s=2, duration_s=41.23456)
+                           alerts_enqueued=1, alerts_delivered=1, errors=0, hub_429s=2, rate_limit_wait_s=121.0,
+                           duration_s=41.23456)
     log_cycle_summary(summary)
     line = stream.getvalue().splitlines()[-1]
     assert " INFO hubwatch.cycle: cycle done feed=newest models_seen=100 new_revisions=7 fingerprinted=6 " \
-           "bytes_read=16234112 alerts_enqueued=1 alerts_delivered=1 errors=0 hub_429s=2 duration_s=41.235" in line
+           "bytes_read=16234112 alerts_enqueued=1 alerts_delivered=1 errors=0 hub_429s=2 rate_limit_wait_s=121.0 " \
+           "duration_s=41.235" in line
     log_stream("json")  # replaces the text handler instead of adding a second one
     log_cycle_summary(CycleSummary("trending", errors=3))
     new_lines = stream.getvalue().splitlines()[1:]
@@ -221,7 +223,7 @@ def test_cycle_summary_line_text_and_json(log_stream):
     entry = json.loads(new_lines[0])
     assert entry["level"] == "WARNING" and entry["feed"] == "trending" and entry["errors"] == 3
     assert set(entry) >= {"models_seen", "new_revisions", "fingerprinted", "bytes_read", "alerts_enqueued",
-                          "alerts_delivered", "hub_429s", "duration_s"}
+                          "alerts_delivered", "hub_429s", "rate_limit_wait_s", "duration_s"}
 
 
 def test_configure_logging_rejects_unknown_format():

@@ -8,7 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from fingerprints.engine import fingerprint_model
-from fingerprints.errors import HubwatchError
+from store.errors import RefetchError
 from fingerprints.reader import LocalFolderReader
 from store import Store
 from store.nearest import nearest
@@ -55,7 +55,7 @@ def test_without_hub_access_a_screened_compact_model_is_not_called_a_copy_and_sa
     assert store.get_fingerprint(fid).tier == TIER_COMPACT
 
     def failing(repo_id, sha):
-        raise HubwatchError("404 repo deleted")
+        raise RefetchError("404 repo deleted")
 
     [n] = nearest(store, fps["noise-0.3"], k=1, refetch=failing)
     assert any("re-reading failed: 404 repo deleted" in line for line in n.evidence)

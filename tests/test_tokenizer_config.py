@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fingerprints.config import config_signature, config_similarity
-from fingerprints.errors import HubwatchError, InvalidModelError
+from fingerprints.errors import FingerprintError, InvalidModelError
 from fingerprints.model import rare_special_tokens
 from fingerprints.tokenizer import (
     looks_like_tiktoken, minhash, minhash_jaccard, parse_sentencepiece_model, parse_tiktoken,
@@ -100,16 +100,18 @@ def _only_clean_errors(target: str, seed: int) -> None:
     files, _ = fuzz_targets.mutate_input(random.Random(seed), FUZZ_TARGETS[target], SEED_POOL)
     try:
         FUZZ_TARGETS[target].run(files)
-    except HubwatchError:
+    except FingerprintError:
         pass
 
 
+@pytest.mark.slow  # hypothesis fuzzing
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_fuzzed_sentencepiece_models_only_raise_clean_errors(seed):
     _only_clean_errors("sentencepiece", seed)
 
 
+@pytest.mark.slow  # hypothesis fuzzing
 @settings(max_examples=150, deadline=None)
 @given(target=st.sampled_from(["tokenizer.json", "vocab.txt", "vocab.json+merges", "tiktoken"]), seed=st.integers(0, 2**32 - 1))
 def test_fuzzed_tokenizer_files_only_raise_clean_errors(target, seed):

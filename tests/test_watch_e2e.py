@@ -18,7 +18,7 @@ from bot.fakes.discord.webhook import FakeDiscordWebhook
 from bot.fakes.hub import FakeHub
 from store.store import Store
 
-pytestmark = pytest.mark.timeout(1200)  # a cold variant cache trains models first
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a cold variant cache trains models first
 
 def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp_path, monkeypatch, capsys):
     db = tmp_path / "hubwatch.db"

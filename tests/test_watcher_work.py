@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
@@ -37,8 +38,16 @@ class ListingHub:
     def list_models(self, *, sort, limit, expand, author=None):
         return list(self.entries)
 
+    rate_budget = SimpleNamespace(take_waited_s=lambda: 0.0)
+
     def take_rate_limited_count(self):
         return 0
+
+    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
+        return "page-1"
+
+    def list_models_page(self, url, what="listing models"):
+        return self.list_models(sort="createdAt", limit=0, expand=[]), None
 
     def model_info(self, repo_id, revision=None):
         return HubModel.from_api(next(e for e in self.entries if e["id"] == repo_id))

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from fingerprints.errors import HubwatchError
 
 from store.outbox import DEFAULT_LEASE
 
+from bot.errors import USER_ERRORS
 from bot.alerts.discord_webhook import AlertSender, PostedLookupError, posted_checker
 from bot.alerts.model import Alert
 
@@ -122,7 +122,7 @@ def _deliver_one(outbox: Outbox, sender: AlertSender, row: OutboxRow, moment: da
     token = row.claim_token or ""
     try:
         alert = Alert.from_dict(row.payload)
-    except HubwatchError as exc:
+    except USER_ERRORS as exc:
         # A payload this hubwatch cannot read will not become readable by retrying.
         outbox.mark_failed(row.id, token, str(exc), None)
         report.failed += 1
@@ -131,7 +131,7 @@ def _deliver_one(outbox: Outbox, sender: AlertSender, row: OutboxRow, moment: da
     if load_plot is not None:
         try:
             alert = alert.with_plot(load_plot(row))
-        except (HubwatchError, ValueError) as exc:
+        except (*USER_ERRORS, ValueError) as exc:
             # The plot is illustration; the alert itself must still go out.
             log.warning("evidence plot unreadable; sending the alert without it",
                         extra={"alert_id": row.id, "error": str(exc)})

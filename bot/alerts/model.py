@@ -14,9 +14,10 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from fingerprints.errors import HubwatchError
+
 from fingerprints.facts import Verdict
 
+from bot.errors import HubwatchError
 from bot.watch.policy import SEVERITIES, AlertDecision, ModelFacts
 
 # Where repo links point; tests and mirrors pass their own base URL.

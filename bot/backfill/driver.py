@@ -25,9 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, TextIO
 
-from fingerprints.errors import HubwatchError
+
 from store.store import Store
 
+from bot.errors import HubwatchError
 from bot.backfill.job import Outcome, WorkItem, fingerprint_revision
 from bot.backfill.sources import Page
 from bot.ops.progress import Progress

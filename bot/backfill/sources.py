@@ -19,9 +19,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from fingerprints.errors import HubwatchError, InvalidModelError
+from fingerprints.errors import InvalidModelError
 from store.records import ModelRecord
 
+from bot.errors import HubwatchError
 from bot.backfill.job import WorkItem
 from bot.hub.client import MAX_PAGE_SIZE, HubClient
 from bot.hub.models import REPO_ID_RX, HubModel

@@ -2,7 +2,7 @@
 
 Subcommands live in ``bot/cli/commands/<name>.py``; each module's ``register(subparsers)`` adds its
 parser and sets ``func(args, app)``, where ``app`` is the composition root (``bot/app.py``) built
-from the common options. Every ``HubwatchError`` becomes one line on stderr and its exit code;
+from the common options. Every error of ``bot.errors.USER_ERRORS`` becomes one line on stderr and its exit code;
 anything else is a bug, reported in one line too unless ``--debug`` asks for the traceback.
 
 The common options (``--config``, ``--db``, ``--debug``) are accepted before or after any
@@ -19,8 +19,8 @@ import os
 import pkgutil
 import sys
 
-from fingerprints.errors import HubwatchError
 
+from bot.errors import USER_ERRORS
 from bot.app import App
 from bot.cli import commands
 from bot.ops.logging_setup import configure_logging
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         # stdout is pointed at /dev/null so the interpreter's final flush cannot complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except HubwatchError as exc:
+    except USER_ERRORS as exc:
         print(f"hubwatch: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

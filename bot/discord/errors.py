@@ -1,8 +1,7 @@
 """Errors the bot itself raises; both are shown to the user as one ephemeral line."""
 
 from __future__ import annotations
-
-from fingerprints.errors import HubwatchError
+from bot.errors import HubwatchError
 
 
 class BotInputError(HubwatchError):

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from discord import app_commands
+from bot.errors import HubwatchError
 
-from fingerprints.errors import HubwatchError
 
 T = TypeVar("T")
 # Threads for light calls (status, watch list, autocomplete) beside the heavy ones, so a full

@@ -32,6 +32,7 @@ from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUna
                             RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
 from bot.hub.models import COMMIT_RX, REPO_ID_RX, HubModel
 from bot.hub.remote_reader import HubRepoReader
+from bot.hub.ratelimit import HubRateBudget, bucket_of
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
 
@@ -68,6 +69,9 @@ STALE_LOCATION_STATUSES = (401, 403, 404, 410)
 MAX_CACHED_LOCATIONS = 4096
 # huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT default.
 DEFAULT_TIMEOUT_S = 10.0
+# One logical request, rate-limit waits included: a spent 5-minute window resets within 300 s,
+# plus huggingface_hub's 1 s margin and a read.
+DEFAULT_REQUEST_DEADLINE_S = 330.0
 # Connections kept open (settings.hub.max_connections' default) and requests in flight at once
 # (huggingface.js reads safetensors shard headers 20 at a time, research §1.5). CDN requests do
 # not count against the Hub's rate limits.
@@ -113,7 +117,8 @@ class HubClient:
                  max_concurrency: int = DEFAULT_CONCURRENCY, retry: RetryPolicy | None = None,
                  model_byte_budget: int = DEFAULT_MODEL_BYTE_BUDGET,
                  redirect_hosts: tuple[str, ...] = HUB_REDIRECT_HOST_SUFFIXES,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+                 rate_budget: HubRateBudget | None = None):
         self.endpoint = endpoint.rstrip("/")
         parts = urlsplit(self.endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -121,6 +126,10 @@ class HubClient:
         self._host = parts.hostname.lower()
         self._origin = _origin(self.endpoint)
         self._token = token or None
+        self.request_deadline_s = request_deadline_s
+        self.rate_budget = rate_budget or HubRateBudget()
+        # The deadline of the logical request this thread is making (``_call``), for body reads.
+        self._local = threading.local()
         self.retry = retry or RetryPolicy()
         self.model_byte_budget = model_byte_budget
         self.redirect_hosts = tuple(h.lower() for h in redirect_hosts)
@@ -177,12 +186,19 @@ class HubClient:
             if not self._allowed(url):
                 raise HubError(f"refusing to follow the Hub to {urlsplit(url).hostname or url!r} (not an allowed host)")
             hdrs = dict(headers)
-            if self._token and _origin(url) == self._origin:
+            on_hub = _origin(url) == self._origin
+            if on_hub:  # the Hub's rate limits; its CDN has none
+                self.rate_budget.acquire(bucket_of(url), self._local.deadline, urlsplit(url).path)
+            if self._token and on_hub:
                 hdrs["Authorization"] = f"Bearer {self._token}"
             log.debug("%s %s", method, url)
             with self._counter_lock:
                 self.requests += 1
             resp = self._http.send(self._http.build_request(method, url, headers=hdrs), stream=True)
+            if on_hub:
+                self.rate_budget.observe(bucket_of(url), resp.headers)
+                if resp.status_code == 429:
+                    self.rate_budget.exhausted(bucket_of(url), wait_for_429(resp.headers, self.retry.backoff(0)))
             location = resp.headers.get("Location")
             if resp.status_code not in REDIRECT_STATUSES or not location:
                 return resp
@@ -198,6 +214,9 @@ class HubClient:
         """One logical request: retries, redirects, status mapping; ``consume`` reads the response."""
         waited, attempt = 0.0, 0
         host = urlsplit(url).hostname
+        # One deadline for the whole logical request: rate-limit waits, retries, redirects and every
+        # body read (a per-read timeout alone let a 38-byte answer at 1 byte per 2 s take 74 s).
+        self._local.deadline = time.monotonic() + self.request_deadline_s
         while True:
             rate_limited = answered = False
             try:
@@ -221,22 +240,24 @@ class HubClient:
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 reason = self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                 headers_seen = None
-            wait = self.retry.backoff(attempt)
-            if rate_limited:
-                wait = wait_for_429(headers_seen, wait)
+            # A 429's wait is the rate budget's (the next attempt waits there for the reset, t + 1 s,
+            # within the request's deadline); 5xx and broken connections back off here.
+            wait = 0.0 if rate_limited else self.retry.backoff(attempt)
             attempt += 1
-            if attempt >= self.retry.max_attempts or waited + wait > self.retry.max_total_wait_s:
+            if (attempt >= self.retry.max_attempts or waited + wait > self.retry.max_total_wait_s
+                    or time.monotonic() + wait > self._local.deadline):
                 if rate_limited:
                     raise RateLimitedError(
-                        f"{what}: rate limited by the Hub ({reason}; it asks to wait {wait:.0f} s, "
-                        f"after {attempt} attempts and {waited:.1f} s of waiting)")
+                        f"{what}: rate limited by the Hub ({reason}; it asks to wait "
+                        f"{wait_for_429(headers_seen, 0):.0f} s, after {attempt} attempts)")
                 raise HubUnavailableError(f"{what}: the Hub at {host} did not answer usably after {attempt} attempts "
                                           f"({waited:.1f} s of waiting); last error: {reason}")
             # A Hub that answers with 429/5xx is worth a line per retry; one that cannot be reached at
             # all is reported once, by the error above, not by a line per attempt.
             log.log(logging.INFO if answered else logging.DEBUG, "retrying",
                     extra={"what": what, "host": host, "reason": reason, "wait_s": wait, "attempt": attempt})
-            self._sleep(wait)
+            if wait:
+                self._sleep(wait)
             waited += wait
 
     def _raise_for_status(self, resp: httpx.Response, what: str, repo: str | None = None) -> None:
@@ -249,7 +270,7 @@ class HubClient:
             return
         body = bytearray()
         try:
-            for chunk in resp.iter_bytes():
+            for chunk in self._chunks(resp, what):
                 body += chunk
                 if len(body) >= ERROR_BODY_BYTES:
                     break
@@ -280,10 +301,18 @@ class HubClient:
         except Exception:  # noqa: BLE001 - a malformed error body (a JSON list, deep nesting) breaks the parser
             raise HubError(f"{what}: HTTP {status} from the Hub", **context) from None
 
+    def _chunks(self, resp: httpx.Response, what: str) -> Iterator[bytes]:
+        """The body's chunks until the request's deadline; a body still arriving then is a retryable failure."""
+        for chunk in resp.iter_bytes():
+            if time.monotonic() > self._local.deadline:
+                raise _Retryable(f"{what}: the answer was still arriving at the request's deadline "
+                                 f"({self.request_deadline_s:g} s, hub.request_deadline_s)")
+            yield chunk
+
     def _read_json(self, resp: httpx.Response, what: str, repo: str | None = None) -> Any:
         self._raise_for_status(resp, what, repo)
         body = bytearray()
-        for chunk in resp.iter_bytes():
+        for chunk in self._chunks(resp, what):
             body += chunk
             if len(body) > MAX_JSON_BYTES:
                 raise HubError(f"{what}: response over {MAX_JSON_BYTES:,} bytes")
@@ -414,7 +443,7 @@ class HubClient:
                 raise RangeNotSupportedError(
                     f"{what}: the server answered a different range ({resp.headers.get('Content-Range')!r})")
             body = bytearray()
-            for chunk in resp.iter_bytes():
+            for chunk in self._chunks(resp, what):
                 body += chunk
                 if len(body) > length:
                     raise RangeNotSupportedError(f"{what}: the server sent more bytes than asked for")

@@ -1,8 +1,7 @@
-"""Errors of Hub access. Each is a ``HubwatchError``, so the CLI prints one line and exits."""
+"""Errors of Hub access. Each is a ``bot.errors.HubwatchError``, so the CLI prints one line and exits."""
 
 from __future__ import annotations
-
-from fingerprints.errors import HubwatchError
+from bot.errors import HubwatchError
 
 
 class HubError(HubwatchError):

@@ -175,6 +175,7 @@ class CycleSummary:
     alerts_delivered: int = 0
     errors: int = 0
     hub_429s: int = 0
+    rate_limit_wait_s: float = 0.0  # waited for the Hub's rate-limit windows to reset
     duration_s: float = 0.0
     # Why the feed could not be polled at all (an unreachable Hub): said on the cycle line itself,
     # so a Hub outage is one line per cycle.

@@ -118,11 +118,16 @@ class Metrics:
         self.alerts_failed = Counter("hubwatch_alerts_failed_total", "Alert delivery attempts that failed.")
         self.errors = Counter("hubwatch_errors_total", "Errors, by error class.", ("kind",))
         self.hub_429s = Counter("hubwatch_hub_429_responses_total", "HTTP 429 (rate limited) answers from the Hub.")
+        self.rate_limit_wait = Counter("hubwatch_hub_rate_limit_wait_seconds_total",
+                                       "Seconds spent waiting for the Hub's rate-limit windows to reset.")
         self.cycles = Counter("hubwatch_poll_cycles_total", "Completed polls, by feed.", ("feed",))
         self.last_successful_poll = Gauge(
             "hubwatch_last_successful_poll_timestamp_seconds", "Unix time the feed was last polled successfully.",
             ("feed",))
         self.outbox_depth = Gauge("hubwatch_outbox_depth", "Alerts waiting in the outbox for delivery.")
+        self.feed_lag = Gauge(
+            "hubwatch_feed_lag_seconds", "Creation time of the newest listed model minus the time down to which "
+            "every model is listed and processed (bot/watch/backlog.py); 0 when the feed has caught up.", ("feed",))
         self.start_time = Gauge("hubwatch_start_time_seconds", "Unix time the process started.")
         self.start_time.set(clock())
         self._last_listing_error: str | None = None
@@ -141,6 +146,7 @@ class Metrics:
         self.alerts_enqueued.inc(summary.alerts_enqueued)
         self.alerts_delivered.inc(summary.alerts_delivered)
         self.hub_429s.inc(summary.hub_429s)
+        self.rate_limit_wait.inc(summary.rate_limit_wait_s)
         self.cycles.inc(feed=summary.feed)
 
     def listing_succeeded(self, feed: str) -> None:

@@ -34,15 +34,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-from fingerprints.errors import BudgetExceededError, HubwatchError, InvalidModelError, UninspectableWeightsError
+from fingerprints.errors import BudgetExceededError, InvalidModelError, UninspectableWeightsError
 from fingerprints.model import Fingerprint
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
+from store.errors import RefetchError
 from store.records import ModelRecord
 from store.rows import TIER_REFERENCE
 from store.store import Store
 
+from bot.errors import USER_ERRORS, HubwatchError
 from bot.alerts.delivery import deliver_pending
+from bot.hub.ratelimit import HubRateBudget
 from bot.alerts.discord_webhook import AlertSender
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RateLimitedError,
                             RepoNotFoundError, RevisionNotFoundError)
@@ -50,6 +53,7 @@ from bot.hub.models import HubModel
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
 from bot.ops.progress import progress
+from bot.watch.backlog import NEWEST_FEED, FeedCursor, walk_newest
 from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings
 from bot.watch.matching import PLOT_KEY, Matcher, plot_of
@@ -81,12 +85,18 @@ class Hub(Protocol):
 
     def take_rate_limited_count(self) -> int: ...
 
+    def listing_url(self, sort: str = "createdAt", page_size: int = 1000, expand: list[str] | None = None) -> str: ...
+
+    def list_models_page(self, url: str, what: str = "listing models") -> tuple[list[dict[str, Any]], str | None]: ...
+
+    rate_budget: HubRateBudget  # the process's one Hub rate-limit budget (bot/hub/ratelimit.py)
+
 
 @dataclass
 class PolledFingerprint:
     record: ModelRecord
     fingerprint: Fingerprint | None
-    error: HubwatchError | None = None
+    error: Exception | None = None
 
 
 # Why a revision failed, as `index stats` and /status count it: the first class that matches.
@@ -160,9 +170,14 @@ class Watcher:
         store = self.open_store()
         try:
             self._requeue_abandoned(store)
+            walked: FeedCursor | None = None
             try:
-                models = self._listing(store, feed, summary)
-            except HubwatchError as exc:
+                if feed == NEWEST_FEED:
+                    listing, walked = self._walk_newest(store)
+                    models = [HubModel.from_api(d) for d in listing]
+                else:
+                    models = self._listing(store, feed, summary)
+            except USER_ERRORS as exc:
                 summary.errors += 1
                 self._record_failure(store, f"feed {feed}", exc)
                 self.metrics.listing_failed(feed, f"{feed} listing from {self.settings.hub.host}: {exc}")
@@ -177,7 +192,10 @@ class Watcher:
             if self.stopping.is_set():
                 return self._finish(store, summary, started)
             newest = max((r.created_at for r in records if r.created_at), default=None)
-            if newest:
+            if walked is not None:  # saved once the walk's models are processed: a crash re-walks them
+                store.set_cursor(feed, *walked.dump())
+                self.metrics.feed_lag.set(walked.lag_s(), feed=feed)
+            elif newest:
                 store.set_cursor(feed, None, newest)
             summary.alerts_delivered = self.deliver(store)
             self._prune(store)
@@ -193,6 +211,14 @@ class Watcher:
             self._requeued = True
             if n := store.requeue_abandoned(self.owner):
                 log.info("revisions left in flight by an earlier run requeued", extra={"count": n})
+
+    def _walk_newest(self, store: Store) -> tuple[list[dict[str, Any]], FeedCursor]:
+        """The newest models back to the last walk's floor, at most ``max_models_per_cycle`` (backlog.py)."""
+        limit = self.settings.feeds.max_models_per_cycle
+        first = self.hub.listing_url(sort=FEED_SORTS[NEWEST_FEED], page_size=limit, expand=LIST_EXPAND)
+        what = f"listing models by {FEED_SORTS[NEWEST_FEED]}"  # as the Hub client names a listing in errors
+        fetch = lambda url: self.hub.list_models_page(url, what)  # noqa: E731
+        return walk_newest(fetch, first, FeedCursor.load(store.get_cursor(NEWEST_FEED)), limit)
 
     def _listing(self, store: Store, feed: str, summary: CycleSummary) -> list[HubModel]:
         limit = self.settings.feeds.max_models_per_cycle
@@ -215,7 +241,7 @@ class Watcher:
                 summary.errors += 1
                 self._record_failure(store, f"watched {entry.kind} {entry.value}", exc)
                 log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": str(exc)},
-                            exc_info=not isinstance(exc, HubwatchError))
+                            exc_info=not isinstance(exc, USER_ERRORS))
         return listing
 
     def _record_listing(self, store: Store, feed: str, models: list[HubModel]) -> list[ModelRecord]:
@@ -253,6 +279,7 @@ class Watcher:
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
         summary.hub_429s = self.hub.take_rate_limited_count()
+        summary.rate_limit_wait_s = round(self.hub.rate_budget.take_waited_s(), 1)
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
@@ -320,8 +347,12 @@ class Watcher:
         return self.fingerprint_with_limits(reader, self.tokenizers)
 
     def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
-        """The full fingerprint of a stored compact revision, read from the Hub again."""
-        return self._fingerprint(self.hub.reader(repo_id, sha))
+        """The full fingerprint of a stored compact revision, read from the Hub again; any failure is
+        the store's ``RefetchError``."""
+        try:
+            return self._fingerprint(self.hub.reader(repo_id, sha))
+        except USER_ERRORS as exc:
+            raise RefetchError(str(exc)) from exc
 
     def _prune(self, store: Store) -> None:
         days, plot_days = self.settings.store.retention_days, self.settings.store.plot_retention_days
@@ -338,7 +369,7 @@ class Watcher:
         a bug met on its bytes) fails that repo alone, never the feed's cycle."""
         try:
             return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
-        except HubwatchError as exc:
+        except USER_ERRORS as exc:
             return PolledFingerprint(record, None, exc)
         except Exception as exc:
             if self.stopping.is_set():  # the Hub client was closed under it: abandoned, not a crash
@@ -402,14 +433,14 @@ class Watcher:
     def deliver_job(self) -> None:
         try:
             self.metrics.alerts_delivered.inc(self.deliver())
-        except HubwatchError as exc:
+        except USER_ERRORS as exc:
             self.metrics.record_error(exc)
             log.warning("alert delivery failed", extra={"error": str(exc)})
 
     def poll_job(self, feed: str) -> None:
         try:
             self.poll_feed(feed)
-        except HubwatchError as exc:  # a store failure: report, keep the schedule alive
+        except USER_ERRORS as exc:  # a store failure: report, keep the schedule alive
             self.metrics.record_error(exc)
             log.error("poll failed", extra={"feed": feed, "error": str(exc)})
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from fingerprints.compare import compare_fingerprints
+from fingerprints.deep import DEEP_BYTE_BUDGET, apply_deep, deep_compare
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
 from fingerprints.facts import Verdict
@@ -25,21 +27,42 @@ def register(sub) -> None:
     p.add_argument("b", help="the suspect model: folder or org/name[@revision]")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="FILE.png", help="write the layer-by-layer evidence picture here")
+    p.add_argument("--deep", action="store_true",
+                   help="also read whole embedding rows of shared tokens and whole FFN rows of a few layers, "
+                   "align them (torch; GPU when present) and test independence with a p-value")
+    p.add_argument("--budget", type=byte_count, metavar="BYTES",
+                   help=f"tensor bytes --deep may read per model (default {DEEP_BYTE_BUDGET:,})")
     p.set_defaults(func=run)
 
 
+def byte_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of bytes, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a positive number of bytes, not {value}")
+    return value
+
+
 def run(args, app) -> int:
+    if args.budget is not None and not args.deep:
+        raise InvalidModelError("--budget sets how much --deep reads; add --deep")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidModelError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
     reader_a, reader_b = app.open_reader(args.a), app.open_reader(args.b)
     tokenizers = TokenizerCache()  # b's tokenizer files, when identical to a's on the Hub, are not read again
-    with progress("compare", total=3, unit="step") as bar:
+    steps = 4 if args.deep else 3
+    with progress("compare", total=steps, unit="step") as bar:
         bar.advance(0, note=f"fingerprinting {args.a}")
         fa = app.fingerprint(reader_a, tokenizers=tokenizers)
         bar.advance(note=f"fingerprinting {args.b}")
         fb = app.fingerprint(reader_b, tokenizers=tokenizers)
         bar.advance(note="comparing")
         result = compare_fingerprints(fa, fb, reader_a, reader_b)
+        if args.deep:
+            bar.advance(note="deep comparison")
+            result = apply_deep(result, deep_compare(reader_a, fa, reader_b, fb, args.budget or DEEP_BYTE_BUDGET))
         bar.advance()
     if args.plot:
         from fingerprints.plot import render_comparison_png

@@ -7,11 +7,12 @@ import os
 import sys
 import threading
 
-from fingerprints.errors import HubwatchError
 from store.rows import TIER_REFERENCE
 
+from bot.errors import USER_ERRORS
 from bot.hub.errors import HubUnavailableError
 from bot.ops.progress import progress
+from bot.watch.backlog import NEWEST_FEED, FeedCursor
 
 
 class Indexer:
@@ -45,7 +46,7 @@ class Indexer:
         print(f"{self.alerts} alert(s) raised, {report.delivered} delivered")
 
 
-def failed_line(failed: list[tuple[str, HubwatchError]], total: int, what: str, hub_host: str) -> str:
+def failed_line(failed: list[tuple[str, Exception]], total: int, what: str, hub_host: str) -> str:
     """The last line of a run with failures: how many, and the first one: what, where, the error."""
     spec, exc = failed[0]
     where = "local folder" if os.path.exists(spec) else f"on {hub_host}"
@@ -90,13 +91,13 @@ def register(sub) -> None:
 
 
 def run_add(args, app) -> int:
-    failed: list[tuple[str, HubwatchError]] = []
+    failed: list[tuple[str, Exception]] = []
     with app.open_store() as store:
         indexer = Indexer(app, store)
         for spec in args.models:
             try:
                 indexed = indexer.add(spec)
-            except HubwatchError as exc:
+            except USER_ERRORS as exc:
                 print(f"hubwatch: error: {spec}: {_without_prefix(str(exc), spec)}", file=sys.stderr)
                 failed.append((spec, exc))
                 continue
@@ -107,13 +108,15 @@ def run_add(args, app) -> int:
         indexer.deliver()
     if failed:
         print(failed_line(failed, len(args.models), "models", app.settings.hub.host), file=sys.stderr)
-        return failed[0][1].exit_code
+        return getattr(failed[0][1], "exit_code", 1)
     return 0
 
 
 def run_stats(args, app) -> int:
     with app.open_store(create=False) as store:
         s = store.stats()
+        newest = FeedCursor.load(store.get_cursor(NEWEST_FEED))
+    s["newest_feed"] = {"floor": newest.floor, "backlog": newest.resume is not None, "lag_s": newest.lag_s()}
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -125,6 +128,9 @@ def run_stats(args, app) -> int:
     per_model = s["bytes"] / max(1, s["fingerprints"])
     print(f"tiers:         {tiers or 'none'}   blobs {s['blob_bytes'] / 1e6:,.1f} MB   {per_model / 1e3:,.1f} KB per model")
     print("alerts:        " + ", ".join(f"{k} {v:,}" for k, v in s["alerts"].items()))
+    lag = s["newest_feed"]["lag_s"]
+    print(f"newest feed:   listed and processed down to {newest.floor or 'never polled'}"
+          + (f"; {lag / 60:,.0f} min of uploads still to walk back through" if newest.resume else "; caught up"))
     print("revisions:     " + ", ".join(f"{k} {v:,}" for k, v in s["revisions"].items()))
     for reason, n in s["revisions_not_done"].items():
         print(f"  {reason}: {n:,}")
@@ -162,15 +168,15 @@ def run_seed(args, app) -> int:
           + (f", {untried} not tried: the Hub is unreachable" if untried else "") + ")")
     if failed:
         print(failed_line(failed, len(refs), "references", app.settings.hub.host), file=sys.stderr)
-        return failed[0][1].exit_code
+        return getattr(failed[0][1], "exit_code", 1)
     return 0
 
 
-def seed(indexer: Indexer, refs, stop: threading.Event | None = None) -> tuple[list[tuple[str, HubwatchError]], int]:
+def seed(indexer: Indexer, refs, stop: threading.Event | None = None) -> tuple[list[tuple[str, Exception]], int]:
     """Fingerprint ``refs`` with one progress line each on stderr: (the ones that failed, how many
     were not tried). An unreachable Hub ends the seed: every other reference would wait out the
     same retries."""
-    failed: list[tuple[str, HubwatchError]] = []
+    failed: list[tuple[str, Exception]] = []
     with progress("index seed", len(refs)) as bar:
         for i, ref in enumerate(refs, 1):
             if stop is not None and stop.is_set():
@@ -178,7 +184,7 @@ def seed(indexer: Indexer, refs, stop: threading.Event | None = None) -> tuple[l
             try:
                 indexed = indexer.add(ref.repo_id)
                 indexer.store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
-            except HubwatchError as exc:  # one missing or gated repo must not stop the seed
+            except USER_ERRORS as exc:  # one missing or gated repo must not stop the seed
                 failed.append((ref.repo_id, exc))
                 bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... failed: {_without_prefix(str(exc), ref.repo_id)}")
                 if isinstance(exc, HubUnavailableError):

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from bot.errors import HubwatchError
 
-from fingerprints.errors import HubwatchError
 
 HUB_METADATA_FILE = "_hub.json"
 # Sidecar at the top of the served folder caching sha256 of LFS files by (size, mtime).

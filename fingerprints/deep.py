@@ -1,0 +1,499 @@
+"""The deep comparison: more ranged reads, aligned with torch, ending in a p-value against independence.
+
+The standard fingerprint reads at most 1 MiB and decides most pairs. Some it cannot: a residual
+stream rotated by an orthogonal matrix (QuaRot/SpinQuant), rotated and sliced (SliceGPT), an
+upcycled mixture of experts whose experts it never samples. ``deep_compare`` reads, within a byte
+budget per model (``DEEP_BYTE_BUDGET`` unless told):
+
+1. whole embedding rows of up to ``DEEP_TOKENS_MAX`` tokens both vocabularies share;
+2. in up to ``DEEP_LAYERS`` layers, a block of whole FFN rows: gate and up rows of a gated FFN, up
+   rows and down columns otherwise, the same block of every expert of a mixture of experts;
+3. the norm gains in front of them.
+
+Alignment (AWM's, generalised from permutations to rotations): the orthogonal Procrustes map R
+with B's embedding rows ~ A's rows @ R, fitted on the shared tokens. B's FFN vectors are mapped
+into A's basis with R, after each model's RMSNorm gain is folded into its own matrices, so a
+permutation, sign flips, a rotation with norm folding and deleted directions all become "the same
+vectors" again. Fitting R can also align independent models somewhat (Zhu et al. App. G: least
+squares aligns anything a little), so R is never the evidence itself; the test below is.
+
+The test (the idea of Zhu et al.'s phi_MATCH, on weights instead of activations): for each A
+neuron, its best-matching B neuron by one of its vectors (gate, or up) and by the other (up, or
+down). A copy keeps a neuron's two vectors together, so both name the same B neuron whatever
+permutation, rotation or noise was applied; for independent models the two best matches agree by
+chance, with m_B candidate neurons about once per m_B A-neurons. The chance level is measured, not
+assumed: the same count after a random rotation of B's basis keeps whatever couples a neuron's
+two vectors inside each model and destroys the link between the models. Each FFN (or expert)
+pair gets a Poisson p-value; Fisher's method combines them. Every number is in the evidence.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+
+from .engine import tensor_layouts
+from .facts import DERIVED_VERDICTS, Kind, Verdict
+from .model import Fingerprint, token_hashes
+from .reader import RangeReader, RangeRequest
+from .roles import expert_index
+from .weights import TensorLayout, decode
+
+# Bytes of tensor data each model may be read for in a deep comparison. 64 MiB reads all of
+# SmolLM2-135M's FFN rows in 4 layers and 4096 embedding rows; a 7B model gets blocks of rows.
+DEEP_BYTE_BUDGET = 64 * 1024 * 1024
+EMBEDDING_SHARE = 0.25
+DEEP_TOKENS_MAX = 4096
+DEEP_LAYERS = 4
+# Fewer shared tokens than this leave R to chance: B's vectors are compared in their own basis.
+MIN_ALIGNMENT_TOKENS = 256
+# Fewer neurons than this per FFN block makes a layer test too weak to be worth its bytes.
+MIN_NEURONS = 64
+# Random rotations of B's basis that measure the chance agreement (each costs one more matching).
+NULL_ROTATIONS = 2
+# Combined p-value below which the two models are declared dependent. Under independence the
+# p-value is uniform, so this is the false-alarm rate per comparison (one in a million); derived
+# pairs measured by benchmarks/deep.py (README) sit at p <= 1e-6148, independent ones at p >= 0.2.
+DEEP_P_MAX = 1e-6
+# Held-out centred cosine of the Procrustes-aligned embeddings above which the alignment is a
+# rotation (not a permutation): each row of R has its largest entry below ROTATION_MAX_ENTRY.
+ROTATION_MAX_ENTRY = 0.9
+
+ELEMENT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+GATE_ROLES = ("mlp_gate", "expert_mlp_gate")
+UP_ROLES = ("mlp_up", "expert_mlp_up")
+DOWN_ROLES = ("mlp_down", "expert_mlp_down")
+
+
+@dataclass
+class FFNUnit:
+    """The neuron-indexed views of one FFN or one expert: (layout, first row, kind) for two views.
+
+    kind "rows": neuron i is row first+i (gate/up matrices); "cols": neuron i is column i of the
+    whole (hidden x ff) matrix (down projections).
+    """
+
+    layer: int
+    expert: int | None
+    views: tuple[tuple[TensorLayout, int, str], tuple[TensorLayout, int, str]]
+    neurons: int
+    norm: TensorLayout | None  # RMSNorm gain folded into reading views
+
+
+@dataclass
+class UnitTest:
+    layer_a: int
+    layer_b: int
+    expert_a: int | None
+    expert_b: int | None
+    neurons: int
+    agree: int
+    chance: float
+    log10_p: float
+    matched_cosine: float
+
+    def label(self) -> str:
+        a = f"A{self.layer_a}" + (f".e{self.expert_a}" if self.expert_a is not None else "")
+        b = f"B{self.layer_b}" + (f".e{self.expert_b}" if self.expert_b is not None else "")
+        return f"{a}→{b}"
+
+
+@dataclass
+class DeepComparison:
+    dependent: bool
+    log10_p: float  # combined, Fisher; -inf never: floored at the float range
+    tests: list[UnitTest]
+    shared_tokens: int
+    alignment: dict[str, Any]
+    expert_map: list[str]
+    bytes_read: dict[str, int]
+    seconds: float
+    cpu_seconds: float
+    device: str
+    evidence: list[str] = field(default_factory=list)
+    kinds: list[Kind] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dependent": self.dependent, "log10_p": round(self.log10_p, 1), "p_max": DEEP_P_MAX,
+            "shared_tokens": self.shared_tokens, "alignment": self.alignment, "expert_map": self.expert_map,
+            "bytes_read": self.bytes_read, "seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2), "device": self.device,
+            "kinds": self.kinds, "evidence": self.evidence,
+            "tests": [{"pair": t.label(), "neurons": t.neurons, "agree": t.agree, "chance": round(t.chance, 2),
+                       "log10_p": round(t.log10_p, 1), "matched_cosine": round(t.matched_cosine, 3)} for t in self.tests],
+        }
+
+
+def p_text(log10_p: float) -> str:
+    return f"p = {10 ** log10_p:.2g}" if log10_p > -300 else f"p = 1e{log10_p:.0f}"
+
+
+# ---- what to read ----------------------------------------------------------------------------------
+
+def _ffn_units(fp: Fingerprint, layouts: dict[str, TensorLayout]) -> dict[int, list[FFNUnit]]:
+    """Per layer, its FFN (dense) or its experts, with the two neuron-indexed views of each."""
+    by_layer: dict[int, dict[str, list]] = {}
+    for info in fp.weights.tensors if fp.weights is not None else []:
+        if info.layer is None or info.name not in layouts:
+            continue
+        by_layer.setdefault(info.layer, {}).setdefault(info.role, []).append(info)
+    units: dict[int, list[FFNUnit]] = {}
+    for layer, roles in by_layer.items():
+        # A pre-norm RMSNorm gain (no bias) is folded; LayerNorm (with a bias) subtracts a mean, so
+        # it does not commute with a rotation and folding it would compare nothing better.
+        norm = roles.get("norm_mlp", [None])[0] if "norm_mlp_bias" not in roles else None
+        norm_layout = layouts.get(norm.name) if norm is not None else None
+        gated = any(r in roles for r in GATE_ROLES)
+        first_roles, second_roles = (GATE_ROLES, UP_ROLES) if gated else (UP_ROLES, DOWN_ROLES)
+        firsts = [i for r in first_roles for i in roles.get(r, [])]
+        seconds = [i for r in second_roles for i in roles.get(r, [])]
+        found = []
+        for first in firsts:
+            expert = expert_index(first.name)
+            second = next((s for s in seconds if expert_index(s.name) == expert), None)
+            if second is None:
+                continue
+            experts = first.shape[0] if len(first.shape) == 3 else None  # GGUF ffn_*_exps: (experts, ff, hidden)
+            neurons = first.shape[-2]
+            for e in range(experts or 1):
+                views = ((layouts[first.name], e * neurons if experts else 0, "rows"),
+                         _second_view(layouts[second.name], second.shape, e, gated))
+                found.append(FFNUnit(layer, e if experts else expert, views, neurons, norm_layout))
+        if found:
+            units[layer] = found
+    return units
+
+
+def _second_view(layout: TensorLayout, shape: list[int], expert: int, gated: bool):
+    if gated:
+        return (layout, expert * shape[-2] if len(shape) == 3 else 0, "rows")
+    return (layout, 0, "cols")
+
+
+def _layer_pairs(layers_a: list[int], layers_b: list[int], count: int) -> list[tuple[int, int]]:
+    """Up to ``count`` evenly spaced A layers, each with the B layer at the same relative depth."""
+    if not layers_a or not layers_b:
+        return []
+    picks = sorted({round(i) for i in np.linspace(0, len(layers_a) - 1, min(count, len(layers_a)))})
+    pairs = []
+    for i in picks:
+        j = round(i * (len(layers_b) - 1) / max(1, len(layers_a) - 1))
+        pairs.append((layers_a[i], layers_b[j]))
+    return pairs
+
+
+def _shared_tokens(fa: Fingerprint, fb: Fingerprint, rows_a: int, rows_b: int, limit: int) -> tuple[list[int], list[int]]:
+    va, vb = fa.tokenizer.vocab if fa.tokenizer else None, fb.tokenizer.vocab if fb.tokenizer else None
+    if not va or not vb:
+        return [], []
+    ids_b = {t: i for i, t in enumerate(vb[:rows_b]) if t}
+    shared = [(t, i, ids_b[t]) for i, t in enumerate(va[:rows_a]) if t and t in ids_b]
+    if not shared:
+        return [], []
+    order = np.argsort(token_hashes([t for t, _, _ in shared]), kind="stable")[:limit]
+    return [shared[k][1] for k in order], [shared[k][2] for k in order]
+
+
+# ---- reading ------------------------------------------------------------------------------------------
+
+def _read_rows(reader: RangeReader, layout: TensorLayout, rows: list[int]) -> np.ndarray:
+    requests = layout.requests(rows)
+    return layout.decode(b"".join(reader.read_ranges(requests)), len(rows))
+
+
+def _read_view(reader: RangeReader, view, start: int, count: int) -> np.ndarray:
+    """Neurons start..start+count of a view, one row per neuron."""
+    layout, offset, kind = view
+    if kind == "rows":
+        return _read_rows(reader, layout, list(range(offset + start, offset + start + count)))
+    size = ELEMENT_BYTES.get(layout.dtype)
+    if size is None or layout.dequantize is not None or layout.row_order is not None:
+        # Quantised rows decode only whole (blocks of 32 or 256 values): read the matrix.
+        whole = _read_rows(reader, layout, list(range(layout.shape[0])))
+        return whole[:, start : start + count].T
+    # Columns of a plain float matrix: the same slice of every row, one range per row.
+    requests = [RangeRequest(layout.file, layout.offset + r * layout.row_bytes + start * size, count * size)
+                for r in range(layout.shape[0])]
+    return decode(b"".join(reader.read_ranges(requests)), layout.dtype).reshape(layout.shape[0], count).T
+
+
+def _view_bytes(view, count: int) -> int:
+    layout, _, kind = view
+    if kind == "rows":
+        return count * layout.row_bytes
+    size = ELEMENT_BYTES.get(layout.dtype)
+    if size is None or layout.dequantize is not None or layout.row_order is not None:
+        return layout.nbytes
+    return count * layout.shape[0] * size
+
+
+# ---- the statistics ----------------------------------------------------------------------------------
+
+def procrustes(xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+    """R (d_a x d_b, orthonormal rows or columns) minimising ||xa R - xb|| (columns centred first).
+
+    Fitted in float64 (the SVD of a cross-covariance of a few thousand rows), returned in xa's dtype.
+    """
+    xa = xa.double() - xa.double().mean(0, keepdim=True)
+    xb = xb.double() - xb.double().mean(0, keepdim=True)
+    u, _, vh = torch.linalg.svd(xa.T @ xb, full_matrices=False)
+    return (u @ vh).to(torch.float32)
+
+
+def _row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a = a - a.mean(0, keepdim=True)
+    b = b - b.mean(0, keepdim=True)
+    return torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+@functools.lru_cache(maxsize=8)
+def null_rotations(n: int, device: str) -> tuple[torch.Tensor, ...]:
+    """NULL_ROTATIONS fixed Haar-random orthogonal n x n matrices (seeded: the same chance level every run)."""
+    rotations = []
+    for seed in range(NULL_ROTATIONS):
+        gaussian = torch.randn(n, n, generator=torch.Generator().manual_seed(1000 + seed), dtype=torch.float64).to(device)
+        q, r = torch.linalg.qr(gaussian)
+        rotations.append((q * torch.sign(torch.diagonal(r))).to(torch.float32))
+    return tuple(rotations)
+
+
+def _best_matches(va: torch.Tensor, vb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of va, the index of the row of vb with the largest |cosine|, and that |cosine|."""
+    sims = torch.nn.functional.normalize(va, dim=1) @ torch.nn.functional.normalize(vb, dim=1).T
+    best = sims.abs().max(dim=1)
+    return best.indices, best.values
+
+
+def neuron_agreement(a1, a2, b1, b2) -> tuple[int, float]:
+    """How many A neurons get the same best B neuron by both views, and the mean best |cosine|."""
+    j1, c1 = _best_matches(a1, b1)
+    j2, _ = _best_matches(a2, b2)
+    return int((j1 == j2).sum()), float(c1.mean())
+
+
+def poisson_log10_sf(agree: int, chance: float) -> float:
+    """log10 P(X >= agree) for X ~ Poisson(chance).
+
+    Far in the tail scipy's logsf underflows to -inf; there the tail is bounded above by
+    P(X = agree) / (1 - chance / (agree + 1)) (a geometric series), which is what is returned.
+    """
+    if agree <= 0:
+        return 0.0
+    log_sf = float(stats.poisson.logsf(agree - 1, chance))
+    if math.isfinite(log_sf):
+        return log_sf / math.log(10)
+    bound = float(stats.poisson.logpmf(agree, chance)) - math.log1p(-chance / (agree + 1))
+    return bound / math.log(10)
+
+
+def fisher_log10(log10_ps: list[float]) -> float:
+    """log10 of Fisher's combined p-value.
+
+    The chi-square(2k) tail of X = -2 sum(ln p) in closed form, exp(-X/2) sum_{i<k} (X/2)^i / i!,
+    summed in logs: scipy's chi2.logsf underflows to -inf for the p-values copies produce.
+    """
+    if not log10_ps:
+        return 0.0
+    half = -math.log(10) * sum(log10_ps)
+    if half <= 0:
+        return 0.0
+    terms = [i * math.log(half) - math.lgamma(i + 1) for i in range(len(log10_ps))]
+    top = max(terms)
+    log_p = -half + top + math.log(sum(math.exp(t - top) for t in terms))
+    return min(0.0, log_p / math.log(10))
+
+
+# ---- the comparison ------------------------------------------------------------------------------------
+
+def deep_compare(reader_a: RangeReader, fa: Fingerprint, reader_b: RangeReader, fb: Fingerprint,
+                 budget: int = DEEP_BYTE_BUDGET, device: str | None = None) -> DeepComparison:
+    started, cpu_started = time.perf_counter(), time.process_time()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    before = {"a": reader_a.bytes_read, "b": reader_b.bytes_read}
+    layouts_a = {t.name: t for t in tensor_layouts(reader_a)}
+    layouts_b = {t.name: t for t in tensor_layouts(reader_b)}
+    header_bytes = {"a": reader_a.bytes_read - before["a"], "b": reader_b.bytes_read - before["b"]}
+    spent = {"a": 0, "b": 0}
+    evidence: list[str] = []
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+
+    # 1. Alignment from shared tokens' whole embedding rows.
+    emb_a = layouts_a.get(fa.weights.embedding.tensor) if fa.weights and fa.weights.embedding else None
+    emb_b = layouts_b.get(fb.weights.embedding.tensor) if fb.weights and fb.weights.embedding else None
+    alignment: dict[str, Any] = {"method": "none"}
+    rotation = None
+    tokens = 0
+    if emb_a is not None and emb_b is not None:
+        limit = int(min(DEEP_TOKENS_MAX, budget * EMBEDDING_SHARE // max(emb_a.row_bytes, emb_b.row_bytes)))
+        ids_a, ids_b = _shared_tokens(fa, fb, emb_a.shape[0], emb_b.shape[0], limit)
+        tokens = len(ids_a)
+        if tokens >= MIN_ALIGNMENT_TOKENS:
+            xa, xb = tensor(_read_rows(reader_a, emb_a, ids_a)), tensor(_read_rows(reader_b, emb_b, ids_b))
+            spent["a"] += tokens * emb_a.row_bytes
+            spent["b"] += tokens * emb_b.row_bytes
+            fit, held = xa[0::2], xa[1::2]
+            r_half = procrustes(fit, xb[0::2])
+            held_out = float(_row_cosines(held @ r_half, xb[1::2]).mean())
+            rotation = procrustes(xa, xb)
+            largest = rotation.abs().max(dim=1).values if rotation.shape[0] <= rotation.shape[1] else rotation.abs().max(dim=0).values
+            direct = float(_row_cosines(xa, xb).mean()) if xa.shape[1] == xb.shape[1] else None
+            alignment = {"method": "procrustes", "tokens": tokens, "held_out_cosine": round(held_out, 4),
+                         "direct_cosine": None if direct is None else round(direct, 4),
+                         "largest_entry_median": round(float(largest.median()), 4),
+                         "width": [int(xa.shape[1]), int(xb.shape[1])]}
+            evidence.append(
+                f"deep alignment: orthogonal Procrustes on {tokens} shared tokens' whole embedding rows, "
+                f"held-out centred cosine {held_out:.3f}" + (f" (unaligned {direct:.3f})" if direct is not None else "")
+                + f"; median largest |R| entry per dim {float(largest.median()):.2f} (1 = a permutation)")
+
+    # 2. FFN blocks of a few layer pairs.
+    units_a, units_b = _ffn_units(fa, layouts_a), _ffn_units(fb, layouts_b)
+    pairs = _layer_pairs(sorted(units_a), sorted(units_b), DEEP_LAYERS)
+    tests: list[UnitTest] = []
+    if pairs:
+        per_layer = (budget - max(spent.values())) / len(pairs)
+        for la, lb in pairs:
+            ua, ub = units_a[la], units_b[lb]
+            neurons = min(u.neurons for u in ua + ub)
+            per_unit = per_layer / max(len(ua), len(ub))
+            # Largest block whose reads fit: bytes grow with the block except whole-matrix reads.
+            count = next((n for n in range(neurons, MIN_NEURONS - 1, -MIN_NEURONS // 2)
+                          if max(sum(_view_bytes(v, n) for v in u.views) for u in ua + ub) <= per_unit), 0)
+            if count < MIN_NEURONS:
+                continue
+            start = (neurons - count) // 2
+            read_a = [_unit_vectors(reader_a, u, start, count, tensor) for u in ua]
+            read_b = [_unit_vectors(reader_b, u, start, count, tensor) for u in ub]
+            spent["a"] += sum(_view_bytes(v, count) for u in ua for v in u.views)
+            spent["b"] += sum(_view_bytes(v, count) for u in ub for v in u.views)
+            for ia, (a1, a2) in enumerate(read_a):
+                for ib, (b1, b2) in enumerate(read_b):
+                    tests.append(_unit_test(a1, a2, b1, b2, rotation, device,
+                                            (la, lb, ua[ia].expert, ub[ib].expert, count)))
+
+    log10_p = fisher_log10([t.log10_p for t in tests])
+    dependent = bool(tests) and log10_p < math.log10(DEEP_P_MAX)
+    expert_map = _expert_map(tests)
+    bytes_read = {"a": reader_a.bytes_read - before["a"], "b": reader_b.bytes_read - before["b"],
+                  "tensor_a": spent["a"], "tensor_b": spent["b"], "headers_a": header_bytes["a"], "headers_b": header_bytes["b"]}
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    result = DeepComparison(dependent, log10_p, tests, tokens, alignment, expert_map, bytes_read, seconds, cpu_seconds, device)
+    result.evidence = [
+        f"deep read: A {bytes_read['a'] / 2**20:.1f} MiB, B {bytes_read['b'] / 2**20:.1f} MiB "
+        f"(budget {budget / 2**20:.0f} MiB each; embedding rows of {tokens} shared tokens, FFN rows of "
+        f"{len({(t.layer_a, t.layer_b) for t in tests})} layer pairs); {seconds:.1f} s on {device} ({cpu_seconds:.1f} s CPU)",
+        *evidence,
+        *_test_lines(tests),
+        *([f"experts: {line}" for line in expert_map]),
+        _conclusion(tests, log10_p, dependent),
+    ]
+    result.kinds = _deep_kinds(result, fa, fb, units_a, units_b)
+    return result
+
+
+def _unit_vectors(reader, unit: FFNUnit, start: int, count: int, tensor):
+    first = tensor(_read_view(reader, unit.views[0], start, count))
+    second = tensor(_read_view(reader, unit.views[1], start, count))
+    if unit.norm is not None:
+        gain = tensor(_read_rows(reader, unit.norm, [0]))[0]
+        first = first * gain
+        if unit.views[1][2] == "rows":
+            second = second * gain
+    return first, second
+
+
+def _unit_test(a1, a2, b1, b2, rotation, device, where) -> UnitTest:
+    la, lb, ea, eb, count = where
+    if rotation is not None:
+        b1, b2 = b1 @ rotation.T, b2 @ rotation.T
+    elif a1.shape[1] != b1.shape[1]:
+        return UnitTest(la, lb, ea, eb, count, 0, 0.0, 0.0, 0.0)
+    agree, cosine = neuron_agreement(a1, a2, b1, b2)
+    null = [neuron_agreement(a1, a2, b1 @ z, b2 @ z)[0] for z in null_rotations(a1.shape[1], device)]
+    # At least the uniform-chance level (one agreement in count per A neuron).
+    chance = max(1.0, float(np.mean(null)))
+    return UnitTest(la, lb, ea, eb, count, agree, chance, poisson_log10_sf(agree, chance), cosine)
+
+
+def _test_lines(tests: list[UnitTest]) -> list[str]:
+    if not tests:
+        return ["deep test: no FFN blocks to compare (no shared layer structure within the budget)"]
+    shown = sorted(tests, key=lambda t: t.log10_p)[:8]
+    return ["deep FFN tests (neurons whose gate/up, or up/down, best matches agree; chance from rotated B): " + "; ".join(
+        f"{t.label()} {t.agree}/{t.neurons} vs {t.chance:.1f}, {p_text(t.log10_p)}" for t in shown)
+        + (f"; … {len(tests) - len(shown)} more" if len(tests) > len(shown) else "")]
+
+
+def _conclusion(tests: list[UnitTest], log10_p: float, dependent: bool) -> str:
+    if not tests:
+        return "deep verdict: undecided (nothing comparable was read)"
+    what = "dependent: B's weights come from A's" if dependent else "independence not rejected"
+    return (f"deep verdict: {what} (Fisher over {len(tests)} FFN tests, {p_text(log10_p)}; "
+            f"declared dependent below p = {DEEP_P_MAX:g})")
+
+
+def _expert_map(tests: list[UnitTest]) -> list[str]:
+    """One line per MoE layer: each expert, the FFN (or expert) it most significantly comes from."""
+    best: dict[tuple[int, int | None], UnitTest] = {}
+    for t in tests:
+        if t.expert_b is None and t.expert_a is None:
+            continue
+        key = (t.layer_b, t.expert_b) if t.expert_b is not None else (t.layer_a, t.expert_a)
+        if key not in best or t.log10_p < best[key].log10_p:
+            best[key] = t
+    by_layer: dict[int, list[UnitTest]] = {}
+    for (layer, _), t in sorted(best.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        by_layer.setdefault(layer, []).append(t)
+    lines = []
+    for tests_of_layer in by_layer.values():
+        parts = []
+        for t in tests_of_layer:
+            source = "←" if t.log10_p < math.log10(DEEP_P_MAX) else "not traced to"
+            a, b = t.label().split("→")
+            parts.append(f"{b} {source} {a} ({t.agree}/{t.neurons} neurons, |cos| {t.matched_cosine:.3f}, {p_text(t.log10_p)})")
+        lines.append("; ".join(parts))
+    return lines
+
+
+def _deep_kinds(result: DeepComparison, fa, fb, units_a, units_b) -> list[Kind]:
+    if not result.dependent:
+        return []
+    kinds = []
+    a = result.alignment
+    if a.get("method") == "procrustes" and a["largest_entry_median"] < ROTATION_MAX_ENTRY:
+        kinds.append(Kind.ROTATE)
+    if a.get("method") == "procrustes" and a["width"][1] < a["width"][0]:
+        kinds.append(Kind.PRUNE)
+    experts_a = any(u.expert is not None for us in units_a.values() for u in us)
+    experts_b = any(u.expert is not None for us in units_b.values() for u in us)
+    if experts_b and not experts_a:
+        kinds.append(Kind.MOE_UPCYCLE)
+    return kinds
+
+
+def apply_deep(comparison, deep: DeepComparison):
+    """The standard comparison with the deep result folded in: its evidence, and the verdict it supports.
+
+    A dependent deep result makes the verdict weights-derived (kinds from the deep alignment and
+    structure); an independent one never overrides a standard derived verdict, it only adds its
+    lines, because the deep test covers fewer tensors than the standard one samples.
+    """
+    comparison.evidence = comparison.evidence + deep.evidence
+    comparison.weights = {**comparison.weights, "deep": deep.to_dict()}
+    comparison.needs_deep = False
+    if deep.dependent:
+        if comparison.verdict not in DERIVED_VERDICTS:
+            comparison.verdict = Verdict.WEIGHTS_DERIVED
+            comparison.kinds = [k for k in comparison.kinds if k != Kind.TOKENIZER]
+        comparison.kinds = comparison.kinds + [k for k in deep.kinds if k not in comparison.kinds]
+        comparison.confidence = max(comparison.confidence, min(0.999, 1 - 10 ** deep.log10_p))
+    return comparison
