@@ -396,12 +396,14 @@ class FakeDiscordWebhook:
     def _send(self, handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any] | None,
               headers: dict[str, str]) -> None:
         data = json.dumps(body).encode() if body is not None else b""
+        self._write(handler, status, data, {**headers, "Content-Type": "application/json"} if body is not None else headers)
+
+    @staticmethod
+    def _write(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str]) -> None:
         try:
             handler.send_response(status)
             for k, v in headers.items():
                 handler.send_header(k, v)
-            if body is not None:
-                handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()
             handler.wfile.write(data)
@@ -414,14 +416,7 @@ class FakeDiscordWebhook:
             return False
         with self._lock:
             self._record(handler, 403)
-        try:
-            handler.send_response(403)
-            handler.send_header("Content-Type", "text/plain; charset=UTF-8")
-            handler.send_header("Content-Length", str(len(EDGE_REFUSAL_BODY)))
-            handler.end_headers()
-            handler.wfile.write(EDGE_REFUSAL_BODY)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self._write(handler, 403, EDGE_REFUSAL_BODY, {"Content-Type": "text/plain; charset=UTF-8"})
         return True
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
