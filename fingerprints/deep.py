@@ -5,7 +5,7 @@ stream rotated by an orthogonal matrix (QuaRot/SpinQuant), rotated and sliced (S
 upcycled mixture of experts whose experts it never samples. ``deep_compare`` reads, within a byte
 budget per model (``DEEP_BYTE_BUDGET`` unless told):
 
-1. whole embedding rows of up to ``DEEP_TOKENS_MAX`` tokens both vocabularies share;
+1. whole embedding rows of up to ``DEEP_TOKENS_MAX`` tokens both vocabularies share (consecutive ids);
 2. in up to ``DEEP_LAYERS`` layers, a block of whole FFN rows: gate and up rows of a gated FFN, up
    rows and down columns otherwise, the same block of every expert of a mixture of experts;
 3. the norm gains in front of them.
@@ -60,7 +60,8 @@ MIN_NEURONS = 64
 NULL_ROTATIONS = 2
 # Combined p-value below which the two models are declared dependent. Under independence the
 # p-value is uniform, so this is the false-alarm rate per comparison (one in a million); derived
-# pairs measured by benchmarks/deep.py (README) sit at p <= 1e-6148, independent ones at p >= 0.2.
+# pairs measured by benchmarks/deep.py (README; 16 MiB per model) sit at p <= 1e-6148,
+# independent ones at p >= 0.6.
 DEEP_P_MAX = 1e-6
 # Held-out centred cosine of the Procrustes-aligned embeddings above which the alignment is a
 # rotation (not a permutation): each row of R has its largest entry below ROTATION_MAX_ENTRY.
