@@ -73,10 +73,14 @@ def applied_versions(conn: sqlite3.Connection) -> set[int]:
 
 def check_not_newer(path: str, applied: set[int], known: list[Migration]) -> None:
     unknown = applied - {mig.version for mig in known}
-    if unknown:
-        raise SchemaTooNewError(
-            f"database {path} has schema version {max(unknown)}, newer than the {known[-1].version} this hubwatch "
-            "knows; upgrade hubwatch (or use another --db file)")
+    if not unknown:
+        return
+    newest, latest = max(unknown), known[-1].version
+    what = (f"newer than the {latest} this hubwatch knows" if newest > latest
+            else f"which this hubwatch (schema up to {latest}) does not have")
+    raise SchemaTooNewError(
+        f"database {path} has schema version {newest}, {what}: it was written by a newer hubwatch; upgrade "
+        "hubwatch (or use another --db file)")
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> list[int]:

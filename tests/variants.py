@@ -626,6 +626,61 @@ def _variants() -> dict[str, VariantSpec]:
 VARIANTS: dict[str, VariantSpec] = _variants()
 
 
+# ---- llama.cpp GGUF copies ----------------------------------------------------------------------
+
+def llamacpp_bert_token(token: str) -> str:
+    """How llama.cpp's converter spells a BERT WordPiece token (convert_hf_to_gguf.py, BertModel.set_vocab):
+    word starts get SentencePiece's phantom space "▁", "##" continuations lose their marker."""
+    if token.startswith("[") and token.endswith("]"):
+        return token
+    return token[2:] if token.startswith("##") else "\u2581" + token
+
+
+def write_bert_gguf(tensors: Tensors, vocab: list[str], path: Path, matrix_type: str) -> Path:
+    """A MiniLM-layout checkpoint as llama.cpp writes a BERT GGUF: its tensor names, its vocabulary
+    spelling, matrices in ``matrix_type`` (a GGML type name), vectors in F32, the pooler dropped."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter, get_tensor_name_map
+    from gguf.constants import MODEL_ARCH
+    from gguf.quants import quantize
+
+    qtype = GGMLQuantizationType[matrix_type]
+    names = get_tensor_name_map(MODEL_ARCH.BERT, NUM_LAYERS)
+    writer = GGUFWriter(path, "bert")
+    writer.add_context_length(512)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_block_count(NUM_LAYERS)
+    writer.add_feed_forward_length(INTERMEDIATE)
+    writer.add_head_count(NUM_HEADS)
+    writer.add_layer_norm_eps(1e-12)
+    writer.add_tokenizer_model("bert")
+    spelled = [llamacpp_bert_token(t) for t in vocab]
+    writer.add_token_list(spelled)
+    writer.add_token_types([3 if t.startswith("[") and t.endswith("]") else 1 for t in spelled])
+    for hf_name, tensor in tensors.items():
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None or not tensor.is_floating_point():
+            continue
+        array = np.ascontiguousarray(tensor.float().numpy())
+        if array.ndim == 1 or qtype == GGMLQuantizationType.F32:
+            writer.add_tensor(name, array)
+        elif qtype == GGMLQuantizationType.F16:
+            writer.add_tensor(name, array.astype(np.float16))
+        else:
+            writer.add_tensor(name, quantize(array, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def permute_everything(tensors: Tensors) -> Tensors:
+    """permute-hidden, permute-heads and permute-neurons at once (still the same function)."""
+    permuted = permute_hidden(tensors, hidden_permutation())
+    return permute_neurons(permute_heads(permuted, seed_for("permute-heads")), seed_for("permute-neurons"))
+
+
 # ---- building and caching ----------------------------------------------------------------------
 
 def _copy_hub_files(src: Path, dst: Path, hub_files: tuple[str, ...]) -> None:

@@ -49,6 +49,7 @@ from bot.alerts.model import build_alert
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
 from bot.ops.progress import Progress, progress
+from bot.watch.backlog import NEWEST_FEED, FeedCursor, walk_newest
 from bot.watch.compare_pool import ComparePool
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_alert
 from bot.settings import Settings
@@ -81,6 +82,10 @@ class Hub(Protocol):
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
     def take_rate_limited_count(self) -> int: ...
+
+    def listing_url(self, sort: str = "createdAt", page_size: int = 1000, expand: list[str] | None = None) -> str: ...
+
+    def list_models_page(self, url: str, what: str = "listing models") -> tuple[list[dict[str, Any]], str | None]: ...
 
     rate_budget: HubRateBudget  # the process's one Hub rate-limit budget (bot/hub/ratelimit.py)
 
@@ -133,8 +138,12 @@ class Watcher:
         summary = CycleSummary(feed=feed)
         store = self.open_store()
         try:
+            walked: FeedCursor | None = None
             try:
-                listing = self._listing(store, feed, summary)
+                if feed == NEWEST_FEED:
+                    listing, walked = self._walk_newest(store)
+                else:
+                    listing = self._listing(store, feed, summary)
             except USER_ERRORS as exc:
                 summary.errors += 1
                 self.metrics.record_error(exc)
@@ -159,7 +168,10 @@ class Watcher:
                         log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
                     bar.advance(note=item.record.repo_id)
             newest = max((r.created_at for r in records if r.created_at), default=None)
-            if newest:
+            if walked is not None:  # saved once the walk's models are processed: a crash re-walks them
+                store.set_cursor(feed, *walked.dump())
+                self.metrics.feed_lag.set(walked.lag_s(), feed=feed)
+            elif newest:
                 store.set_cursor(feed, None, newest)
             delivered = self.deliver(store)
             summary.alerts_delivered = delivered
@@ -168,6 +180,14 @@ class Watcher:
             return self._finish(store, summary, started)
         finally:
             store.close()
+
+    def _walk_newest(self, store: Store) -> tuple[list[dict[str, Any]], FeedCursor]:
+        """The newest models back to the last walk's floor, at most ``max_models_per_cycle`` (backlog.py)."""
+        limit = self.settings.feeds.max_models_per_cycle
+        first = self.hub.listing_url(sort=FEED_SORTS[NEWEST_FEED], page_size=limit, expand=LIST_EXPAND)
+        what = f"listing models by {FEED_SORTS[NEWEST_FEED]}"  # as the Hub client names a listing in errors
+        fetch = lambda url: self.hub.list_models_page(url, what)  # noqa: E731
+        return walk_newest(fetch, first, FeedCursor.load(store.get_cursor(NEWEST_FEED)), limit)
 
     def _listing(self, store: Store, feed: str, summary: CycleSummary) -> list[dict[str, Any]]:
         limit = self.settings.feeds.max_models_per_cycle

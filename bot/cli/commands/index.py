@@ -9,6 +9,7 @@ import sys
 from bot.errors import USER_ERRORS
 from bot.hub.sources import index_one
 from bot.ops.progress import progress
+from bot.watch.backlog import NEWEST_FEED, FeedCursor
 from store.rows import TIER_REFERENCE
 
 
@@ -67,6 +68,8 @@ def run_add(args, app) -> int:
 def run_stats(args, app) -> int:
     with app.open_store(create=False) as store:
         s = store.stats()
+        newest = FeedCursor.load(store.get_cursor(NEWEST_FEED))
+    s["newest_feed"] = {"floor": newest.floor, "backlog": newest.resume is not None, "lag_s": newest.lag_s()}
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -78,6 +81,9 @@ def run_stats(args, app) -> int:
     per_model = s["bytes"] / max(1, s["fingerprints"])
     print(f"tiers:         {tiers or 'none'}   blobs {s['blob_bytes'] / 1e6:,.1f} MB   {per_model / 1e3:,.1f} KB per model")
     print("alerts:        " + ", ".join(f"{k} {v:,}" for k, v in s["alerts"].items()))
+    lag = s["newest_feed"]["lag_s"]
+    print(f"newest feed:   listed and processed down to {newest.floor or 'never polled'}"
+          + (f"; {lag / 60:,.0f} min of uploads still to walk back through" if newest.resume else "; caught up"))
     families = ", ".join(f"{k} {v:,}" for k, v in list(s["shape_families"].items())[:10])
     print(f"shape families: {families or 'none'}")
     return 0
