@@ -26,7 +26,6 @@ from fingerprints.tokenizer_cache import TokenizerCache
 
 from bot.errors import USER_ERRORS
 from bot.hub.client import HubClient
-from bot.hub.retry import RetryPolicy
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
 from bot.watch.compare_pool import ComparePool
@@ -79,15 +78,10 @@ class App:
 
     @cached_property
     def hub(self) -> HubClient:
-        return self.hub_client()
-
-    def hub_client(self, retry: RetryPolicy | None = None) -> HubClient:
-        """A new Hub client from the settings, closed with the app; ``retry`` in place of the
-        default policy (a backfill worker waits out rate-limit windows that a watcher would not)."""
         h = self.settings.hub
         client = HubClient(h.endpoint, h.token.reveal() or None, timeout_s=h.timeout_s,
                            max_connections=h.max_connections, model_byte_budget=self.settings.limits.model_bytes,
-                           redirect_hosts=h.redirect_hosts, retry=retry, request_deadline_s=h.request_deadline_s)
+                           redirect_hosts=h.redirect_hosts, request_deadline_s=h.request_deadline_s)
         self._closers.append(client.close)
         return client
 
@@ -151,7 +145,8 @@ class App:
         from bot.alerts.discord_webhook import make_sender
 
         d = self.settings.discord
-        sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None)
+        sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None,
+                             thread_id=d.webhook_thread_id or None)
         close = getattr(sender, "close", None)
         if close is not None:
             self._closers.append(close)
@@ -170,9 +165,10 @@ class App:
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
-        return StoreService(self.open_store, self.fingerprint_hub_repo,
-                            watch_list_max=self.settings.discord.watch_list_max, refetch=self.refetch,
-                            compare_pool=self.compare_pool)
+        d = self.settings.discord
+        return StoreService(self.open_store, self.fingerprint_hub_repo, watch_list_max=d.watch_list_max,
+                            refetch=self.refetch, compare_pool=self.compare_pool,
+                            home_guild=None if d.global_commands else (d.guild_id or None))
 
     def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
         """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""

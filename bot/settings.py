@@ -220,6 +220,9 @@ class DiscordSettings:
         env="HUBWATCH_DISCORD_TOKEN")
     guild_id: int = setting(0, "Discord server (guild) the bot serves: its slash commands are synced there and "
                             "answered only there. Needed unless global_commands is set.", minimum=0)
+    webhook_thread_id: int = setting(
+        0, "Thread (forum post) the webhook posts alerts into; needed when the webhook's channel is a forum "
+        "channel (Discord refuses a forum post without one, error 220001). 0: the channel itself.", minimum=0)
     global_commands: bool = setting(
         False, "Publish the slash commands globally and answer them in every server the bot is invited to "
         "(their managers then share one watch list).")

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from .facts import DERIVED_VERDICTS, Kind, Verdict
-from .model import Fingerprint, WeightsSignature
+from .model import Fingerprint, WeightsSignature, structure_hash
 
 LANGUAGE = "language model"
 VISION = "vision encoder"
@@ -59,8 +59,6 @@ def component_fingerprint(fp: Fingerprint, component: str) -> Fingerprint:
     digest = hashlib.blake2b(digest_size=16)
     for s in samples:
         digest.update(s.name.encode() + b"\0" + s.dtype.encode() + b"\0" + s.values.tobytes())
-    from .engine import structure_hash  # engine imports the sampler, which imports this module
-
     layers = {t.layer for t in tensors if t.layer is not None}
     is_language = component == LANGUAGE
     embedding = w.embedding if is_language and w.embedding is not None and component_of(w.embedding.tensor) == LANGUAGE else None

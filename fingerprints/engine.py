@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -13,7 +12,8 @@ import numpy as np
 from .config import config_signature, parse_config_json
 from .envelope import DEFAULT_ENVELOPE, LARGE_DOCUMENT_BYTES, ParseEnvelope
 from .errors import InvalidModelError
-from .model import ConfigSignature, Fingerprint, TensorInfo, TokenizerSignature, WeightsSignature, stable_hash
+from .model import (ConfigSignature, Fingerprint, TensorInfo, TokenizerSignature, WeightsSignature, stable_hash,
+                    structure_hash)
 from .reader import RangeReader, read_files_and_heads, read_small_file
 from .roles import assign_role
 from .safetensors_format import FIRST_READ_BYTES, INDEX_FILE, read_checkpoint, unindexed_files
@@ -33,21 +33,6 @@ UNINSPECTABLE_SUFFIXES = {
     ".msgpack": "Flax msgpack",
     ".h5": "Keras/TensorFlow HDF5",
 }
-
-
-def structure_hash(infos: list[TensorInfo]) -> str:
-    """Hash of the tensor shape pattern, blind to names and dtypes.
-
-    Model-level shapes plus the multiset of per-layer shape sets: a checkpoint with every tensor
-    renamed, or cast to another dtype, keeps the same structure hash.
-    """
-    model_level = sorted(tuple(i.shape) for i in infos if i.layer is None)
-    per_layer: dict[int, list[tuple[int, ...]]] = {}
-    for i in infos:
-        if i.layer is not None:
-            per_layer.setdefault(i.layer, []).append(tuple(i.shape))
-    layer_pattern = Counter(tuple(sorted(shapes)) for shapes in per_layer.values())
-    return stable_hash([model_level, sorted([list(k), v] for k, v in layer_pattern.items())])
 
 
 def _uninspectable(files: list[str]) -> str | None:

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -335,3 +336,18 @@ def rare_special_tokens(tok: TokenizerSignature) -> list[str]:
     return sorted(
         t for t in set(tok.special_tokens) | set(tok.added_tokens) if not is_common_special_token(t)
     )
+
+
+def structure_hash(infos: list[TensorInfo]) -> str:
+    """Hash of the tensor shape pattern, blind to names and dtypes.
+
+    Model-level shapes plus the multiset of per-layer shape sets: a checkpoint with every tensor
+    renamed, or cast to another dtype, keeps the same structure hash.
+    """
+    model_level = sorted(tuple(i.shape) for i in infos if i.layer is None)
+    per_layer: dict[int, list[tuple[int, ...]]] = {}
+    for i in infos:
+        if i.layer is not None:
+            per_layer.setdefault(i.layer, []).append(tuple(i.shape))
+    layer_pattern = Counter(tuple(sorted(shapes)) for shapes in per_layer.values())
+    return stable_hash([model_level, sorted([list(k), v] for k, v in layer_pattern.items())])

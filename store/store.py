@@ -41,6 +41,9 @@ _MODEL_COLUMNS = [
     "trending_score", "license", "base_models", "tags", "library_name", "pipeline_tag", "first_seen", "last_seen",
 ]
 WATCH_KINDS = ("reference", "author")
+# The watch list of entries added from the command line and from before per-server lists (0004):
+# the configured Discord server sees them beside its own.
+OPERATOR_GUILD = 0
 
 _translated = translating(lambda self, *args, **kwargs: self.path)
 
@@ -453,26 +456,37 @@ class Store:
 
     @_translated
     def add_watch(self, kind: str, value: str, added_by: str | None = None, note: str | None = None,
-                  now: datetime | None = None) -> bool:
-        """Add a reference repo or a watched author; False when already listed."""
+                  now: datetime | None = None, guild_id: int = OPERATOR_GUILD) -> bool:
+        """Add a reference repo or a watched author to ``guild_id``'s list (OPERATOR_GUILD: the
+        command line's); False when already listed there."""
         if kind not in WATCH_KINDS:
             raise StoreError(f"watch list kind must be one of {', '.join(WATCH_KINDS)}, not {kind!r}")
         cur = self.conn.execute(
-            "INSERT OR IGNORE INTO watch_list (kind, value, added_by, note, added_at) VALUES (?, ?, ?, ?, ?)",
-            (kind, value, added_by, note, utc_iso(now)),
+            "INSERT OR IGNORE INTO watch_list (guild_id, kind, value, added_by, note, added_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (guild_id, kind, value, added_by, note, utc_iso(now)),
         )
         return cur.rowcount == 1
 
     @_translated
-    def remove_watch(self, kind: str, value: str) -> bool:
-        return self.conn.execute("DELETE FROM watch_list WHERE kind = ? AND value = ?", (kind, value)).rowcount == 1
+    def remove_watch(self, kind: str, value: str, guild_ids: tuple[int, ...] = (OPERATOR_GUILD,)) -> bool:
+        """Remove the entry from the lists of ``guild_ids``; False when none of them had it."""
+        marks = ",".join("?" * len(guild_ids))
+        return self.conn.execute(f"DELETE FROM watch_list WHERE kind = ? AND value = ? AND guild_id IN ({marks})",
+                                 (kind, value, *guild_ids)).rowcount >= 1
 
     @_translated
-    def watch_list(self, kind: str | None = None) -> list[WatchEntry]:
-        sql = "SELECT kind, value, added_by, note, added_at FROM watch_list"
-        rows = self.conn.execute(sql + (" WHERE kind = ?" if kind else "") + " ORDER BY kind, value",
-                                 (kind,) if kind else ()).fetchall()
-        return [WatchEntry(*r) for r in rows]
+    def watch_list(self, kind: str | None = None, guild_ids: tuple[int, ...] | None = None) -> list[WatchEntry]:
+        """The lists of ``guild_ids``, or (None) what any list watches, each entry once (its first adding)."""
+        where, args = [], []
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        if guild_ids is not None:
+            where.append(f"guild_id IN ({','.join('?' * len(guild_ids))})")
+            args += guild_ids
+        sql = ("SELECT kind, value, added_by, note, MIN(added_at) FROM watch_list"
+               + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY kind, value ORDER BY kind, value")
+        return [WatchEntry(*r) for r in self.conn.execute(sql, args).fetchall()]
 
     # ---- counters and status -------------------------------------------------------------
 

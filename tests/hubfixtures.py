@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from bot.hub import RetryPolicy
+from bot.hub.ratelimit import HubRateBudget
+from fingerprints.reader import LocalFolderReader
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 COPY = "acme/minilm-copy"
@@ -80,3 +82,37 @@ def build_hub_dir(root: Path, minilm: Path) -> Path:
 
 def public_repo_ids() -> set[str]:
     return {MINILM, COPY, GATED} | {r[0] for r in TINY_REPOS}
+
+
+SHA = "0" * 40
+
+
+class FolderHub:
+    """The watcher's Hub over local folders (or an exception a repo raises): one listing, readers
+    pinned to SHA."""
+
+    def __init__(self, repos: dict[str, Path | BaseException], created: dict[str, str]):
+        self.repos = repos
+        self.created = created
+
+    def list_models(self, *, sort, limit, expand, author=None):
+        return [{"id": repo, "sha": SHA, "createdAt": self.created[repo]} for repo in self.repos]
+
+    def reader(self, repo_id, sha=None):
+        source = self.repos[repo_id]
+        if isinstance(source, BaseException):
+            raise source
+        reader = LocalFolderReader(source)
+        reader.name, reader.sha = repo_id, SHA
+        return reader
+
+    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
+        return "page:1"
+
+    def list_models_page(self, url, what="listing models"):
+        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
+
+    def take_rate_limited_count(self):
+        return 0  # folders are never rate limited
+
+    rate_budget = HubRateBudget()

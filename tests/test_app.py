@@ -17,6 +17,8 @@ from bot.cli import main
 from bot.settings import known_env_vars
 from hubfixtures import COPY, GATED, GRANTED_TOKEN, MINILM
 
+pytestmark = pytest.mark.slow  # every command against the fake Hub: ~50 s on a shared core
+
 TENSOR_CAP = 65536
 
 

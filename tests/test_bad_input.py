@@ -157,6 +157,7 @@ def test_absurd_shapes_are_clean_errors(tmp_path, shape):
         read_safetensors_header(LocalFolderReader(tmp_path), "model.safetensors")
 
 
+@pytest.mark.slow  # hypothesis fuzzing
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(blob=st.binary(max_size=400), header_len=st.integers(min_value=0, max_value=2**64 - 1))
 def test_fuzzed_headers_only_raise_invalid_model(tmp_path_factory, blob, header_len):
@@ -182,6 +183,7 @@ def test_fuzzed_headers_only_raise_invalid_model(tmp_path_factory, blob, header_
         max_size=4,
     )
 )
+@pytest.mark.slow  # hypothesis fuzzing
 def test_fuzzed_structured_headers_only_raise_invalid_model(tmp_path_factory, header):
     d = tmp_path_factory.mktemp("fuzz")
     write_safetensors(d / "model.safetensors", header, b"\0" * 64)
@@ -193,6 +195,7 @@ def test_fuzzed_structured_headers_only_raise_invalid_model(tmp_path_factory, he
         assert t.offset + t.nbytes <= (d / "model.safetensors").stat().st_size
 
 
+@pytest.mark.slow  # fingerprints two MiniLM copies
 def test_non_finite_weights_are_compared_not_crashed_on(capsys, tmp_path, minilm_dir):
     import shutil
 

@@ -24,6 +24,8 @@ from fingerprints.reader import LocalFolderReader, read_range
 from fingerprints.safetensors_format import read_checkpoint
 from fingerprints.weights import decode
 
+pytestmark = pytest.mark.slow  # sparse multi-GB checkpoints over the fake Hub
+
 # Headers, config and tokenizer files are a few MB; the tensor data must stay holes.
 MAX_DISK_BYTES = 50 * 1024 * 1024
 # Llama-2-7B's published parameter count.

@@ -30,6 +30,8 @@ from bot.fakes.discord import FakeDiscordWebhook
 from store.store import Store
 from alert_samples import footer, make_alert
 
+pytestmark = pytest.mark.slow  # kills hubwatch processes mid-delivery
+
 N_ALERTS = 12
 LATENCY = 0.2
 LEASE_S = 1  # a restarted watcher may take a dead one's alert after 1 s (a life starts in ~2 s)

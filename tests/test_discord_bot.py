@@ -68,19 +68,22 @@ class InMemoryService:
         return CompareResult(a, b, "weights-derived", 0.93, 0.987, ["noise"],
                              ["embeddings: cosine 0.999 over 4096 sampled rows", "tokenizer: identical vocab"], PNG)
 
-    def watch_add(self, kind, value, by_user):
+    def watch_add(self, kind, value, by_user, guild_id):
         self._enter("watch_add", kind, value, by_user)
+        assert guild_id == int(GUILD_ID)
         if (kind, value) in self.watch:
             return False
         self.watch[(kind, value)] = WatchItem(kind, value, by_user, "2026-05-01T00:00:00+00:00")
         return True
 
-    def watch_remove(self, kind, value, by_user):
+    def watch_remove(self, kind, value, by_user, guild_id):
         self._enter("watch_remove", kind, value, by_user)
+        assert guild_id == int(GUILD_ID)
         return self.watch.pop((kind, value), None) is not None
 
-    def watch_list(self):
+    def watch_list(self, guild_id):
         self._enter("watch_list")
+        assert guild_id == int(GUILD_ID)
         return list(self.watch.values())
 
     def status(self):

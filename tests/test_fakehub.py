@@ -130,6 +130,7 @@ def test_missing_and_private_repos_are_401_repo_not_found(fake_hub):
 # ---- files -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # downloads MiniLM through huggingface_hub
 def test_hf_hub_download_small_and_lfs_files(fake_hub, hub_dir, tmp_path):
     config = hf_hub_download(MINILM, "config.json", endpoint=fake_hub.endpoint, cache_dir=tmp_path, token=False)
     assert open(config, "rb").read() == (hub_dir / MINILM / "config.json").read_bytes()

@@ -31,6 +31,8 @@ from fingerprints.reader import LocalFolderReader, RangeRequest
 from gguf_samples import (F16, F32, MINILM, Q8_0, BytesReader, exercise, minilm_gguf_tensors, minilm_kv,
                           small_valid_gguf, write_gguf)
 
+pytestmark = pytest.mark.slow  # writes and quantizes MiniLM GGUFs, fuzzes with hypothesis
+
 
 @pytest.fixture(scope="module")
 def minilm_ggufs(tmp_path_factory):

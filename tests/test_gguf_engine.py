@@ -11,6 +11,8 @@ from fingerprints.reader import LocalFolderReader
 from fingerprints.weights import TENSOR_BYTE_BUDGET
 from gguf_samples import minilm_gguf_tensors, minilm_kv, write_gguf
 
+pytestmark = pytest.mark.slow  # fingerprints MiniLM GGUFs
+
 
 @pytest.fixture(scope="module")
 def minilm_fp(minilm_dir):

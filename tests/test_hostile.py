@@ -16,7 +16,6 @@ import pytest
 
 from bot.alerts.discord_webhook import DeliveryResult
 from bot.app import App
-from bot.hub.ratelimit import HubRateBudget
 from bot.settings import load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.engine import fingerprint_model
@@ -26,11 +25,13 @@ from fingerprints.reader import LocalFolderReader, RangeRequest
 from fingerprints.tokenizer import parse_tokenizer_json, parse_vocab_txt
 from fingerprints.untrusted_json import loads
 from store.store import Store
+from hubfixtures import SHA, FolderHub
+
+pytestmark = pytest.mark.slow  # hostile repos fingerprinted, a 300-shard repo among them
 
 MiB = 1024 * 1024
 REFERENCE = "sentence-transformers/all-MiniLM-L6-v2"
 COPY = "someone/MiniLM-pro"
-SHA = "0" * 40
 
 
 def hostile_tokenizer_json(megabytes: int = 60) -> bytes:
@@ -120,34 +121,6 @@ def test_the_byte_limit_holds_for_local_folders_too(minilm_dir):
 
 # ---- the watcher: a hostile repo fails alone --------------------------------------------------
 
-class FolderHub:
-    """The watcher's Hub over local folders: one listing, readers pinned to a fixed sha."""
-
-    def __init__(self, repos: dict[str, Path | BaseException], created: dict[str, str]):
-        self.repos = repos
-        self.created = created
-
-    def list_models(self, *, sort, limit, expand, author=None):
-        return [{"id": repo, "sha": SHA, "createdAt": self.created[repo]} for repo in self.repos]
-
-    def reader(self, repo_id, sha=None):
-        source = self.repos[repo_id]
-        if isinstance(source, BaseException):
-            raise source
-        reader = LocalFolderReader(source)
-        reader.name, reader.sha = repo_id, SHA
-        return reader
-
-    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
-        return "page:1"
-
-    def list_models_page(self, url, what="listing models"):
-        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
-
-    def take_rate_limited_count(self):
-        return 0  # folders are never rate limited
-
-    rate_budget = HubRateBudget()
 
 
 class RecordingSender:

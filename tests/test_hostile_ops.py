@@ -8,6 +8,7 @@ import stat
 import time
 
 import httpx
+import pytest
 
 from bot.hub.client import HubClient
 from bot.ops.logging_setup import redact
@@ -53,6 +54,7 @@ def test_redaction_covers_short_secrets_the_webhook_token_alone_encoded_urls_and
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in clean and "Expires=1764300000" in clean
 
 
+@pytest.mark.slow  # waits out idle timeouts
 def test_the_metrics_server_drops_idle_connections_and_caps_its_threads():
     with MetricsServer(Metrics()) as server:
         idle = [socket.create_connection((server.host, server.port)) for _ in range(MAX_CONNECTIONS + 20)]

@@ -11,15 +11,16 @@ import pytest
 from bot.app import App
 from bot.errors import USER_ERRORS
 from bot.cli import main
-from bot.hub.ratelimit import HubRateBudget
 from bot.settings import known_env_vars, load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.envelope import LimitedReader
+from hubfixtures import SHA, FolderHub
 from fingerprints.reader import LocalFolderReader
 from bot.hub.models import HubModel
 
+pytestmark = pytest.mark.slow  # 16 MiniLM fingerprints through the CLI, the bot and the watcher: ~50 s
+
 MiB = 1024 * 1024
-SHA = "c" * 40
 
 # (setting, value, what the refusal says); MiniLM's config.json is padded to ~5 KB, its
 # tokenizer.json is 466 KB, its safetensors header 9 KB and a fingerprint of it reads ~1.5 MiB.
@@ -53,30 +54,6 @@ def clean_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
-class FolderHub:
-    """The watcher's Hub over one local folder listed as one new model."""
-
-    def __init__(self, repo_id: str, folder):
-        self.repo_id, self.folder = repo_id, folder
-
-    def list_models(self, *, sort, limit, expand, author=None):
-        return [{"id": self.repo_id, "sha": SHA, "createdAt": "2026-11-20T00:00:00.000Z"}]
-
-    def reader(self, repo_id, sha=None):
-        reader = LocalFolderReader(self.folder)
-        reader.sha = SHA
-        return reader
-
-    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
-        return "page:1"
-
-    def list_models_page(self, url, what="listing models"):
-        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
-
-    def take_rate_limited_count(self):
-        return 0
-
-    rate_budget = HubRateBudget()
 
 
 def hub_repo_over(folder, repo_id: str) -> LimitedReader:
@@ -109,7 +86,7 @@ def fingerprint_by(path: str, env: dict[str, str], folder, capsys):
                 return str(exc)
             with app.open_store() as store:
                 return store.load_fingerprint(store.find_fingerprint("someone/model").id).to_dict(False)
-        watcher = Watcher(settings, FolderHub("someone/model", folder), app.sender, app.fingerprint,
+        watcher = Watcher(settings, FolderHub({"someone/model": folder}, {"someone/model": "2026-11-20T00:00:00.000Z"}), app.sender, app.fingerprint,
                           open_store=app.open_store)
         watcher.poll_feed("newest")
         with app.open_store() as store:

@@ -17,6 +17,8 @@ from fingerprints.tokenizer import minhash
 from store import Store
 from store.lsh import LSH_BANDS, LSH_ROWS, band_buckets
 
+pytestmark = pytest.mark.slow  # MiniLM variants fingerprinted and indexed
+
 HIDDEN = 32
 
 

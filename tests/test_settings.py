@@ -243,6 +243,7 @@ def test_example_file_matches_code_and_loads_to_defaults():
     assert loaded == Settings(config_file=str(example))
 
 
+@pytest.mark.slow  # hypothesis fuzzing
 @hyp_settings(max_examples=200, deadline=None)
 @given(raw=st.text(max_size=30))
 def test_any_env_string_loads_or_fails_cleanly(raw):

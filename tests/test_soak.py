@@ -11,6 +11,8 @@ import pytest
 
 from soak import FAULT_WAVES, run_soak
 
+pytestmark = pytest.mark.slow  # a watcher under fault storms against the fake Hub in a child process
+
 # FAULT_WAVES with a shorter 5xx burst: 2 answers (1 s + 2 s of backoff) instead of 4 (15 s).
 QUICK_WAVES = tuple((name, {**faults, "errors_5xx": 2} if "errors_5xx" in faults else faults)
                     for name, faults in FAULT_WAVES)

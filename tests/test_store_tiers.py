@@ -90,6 +90,7 @@ def moe_fp():
     return fp
 
 
+@pytest.mark.slow  # ~12 s on a shared core
 def test_compact_blob_fits_the_budget_and_keeps_everything_but_samples():
     fp = moe_fp()
     compact = fp.compact()

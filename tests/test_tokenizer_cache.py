@@ -14,6 +14,8 @@ from fingerprints.reader import LocalFolderReader
 from fingerprints.tokenizer_cache import TokenizerCache, tokenizer_cache_key
 from hubfixtures import COPY, MINILM, link_minilm
 
+pytestmark = pytest.mark.slow  # MiniLM over the fake Hub
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 

@@ -104,12 +104,14 @@ def _only_clean_errors(target: str, seed: int) -> None:
         pass
 
 
+@pytest.mark.slow  # hypothesis fuzzing
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_fuzzed_sentencepiece_models_only_raise_clean_errors(seed):
     _only_clean_errors("sentencepiece", seed)
 
 
+@pytest.mark.slow  # hypothesis fuzzing
 @settings(max_examples=150, deadline=None)
 @given(target=st.sampled_from(["tokenizer.json", "vocab.txt", "vocab.json+merges", "tiktoken"]), seed=st.integers(0, 2**32 - 1))
 def test_fuzzed_tokenizer_files_only_raise_clean_errors(target, seed):

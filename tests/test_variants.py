@@ -16,7 +16,7 @@ from variants import VARIANTS, WEIGHTS_FILE
 
 # The first test that needs the variants builds them when the cache is cold (~2.5 min on one
 # free core, several times that on a loaded machine): more than pyproject's 300 s per test.
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 VERDICTS = {"identical", "weights-derived", "tokenizer-copied", "same-architecture", "independent"}
 # float32 forward passes of the same function in a different summation order agree to ~1e-6.

@@ -19,7 +19,7 @@ from bot.fakes.discord.webhook import FakeDiscordWebhook
 from bot.fakes.hub import FakeHub
 from store.store import Store
 
-pytestmark = pytest.mark.timeout(1200)  # a cold variant cache trains models first
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a cold variant cache trains models first
 
 REFERENCE = "sentence-transformers/all-MiniLM-L6-v2"
 COPY = "someone/MiniLM-pro"

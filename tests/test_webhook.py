@@ -627,3 +627,13 @@ def test_a_403_from_discords_edge_is_retried_later_not_failed_for_good():
     assert not result.delivered and not result.permanent and not result.ambiguous
     assert result.retry_after == EDGE_RETRY_S and result.attempts == 1
     assert "403" in result.error
+
+
+def test_a_webhook_on_a_forum_channel_posts_into_the_configured_thread():
+    with FakeDiscordWebhook(forum=True) as forum:
+        with quick_sender(forum.url) as without:
+            refused = without.send(make_alert())
+        assert refused.permanent and "220001" in refused.error  # Discord's answer without a thread
+        with quick_sender(forum.url, thread_id=1300000000000000042) as sender:
+            assert sender.send(make_alert()).delivered
+        assert [m.thread_id for m in forum.messages] == ["1300000000000000042"]

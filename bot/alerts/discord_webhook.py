@@ -175,7 +175,8 @@ class DiscordWebhookSender:
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff_base: float = DEFAULT_BACKOFF_BASE_S,
                  backoff_cap: float = DEFAULT_BACKOFF_CAP_S, max_inline_wait: float = DEFAULT_MAX_INLINE_WAIT_S,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 bot_token: str | None = None):
+                 bot_token: str | None = None, thread_id: int | None = None):
+        """``thread_id``: the thread (forum post) to post into; a webhook on a forum channel needs one."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._url = url
@@ -187,7 +188,7 @@ class DiscordWebhookSender:
         self.webhook_id, self._webhook_token = (webhook["id"], webhook["token"]) if webhook else (None, None)
         # The REST API lives on the webhook URL's host (discord.com/api/webhooks/... -> discord.com/api/v10).
         self._api = f"{parsed.scheme}://{parsed.netloc.decode('ascii')}/api/{API_VERSION}"
-        self._post_url = parsed.copy_merge_params({"wait": "true"})
+        self._post_url = parsed.copy_merge_params({"wait": "true", **({"thread_id": str(thread_id)} if thread_id else {})})
         self._own_client = client is None
         self._client = client or httpx.Client(follow_redirects=False, headers={"User-Agent": USER_AGENT})
         self.timeout = timeout
@@ -383,7 +384,8 @@ class DiscordWebhookSender:
 
 
 def make_sender(webhook_url: str | None, client: httpx.Client | None = None,
-                bot_token: str | None = None) -> AlertSender:
+                bot_token: str | None = None, thread_id: int | None = None) -> AlertSender:
     """The Discord sender when a webhook URL is configured, else the console. With ``bot_token``
     the sender can check whether an in-doubt alert was posted (exactly-once across crashes)."""
-    return DiscordWebhookSender(webhook_url, client, bot_token=bot_token) if webhook_url else ConsoleSender()
+    return (DiscordWebhookSender(webhook_url, client, bot_token=bot_token, thread_id=thread_id) if webhook_url
+            else ConsoleSender())

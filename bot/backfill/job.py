@@ -24,17 +24,9 @@ from store.rows import TIER_COMPACT, FingerprintRow
 from bot.errors import USER_ERRORS
 from bot.app import App
 from bot.hub.client import HubClient
-from bot.hub.retry import RetryPolicy
 from bot.settings import Settings
 
 log = logging.getLogger("hubwatch.backfill")
-
-# A backfill worker has nothing better to do than wait for the Hub's rate-limit window (5 minutes,
-# hub-docs rate-limits.md) to reset: it waits out up to two windows before a repo counts as failed,
-# where the watcher gives up after 60 s and comes back next cycle. That wait is what paces a
-# worker machine to its IP's quota.
-BACKFILL_RETRY = RetryPolicy(max_attempts=12, max_total_wait_s=2 * 300 + 60)
-
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -66,12 +58,13 @@ class WorkerTools:
 @functools.lru_cache(maxsize=1)
 def worker_tools(settings: Settings) -> WorkerTools:
     """This worker process's composition root, Hub client and tokenizer cache for ``settings`` (one
-    backfill at a time). The rate-limit waits the retry policy allows are added to the model's time
-    limit: they pace the worker, they are not the model's fault."""
+    backfill at a time). The Hub client waits for spent rate-limit windows (bot/hub/ratelimit.py):
+    on a backfill worker that wait is the pacing to its IP's quota, not the model's fault, so one
+    full request deadline is added to the model's time limit."""
     limits = dataclasses.replace(settings.limits,
-                                 model_seconds=settings.limits.model_seconds + BACKFILL_RETRY.max_total_wait_s)
+                                 model_seconds=settings.limits.model_seconds + settings.hub.request_deadline_s)
     app = App.of(dataclasses.replace(settings, limits=limits))
-    return WorkerTools(app, app.hub_client(BACKFILL_RETRY), TokenizerCache())
+    return WorkerTools(app, app.hub, TokenizerCache())
 
 
 def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:

@@ -217,7 +217,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     async def watch_add(interaction: discord.Interaction, repo: str) -> None:
         kind, value = watch_target(repo)
         await interaction.response.defer(thinking=True)
-        added = await runner.light(service.watch_add, kind, value, user_label(interaction.user))
+        added = await runner.light(service.watch_add, kind, value, user_label(interaction.user), interaction.guild_id)
         what = "reference model" if kind == "reference" else "author"
         text = f"Now watching {what} `{value}`." if added else f"{what.capitalize()} `{value}` was already watched."
         await send_result(interaction, content=text)
@@ -229,7 +229,8 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     async def watch_remove(interaction: discord.Interaction, repo: str) -> None:
         kind, value = watch_target(repo)
         await interaction.response.defer(thinking=True)
-        removed = await runner.light(service.watch_remove, kind, value, user_label(interaction.user))
+        removed = await runner.light(service.watch_remove, kind, value, user_label(interaction.user),
+                                     interaction.guild_id)
         if not removed:
             raise BotInputError(f"{value} is not on the watch list")
         await send_result(interaction, content=f"Stopped watching `{value}`.")
@@ -237,7 +238,7 @@ def build_tree(client: discord.Client, service: HubwatchService, limiter: UserRa
     @watch.command(name="list", description="Reference models and authors added here")
     async def watch_list(interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
-        items = await runner.light(service.watch_list)
+        items = await runner.light(service.watch_list, interaction.guild_id)
         await send_result(interaction, embed=watch_list_embed(items))
 
     tree.add_command(watch)

@@ -68,15 +68,15 @@ class HubwatchService(Protocol):
 
     def compare(self, a: str, b: str) -> CompareResult: ...
 
-    def watch_add(self, kind: WatchKind, value: str, by_user: str) -> bool:
-        """Add a reference model or watched author; False when it was already listed."""
+    def watch_add(self, kind: WatchKind, value: str, by_user: str, guild_id: int) -> bool:
+        """Add a reference model or watched author to the server's list; False when it was already listed."""
         ...
 
-    def watch_remove(self, kind: WatchKind, value: str, by_user: str) -> bool:
-        """Remove an entry; False when it was not listed."""
+    def watch_remove(self, kind: WatchKind, value: str, by_user: str, guild_id: int) -> bool:
+        """Remove an entry from the server's list; False when it was not listed."""
         ...
 
-    def watch_list(self) -> list[WatchItem]: ...
+    def watch_list(self, guild_id: int) -> list[WatchItem]: ...
 
     def status(self) -> StatusInfo: ...
 

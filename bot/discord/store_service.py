@@ -17,7 +17,7 @@ from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
 from store.nearest import nearest
 from store.rows import TIER_COMPACT
-from store.store import Store
+from store.store import OPERATOR_GUILD, Store
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 from bot.discord.errors import BotInputError
@@ -37,7 +37,9 @@ class StoreService:
 
     def __init__(self, open_store: Callable[[], Store], fingerprint_spec: Callable[[str], SpecFingerprint], *,
                  watch_list_max: int = 200, refetch: Callable[[str, str], Fingerprint] | None = None,
-                 compare_pool: ComparePool | None = None):
+                 compare_pool: ComparePool | None = None, home_guild: int | None = None):
+        """``home_guild``: the configured server, whose watch list includes the operator's entries."""
+        self.home_guild = home_guild
         self._store = open_store
         self._fingerprint_spec = fingerprint_spec
         self.watch_list_max = watch_list_max
@@ -89,26 +91,34 @@ class StoreService:
             self._compared[(a, b)] = answer
         return answer
 
-    def watch_add(self, kind: str, value: str, by_user: str) -> bool:
+    def _guilds(self, guild_id: int) -> tuple[int, ...]:
+        """The lists a server's commands read and change: its own, plus the operator's for the home server."""
+        return (guild_id, OPERATOR_GUILD) if guild_id == self.home_guild else (guild_id,)
+
+    def watch_add(self, kind: str, value: str, by_user: str, guild_id: int) -> bool:
         store = self._store()
         try:
-            if len(store.watch_list()) >= self.watch_list_max:
+            listed = store.watch_list(guild_ids=self._guilds(guild_id))
+            if any((e.kind, e.value) == (kind, value) for e in listed):
+                return False
+            if len(listed) >= self.watch_list_max:
                 raise BotInputError(f"the watch list is full ({self.watch_list_max} entries); remove one first")
-            return store.add_watch(kind, value, added_by=by_user)
+            return store.add_watch(kind, value, added_by=by_user, guild_id=guild_id)
         finally:
             store.close()
 
-    def watch_remove(self, kind: str, value: str, by_user: str) -> bool:
+    def watch_remove(self, kind: str, value: str, by_user: str, guild_id: int) -> bool:
         store = self._store()
         try:
-            return store.remove_watch(kind, value)
+            return store.remove_watch(kind, value, self._guilds(guild_id))
         finally:
             store.close()
 
-    def watch_list(self) -> list[WatchItem]:
+    def watch_list(self, guild_id: int) -> list[WatchItem]:
         store = self._store()
         try:
-            return [WatchItem(e.kind, e.value, e.added_by, e.added_at) for e in store.watch_list()]
+            return [WatchItem(e.kind, e.value, e.added_by, e.added_at)
+                    for e in store.watch_list(guild_ids=self._guilds(guild_id))]
         finally:
             store.close()
 

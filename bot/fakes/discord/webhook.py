@@ -70,6 +70,9 @@ UNAUTHORIZED = (401, {"message": "401: Unauthorized", "code": 0})
 MISSING_ACCESS = (403, {"message": "Missing Access", "code": 50001})
 UNKNOWN_CHANNEL = (404, {"message": "Unknown Channel", "code": 10003})
 UNKNOWN_WEBHOOK = (404, {"message": "Unknown Webhook", "code": 10015})
+# Execute Webhook into a forum channel without thread_id or thread_name (webhook.mdx, error 220001).
+FORUM_NEEDS_THREAD = {"message": "Webhooks posted to forum channels must have a thread_name or thread_id",
+                      "code": 220001}
 # Community-reported per-webhook limit (discord-api-docs issue #367): 5 requests per 2 s.
 DEFAULT_RATE_LIMIT = 5
 DEFAULT_RATE_WINDOW_S = 2.0
@@ -96,6 +99,7 @@ class ReceivedMessage:
     # files[n] field name -> (filename, content type, bytes)
     attachments: dict[str, tuple[str, str, bytes]]
     wait: bool
+    thread_id: str | None = None  # the forum post (thread) it went to
 
     @property
     def embeds(self) -> list[dict[str, Any]]:
@@ -263,7 +267,10 @@ class FakeDiscordWebhook:
     def __init__(self, webhook_id: str = DEFAULT_WEBHOOK_ID, token: str = DEFAULT_TOKEN,
                  rate_limit: int = DEFAULT_RATE_LIMIT, rate_window: float = DEFAULT_RATE_WINDOW_S,
                  host: str = "127.0.0.1", bot_token: str = DEFAULT_BOT_TOKEN, channel_id: str = DEFAULT_CHANNEL_ID,
-                 guild_id: str = DEFAULT_GUILD_ID, latency: float = 0.0):
+                 guild_id: str = DEFAULT_GUILD_ID, latency: float = 0.0, forum: bool = False):
+        """``forum``: the webhook's channel is a forum channel, where a message must name the post
+        (``thread_id`` query parameter) or start one (``thread_name``)."""
+        self.forum = forum
         self.webhook_id = webhook_id
         self.token = token
         self.rate_limit = rate_limit
@@ -389,12 +396,14 @@ class FakeDiscordWebhook:
     def _send(self, handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any] | None,
               headers: dict[str, str]) -> None:
         data = json.dumps(body).encode() if body is not None else b""
+        self._write(handler, status, data, {**headers, "Content-Type": "application/json"} if body is not None else headers)
+
+    @staticmethod
+    def _write(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str]) -> None:
         try:
             handler.send_response(status)
             for k, v in headers.items():
                 handler.send_header(k, v)
-            if body is not None:
-                handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()
             handler.wfile.write(data)
@@ -407,14 +416,7 @@ class FakeDiscordWebhook:
             return False
         with self._lock:
             self._record(handler, 403)
-        try:
-            handler.send_response(403)
-            handler.send_header("Content-Type", "text/plain; charset=UTF-8")
-            handler.send_header("Content-Length", str(len(EDGE_REFUSAL_BODY)))
-            handler.end_headers()
-            handler.wfile.write(EDGE_REFUSAL_BODY)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self._write(handler, 403, EDGE_REFUSAL_BODY, {"Content-Type": "text/plain; charset=UTF-8"})
         return True
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
@@ -550,11 +552,16 @@ class FakeDiscordWebhook:
             self._record(handler, exc.status)
             return exc.status, exc.body, headers
         wait = parse_qs(query).get("wait", ["false"])[-1].lower() == "true"
+        thread_id = parse_qs(query).get("thread_id", [None])[-1]
+        if self.forum and not thread_id and not payload.get("thread_name"):
+            self._record(handler, 400)
+            return 400, dict(FORUM_NEEDS_THREAD), headers
         if failure is not None and failure.kind == "hang" and not failure.after_accept:
             self._record(handler, failure.status)
             return failure.status, {"message": "Gateway timeout", "code": 0}, headers
         # A hang "after accept" posts here and stalls in _handle: Discord did the work, the answer is lost.
         message = self._accept(payload, files, wait)
+        self.messages[-1].thread_id = thread_id
         self._record(handler, 200 if wait else 204)
         return (200, message, headers) if wait else (204, None, headers)
 
