@@ -151,11 +151,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline", metavar="FOLDER",
                         help="also time FOLDER/fingerprints, e.g. from `git archive REV fingerprints | tar -x -C FOLDER`")
+    parser.add_argument("--hidden", type=int, nargs="*", choices=sorted(WIDTHS), default=sorted(WIDTHS))
     args = parser.parse_args()
     baseline = baseline_compare(args.baseline) if args.baseline else None
     print(f"{'hidden':>6} {'pair':<12} {'verdict':<18} {'s (median)':>10}"
           + (f" {'baseline verdict':<18} {'baseline s':>10}" if baseline else ""))
-    for hidden, ffn in WIDTHS.items():
+    for hidden in args.hidden:
+        ffn = WIDTHS[hidden]
         base_values = model(hidden, ffn, seed=1)
         base = fingerprint(base_values, hidden, ffn, "A")
         pairs = {
