@@ -65,6 +65,14 @@ class Stopper:
         deadline.daemon = True
         deadline.start()
 
+    def leave_if_stopped(self) -> None:
+        """After a stop the work is over: leave now rather than wait at interpreter exit for
+        abandoned Hub reads in worker threads (concurrent.futures joins them)."""
+        if self.signum is not None:
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(0 if self._wake is not None else self.exit_code)
+
     def _leave(self, line: str) -> None:
         # The threads still running hold only Hub reads and uncommitted SQLite work: ending the
         # process is what a crash would do, which the revisions table and the outbox survive.
@@ -160,3 +168,4 @@ def run(args, app) -> int:
         watcher.close()
         if server is not None:
             server.stop()
+        stopper.leave_if_stopped()
