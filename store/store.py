@@ -458,6 +458,19 @@ class Store:
         work.release(self.conn, repo_id, sha)
 
     @_translated
+    def finish_revisions(self, revisions: list[tuple[str, str]], feed: str | None = None,
+                         now: datetime | None = None) -> None:
+        """List (if new) and finish many revisions in one transaction (a backfill batch)."""
+        with transaction(self.conn):
+            work.list_revisions(self.conn, revisions, feed, now)
+            for repo_id, sha in revisions:
+                work.finish(self.conn, repo_id, sha, now)
+
+    @_translated
+    def release_claims(self, owner: str) -> int:
+        return work.release_all(self.conn, owner)
+
+    @_translated
     def requeue_abandoned(self, owner: str) -> int:
         return work.requeue_abandoned(self.conn, owner)
 
@@ -468,6 +481,12 @@ class Store:
     @_translated
     def get_revision(self, repo_id: str, sha: str) -> work.Revision | None:
         return work.get(self.conn, repo_id, sha)
+
+    @_translated
+    def revisions_queued(self) -> int:
+        """Listed revisions still to fingerprint: pending, in flight, or failed and due again later."""
+        counts = work.counts(self.conn)
+        return counts["pending"] + counts["in_flight"] + counts["failed"]
 
     @_translated
     def revisions_not_done(self) -> dict[str, int]:

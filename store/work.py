@@ -132,6 +132,14 @@ def release(conn: sqlite3.Connection, repo_id: str, sha: str) -> None:
         "WHERE repo_id = ? AND sha = ? AND state = 'in_flight'", (repo_id, sha))
 
 
+def release_all(conn: sqlite3.Connection, owner: str) -> int:
+    """Hand back every claim ``owner`` holds (a backfill restarting after it was killed claims its
+    revisions under one fixed name): pending again, due at once."""
+    return conn.execute(
+        "UPDATE revisions SET state = 'pending', claim_owner = NULL, next_attempt_at = claimed_at "
+        "WHERE state = 'in_flight' AND claim_owner = ?", (owner,)).rowcount
+
+
 def requeue_abandoned(conn: sqlite3.Connection, owner: str) -> int:
     """At start: claims of other processes (killed mid-work) become pending again. One watcher per
     store: a second live one would only see its claims redone, never an alert doubled (the outbox
