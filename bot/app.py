@@ -142,11 +142,17 @@ class App:
 
     @cached_property
     def sender(self) -> AlertSender:
+        return self.alert_sender()
+
+    def alert_sender(self, plots_dir: str | None = None) -> AlertSender:
+        """The configured webhook, else the console saving plots in ``plots_dir`` (default: the
+        alerts.plots_dir setting, else hubwatch-plots next to the store)."""
         from bot.alerts.discord_webhook import make_sender
 
         d = self.settings.discord
         sender = make_sender(d.webhook_url.reveal() or None, bot_token=d.bot_token.reveal() or None,
-                             thread_id=d.webhook_thread_id or None)
+                             thread_id=d.webhook_thread_id or None,
+                             plots_dir=plots_dir or self.settings.alerts.plots_folder(self.settings.store.path))
         close = getattr(sender, "close", None)
         if close is not None:
             self._closers.append(close)
@@ -165,10 +171,13 @@ class App:
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
+        from bot.watch.matching import Matcher
+
         d = self.settings.discord
         return StoreService(self.open_store, self.fingerprint_hub_repo, watch_list_max=d.watch_list_max,
                             refetch=self.refetch, compare_pool=self.compare_pool,
-                            home_guild=None if d.global_commands else (d.guild_id or None))
+                            home_guild=None if d.global_commands else (d.guild_id or None),
+                            matcher=Matcher(self.settings, refetch=self.refetch, compare_pool=self.compare_pool))
 
     def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
         """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""

@@ -16,7 +16,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -186,14 +185,7 @@ def demo_env(endpoint: str, db: Path) -> dict[str, str]:
             "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false", "HUBWATCH_LOG_LEVEL": "WARNING"}
 
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def plot_name(repo_id: str) -> str:
-    return _SAFE_NAME.sub("_", repo_id) + ".png"
-
-
-def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> PlotWritingConsole:
+def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> RecordingConsole:
     """Run the demo; the store and the evidence plot are left in ``out_dir``. Returns the sender,
     which holds the alerts it printed."""
     from store.store import Store
@@ -220,8 +212,8 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> PlotWritingCo
         with FakeHub(root) as fake:
             say(f"\n2. fake Hub serving them at {fake.endpoint}")
             app = App.of(load_settings(env=demo_env(fake.endpoint, db)))
-            plots = PlotWritingConsole(out_dir)
-            watcher = app.watcher(sender=plots)
+            console = RecordingConsole(out_dir)
+            watcher = app.watcher(sender=console)
             try:
                 say(f"\n3. hubwatch index add {ORIGINAL}")
                 with Store.open(db) as store:
@@ -233,8 +225,6 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> PlotWritingCo
                 summaries = watcher.run_once()
                 say(f"   one cycle done: {sum(s.fingerprinted for s in summaries)} fingerprinted, "
                     f"{sum(s.alerts_enqueued for s in summaries)} alert(s), {sum(s.errors for s in summaries)} errors")
-                for path in plots.written:
-                    say(f"   evidence plot: {path}")
                 say(f"\n5. hubwatch nearest {COPY}\n")
                 query = app.fingerprint_spec(COPY)
                 with Store.open(db) as store:
@@ -246,26 +236,20 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> PlotWritingCo
     say("On the real Hub:   hubwatch index seed && hubwatch watch")
     say("Alerts to Discord: export HUBWATCH_DISCORD_WEBHOOK=https://discord.com/api/webhooks/<id>/<token>  "
         "(Server Settings > Integrations > Webhooks)")
-    return plots
+    return console
 
 
-class PlotWritingConsole(ConsoleSender):
-    """The console sender, plus each alert's evidence plot written next to the demo's store."""
+class RecordingConsole(ConsoleSender):
+    """The console sender, saving each alert's evidence plot in the demo's folder (the alert names
+    the file), that also keeps the alerts it printed."""
 
     def __init__(self, out_dir: Path):
-        super().__init__()
-        self.out_dir = out_dir
-        self.written: list[Path] = []
+        super().__init__(plots_dir=out_dir)
         self.alerts: list[Alert] = []
 
     def send(self, alert, nonce=None):
-        result = super().send(alert, nonce)
         self.alerts.append(alert)
-        if alert.plot_png:
-            path = self.out_dir / plot_name(alert.suspect.repo_id)
-            path.write_bytes(alert.plot_png)
-            self.written.append(path)
-        return result
+        return super().send(alert, nonce)
 
 
 # ---- the README's sample alert and plot ----------------------------------------------------------

@@ -139,9 +139,17 @@ class FeedSettings:
     max_models_per_cycle: int = setting(
         100, "Most models one poll of one feed lists and considers (the Hub pages at most 1000).", minimum=1, maximum=1000)
     concurrency: int = setting(4, "Models fingerprinted at the same time.", minimum=1, maximum=64)
+    unhealthy_after_s: int = setting(
+        0, "Seconds without a successful feed listing after which /healthz (and `doctor --quick`) report "
+        "unhealthy; 0: three cycles of the slowest enabled feed.", minimum=0)
+    seed_empty_store: bool = setting(
+        True, "On a store holding no fingerprints, `watch` first fingerprints the curated reference models "
+        "(store/data/references.json), so the first copies it meets have something to match.")
 
     def stale_after_s(self) -> float:
-        """How old the last successful poll may be before the watcher counts as stuck."""
+        """How old the last successful poll may be before the watcher counts as unhealthy."""
+        if self.unhealthy_after_s:
+            return float(self.unhealthy_after_s)
         intervals = [
             interval
             for enabled, interval in (
@@ -207,6 +215,12 @@ class AlertSettings:
         "Seconds an alert being posted stays claimed by its sender. After a crash it is taken up again once "
         "this has passed; keep it above the longest send (5 tries of up to 10 s, ~70 s) or a live sender's "
         "alert may be taken up and posted twice.", minimum=1, maximum=3600)
+    plots_dir: str = setting(
+        "", "Folder where console alerts save their evidence plot (PNG); empty: hubwatch-plots next to the "
+        "store. `hubwatch watch --plots DIR` overrides it.")
+
+    def plots_folder(self, store_path: str) -> str:
+        return self.plots_dir or str(Path(store_path).resolve().parent / "hubwatch-plots")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ stream rotated by an orthogonal matrix (QuaRot/SpinQuant), rotated and sliced (S
 upcycled mixture of experts whose experts it never samples. ``deep_compare`` reads, within a byte
 budget per model (``DEEP_BYTE_BUDGET`` unless told):
 
-1. whole embedding rows of up to ``DEEP_TOKENS_MAX`` tokens both vocabularies share;
+1. whole embedding rows of up to ``DEEP_TOKENS_MAX`` tokens both vocabularies share (consecutive ids);
 2. in up to ``DEEP_LAYERS`` layers, a block of whole FFN rows: gate and up rows of a gated FFN, up
    rows and down columns otherwise, the same block of every expert of a mixture of experts;
 3. the norm gains in front of them.
@@ -41,7 +41,7 @@ from scipy import stats
 
 from .engine import tensor_layouts
 from .facts import DERIVED_VERDICTS, Kind, Verdict
-from .model import Fingerprint, token_hashes
+from .model import Fingerprint
 from .reader import RangeReader, RangeRequest
 from .roles import expert_index
 from .weights import TensorLayout, decode
@@ -60,7 +60,8 @@ MIN_NEURONS = 64
 NULL_ROTATIONS = 2
 # Combined p-value below which the two models are declared dependent. Under independence the
 # p-value is uniform, so this is the false-alarm rate per comparison (one in a million); derived
-# pairs measured by benchmarks/deep.py (README) sit at p <= 1e-6148, independent ones at p >= 0.2.
+# pairs measured by benchmarks/deep.py (README; 16 MiB per model) sit at p <= 1e-6148,
+# independent ones at p >= 0.6.
 DEEP_P_MAX = 1e-6
 # Held-out centred cosine of the Procrustes-aligned embeddings above which the alignment is a
 # rotation (not a permutation): each row of R has its largest entry below ROTATION_MAX_ENTRY.
@@ -190,15 +191,20 @@ def _layer_pairs(layers_a: list[int], layers_b: list[int], count: int) -> list[t
 
 
 def _shared_tokens(fa: Fingerprint, fb: Fingerprint, rows_a: int, rows_b: int, limit: int) -> tuple[list[int], list[int]]:
+    """Up to ``limit`` tokens both vocabularies have, as (A ids, B ids): a run of consecutive A ids.
+
+    Consecutive ids are one ranged read per side when the vocabularies agree on ids (the usual
+    case); scattered rows would be merged into far larger reads over HTTP. The run starts a tenth
+    of the way into A's vocabulary, past byte tokens and specials, and wraps around.
+    """
     va, vb = fa.tokenizer.vocab if fa.tokenizer else None, fb.tokenizer.vocab if fb.tokenizer else None
-    if not va or not vb:
+    if not va or not vb or limit <= 0:
         return [], []
     ids_b = {t: i for i, t in enumerate(vb[:rows_b]) if t}
-    shared = [(t, i, ids_b[t]) for i, t in enumerate(va[:rows_a]) if t and t in ids_b]
-    if not shared:
-        return [], []
-    order = np.argsort(token_hashes([t for t, _, _ in shared]), kind="stable")[:limit]
-    return [shared[k][1] for k in order], [shared[k][2] for k in order]
+    shared = [(i, ids_b[t]) for i, t in enumerate(va[:rows_a]) if t and t in ids_b]
+    first = next((k for k, (i, _) in enumerate(shared) if i >= rows_a // 10), 0)
+    run = (shared[first:] + shared[:first])[:limit]
+    return [i for i, _ in run], [j for _, j in run]
 
 
 # ---- reading ------------------------------------------------------------------------------------------
@@ -377,8 +383,9 @@ def deep_compare(reader_a: RangeReader, fa: Fingerprint, reader_b: RangeReader, 
             spent["b"] += sum(_view_bytes(v, count) for u in ub for v in u.views)
             for ia, (a1, a2) in enumerate(read_a):
                 for ib, (b1, b2) in enumerate(read_b):
-                    tests.append(_unit_test(a1, a2, b1, b2, rotation, device,
-                                            (la, lb, ua[ia].expert, ub[ib].expert, count)))
+                    test = _unit_test(a1, a2, b1, b2, rotation, device, (la, lb, ua[ia].expert, ub[ib].expert, count))
+                    if test is not None:
+                        tests.append(test)
 
     log10_p = fisher_log10([t.log10_p for t in tests])
     dependent = bool(tests) and log10_p < math.log10(DEEP_P_MAX)
@@ -411,12 +418,13 @@ def _unit_vectors(reader, unit: FFNUnit, start: int, count: int, tensor):
     return first, second
 
 
-def _unit_test(a1, a2, b1, b2, rotation, device, where) -> UnitTest:
+def _unit_test(a1, a2, b1, b2, rotation, device, where) -> UnitTest | None:
+    """None when the two FFNs read hidden states of different widths and no alignment maps them."""
     la, lb, ea, eb, count = where
     if rotation is not None:
         b1, b2 = b1 @ rotation.T, b2 @ rotation.T
     elif a1.shape[1] != b1.shape[1]:
-        return UnitTest(la, lb, ea, eb, count, 0, 0.0, 0.0, 0.0)
+        return None
     agree, cosine = neuron_agreement(a1, a2, b1, b2)
     null = [neuron_agreement(a1, a2, b1 @ z, b2 @ z)[0] for z in null_rotations(a1.shape[1], device)]
     # At least the uniform-chance level (one agreement in count per A neuron).

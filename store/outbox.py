@@ -85,6 +85,11 @@ def enqueue_alert(conn: sqlite3.Connection, dedupe_key: str, payload: dict, now:
     return cur.rowcount == 1
 
 
+def is_queued(conn: sqlite3.Connection, dedupe_key: str) -> bool:
+    """Was an alert with ``dedupe_key`` queued before (whatever became of it)?"""
+    return conn.execute("SELECT 1 FROM alerts WHERE dedupe_key = ?", (dedupe_key,)).fetchone() is not None
+
+
 def claim_pending_alerts(conn: sqlite3.Connection, limit: int, now: datetime | None = None,
                          lease: timedelta = DEFAULT_LEASE) -> list[OutboxRow]:
     """Claim up to ``limit`` due alerts: pending ones whose retry time has come, and sending ones

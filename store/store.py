@@ -13,7 +13,7 @@ import sqlite_utils
 
 from fingerprints.model import FINGERPRINT_VERSION, Fingerprint
 
-from . import outbox
+from . import outbox, work
 from .db import DEFAULT_BUSY_TIMEOUT_S, closing_on_error, connect, transaction, translating
 from .errors import StoreError
 from .lsh import estimated_jaccard, minhash_from_bytes, minhash_to_bytes
@@ -386,11 +386,23 @@ class Store:
         ).fetchall()
         return [MatchRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), r[8]) for r in rows]
 
+    @_translated
+    def match_count(self, fingerprint_id: int, verdicts: tuple[str, ...]) -> int:
+        """How many stored matches with one of ``verdicts`` involve the fingerprint (either side)."""
+        return self.conn.execute(
+            f"SELECT count(*) FROM matches WHERE (fingerprint_a = ? OR fingerprint_b = ?) "
+            f"AND verdict IN ({', '.join('?' * len(verdicts))})", (fingerprint_id, fingerprint_id, *verdicts),
+        ).fetchone()[0]
+
     # ---- alert outbox (state machine in store/outbox.py) ---------------------------------
 
     @_translated
     def enqueue_alert(self, dedupe_key: str, payload: dict, now: datetime | None = None) -> bool:
         return outbox.enqueue_alert(self.conn, dedupe_key, payload, now)
+
+    @_translated
+    def alert_queued(self, dedupe_key: str) -> bool:
+        return outbox.is_queued(self.conn, dedupe_key)
 
     @_translated
     def claim_pending_alerts(self, limit: int, now: datetime | None = None,
@@ -413,6 +425,67 @@ class Store:
     @_translated
     def alert_counts(self) -> dict[str, int]:
         return outbox.alert_counts(self.conn)
+
+    # ---- revision work table (state machine in store/work.py) -----------------------------
+
+    @_translated
+    def list_revisions(self, revisions: list[tuple[str, str]], feed: str | None = None,
+                       now: datetime | None = None) -> None:
+        with transaction(self.conn):
+            work.list_revisions(self.conn, revisions, feed, now, FINGERPRINT_VERSION)
+
+    @_translated
+    def claim_revision(self, repo_id: str, sha: str, owner: str, now: datetime | None = None) -> bool:
+        with transaction(self.conn):
+            return work.claim(self.conn, repo_id, sha, owner, now, FINGERPRINT_VERSION)
+
+    @_translated
+    def finish_revision(self, repo_id: str, sha: str, now: datetime | None = None) -> None:
+        work.finish(self.conn, repo_id, sha, now)
+
+    @_translated
+    def fail_revision(self, repo_id: str, sha: str, reason: str, detail: str, now: datetime | None = None) -> datetime:
+        with transaction(self.conn):
+            return work.fail(self.conn, repo_id, sha, reason, detail, now)
+
+    @_translated
+    def skip_revision(self, repo_id: str, sha: str, reason: str, detail: str, feed: str | None = None,
+                      now: datetime | None = None) -> None:
+        work.skip(self.conn, repo_id, sha, reason, detail, feed, now)
+
+    @_translated
+    def release_revision(self, repo_id: str, sha: str) -> None:
+        work.release(self.conn, repo_id, sha)
+
+    @_translated
+    def finish_revisions(self, revisions: list[tuple[str, str]], feed: str | None = None,
+                         now: datetime | None = None) -> None:
+        """List (if new) and finish many revisions in one transaction (a backfill batch)."""
+        with transaction(self.conn):
+            work.list_revisions(self.conn, revisions, feed, now)
+            for repo_id, sha in revisions:
+                work.finish(self.conn, repo_id, sha, now)
+
+    @_translated
+    def release_claims(self, owner: str) -> int:
+        return work.release_all(self.conn, owner)
+
+    @_translated
+    def requeue_abandoned(self, owner: str) -> int:
+        return work.requeue_abandoned(self.conn, owner)
+
+    @_translated
+    def due_revisions(self, limit: int, now: datetime | None = None) -> list[work.Revision]:
+        return work.due(self.conn, limit, now)
+
+    @_translated
+    def get_revision(self, repo_id: str, sha: str) -> work.Revision | None:
+        return work.get(self.conn, repo_id, sha)
+
+    @_translated
+    def revisions_not_done(self) -> dict[str, int]:
+        """Failed and skipped revisions by "state: reason"."""
+        return work.reasons(self.conn)
 
     # ---- retention -----------------------------------------------------------------------
 
@@ -541,6 +614,8 @@ class Store:
             "index_loaded": self.vectors.sizes(),
             "matches": count("SELECT count(*) FROM matches"),
             "alerts": self.alert_counts(),
+            "revisions": work.counts(self.conn),
+            "revisions_not_done": self.revisions_not_done(),
             "watch_list": count("SELECT count(*) FROM watch_list"),
             "shape_families": dict(families),
         }

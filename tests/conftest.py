@@ -81,3 +81,11 @@ def store(tmp_path):
 
     with Store.open(tmp_path / "h.db") as s:
         yield s
+
+
+@pytest.fixture
+def hub_root(tmp_path, minilm_dir, variants) -> Path:
+    """A fake Hub folder with the watch tests' four models (tests/watch_samples.py)."""
+    from watch_samples import build_hub_root
+
+    return build_hub_root(tmp_path / "hub", minilm_dir, variants)

@@ -247,15 +247,31 @@ def test_console_render_is_complete_and_terminal_safe():
     evidence = tuple(f"line {i}" for i in range(200))
     alert = make_alert(suspect=RepoRef.on_hub("evil/\x1b[2Jclear\nforged: line", HUB, sha="0123456789abcdef0123"),
                        evidence=evidence, plot_png=b"12345")
-    text = render_console(alert, ["alert id n1"])
+    text = render_console(alert, ["alert id n1"], plot_file="/data/hubwatch-plots/x.png")
     assert "\x1b" not in text and "\nforged" not in text
     assert "HIGH: evil/[2Jclearforged: line is an undeclared weights-derived copy of sentence-transformers/all-MiniLM-L6-v2" in text
     assert all(f"    - line {i}" in text for i in range(200))
     for piece in ("0123456789abcdef0123", "http://hub.test/sentence-transformers/all-MiniLM-L6-v2",
                   "weights-derived (noise, rename); confidence 97%; weight similarity 0.991", "bert-base-uncased",
-                  "license conflict: derived from a llama3", "evidence plot: 5 bytes of PNG", "note: alert id n1",
+                  "license conflict: derived from a llama3", "evidence plot: /data/hubwatch-plots/x.png", "note: alert id n1",
                   "created 2023-01-02 03:04 UTC"):
         assert piece in text
+
+
+def test_console_alert_says_where_its_plot_file_is(tmp_path):
+    """Issue 11 point 9: the plot is a file (named from the repos, safely), and the alert names it."""
+    out = io.StringIO()
+    alert = make_alert(suspect=RepoRef.on_hub("evil/../../x y", HUB, sha="0123456789abcdef"), plot_png=b"\x89PNG-bytes")
+    ConsoleSender(out, plots_dir=tmp_path / "plots").send(alert, nonce="abcdef0123456789")
+    [saved] = (tmp_path / "plots").iterdir()
+    assert saved.read_bytes() == b"\x89PNG-bytes"
+    assert saved.name == "evil_.._.._x_y@0123456--sentence-transformers_all-MiniLM-L6-v2-abcdef01.png"
+    assert f"evidence plot: {saved}" in out.getvalue() and "bytes of PNG" not in out.getvalue()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    out = io.StringIO()
+    assert ConsoleSender(out, plots_dir=blocked).send(alert).delivered  # the alert goes out anyway
+    assert "evidence plot: not saved (" in out.getvalue()
 
 
 def test_console_sender_prints_and_make_sender_picks_console_without_a_webhook():

@@ -2,7 +2,7 @@
 
 The Hub holds copies of the real all-MiniLM-L6-v2 under several names, a repo with a hostile
 safetensors header and a gated repo, listed 3 per page. The backfill must store every readable
-revision once, record the two failures without stopping, resume after a SIGKILL of its driver at
+revision once, record the two failures in the work table without stopping, resume after a SIGKILL of its driver at
 the page it had not finished, and skip stored revisions without reading them again.
 """
 
@@ -80,7 +80,7 @@ def test_backfill_stores_every_revision_records_failures_and_skips_stored_ones(
         backfill_env(monkeypatch, hub, db, tmp_path, HUBWATCH_BACKFILL_PROGRESS_INTERVAL_S="0.1")
         assert main(["backfill", "--scheduler", cluster]) == 0
         out, err = capsys.readouterr()
-        assert "backfill complete: 6 fingerprinted, 0 already stored, 2 failed" in out
+        assert "backfill complete: 6 fingerprinted, 0 already done, 2 failed" in out
         assert "progress what=backfill" in err  # plain progress lines: stderr is not a terminal here
         shas = {repo: hub.repos.get(repo).sha for repo in COPIES}
         assert stored(db) == sorted(shas.items())
@@ -88,15 +88,18 @@ def test_backfill_stores_every_revision_records_failures_and_skips_stored_ones(
             assert store.get_model(COPIES[0]).created_at == "2025-01-01T00:00:00.000Z"
             tiers = {r[0] for r in store.conn.execute("SELECT tier FROM fingerprints")}
             assert tiers == {"compact"}  # the tier every model gets; nothing was compared
-            assert store.counters()["backfill_failed"]["value"] == 2
+            assert {repo: store.get_revision(repo, sha).state for repo, sha in shas.items()} == dict.fromkeys(COPIES, "done")
+            failures = {repo: store.get_revision(repo, hub.repos.get(repo).sha) for repo in (BROKEN, GATED)}
+            assert {repo: (r.state, r.reason) for repo, r in failures.items()} == {
+                BROKEN: ("skipped", "invalid or hostile files"), GATED: ("skipped", "gated")}
+            assert "header claims" in failures[BROKEN].detail
             assert store.get_cursor("backfill:hub")["cursor"] is None  # complete: the next run starts over
 
         hub.stats.reset()
         assert main(["backfill", "--scheduler", cluster]) == 0
-        assert "0 fingerprinted, 6 already stored, 2 failed" in capsys.readouterr().out
+        assert "0 fingerprinted, 8 already done, 0 failed" in capsys.readouterr().out
         assert wait_for(lambda: hub.stats.requests > 0)
-        read = {path for _, _, path, _, _ in hub.stats.log if "/resolve/" in path or path.startswith("/cdn/")}
-        assert not any(repo in path for path in read for repo in COPIES)  # stored revisions are not read again
+        assert {bucket for _, bucket, _, _, _ in hub.stats.log} == {"api"}  # the listing; no repo is read again
 
 
 def test_killed_backfill_resumes_at_the_page_it_had_not_finished(cluster, hub_root, tmp_path, monkeypatch, capsys):

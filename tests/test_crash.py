@@ -140,6 +140,7 @@ def crash_run(tmp_path):
             "HUBWATCH_ALERTS_DELIVERY_LEASE_S": str(LEASE_S), "HUBWATCH_LOG_FORMAT": "json",
             # Only the "watched" feed, whose watch list is empty: a cycle is the outbox drain.
             "HUBWATCH_FEEDS_NEWEST_ENABLED": "false", "HUBWATCH_FEEDS_TRENDING_ENABLED": "false",
+            "HUBWATCH_FEEDS_SEED_EMPTY_STORE": "false",
             "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false", "HF_ENDPOINT": "http://127.0.0.1:9",
         })
         yield CrashRun(fake, db, env, tmp_path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -196,3 +197,23 @@ def test_standard_comparison_of_an_moe_says_its_experts_need_the_deep_comparison
         line = next(e for e in c.evidence if e.startswith("experts: "))
         assert "B is a mixture of 4 experts per layer, A is dense" in line and "--deep" in line
     assert not any(e.startswith("experts: ") for e in compare_fingerprints(smollm_base[1], smollm_base[1]).evidence)
+
+
+@pytest.mark.slow  # a real MiniLM pair read over HTTP from the fake Hub
+def test_cli_deep_over_the_hub_reads_beyond_the_fingerprints_byte_limit(fake_hub, tmp_path, monkeypatch, capsys):
+    """The per-model byte limit caps the fingerprint; --deep's budget comes on top of it."""
+    from hubfixtures import COPY, MINILM
+
+    model_bytes = 8 * 1024 * 1024
+    config = tmp_path / "settings.toml"
+    config.write_text(f'[hub]\nendpoint = "{fake_hub.endpoint}"\n[limits]\nmodel_bytes = {model_bytes}\n'
+                      f'[store]\npath = "{tmp_path / "s.db"}"\n')
+    config.chmod(0o600)
+    for name in [n for n in os.environ if n.startswith(("HUBWATCH_", "HF_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    code = main(["compare", MINILM, COPY, "--config", str(config), "--deep", "--budget", str(2 * model_bytes), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    deep_result = json.loads(out)["weights"]["deep"]
+    assert deep_result["dependent"] and deep_result["bytes_read"]["b"] > model_bytes

@@ -47,6 +47,7 @@ def test_render_counts_and_types():
     m = Metrics(clock=FakeClock())
     m.observe_cycle(CycleSummary("newest", models_seen=10, fingerprinted=3, bytes_read=5_000_000,
                                  alerts_enqueued=2, alerts_delivered=1, hub_429s=4))
+    m.listing_succeeded("newest")
     m.alerts_failed.inc()
     m.record_error(TimeoutError("slow"))
     m.record_error(TimeoutError("slow again"))
@@ -124,7 +125,14 @@ def test_scrape_over_http_and_health():
         clock.now += 150
         stale = httpx.get(f"{base}/healthz")
         assert stale.status_code == 503 and stale.json()["status"] == "stale"
-        m.observe_cycle(CycleSummary("trending"))
+        # A poll whose listing failed is not a successful poll: still unhealthy, and says why.
+        m.observe_cycle(CycleSummary("trending", errors=1))
+        m.listing_failed("trending", "trending listing from hub.test: Hub unavailable (HTTP 503)")
+        outage = httpx.get(f"{base}/healthz")
+        assert outage.status_code == 503
+        assert outage.json()["reason"] == ("no feed listing succeeded for 150 s; last error: trending listing "
+                                           "from hub.test: Hub unavailable (HTTP 503)")
+        m.listing_succeeded("trending")
         fresh = httpx.get(f"{base}/healthz")
         assert fresh.status_code == 200 and fresh.json()["seconds_since"] == 0
         assert httpx.get(f"{base}/other").status_code == 404

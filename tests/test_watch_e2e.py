@@ -9,10 +9,9 @@ must post nothing more.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+from watch_samples import COPY, DECLARED, INDEPENDENT, REFERENCE, trending_only
 
 from bot.cli import main
 from bot.fakes.discord.webhook import FakeDiscordWebhook
@@ -20,44 +19,6 @@ from bot.fakes.hub import FakeHub
 from store.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a cold variant cache trains models first
-
-REFERENCE = "sentence-transformers/all-MiniLM-L6-v2"
-COPY = "someone/MiniLM-pro"
-DECLARED = "lab/minilm-finetuned"
-INDEPENDENT = "indie/encoder-small"
-
-
-def _repo(root: Path, repo_id: str, source: Path, meta: dict) -> None:
-    folder = root / repo_id
-    folder.mkdir(parents=True)
-    for f in source.iterdir():
-        if f.is_file():
-            os.symlink(f, folder / f.name)
-    (folder / "_hub.json").write_text(json.dumps(meta))
-
-
-def trending_only(monkeypatch, hub: FakeHub, discord: FakeDiscordWebhook, db: Path, cwd: Path) -> None:
-    """Environment of a `hubwatch watch` polling only the trending feed of ``hub``, alerting to ``discord``."""
-    for name, value in {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "", "HUBWATCH_DB": str(db),
-                        "HUBWATCH_DISCORD_ALLOWED_HOSTS": "127.0.0.1", "HUBWATCH_DISCORD_WEBHOOK": discord.url,
-                        "HUBWATCH_FEEDS_NEWEST_ENABLED": "false", "HUBWATCH_FEEDS_LAST_MODIFIED_ENABLED": "false"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(cwd)  # no stray ./hubwatch.toml
-
-
-@pytest.fixture
-def hub_root(tmp_path, minilm_dir, variants) -> Path:
-    root = tmp_path / "hub"
-    _repo(root, REFERENCE, minilm_dir, {"createdAt": "2021-08-30T00:00:00.000Z", "trendingScore": 5,
-                                        "cardData": {"license": "apache-2.0"}})
-    _repo(root, COPY, variants["noise-rename-cast"], {"createdAt": "2026-11-20T00:00:00.000Z", "trendingScore": 90,
-                                                      "cardData": {"license": "mit"}})
-    _repo(root, DECLARED, variants["finetune-heavy"], {"createdAt": "2026-11-21T00:00:00.000Z", "trendingScore": 80,
-                                                       "cardData": {"license": "apache-2.0", "base_model": REFERENCE}})
-    _repo(root, INDEPENDENT, variants["independent-trained"], {"createdAt": "2026-11-22T00:00:00.000Z",
-                                                                "trendingScore": 70})
-    return root
-
 
 def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp_path, monkeypatch, capsys):
     db = tmp_path / "hubwatch.db"
@@ -83,7 +44,8 @@ def test_one_cycle_posts_exactly_one_alert_for_the_undeclared_copy(hub_root, tmp
         try:
             assert store.alert_counts().get("delivered") == 1
             declared = store.matches_for(store.find_fingerprint(DECLARED).id)
-            assert [m.verdict for m in declared] == ["weights-derived"]  # recorded, not alerted
+            sources = {store.get_fingerprint(m.fingerprint_a).repo_id: m.verdict for m in declared}
+            assert sources[REFERENCE] == "weights-derived"  # recorded, not alerted
             assert store.matches_for(store.find_fingerprint(INDEPENDENT).id) == []
             # Full detail for the reference and what matched; the unmatched model is kept compact.
             tiers = {repo: store.find_fingerprint(repo).tier for repo in (REFERENCE, COPY, DECLARED, INDEPENDENT)}
@@ -103,10 +65,13 @@ def test_index_seed_fingerprints_references_and_skips_missing_ones(hub_root, tmp
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_TOKEN", "")
         # "bert" references are not on this Hub: each is reported and skipped, the seed goes on.
-        assert main(["index", "seed", "--family", "bert", "--db", str(db)]) == 0
+        assert main(["index", "seed", "--family", "bert", "--db", str(db)]) == 2  # RepoNotFoundError's code
         captured = capsys.readouterr()
         assert "seeded 0 of 2 references (2 failed)" in captured.out
         assert captured.err.count("failed:") == 2 and "Traceback" not in captured.err
+        assert captured.err.splitlines()[-1].startswith(
+            "hubwatch: error: 2 of 2 references failed; first: google-bert/bert-base-uncased (on 127.0.0.1): "
+            "repository not found")
         assert main(["index", "seed", "--family", "minilm", "--db", str(db)]) == 0
         captured = capsys.readouterr()
         assert "[1/1] sentence-transformers/all-MiniLM-L6-v2 ... ok" in captured.err
@@ -130,6 +95,7 @@ def test_watch_list_entries_are_polled(hub_root, tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_TOKEN", "")
         monkeypatch.setenv("HUBWATCH_DB", str(db))
+        monkeypatch.setenv("HUBWATCH_FEEDS_SEED_EMPTY_STORE", "false")
         for feed in ("NEWEST", "TRENDING", "LAST_MODIFIED"):
             monkeypatch.setenv(f"HUBWATCH_FEEDS_{feed}_ENABLED", "false")
         monkeypatch.chdir(tmp_path)
@@ -138,7 +104,8 @@ def test_watch_list_entries_are_polled(hub_root, tmp_path, monkeypatch, capsys):
         store.add_watch("author", "someone", added_by="alice")
         store.close()
         assert main(["watch", "--once"]) == 0
-        assert "1 fingerprinted, 1 alerts, 0 errors" in capsys.readouterr().out  # someone/MiniLM-pro
+        # The reference and someone/MiniLM-pro, alerted in the same cycle.
+        assert "2 fingerprinted, 1 alerts, 0 errors" in capsys.readouterr().out
     store = Store.open(str(db))
     try:
         assert store.find_fingerprint(REFERENCE) is not None and store.find_fingerprint(COPY) is not None

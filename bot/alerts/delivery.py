@@ -98,11 +98,15 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
 
 def deliver_pending(outbox: Outbox, sender: AlertSender, now: datetime | None = None, limit: int = DEFAULT_BATCH,
                     load_plot: Callable[[OutboxRow], bytes | None] | None = None,
-                    lease: timedelta = DEFAULT_LEASE) -> DeliveryReport:
+                    lease: timedelta = DEFAULT_LEASE,
+                    keep_going: Callable[[], bool] = lambda: True) -> DeliveryReport:
     """Deliver up to ``limit`` due alerts, one claim at a time, each claim held for ``lease``.
-    ``load_plot`` returns the PNG kept beside an alert (not in its JSON payload), or None."""
+    ``load_plot`` returns the PNG kept beside an alert (not in its JSON payload), or None.
+    ``keep_going`` is asked before each claim (False once the process is stopping)."""
     report = DeliveryReport()
     for _ in range(limit):
+        if not keep_going():
+            break
         moment = now or datetime.now(timezone.utc)
         rows = outbox.claim_pending_alerts(1, moment, lease)
         if not rows:

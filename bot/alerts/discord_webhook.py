@@ -32,12 +32,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 import httpx
@@ -78,6 +80,9 @@ WEBHOOK_URL_RX = re.compile(r"/webhooks/(?P<id>\d+)/(?P<token>[^/?#]+)")
 # reference.mdx "User Agent": every request names its library and version; Discord's edge
 # refuses requests without it (403), Execute Webhook included.
 USER_AGENT = "DiscordBot (hubwatch, 0.1.0)"
+# Evidence plot file names of console alerts: repo ids reduced to these characters, this long.
+PLOT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]+")
+PLOT_NAME_MAX = 150
 # A 4xx without Discord's JSON error object came from its edge or a proxy, not from the API:
 # the alert is retried this much later rather than marked failed for good.
 EDGE_RETRY_S = 60.0
@@ -132,16 +137,31 @@ def _carries_nonce(message: dict[str, Any], nonce: str) -> bool:
 
 
 class ConsoleSender:
-    """Prints each alert (the default when HUBWATCH_DISCORD_WEBHOOK is unset)."""
+    """Prints each alert (the default when HUBWATCH_DISCORD_WEBHOOK is unset). With ``plots_dir``
+    the evidence plot is saved there as a PNG file and the alert names the file."""
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, plots_dir: str | os.PathLike[str] | None = None):
         self.stream = stream
+        self.plots_dir = Path(plots_dir) if plots_dir else None
 
     def send(self, alert: Alert, nonce: str | None = None) -> DeliveryResult:
         out = self.stream or sys.stdout
-        out.write(render_console(alert, [f"alert id {nonce}"] if nonce else []) + "\n\n")
+        plot = self._save_plot(alert, nonce) if alert.plot_png and self.plots_dir else None
+        out.write(render_console(alert, [f"alert id {nonce}"] if nonce else [], plot_file=plot) + "\n\n")
         out.flush()
         return DeliveryResult(delivered=True, attempts=1)
+
+    def _save_plot(self, alert: Alert, nonce: str | None) -> str:
+        name = f"{alert.suspect.repo_id}@{(alert.suspect.sha or '')[:7]}--{alert.source.repo_id}"
+        # Repo ids come from the Hub: only safe characters reach the file name, and not too many.
+        safe = PLOT_NAME_UNSAFE.sub("_", name)[:PLOT_NAME_MAX] + (f"-{nonce[:8]}" if nonce else "")
+        path = self.plots_dir / f"{safe}.png"
+        try:
+            self.plots_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(alert.plot_png)
+        except OSError as exc:  # the alert still goes out; it says why its plot is missing
+            return f"not saved ({path}: {exc.strerror or exc})"
+        return str(path.resolve())
 
 
 def _seconds(value: Any) -> float | None:
@@ -384,8 +404,11 @@ class DiscordWebhookSender:
 
 
 def make_sender(webhook_url: str | None, client: httpx.Client | None = None,
-                bot_token: str | None = None, thread_id: int | None = None) -> AlertSender:
-    """The Discord sender when a webhook URL is configured, else the console. With ``bot_token``
-    the sender can check whether an in-doubt alert was posted (exactly-once across crashes)."""
-    return (DiscordWebhookSender(webhook_url, client, bot_token=bot_token, thread_id=thread_id) if webhook_url
-            else ConsoleSender())
+                bot_token: str | None = None, thread_id: int | None = None,
+                plots_dir: str | None = None) -> AlertSender:
+    """The Discord sender when a webhook URL is configured, else the console (saving plots in
+    ``plots_dir``). With ``bot_token`` the sender can check whether an in-doubt alert was posted
+    (exactly-once across crashes)."""
+    if webhook_url:
+        return DiscordWebhookSender(webhook_url, client, bot_token=bot_token, thread_id=thread_id)
+    return ConsoleSender(plots_dir=plots_dir)

@@ -98,7 +98,7 @@ class Alert:
     @property
     def key(self) -> str:
         """Dedupe key: one alert per (suspect revision, source)."""
-        return f"{self.suspect.repo_id}@{self.suspect.sha or 'unknown'}->{self.source.repo_id}"
+        return dedupe_key(self.suspect.repo_id, self.suspect.sha, self.source.repo_id)
 
     @property
     def kind(self) -> str:
@@ -163,6 +163,11 @@ class Alert:
         except (ValueError, UnicodeDecodeError) as exc:
             raise AlertFormatError(f"alert payload is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
+
+
+def dedupe_key(suspect_repo: str, suspect_sha: str | None, source_repo: str) -> str:
+    """The outbox key of the alert about ``suspect_repo`` at ``suspect_sha`` naming ``source_repo``."""
+    return f"{suspect_repo}@{suspect_sha or 'unknown'}->{source_repo}"
 
 
 def build_alert(suspect: ModelFacts, source: ModelFacts, decision: AlertDecision, comparison: Any,

@@ -178,8 +178,9 @@ def render_discord_payload(alert: Alert, *, nonce: str | None = None, plot_attac
     return payload
 
 
-def render_console(alert: Alert, notes: Iterable[str] = ()) -> str:
-    """The whole alert as plain text for a terminal or a log file; nothing truncated."""
+def render_console(alert: Alert, notes: Iterable[str] = (), plot_file: str | None = None) -> str:
+    """The whole alert as plain text for a terminal or a log file; nothing truncated. ``plot_file``:
+    where the evidence plot was saved."""
     s, src = alert.suspect, alert.source
     lines = [
         _headline(alert),
@@ -189,7 +190,7 @@ def render_console(alert: Alert, notes: Iterable[str] = ()) -> str:
         f"  verdict:  {_verdict_line(alert)}",
         "  declared base models: " + (", ".join(alert.declared_base_models) or "none"),
         f"  license conflict: {alert.license_conflict}" if alert.license_conflict else None,
-        f"  evidence plot: {len(alert.plot_png)} bytes of PNG" if alert.plot_png else None,
+        f"  evidence plot: {plot_file}" if plot_file else None,
         *(f"  note: {n}" for n in notes),
     ]
     if alert.evidence:

@@ -31,11 +31,15 @@ from store.store import Store
 from bot.errors import HubwatchError
 from bot.backfill.job import Outcome, WorkItem, fingerprint_revision
 from bot.backfill.sources import Page
+from bot.hub.models import COMMIT_RX
 from bot.ops.progress import Progress
 from bot.settings import BackfillSettings, ConfigError, Settings
 
 log = logging.getLogger("hubwatch.backfill")
 
+# The work table's feed name for what the backfill listed, and the owner of its claims: one
+# backfill per store, so at start every claim under this name is from a killed earlier run.
+FEED = BACKFILL_OWNER = "backfill"
 # Jobs submitted ahead per worker thread: enough that a thread never waits for the driver, few
 # enough that a stopped backfill has little in flight to redo.
 QUEUED_PER_THREAD = 2
@@ -57,7 +61,8 @@ class Source(Protocol):
 @dataclass
 class Summary:
     listed: int = 0
-    already_stored: int = 0
+    already_done: int = 0  # stored, recorded done or skipped, or in flight elsewhere
+    waiting: int = 0  # failed earlier, its retry not due yet
     fingerprinted: int = 0
     failed: int = 0
     bytes_read: int = 0
@@ -76,8 +81,9 @@ class Summary:
         return self.fingerprinted / self.elapsed_s * 3600 if self.elapsed_s > 0 else 0.0
 
     def line(self) -> str:
-        return (f"{self.fingerprinted:,} fingerprinted, {self.already_stored:,} already stored, {self.failed:,} failed, "
-                f"{self.in_flight:,} in flight, {self.listed:,} listed; {self.models_per_hour:,.0f} models/h")
+        return (f"{self.fingerprinted:,} fingerprinted, {self.already_done:,} already done, {self.failed:,} failed, "
+                f"{self.waiting:,} waiting for a retry, {self.in_flight:,} in flight, {self.listed:,} listed; "
+                f"{self.models_per_hour:,.0f} models/h")
 
 
 @dataclass
@@ -134,6 +140,8 @@ class Backfill:
     def run(self) -> Summary:
         import distributed
 
+        if released := self.store.release_claims(BACKFILL_OWNER):
+            log.info("revisions claimed by a stopped backfill handed back", extra={"count": released})
         saved = self.store.get_cursor(self.source.key)
         resume = saved["cursor"] if saved else None
         if resume:
@@ -190,19 +198,24 @@ class Backfill:
     # ---- listing ---------------------------------------------------------------------------
 
     def _admit(self, page: Page) -> None:
-        """Store the page's listing metadata, queue its items that are not stored yet."""
+        """Store the page's listing metadata; claim and queue its revisions that are still to do."""
         if page.records:
             self.store.upsert_models(page.records)
         open_page = _OpenPage(page, 0)
         for item in page.items:
             self.summary.listed += 1
-            if item.revision and self.store.find_fingerprint(item.repo_id, item.revision) is not None:
-                self.summary.already_stored += 1
+            if item.revision is None or not COMMIT_RX.match(item.revision):  # from a file: resolved by the job
+                newest = self.store.find_fingerprint(item.repo_id)
+                item = WorkItem(item.repo_id, item.revision, (newest.sha,) if newest else ())
+            elif self.store.find_fingerprint(item.repo_id, item.revision) is not None or \
+                    not self.store.claim_revision(item.repo_id, item.revision, BACKFILL_OWNER):
+                revision = self.store.get_revision(item.repo_id, item.revision)
+                if revision is not None and revision.state == "failed":
+                    self.summary.waiting += 1
+                else:
+                    self.summary.already_done += 1
                 self._advance_progress()
                 continue
-            newest = None if item.revision else self.store.find_fingerprint(item.repo_id)
-            if newest is not None:
-                item = WorkItem(item.repo_id, None, (newest.sha,))
             open_page.outstanding += 1
             self._queue.append((open_page, item))
         self._pages.append(open_page)
@@ -224,7 +237,7 @@ class Backfill:
         try:
             return future.result()
         except Exception as exc:  # the job crashed its workers (KilledWorker) or hit a bug: one repo's failure
-            return Outcome(item.repo_id, item.revision, reason=type(exc).__name__,
+            return Outcome(item.repo_id, item.revision, reason="error",
                            error=f"the fingerprint job failed on the cluster: {type(exc).__name__}: {exc}")
 
     def _flush(self) -> None:
@@ -238,20 +251,34 @@ class Backfill:
             created += new
             self.summary.bytes_read += row.bytes_read if new else 0
         self.summary.fingerprinted += created
-        self.summary.already_stored += len(rows) - created
+        self.summary.already_done += len(rows) - created
+        done = [(o.repo_id, o.sha) for _, o in batch if o.sha and (o.row is not None or o.already_stored)]
+        self.store.finish_revisions(done, FEED)
         for page, outcome in batch:
             page.outstanding -= 1
             if outcome.already_stored:
-                self.summary.already_stored += 1
+                self.summary.already_done += 1
             elif outcome.error is not None:
-                self.summary.failed += 1
-                self.store.bump("backfill_failed")
-                self.store.set_status("last_error", f"{outcome.repo_id}@{outcome.sha or 'main'}: {outcome.error}")
-                log.warning("fingerprint failed", extra={"repo": outcome.repo_id, "sha": outcome.sha,
-                                                         "reason": outcome.reason, "error": outcome.error})
+                self._record_failure(outcome)
         if created:
             self.store.bump("models_fingerprinted", created)
         self._advance()
+
+    def _record_failure(self, outcome: Outcome) -> None:
+        """In the work table: skipped when only a new revision can change it, else failed (retried
+        after a backoff). A repo that could not even be resolved to a revision has no row; its
+        error goes to the log and the store's last_error."""
+        self.summary.failed += 1
+        what = f"{outcome.repo_id}@{outcome.sha or 'main'}"
+        if outcome.sha:
+            self.store.list_revisions([(outcome.repo_id, outcome.sha)], FEED)
+            if outcome.permanent:
+                self.store.skip_revision(outcome.repo_id, outcome.sha, outcome.reason, outcome.error, FEED)
+            else:
+                self.store.fail_revision(outcome.repo_id, outcome.sha, outcome.reason, outcome.error)
+        self.store.set_status("last_error", f"{what}: {outcome.error}")
+        log.warning("fingerprint failed", extra={"repo": outcome.repo_id, "sha": outcome.sha,
+                                                 "reason": outcome.reason, "error": outcome.error})
 
     def _advance(self) -> None:
         """Save the resume point: the oldest page with unwritten items, else the page after the last."""

@@ -25,8 +25,17 @@ from bot.errors import USER_ERRORS
 from bot.app import App
 from bot.hub.client import HubClient
 from bot.settings import Settings
+from bot.watch.watcher import failure_reason
 
 log = logging.getLogger("hubwatch.backfill")
+
+# Failures of the revision itself, not of the Hub at the time: recorded as skipped in the work
+# table, not failed. A failed revision is retried by the watcher's queue after a backoff capped at
+# a day; the few percent of the Hub's millions that are gated or hold only pickles would otherwise
+# come back to the one watcher every day, for ever.
+PERMANENT_REASONS = frozenset({"gated", "not found", "missing file", "no readable weights", "over budget",
+                               "invalid or hostile files"})
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -43,9 +52,14 @@ class Outcome:
     sha: str | None
     record: ModelRecord | None = None
     row: FingerprintRow | None = None
-    reason: str | None = None  # a failure's kind: the error's class name
+    reason: str | None = None  # a failure's kind (bot.watch.watcher.failure_reason)
     error: str | None = None  # a failure's one-line message
     already_stored: bool = False
+
+    @property
+    def permanent(self) -> bool:
+        """A failure that only a new revision can change (see PERMANENT_REASONS)."""
+        return self.reason in PERMANENT_REASONS
 
 
 @dataclass
@@ -82,8 +96,8 @@ def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
         row = FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp, TIER_COMPACT)
         return Outcome(item.repo_id, reader.sha, record, row)
     except USER_ERRORS as exc:
-        return Outcome(item.repo_id, sha, reason=type(exc).__name__, error=str(exc))
+        return Outcome(item.repo_id, sha, reason=failure_reason(exc), error=str(exc))
     except Exception as exc:  # a MemoryError or a bug met on one repo's bytes fails that repo alone
         log.exception("fingerprint crashed", extra={"repo": item.repo_id, "revision": item.revision})
-        return Outcome(item.repo_id, sha, reason=type(exc).__name__,
+        return Outcome(item.repo_id, sha, reason=failure_reason(exc),
                        error=f"internal error ({type(exc).__name__}); logged on the worker")

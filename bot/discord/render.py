@@ -124,6 +124,9 @@ def status_embed(info: StatusInfo) -> discord.Embed:
     embed.add_field(name="Queue depth", value=str(info.queue_depth))
     embed.add_field(name="Newest feed lag", value="caught up" if not info.feed_lag_s else f"{info.feed_lag_s / 60:,.0f} min")
     embed.add_field(name="Errors", value=str(info.errors))
+    if info.not_fingerprinted:
+        lines = [f"{reason}: {n}" for reason, n in info.not_fingerprinted.items()]
+        embed.add_field(name="Not fingerprinted", value=_fit_field(lines), inline=False)
     if info.last_error:
         embed.add_field(name="Last error", value=fit_text(public_text(info.last_error), FIELD_VALUE_MAX), inline=False)
     return embed

@@ -23,6 +23,7 @@ from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 from bot.discord.errors import BotInputError
 from bot.hub.sources import SpecFingerprint, index_one, is_hub_repo_id
 from bot.watch.backlog import NEWEST_FEED, FeedCursor
+from bot.watch.matching import Matcher, index_spec
 from bot.watch.compare_pool import ComparePool
 
 # A comparison costs two fingerprints (seconds, hundreds of Hub requests); members asking the same
@@ -37,7 +38,8 @@ class StoreService:
 
     def __init__(self, open_store: Callable[[], Store], fingerprint_spec: Callable[[str], SpecFingerprint], *,
                  watch_list_max: int = 200, refetch: Callable[[str, str], Fingerprint] | None = None,
-                 compare_pool: ComparePool | None = None, home_guild: int | None = None):
+                 compare_pool: ComparePool | None = None, home_guild: int | None = None,
+                 matcher: Matcher | None = None):
         """``home_guild``: the configured server, whose watch list includes the operator's entries."""
         self.home_guild = home_guild
         self._store = open_store
@@ -47,6 +49,8 @@ class StoreService:
         self._compare_pool = compare_pool
         self._compared: TTLCache[tuple[str, str], CompareResult] = TTLCache(COMPARE_CACHE_SIZE, COMPARE_CACHE_TTL_S)
         self._compared_lock = threading.Lock()
+        # With a matcher, a repo first seen here is matched and alerted on as the watcher would.
+        self.matcher = matcher
 
     def _fingerprint(self, store: Store, spec: str, keep: bool = True) -> tuple[str, Fingerprint]:
         """The stored fingerprint of ``spec``, else a fresh one (stored too when ``keep``)."""
@@ -54,7 +58,9 @@ class StoreService:
         if stored is not None and stored.tier != TIER_COMPACT:  # a compact one lacks the samples to compare
             return spec, store.load_fingerprint(stored.id)
         got = self._fingerprint_spec(spec)
-        if keep:
+        if keep and self.matcher is not None:
+            index_spec(store, got, self.matcher)
+        elif keep:
             index_one(store, got)
         return got.repo_id, got.fp
 
@@ -136,6 +142,7 @@ class StoreService:
                 feed_lag_s=FeedCursor.load(store.get_cursor(NEWEST_FEED)).lag_s(),
                 errors=value("fingerprint_errors"),
                 last_error=(counters.get("last_error") or {}).get("text_value"),
+                not_fingerprinted=store.revisions_not_done(),
             )
         finally:
             store.close()

@@ -96,6 +96,7 @@ class HubModel:
     gated: str | None  # "auto" or "manual" when gated
     private: bool
     siblings: tuple[Sibling, ...]
+    disabled: bool = False  # taken down by the Hub: its files answer 403
 
     @classmethod
     def from_api(cls, d: dict[str, Any]) -> HubModel:
@@ -120,6 +121,7 @@ class HubModel:
             gated=gated if gated in ("auto", "manual") else ("auto" if gated is True else None),
             private=d.get("private") is True,
             siblings=tuple(s for s in (Sibling.from_api(x) for x in siblings if isinstance(x, dict)) if s),
+            disabled=d.get("disabled") is True,
         )
 
     def to_record(self) -> ModelRecord:

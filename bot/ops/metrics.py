@@ -2,7 +2,8 @@
 
 The watcher owns one ``Metrics`` and updates it from any thread; ``MetricsServer`` serves it in the
 Prometheus text exposition format 0.0.4 on a stdlib HTTP server thread, plus ``/healthz`` (200 while
-polls keep succeeding, 503 once the last successful poll is too old) for the container healthcheck.
+polls keep succeeding, 503 with the last listing error once the last successful poll is too old)
+for the container healthcheck. A poll is successful only when its feed listing was read.
 The server is only started when ``metrics.port`` is set (``start_metrics_server``).
 """
 
@@ -129,6 +130,8 @@ class Metrics:
             "every model is listed and processed (bot/watch/backlog.py); 0 when the feed has caught up.", ("feed",))
         self.start_time = Gauge("hubwatch_start_time_seconds", "Unix time the process started.")
         self.start_time.set(clock())
+        self._last_listing_error: str | None = None
+        self._error_lock = threading.Lock()
 
     def all(self) -> list[_Metric]:
         return [m for m in vars(self).values() if isinstance(m, _Metric)]
@@ -137,7 +140,7 @@ class Metrics:
         self.errors.inc(kind=type(exc).__name__)
 
     def observe_cycle(self, summary: CycleSummary) -> None:
-        """Count a poll that completed (per-model errors allowed); a poll that failed calls record_error only."""
+        """Count what a poll did, whether or not its listing succeeded (listing_succeeded says that)."""
         self.models_fingerprinted.inc(summary.fingerprinted)
         self.bytes_read.inc(summary.bytes_read)
         self.alerts_enqueued.inc(summary.alerts_enqueued)
@@ -145,7 +148,15 @@ class Metrics:
         self.hub_429s.inc(summary.hub_429s)
         self.rate_limit_wait.inc(summary.rate_limit_wait_s)
         self.cycles.inc(feed=summary.feed)
-        self.last_successful_poll.set(self.clock(), feed=summary.feed)
+
+    def listing_succeeded(self, feed: str) -> None:
+        """The feed's listing was read: the poll counts as successful for health."""
+        self.last_successful_poll.set(self.clock(), feed=feed)
+
+    def listing_failed(self, feed: str, error: str) -> None:
+        """The feed's listing failed: health keeps the error as its reason."""
+        with self._error_lock:
+            self._last_listing_error = error
 
     def render(self) -> str:
         return "\n".join(line for metric in self.all() for line in metric.render()) + "\n"
@@ -157,12 +168,18 @@ class Metrics:
         since = max(polls) if polls else self.start_time.value()
         age = now - since
         healthy = max_poll_age_s is None or age <= max_poll_age_s
+        with self._error_lock:
+            error = self._last_listing_error
         details: dict[str, object] = {
             "status": "ok" if healthy else "stale",
             "last_successful_poll": max(polls) if polls else None,
             "seconds_since": round(age, 3),
             "max_poll_age_s": max_poll_age_s,
+            "last_listing_error": error,
         }
+        if not healthy:
+            details["reason"] = (f"no feed listing succeeded for {age:.0f} s" +
+                                 (f"; last error: {error}" if error else ""))
         return healthy, details
 
 

@@ -10,6 +10,9 @@ The rules, in order:
   declared base that itself descends from the source) is recorded, not alerted, unless the
   operator asks for declared derivatives too;
 - a repo re-uploaded by its own author/org is recorded, not alerted;
+- a suspect whose declared base is not indexed yet, matched to a model outside its declared
+  lineage, waits: the match may be its sibling (two fine-tunes of that base); it is decided again
+  when its base is indexed;
 - a license conflict (restrictive source license, permissive claim) raises the severity.
 """
 
@@ -91,11 +94,13 @@ def decide_alert(
     *,
     declared_ancestors: frozenset[str] = frozenset(),
     alert_on_declared: bool = False,
+    unindexed_declared: frozenset[str] = frozenset(),
 ) -> AlertDecision:
     """Decide whether `suspect`, matched against the reference `source`, is alert-worthy.
 
     `declared_ancestors` holds the repos the suspect's declared bases descend from (known to the
     store), so declaring an intermediate fine-tune of the source counts as declaring the source.
+    `unindexed_declared` holds the suspect's declared bases that are not fingerprinted yet.
     """
     if verdict not in ALERTING_VERDICTS:
         return AlertDecision(False, None, f"{verdict} does not alert", declared=False)
@@ -114,6 +119,9 @@ def decide_alert(
     if declared and not alert_on_declared:
         return AlertDecision(False, None, f"declared derivative of {source.repo_id}", declared=True,
                              license_conflict=conflict, notes=notes)
+    if unindexed_declared and not declared:
+        return AlertDecision(False, None, f"declares {', '.join(sorted(unindexed_declared))}, not indexed yet: "
+                             f"{source.repo_id} may be a sibling", declared=False)
     if verdict == Verdict.TOKENIZER_COPIED:
         severity = Severity.LOW
     elif confidence >= HIGH_SEVERITY_CONFIDENCE or conflict:

@@ -2,12 +2,15 @@
 
 One cycle of a feed:
 1. list the feed's models (newest by creation time, trending, recently modified);
-2. skip every (repo, sha) already fingerprinted — the store is the dedupe memory, so restarts
-   and overlapping feeds never redo work;
-3. fingerprint the rest concurrently (network-bound; ``feeds.concurrency`` at a time);
-4. in this thread, store each model and fingerprint, find its nearest stored models, and for the
-   strongest match decide with ``bot.watch.policy`` whether it is an undeclared copy; alerts go to the
-   SQLite outbox, never straight to Discord;
+2. record every listed (repo, sha) in the revisions table (store/work.py) and claim the ones to
+   do: a revision done, skipped (gated, disabled), failed and not due for retry, or claimed by
+   another feed is left alone, so restarts and overlapping feeds never redo work; failed revisions
+   whose backoff has passed are claimed too;
+3. fingerprint the claimed ones concurrently (network-bound; ``feeds.concurrency`` at a time, one
+   fetch per revision in the process);
+4. in this thread, ingest each (``bot.watch.matching``): store it and record its copy relations,
+   earlier model first; then decide every suspect the cycle touched against its whole family, so
+   the arrival order does not matter; alerts go to the SQLite outbox, never straight to Discord;
 5. drain the outbox (``bot.alerts.delivery``): delivered exactly once across retries and restarts.
 
 SQLite connections are not shared across threads: every job opens its own ``Store``.
@@ -18,41 +21,42 @@ job store is in memory and rebuilt at start with fixed ids.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import signal
+import os
+import secrets
+import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
-
+from fingerprints.errors import BudgetExceededError, InvalidModelError, UninspectableWeightsError
 from fingerprints.model import Fingerprint
-from fingerprints.plot import render_comparison_png
 from fingerprints.reader import RangeReader
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.errors import RefetchError
-from store.nearest import nearest
 from store.records import ModelRecord
-from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE
+from store.rows import TIER_REFERENCE
 from store.store import Store
 
-from bot.errors import USER_ERRORS
+from bot.errors import USER_ERRORS, HubwatchError
 from bot.alerts.delivery import deliver_pending
-from bot.hub.models import HubModel
 from bot.hub.ratelimit import HubRateBudget
 from bot.alerts.discord_webhook import AlertSender
-from bot.alerts.model import build_alert
+from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RateLimitedError,
+                            RepoNotFoundError, RevisionNotFoundError)
+from bot.hub.models import HubModel
 from bot.ops.logging_setup import CycleSummary, log_cycle_summary
 from bot.ops.metrics import Metrics
-from bot.ops.progress import Progress, progress
+from bot.ops.progress import progress
 from bot.watch.backlog import NEWEST_FEED, FeedCursor, walk_newest
 from bot.watch.compare_pool import ComparePool
-from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_alert
 from bot.settings import Settings
+from bot.watch.matching import PLOT_KEY, Matcher, plot_of
 
 log = logging.getLogger("hubwatch.watcher")
 
@@ -63,21 +67,19 @@ WATCHED_FEED = "watched"
 # What a listing entry must carry to skip a model_info call: the commit, dates, card lineage.
 LIST_EXPAND = ["author", "sha", "createdAt", "lastModified", "downloads", "likes", "trendingScore", "tags",
                "library_name", "pipeline_tag", "cardData", "gated", "private", "disabled"]
-NEIGHBOURS = 5
-# Declared lineage is followed this many hops through the store (a card declaring a fine-tune of
-# X declares X too).
-ANCESTOR_DEPTH = 3
+# How often a feed waiting for fingerprints checks whether the process is stopping.
+STOP_POLL_S = 0.2
 # The outbox is drained this often between polls, so a Discord outage retry does not wait for
 # the next poll of a slow feed.
 DELIVERY_INTERVAL_S = 15
-# Payload key of the evidence PNG (kept beside the alert JSON, which excludes it).
-PLOT_KEY = "plot_png_base64"
 
 
 class Hub(Protocol):
-    """What the watcher needs from the Hub (bot.hub.HubClient through HubFeedAdapter)."""
+    """What the watcher needs from the Hub (bot.hub.HubClient)."""
 
     def list_models(self, *, sort: str, limit: int, expand: list[str], author: str | None = None) -> Iterable[dict[str, Any]]: ...
+
+    def model_info(self, repo_id: str, revision: str | None = None) -> HubModel: ...
 
     def reader(self, repo_id: str, sha: str | None = None) -> RangeReader: ...
 
@@ -94,22 +96,29 @@ class Hub(Protocol):
 class PolledFingerprint:
     record: ModelRecord
     fingerprint: Fingerprint | None
-    error: str | None = None
+    error: Exception | None = None
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+# Why a revision failed, as `index stats` and /status count it: the first class that matches.
+FAILURE_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (GatedRepoError, "gated"), (RepoNotFoundError, "not found"), (RevisionNotFoundError, "not found"),
+    (EntryNotFoundError, "missing file"), (UninspectableWeightsError, "no readable weights"),
+    (BudgetExceededError, "over budget"), (InvalidModelError, "invalid or hostile files"),
+    (RateLimitedError, "rate limited"), (HubUnavailableError, "hub unavailable"), (HubError, "hub error"),
+    (HubwatchError, "error"),
+)
 
 
-def _facts(record: ModelRecord) -> ModelFacts:
-    return ModelFacts(repo_id=record.repo_id, sha=record.sha, author=record.author,
-                      created_at=_parse_time(record.created_at), license=record.license,
-                      declared_base_models=tuple(record.base_models))
+def failure_reason(exc: BaseException) -> str:
+    return next((reason for cls, reason in FAILURE_REASONS if isinstance(exc, cls)), type(exc).__name__)
+
+
+@dataclass
+class WorkFailure:
+    """What failed in a cycle, for the last line of `watch --once`: the feed or repo, and the error."""
+
+    what: str
+    error: BaseException
 
 
 class Watcher:
@@ -125,11 +134,33 @@ class Watcher:
         self.sender = sender
         self.metrics = metrics or Metrics()
         self.open_store = open_store or (lambda: Store.open(settings.store.path))
-        self.min_severity = Severity(settings.alerts.min_severity).rank
+        self.compare_pool = compare_pool
+        self.matcher = Matcher(settings, refetch=self._refetch, compare_pool=compare_pool)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
         self._delivering = threading.Lock()
-        self.compare_pool = compare_pool
+        # Claims in the revisions table carry this; claims of any other owner found at start were
+        # left by a process that died, and are requeued.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._requeued = False
+        # Watch-list references being fingerprinted: stored in the reference tier (store/rows.py).
+        self._references: set[str] = set()
+        # Set by stop(): feeds stop taking new work, unfinished claims go back to pending.
+        self.stopping = threading.Event()
+        # One fetch per (repo, sha) in this process: a second feed asking for a revision in
+        # flight waits for the same Future instead of fetching it again.
+        self._fetches: dict[tuple[str, str], Future[PolledFingerprint]] = {}
+        self._fetches_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=settings.feeds.concurrency, thread_name_prefix="hubwatch-fp")
+        self.failures: list[WorkFailure] = []
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Let the fingerprinting threads go (the Hub client is its builder's to close)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -138,48 +169,48 @@ class Watcher:
         summary = CycleSummary(feed=feed)
         store = self.open_store()
         try:
+            self._requeue_abandoned(store)
             walked: FeedCursor | None = None
             try:
                 if feed == NEWEST_FEED:
                     listing, walked = self._walk_newest(store)
+                    models = [HubModel.from_api(d) for d in listing]
                 else:
-                    listing = self._listing(store, feed, summary)
+                    models = self._listing(store, feed, summary)
             except USER_ERRORS as exc:
                 summary.errors += 1
-                self.metrics.record_error(exc)
-                store.set_status("last_error", f"{feed}: {exc}")
+                self._record_failure(store, f"feed {feed}", exc)
+                self.metrics.listing_failed(feed, f"{feed} listing from {self.settings.hub.host}: {exc}")
                 summary.error = str(exc)
                 return self._finish(store, summary, started)
-            records = [r for r in (HubModel.from_api(d).to_record() for d in listing) if r.sha]
-            summary.models_seen = len(records)
-            new = [r for r in records if store.find_fingerprint(r.repo_id, r.sha) is None]
-            summary.new_revisions = len(new)
-            store.upsert_models(records)
-            with progress(f"{feed}: fingerprinting", len(new)) as bar:
-                fingerprinted = self._fingerprint_all(new, bar)
-            with progress(f"{feed}: comparing", len(new)) as bar:
-                for item in fingerprinted:
-                    try:
-                        self._ingest(store, item, summary)
-                    except Exception as exc:  # one model must not stop the feed: log it, go on
-                        summary.errors += 1
-                        self.metrics.record_error(exc)
-                        store.set_status("last_error", f"{item.record.repo_id}@{item.record.sha}: {exc}")
-                        log.exception("processing failed", extra={"repo": item.record.repo_id, "sha": item.record.sha})
-                    bar.advance(note=item.record.repo_id)
+            records = self._record_listing(store, feed, models)
+            summary.models_seen = len(models)
+            claimed = [r for r in records if store.claim_revision(r.repo_id, r.sha, self.owner)]
+            claimed += self._due_retries(store, {(r.repo_id, r.sha) for r in records})
+            summary.new_revisions = len(claimed)
+            self.process(store, claimed, summary)
+            if self.stopping.is_set():
+                return self._finish(store, summary, started)
             newest = max((r.created_at for r in records if r.created_at), default=None)
             if walked is not None:  # saved once the walk's models are processed: a crash re-walks them
                 store.set_cursor(feed, *walked.dump())
                 self.metrics.feed_lag.set(walked.lag_s(), feed=feed)
             elif newest:
                 store.set_cursor(feed, None, newest)
-            delivered = self.deliver(store)
-            summary.alerts_delivered = delivered
+            summary.alerts_delivered = self.deliver(store)
             self._prune(store)
+            # A poll counts as successful for health only when its listing was read.
+            self.metrics.listing_succeeded(feed)
             store.set_status(f"last_poll:{feed}", datetime.now(timezone.utc).isoformat())
             return self._finish(store, summary, started)
         finally:
             store.close()
+
+    def _requeue_abandoned(self, store: Store) -> None:
+        if not self._requeued:
+            self._requeued = True
+            if n := store.requeue_abandoned(self.owner):
+                log.info("revisions left in flight by an earlier run requeued", extra={"count": n})
 
     def _walk_newest(self, store: Store) -> tuple[list[dict[str, Any]], FeedCursor]:
         """The newest models back to the last walk's floor, at most ``max_models_per_cycle`` (backlog.py)."""
@@ -189,30 +220,61 @@ class Watcher:
         fetch = lambda url: self.hub.list_models_page(url, what)  # noqa: E731
         return walk_newest(fetch, first, FeedCursor.load(store.get_cursor(NEWEST_FEED)), limit)
 
-    def _listing(self, store: Store, feed: str, summary: CycleSummary) -> list[dict[str, Any]]:
+    def _listing(self, store: Store, feed: str, summary: CycleSummary) -> list[HubModel]:
         limit = self.settings.feeds.max_models_per_cycle
         if feed != WATCHED_FEED:
-            return list(self.hub.list_models(sort=FEED_SORTS[feed], expand=LIST_EXPAND, limit=limit))
+            return [HubModel.from_api(d) for d in
+                    self.hub.list_models(sort=FEED_SORTS[feed], expand=LIST_EXPAND, limit=limit)]
         # Watch list entries added with /watch: new uploads of watched authors, and reference
         # models that are not in the index yet. One unreachable entry must not hide the others.
-        listing: list[dict[str, Any]] = []
+        listing: list[HubModel] = []
+        self._references = set()
         for entry in store.watch_list():
             try:
                 if entry.kind == "author":
-                    listing += self.hub.list_models(sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit,
-                                                    author=entry.value)
+                    listing += [HubModel.from_api(d) for d in self.hub.list_models(
+                        sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit, author=entry.value)]
                 elif store.find_fingerprint(entry.value) is None:
-                    reader = self.hub.reader(entry.value)
-                    fp = self._fingerprint(reader)
-                    store.upsert_model(reader.model.to_record())
-                    store.add_fingerprint(entry.value, reader.sha, fp, tier=TIER_REFERENCE)
+                    listing.append(self.hub.model_info(entry.value))
+                    self._references.add(entry.value)
             except Exception as exc:  # one hostile entry (a MemoryError included) must not hide the others
                 summary.errors += 1
-                reason = str(exc) if isinstance(exc, USER_ERRORS) else f"internal error ({type(exc).__name__}); logged"
-                store.set_status("last_error", f"watched {entry.kind} {entry.value}: {reason}")
-                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": reason},
+                self._record_failure(store, f"watched {entry.kind} {entry.value}", exc)
+                log.warning("watched entry failed", extra={"kind": entry.kind, "value": entry.value, "error": str(exc)},
                             exc_info=not isinstance(exc, USER_ERRORS))
         return listing
+
+    def _record_listing(self, store: Store, feed: str, models: list[HubModel]) -> list[ModelRecord]:
+        """Store the listing's metadata and revisions; the records worth fetching (gated and
+        disabled repos are recorded as skipped, never fetched)."""
+        records = [m.to_record() for m in models if m.sha]
+        store.upsert_models(records)
+        store.list_revisions([(r.repo_id, r.sha) for r in records], feed)
+        fetchable = []
+        for model, record in zip([m for m in models if m.sha], records):
+            if model.gated or model.disabled:
+                why = f"gated ({model.gated})" if model.gated else "disabled"
+                store.skip_revision(record.repo_id, record.sha, "gated" if model.gated else "disabled",
+                                    f"{why} in the {feed} listing", feed)
+            else:
+                fetchable.append(record)
+        return fetchable
+
+    def _due_retries(self, store: Store, listed: set[tuple[str, str]]) -> list[ModelRecord]:
+        """Revisions whose retry time has come (or left pending by a stopped run), not in this listing."""
+        out = []
+        for rev in store.due_revisions(self.settings.feeds.max_models_per_cycle):
+            if (rev.repo_id, rev.sha) in listed or not store.claim_revision(rev.repo_id, rev.sha, self.owner):
+                continue
+            record = store.get_model(rev.repo_id) or ModelRecord(repo_id=rev.repo_id)
+            record.sha = rev.sha
+            out.append(record)
+        return out
+
+    def _record_failure(self, store: Store, what: str, exc: BaseException) -> None:
+        self.metrics.record_error(exc)
+        self.failures.append(WorkFailure(what, exc))
+        store.set_status("last_error", f"{what}: {exc}")
 
     def _finish(self, store: Store, summary: CycleSummary, started: float) -> CycleSummary:
         summary.duration_s = round(time.monotonic() - started, 3)
@@ -223,6 +285,63 @@ class Watcher:
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
         log_cycle_summary(summary)
         return summary
+
+    # ---- claimed revisions ---------------------------------------------------------------
+
+    def process(self, store: Store, claimed: list[ModelRecord], summary: CycleSummary) -> None:
+        """Fingerprint and ingest the claimed revisions, then decide every suspect they touched:
+        models of one listing are judged together, whatever order they arrived in. A revision is
+        marked done only after its alerts are queued; on stop, unfinished claims are handed back."""
+        suspects: dict[int, str] = {}  # fingerprint id -> the repo whose arrival made it a suspect
+        ingested: list[ModelRecord] = []
+        try:
+            with progress(f"{summary.feed}: fingerprinting and comparing", len(claimed)) as bar:
+                for item in self._fingerprint_all(claimed):
+                    self._ingest(store, item, summary, suspects, ingested)
+                    bar.advance(note=item.record.repo_id)
+            for fid, trigger in suspects.items():
+                if self.matcher.decide(store, fid, trigger) is not None:
+                    summary.alerts_enqueued += 1
+                    store.bump("alerts_enqueued")
+            for record in ingested:
+                store.finish_revision(record.repo_id, record.sha)
+        finally:
+            for record in claimed:
+                store.release_revision(record.repo_id, record.sha)  # only rows still in flight move
+
+    def _ingest(self, store: Store, item: PolledFingerprint, summary: CycleSummary, suspects: dict[int, str],
+                ingested: list[ModelRecord]) -> None:
+        """Store one fingerprint and its copy relations; collect the suspects it touched."""
+        record = item.record
+        if item.fingerprint is None:
+            self._fingerprint_failed(store, item, summary)
+            return
+        tier = TIER_REFERENCE if record.repo_id in self._references else None
+        try:
+            got = self.matcher.ingest(store, record, record.sha, item.fingerprint, tier=tier)
+        except Exception as exc:  # one model must not stop the feed: record it, go on
+            if isinstance(exc, BrokenProcessPool) and self.compare_pool is not None:
+                self.compare_pool.drop()  # the next model starts new workers
+            summary.errors += 1
+            self._record_failure(store, f"repo {record.repo_id}@{record.sha}", exc)
+            store.fail_revision(record.repo_id, record.sha, failure_reason(exc), str(exc))
+            log.exception("processing failed", extra={"repo": record.repo_id, "sha": record.sha})
+            return
+        summary.fingerprinted += 1
+        summary.bytes_read += item.fingerprint.bytes_read
+        store.bump("models_fingerprinted")
+        ingested.append(record)
+        for fid in got.suspects:
+            suspects.setdefault(fid, record.repo_id)
+
+    def _fingerprint_failed(self, store: Store, item: PolledFingerprint, summary: CycleSummary) -> None:
+        record, exc = item.record, item.error
+        summary.errors += 1
+        store.bump("fingerprint_errors")
+        self._record_failure(store, f"repo {record.repo_id}@{record.sha}", exc)
+        retry_at = store.fail_revision(record.repo_id, record.sha, failure_reason(exc), str(exc))
+        log.warning("fingerprint failed", extra={"repo": record.repo_id, "sha": record.sha, "error": str(exc),
+                                                 "retry_at": retry_at.isoformat()})
 
     def _fingerprint(self, reader: RangeReader) -> Fingerprint:
         return self.fingerprint_with_limits(reader, self.tokenizers)
@@ -251,93 +370,43 @@ class Watcher:
         try:
             return PolledFingerprint(record, self._fingerprint(self.hub.reader(record.repo_id, record.sha)))
         except USER_ERRORS as exc:
-            return PolledFingerprint(record, None, str(exc))
+            return PolledFingerprint(record, None, exc)
         except Exception as exc:
+            if self.stopping.is_set():  # the Hub client was closed under it: abandoned, not a crash
+                return PolledFingerprint(record, None, HubwatchError("abandoned: the watcher is stopping"))
             log.exception("fingerprint crashed", extra={"repo": record.repo_id, "sha": record.sha})
-            return PolledFingerprint(record, None, f"internal error ({type(exc).__name__}); logged")
+            return PolledFingerprint(record, None, HubwatchError(f"internal error ({type(exc).__name__}); logged"))
 
-    def _fingerprint_all(self, records: list[ModelRecord], bar: Progress) -> list[PolledFingerprint]:
-        if not records:
-            return []
+    def _fetch(self, record: ModelRecord) -> Future[PolledFingerprint]:
+        key = (record.repo_id, record.sha)
+        with self._fetches_lock:
+            future = self._fetches.get(key)
+            if future is not None:
+                return future
+            future = self._fetches[key] = self._pool.submit(self._fingerprint_one, record)
+        future.add_done_callback(lambda _: self._forget(key))  # outside the lock: may run at once
+        return future
 
-        def one(record: ModelRecord) -> PolledFingerprint:
-            polled = self._fingerprint_one(record)
-            bar.advance(note=record.repo_id)
-            return polled
+    def _forget(self, key: tuple[str, str]) -> None:
+        with self._fetches_lock:
+            self._fetches.pop(key, None)
 
-        with ThreadPoolExecutor(max_workers=self.settings.feeds.concurrency) as pool:
-            return list(pool.map(one, records))
-
-    # ---- one model -------------------------------------------------------------------------
-
-    def _ingest(self, store: Store, item: PolledFingerprint, summary: CycleSummary) -> None:
-        """Match, alert, then store the fingerprint — in that order.
-
-        The stored fingerprint is what marks a revision as done. Enqueuing first means a crash
-        between the two steps re-processes the revision next cycle (the outbox dedupes the alert)
-        instead of skipping it with its alert never raised.
-        """
-        record, fp = item.record, item.fingerprint
-        if fp is None:
-            summary.errors += 1
-            store.bump("fingerprint_errors")
-            store.set_status("last_error", f"{record.repo_id}@{record.sha}: {item.error}")
-            log.warning("fingerprint failed", extra={"repo": record.repo_id, "sha": record.sha, "error": item.error})
+    def _fingerprint_all(self, records: list[ModelRecord]) -> Iterator[PolledFingerprint]:
+        """Fingerprints as they complete (``feeds.concurrency`` at a time); stops early on stop()."""
+        if not records or self.stopping.is_set():
             return
         try:
-            neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
-                                 refetch=self._refetch, pool=self.compare_pool.get() if self.compare_pool else None)
-        except BrokenProcessPool:
-            self.compare_pool.drop()  # the next model starts new workers
-            raise
-        match = next((n for n in neighbours if n.verdict in ALERTING_VERDICTS), None)
-        if match is not None:
-            self._maybe_alert(store, record, match, summary)
-        # Every model gets the compact tier; one that matched keeps its full detail as evidence.
-        tier = TIER_COMPACT if match is None else TIER_FULL
-        fid, created = store.add_fingerprint(record.repo_id, record.sha, fp, tier=tier)
-        if not created:
+            futures = [self._fetch(r) for r in records]
+        except RuntimeError:  # the pool was shut down by stop() meanwhile
             return
-        summary.fingerprinted += 1
-        summary.bytes_read += fp.bytes_read
-        store.bump("models_fingerprinted")
-        if match is not None:
-            store.record_match(match.fingerprint_id, fid, match.result)
-
-    def _maybe_alert(self, store: Store, record: ModelRecord, match, summary: CycleSummary) -> None:
-        comparison = match.result
-        source = store.get_model(match.repo_id) or ModelRecord(repo_id=match.repo_id, sha=match.sha)
-        suspect_facts, source_facts = _facts(record), _facts(source)
-        decision = decide_alert(
-            suspect_facts, source_facts, comparison.verdict, comparison.confidence,
-            declared_ancestors=frozenset(self._ancestors(store, record.base_models)),
-            alert_on_declared=self.settings.alerts.on_declared_derivatives,
-        )
-        log.info("match", extra={"repo": record.repo_id, "source": source.repo_id, "verdict": comparison.verdict,
-                                 "alert": decision.alert, "reason": decision.reason})
-        if not decision.alert or decision.severity.rank < self.min_severity:
-            return
-        alert = build_alert(suspect_facts, source_facts, decision, comparison, hub_url=self.settings.hub.endpoint)
-        payload = alert.to_dict()
-        payload[PLOT_KEY] = base64.b64encode(render_comparison_png(comparison)).decode("ascii")
-        if store.enqueue_alert(alert.key, payload):
-            summary.alerts_enqueued += 1
-            store.bump("alerts_enqueued")
-
-    @staticmethod
-    def _ancestors(store: Store, bases: list[str]) -> set[str]:
-        seen: set[str] = set()
-        frontier = list(bases)
-        for _ in range(ANCESTOR_DEPTH):
-            nxt = []
-            for repo in frontier:
-                rec = store.get_model(repo)
-                for parent in rec.base_models if rec else []:
-                    if parent not in seen:
-                        seen.add(parent)
-                        nxt.append(parent)
-            frontier = nxt
-        return seen
+        pending = set(futures)
+        while pending:
+            # Not as_completed: a future cancelled by stop() never wakes its waiters, and a stop
+            # must not wait for the fetches still running.
+            done, pending = wait(pending, timeout=STOP_POLL_S, return_when=FIRST_COMPLETED)
+            if self.stopping.is_set():
+                return
+            yield from (f.result() for f in done)
 
     # ---- delivery --------------------------------------------------------------------------
 
@@ -349,8 +418,9 @@ class Watcher:
         own = store is None
         try:
             store = store or self.open_store()
-            report = deliver_pending(store, self.sender, load_plot=_plot_of,
-                                     lease=timedelta(seconds=self.settings.alerts.delivery_lease_s))
+            report = deliver_pending(store, self.sender, load_plot=plot_of,
+                                     lease=timedelta(seconds=self.settings.alerts.delivery_lease_s),
+                                     keep_going=lambda: not self.stopping.is_set())
             if report.delivered:
                 store.bump("alerts_delivered", report.delivered)
             self.metrics.alerts_failed.inc(report.failed)
@@ -384,19 +454,25 @@ class Watcher:
         return enabled + [(WATCHED_FEED, f.trending_interval_s)]
 
     def run_once(self) -> list[CycleSummary]:
-        return [self.poll_feed(feed) for feed, _ in self.enabled_feeds()]
+        summaries = []
+        for feed, _ in self.enabled_feeds():
+            if self.stopping.is_set():
+                break
+            summaries.append(self.poll_feed(feed))
+        return summaries
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         # APScheduler 3.11's AsyncIOScheduler must start inside the running loop.
+        from apscheduler.executors.pool import ThreadPoolExecutor as JobThreads
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
         stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-        scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1})
+        # Jobs run in threads of their own, not the loop's default executor: at a stop the loop ends
+        # without cancelling (and logging) a poll that is still handing its claims back.
+        jobs = len(self.enabled_feeds()) + 1
+        scheduler = AsyncIOScheduler(executors={"default": JobThreads(jobs)},
+                                     job_defaults={"coalesce": True, "max_instances": 1})
         now = datetime.now(timezone.utc)
         for feed, interval in self.enabled_feeds():
             scheduler.add_job(self.poll_job, IntervalTrigger(seconds=interval, jitter=self.settings.feeds.jitter_s),
@@ -410,9 +486,6 @@ class Watcher:
         try:
             await stop.wait()
         finally:
+            self.stop()
             scheduler.shutdown(wait=False)
 
-
-def _plot_of(row) -> bytes | None:
-    encoded = row.payload.get(PLOT_KEY) if isinstance(row.payload, dict) else None
-    return base64.b64decode(encoded) if encoded else None

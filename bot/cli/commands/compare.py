@@ -13,6 +13,7 @@ from fingerprints.errors import InvalidModelError
 from fingerprints.facts import Verdict
 
 from bot.alerts.model import verdict_text
+from bot.hub.sources import open_reader
 from bot.ops.progress import progress
 
 
@@ -50,7 +51,15 @@ def run(args, app) -> int:
         raise InvalidModelError("--budget sets how much --deep reads; add --deep")
     if args.plot and not args.plot.lower().endswith(".png"):
         raise InvalidModelError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
-    reader_a, reader_b = app.open_reader(args.a), app.open_reader(args.b)
+    deep_budget = args.budget or DEEP_BYTE_BUDGET
+    if args.deep:
+        # The deep comparison's reads come on top of the per-model byte limit of the fingerprint.
+        def open_repo(repo_id, revision):
+            return app.hub.reader(repo_id, revision, byte_budget=app.settings.limits.model_bytes + deep_budget)
+
+        reader_a, reader_b = open_reader(args.a, open_repo), open_reader(args.b, open_repo)
+    else:
+        reader_a, reader_b = app.open_reader(args.a), app.open_reader(args.b)
     tokenizers = TokenizerCache()  # b's tokenizer files, when identical to a's on the Hub, are not read again
     steps = 4 if args.deep else 3
     with progress("compare", total=steps, unit="step") as bar:
@@ -62,7 +71,7 @@ def run(args, app) -> int:
         result = compare_fingerprints(fa, fb, reader_a, reader_b)
         if args.deep:
             bar.advance(note="deep comparison")
-            result = apply_deep(result, deep_compare(reader_a, fa, reader_b, fb, args.budget or DEEP_BYTE_BUDGET))
+            result = apply_deep(result, deep_compare(reader_a, fa, reader_b, fb, deep_budget))
         bar.advance()
     if args.plot:
         from fingerprints.plot import render_comparison_png

@@ -22,4 +22,4 @@ def register(sub) -> None:
 def run(args, app) -> int:
     from bot.demo import run_demo
 
-    return 0 if run_demo(Path(args.out)).written else 1
+    return 0 if run_demo(Path(args.out)).alerts else 1

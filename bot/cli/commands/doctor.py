@@ -253,8 +253,10 @@ def check_watcher_health(settings: Settings, quick: bool) -> Check | None:
         return Check("FAIL", "watcher", f"{url}: HTTP {response.status_code}, not a hubwatch health answer")
     if response.status_code == 200:
         return Check("OK", "watcher", f"healthy, last successful poll {details.get('seconds_since')} s ago")
+    error = details.get("last_listing_error")
     return Check("FAIL", "watcher", f"{details.get('status', 'unhealthy')}: no successful poll for "
-                 f"{details.get('seconds_since')} s (limit {details.get('max_poll_age_s')} s)")
+                 f"{details.get('seconds_since')} s (limit {details.get('max_poll_age_s')} s)"
+                 + (f"; last error: {error}" if error else ""))
 
 
 def run_checks(settings: Settings, environ: Mapping[str, str], quick: bool) -> list[Check]:

@@ -3,14 +3,55 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 
+from store.rows import TIER_REFERENCE
 
 from bot.errors import USER_ERRORS
-from bot.hub.sources import index_one
+from bot.hub.errors import HubUnavailableError
 from bot.ops.progress import progress
 from bot.watch.backlog import NEWEST_FEED, FeedCursor
-from store.rows import TIER_REFERENCE
+
+
+class Indexer:
+    """Store fingerprinted specs through the watcher's matching, then deliver the alerts they
+    raised (console, or the configured webhook), as `hubwatch watch` would."""
+
+    def __init__(self, app, store):
+        from bot.watch.matching import Matcher
+
+        self.app, self.store = app, store
+        self.matcher = Matcher(app.settings, refetch=app.refetch, compare_pool=app.compare_pool)
+        self.alerts = 0
+
+    def add(self, spec: str):
+        from bot.watch.matching import index_spec
+
+        indexed = index_spec(self.store, self.app.fingerprint_spec(spec), self.matcher, tier=TIER_REFERENCE)
+        self.alerts += len(indexed.alerts)
+        return indexed
+
+    def deliver(self) -> None:
+        if not self.alerts:
+            return
+        from datetime import timedelta
+
+        from bot.alerts.delivery import deliver_pending
+        from bot.watch.matching import plot_of
+
+        report = deliver_pending(self.store, self.app.sender, load_plot=plot_of,
+                                 lease=timedelta(seconds=self.app.settings.alerts.delivery_lease_s))
+        print(f"{self.alerts} alert(s) raised, {report.delivered} delivered")
+
+
+def failed_line(failed: list[tuple[str, Exception]], total: int, what: str, hub_host: str) -> str:
+    """The last line of a run with failures: how many, and the first one: what, where, the error."""
+    spec, exc = failed[0]
+    where = "local folder" if os.path.exists(spec) else f"on {hub_host}"
+    error = _without_prefix(str(exc), spec)
+    return f"hubwatch: error: {len(failed)} of {total} {what} failed; first: {spec} ({where}): {error}"
 
 
 def register(sub) -> None:
@@ -50,19 +91,25 @@ def register(sub) -> None:
 
 
 def run_add(args, app) -> int:
-    first_error: Exception | None = None
+    failed: list[tuple[str, Exception]] = []
     with app.open_store() as store:
+        indexer = Indexer(app, store)
         for spec in args.models:
             try:
-                got = app.fingerprint_spec(spec)
-                fid, created = index_one(store, got, tier=TIER_REFERENCE)
+                indexed = indexer.add(spec)
             except USER_ERRORS as exc:
                 print(f"hubwatch: error: {spec}: {_without_prefix(str(exc), spec)}", file=sys.stderr)
-                first_error = first_error or exc
+                failed.append((spec, exc))
                 continue
-            state = "added" if created else "already indexed"
-            print(f"{state}: {got.repo_id}@{got.sha[:12]} (fingerprint {fid}, {got.fp.bytes_read:,} bytes read)")
-    return first_error.exit_code if first_error else 0
+            got, ing = indexed.spec, indexed.ingested
+            state = "added" if ing.created else "already indexed"
+            print(f"{state}: {got.repo_id}@{got.sha[:12]} (fingerprint {ing.fingerprint_id}, "
+                  f"{got.fp.bytes_read:,} bytes read)")
+        indexer.deliver()
+    if failed:
+        print(failed_line(failed, len(args.models), "models", app.settings.hub.host), file=sys.stderr)
+        return getattr(failed[0][1], "exit_code", 1)
+    return 0
 
 
 def run_stats(args, app) -> int:
@@ -84,6 +131,9 @@ def run_stats(args, app) -> int:
     lag = s["newest_feed"]["lag_s"]
     print(f"newest feed:   listed and processed down to {newest.floor or 'never polled'}"
           + (f"; {lag / 60:,.0f} min of uploads still to walk back through" if newest.resume else "; caught up"))
+    print("revisions:     " + ", ".join(f"{k} {v:,}" for k, v in s["revisions"].items()))
+    for reason, n in s["revisions_not_done"].items():
+        print(f"  {reason}: {n:,}")
     families = ", ".join(f"{k} {v:,}" for k, v in list(s["shape_families"].items())[:10])
     print(f"shape families: {families or 'none'}")
     return 0
@@ -110,25 +160,43 @@ def run_seed(args, app) -> int:
         refs = [r for r in refs if r.family == args.family]
     if args.limit is not None:
         refs = refs[: max(args.limit, 0)]
-    ok = failed = 0
-    with app.open_store() as store, progress("index seed", len(refs)) as bar:
-        for i, ref in enumerate(refs, 1):
-            try:
-                got = app.fingerprint_spec(ref.repo_id)
-                created = index_one(store, got, tier=TIER_REFERENCE)[1]
-                store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
-            except USER_ERRORS as exc:  # one unreachable or gated repo must not stop the seed
-                failed += 1
-                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... failed: {_without_prefix(str(exc), ref.repo_id)}")
-            else:
-                ok += 1
-                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... {'ok' if created else 'unchanged'} "
-                          f"({got.fp.bytes_read / 1e6:.1f} MB)")
-            bar.advance(note=ref.repo_id)
-    print(f"seeded {ok} of {len(refs)} references ({failed} failed)")
+    with app.open_store() as store:
+        indexer = Indexer(app, store)
+        failed, untried = seed(indexer, refs)
+        indexer.deliver()
+    print(f"seeded {len(refs) - len(failed) - untried} of {len(refs)} references ({len(failed)} failed"
+          + (f", {untried} not tried: the Hub is unreachable" if untried else "") + ")")
+    if failed:
+        print(failed_line(failed, len(refs), "references", app.settings.hub.host), file=sys.stderr)
+        return getattr(failed[0][1], "exit_code", 1)
     return 0
+
+
+def seed(indexer: Indexer, refs, stop: threading.Event | None = None) -> tuple[list[tuple[str, Exception]], int]:
+    """Fingerprint ``refs`` with one progress line each on stderr: (the ones that failed, how many
+    were not tried). An unreachable Hub ends the seed: every other reference would wait out the
+    same retries."""
+    failed: list[tuple[str, Exception]] = []
+    with progress("index seed", len(refs)) as bar:
+        for i, ref in enumerate(refs, 1):
+            if stop is not None and stop.is_set():
+                return failed, len(refs) - i + 1
+            try:
+                indexed = indexer.add(ref.repo_id)
+                indexer.store.add_watch("reference", ref.repo_id, added_by="seed", note=ref.family)
+            except USER_ERRORS as exc:  # one missing or gated repo must not stop the seed
+                failed.append((ref.repo_id, exc))
+                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... failed: {_without_prefix(str(exc), ref.repo_id)}")
+                if isinstance(exc, HubUnavailableError):
+                    return failed, len(refs) - i
+            else:
+                bar.write(f"[{i}/{len(refs)}] {ref.repo_id} ... {'ok' if indexed.ingested.created else 'unchanged'} "
+                          f"({indexed.spec.fp.bytes_read / 1e6:.1f} MB)")
+            bar.advance(note=ref.repo_id)
+    return failed, 0
 
 
 def _without_prefix(message: str, repo_id: str) -> str:
     """Hub errors start with the repo id; the line that reports them has named it already."""
     return message.removeprefix(f"{repo_id}: ")
+
