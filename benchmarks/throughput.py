@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import population  # noqa: E402  (puts the repository root and tests/ on sys.path)
-from index import worker_cpu_s  # noqa: E402
+from index import peak_rss_mib, worker_cpu_s, worker_peak_rss_mib  # noqa: E402
 
 import bigmodels  # noqa: E402
 import variants  # noqa: E402
@@ -126,6 +126,7 @@ def main() -> int:
                     summary = watcher.poll_feed("newest")
                 wall = time.perf_counter() - t0
                 cpu = time.process_time() + worker_cpu_s(pool) - cpu0
+                worker_rss = worker_peak_rss_mib(pool)
         after = store_bytes(db)
     done = summary.fingerprinted
     print(f"models_per_hour={round(done / wall * 3600)}")
@@ -136,6 +137,8 @@ def main() -> int:
           f"{LATENCY_MS} ms per request")
     print(f"# on 2 idle cores the CPU alone would allow {round(done / (cpu / 2) * 3600)} models/h; load average "
           f"{os.getloadavg()[0]:.1f} during this run (shared machine)")
+    print(f"# peak RSS {peak_rss_mib():,.0f} MiB in the watcher's process (the population's templates included), "
+          f"{worker_rss:,.0f} MiB per comparison worker")
     return 0
 
 

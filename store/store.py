@@ -483,6 +483,12 @@ class Store:
         return work.get(self.conn, repo_id, sha)
 
     @_translated
+    def revisions_queued(self) -> int:
+        """Listed revisions still to fingerprint: pending, in flight, or failed and due again later."""
+        counts = work.counts(self.conn)
+        return counts["pending"] + counts["in_flight"] + counts["failed"]
+
+    @_translated
     def revisions_not_done(self) -> dict[str, int]:
         """Failed and skipped revisions by "state: reason"."""
         return work.reasons(self.conn)

@@ -127,6 +127,8 @@ def test_failures_are_recorded_with_their_reason_and_not_refetched_every_cycle(m
         store.conn.execute("UPDATE revisions SET next_attempt_at = '2000-01-01' WHERE repo_id = 'org/locked'")
         status = StoreService(lambda: Store.open(watcher.settings.store.path), None).status()
         assert status.not_fingerprinted["failed: gated"] == 1
+        assert status.revisions_queued == 1  # the failed one, due for its retry
+        assert watcher.metrics.revisions_queued.value() == 1
     retry = watcher.poll_feed("trending")
     assert retry.errors == 1 and hub.reads["org/locked"] == 2
     with Store.open(watcher.settings.store.path) as store:

@@ -122,6 +122,7 @@ def status_embed(info: StatusInfo) -> discord.Embed:
     embed.add_field(name="Models fingerprinted", value=str(info.models_fingerprinted))
     embed.add_field(name="Alerts sent", value=str(info.alerts_sent))
     embed.add_field(name="Queue depth", value=str(info.queue_depth))
+    embed.add_field(name="Revisions queued", value=str(info.revisions_queued))
     embed.add_field(name="Newest feed lag", value="caught up" if not info.feed_lag_s else f"{info.feed_lag_s / 60:,.0f} min")
     embed.add_field(name="Errors", value=str(info.errors))
     if info.not_fingerprinted:

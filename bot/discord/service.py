@@ -59,6 +59,8 @@ class StatusInfo:
     # The newest feed's lag: creation time of the newest model seen minus the time down to which every
     # model is listed and processed (bot/watch/backlog.py); 0 once it has caught up.
     feed_lag_s: float = 0.0
+    # Listed revisions still to fingerprint (pending, in flight, failed awaiting a retry).
+    revisions_queued: int = 0
     # Revisions not fingerprinted, by "state: reason" (failed: timeout, skipped: gated, ...).
     not_fingerprinted: dict[str, int] = field(default_factory=dict)
 

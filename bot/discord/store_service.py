@@ -140,6 +140,7 @@ class StoreService:
                 alerts_sent=value("alerts_delivered"),
                 queue_depth=store.alert_counts().get("pending", 0),
                 feed_lag_s=FeedCursor.load(store.get_cursor(NEWEST_FEED)).lag_s(),
+                revisions_queued=store.revisions_queued(),
                 errors=value("fingerprint_errors"),
                 last_error=(counters.get("last_error") or {}).get("text_value"),
                 not_fingerprinted=store.revisions_not_done(),

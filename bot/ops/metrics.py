@@ -125,6 +125,9 @@ class Metrics:
             "hubwatch_last_successful_poll_timestamp_seconds", "Unix time the feed was last polled successfully.",
             ("feed",))
         self.outbox_depth = Gauge("hubwatch_outbox_depth", "Alerts waiting in the outbox for delivery.")
+        self.revisions_queued = Gauge(
+            "hubwatch_revisions_queued", "Listed revisions still to fingerprint: pending, in flight, or failed and "
+            "waiting for their retry (the queue's depth).")
         self.feed_lag = Gauge(
             "hubwatch_feed_lag_seconds", "Creation time of the newest listed model minus the time down to which "
             "every model is listed and processed (bot/watch/backlog.py); 0 when the feed has caught up.", ("feed",))

@@ -283,6 +283,7 @@ class Watcher:
         self.metrics.observe_cycle(summary)
         counts = store.alert_counts()  # 'sending' between claims: in doubt, waiting for its retry
         self.metrics.outbox_depth.set(counts.get("pending", 0) + counts.get("sending", 0))
+        self.metrics.revisions_queued.set(store.revisions_queued())
         log_cycle_summary(summary)
         return summary
 
