@@ -9,7 +9,7 @@ and a few outlier dimensions. Each width is timed on four pairs:
 - fine-tune: B = A plus uneven relative changes (1-5% per tensor);
 - independent: another draw of the same generator;
 - permuted: A's hidden dimension permuted, plus the fine-tune's changes (the alignment's case);
-- rotated: A's residual stream times a random orthogonal matrix (QuaRot-style).
+- rotated: A's residual stream times a random orthogonal matrix (QuaRot-style; block-structured).
 
     python benchmarks/compare_cost.py [--repeat 3] [--baseline FOLDER]
 
@@ -43,6 +43,7 @@ WIDTHS = {576: 1536, 4096: 11008, 8192: 28672}
 MATRICES = (("attn_q", "q"), ("attn_k", "k"), ("attn_v", "v"), ("attn_o", "o"), ("mlp_gate", "gate"), ("mlp_up", "up"),
             ("mlp_down", "down"))
 LATENT_RANK, OUTLIER_DIMS = 64, 8
+ROTATION_BLOCK = 64
 
 
 def shapes(hidden: int, ffn: int) -> dict[str, tuple[int, int]]:
@@ -82,7 +83,14 @@ def derive(values: dict, hidden: int, seed: int, kind: str) -> dict:
     if kind == "permuted":
         basis = np.eye(hidden)[:, rng.permutation(hidden)] * rng.choice([-1, 1], hidden)
     elif kind == "rotated":
-        basis, _ = np.linalg.qr(rng.standard_normal((hidden, hidden)))
+        # Random orthogonal blocks of 64 dims, then a permutation: every column mixes with 63
+        # others (a dense 8192 x 8192 QR would cost minutes to draw, nothing to compare).
+        blocks = [np.linalg.qr(rng.standard_normal((ROTATION_BLOCK, ROTATION_BLOCK)))[0]
+                  for _ in range(hidden // ROTATION_BLOCK)]
+        basis = np.zeros((hidden, hidden))
+        for i, block in enumerate(blocks):
+            basis[i * ROTATION_BLOCK:(i + 1) * ROTATION_BLOCK, i * ROTATION_BLOCK:(i + 1) * ROTATION_BLOCK] = block
+        basis = basis[:, rng.permutation(hidden)]
     for name, x in values.items():
         x = x.astype(np.float64)
         if kind in ("fine-tune", "permuted"):
