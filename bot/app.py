@@ -12,6 +12,7 @@ setting as one of its checks, and ``hubwatch fakehub`` needs none.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
     from bot.alerts.discord_webhook import AlertSender
     from bot.discord.store_service import StoreService
     from bot.ops.metrics import Metrics
+    from bot.watch.matching import Matcher
     from bot.watch.watcher import Watcher
+
+log = logging.getLogger("hubwatch.app")
 
 
 class App:
@@ -119,6 +123,31 @@ class App:
         except USER_ERRORS as exc:
             raise RefetchError(str(exc)) from exc
 
+    def deepen(self, a: tuple[str, str, Fingerprint], b: tuple[str, str, Fingerprint], comparison):
+        """``comparison`` of two stored revisions that the standard budget left undecided
+        (``needs_deep``), decided by the deep comparison over fresh ranged reads of both (at most
+        ``DEEP_BYTE_BUDGET`` of tensor data each, on top of the model byte limit). Each side is
+        (repo id or indexed folder, revision, fingerprint). When either side cannot be read, the
+        comparison stays undecided and its evidence says why: never a verdict without evidence."""
+        from fingerprints.deep import DEEP_BYTE_BUDGET, apply_deep, deep_compare
+
+        def open_repo(repo_id: str, revision: str | None) -> RangeReader:
+            return self.hub.reader(repo_id, revision,
+                                   byte_budget=self.settings.limits.model_bytes + DEEP_BYTE_BUDGET)
+
+        def reader(side: tuple[str, str, Fingerprint]) -> RangeReader:
+            repo_or_folder, sha, _ = side
+            return open_reader(repo_or_folder if os.path.isabs(repo_or_folder) else f"{repo_or_folder}@{sha}",
+                               open_repo)
+
+        try:
+            deep = deep_compare(reader(a), a[2], reader(b), b[2], DEEP_BYTE_BUDGET)
+        except USER_ERRORS as exc:
+            comparison.evidence = [*comparison.evidence, f"deep comparison not possible: {exc}"]
+            return comparison
+        log.info("deep comparison", extra={"a": a[0], "b": b[0], "dependent": deep.dependent})
+        return apply_deep(comparison, deep)
+
     @cached_property
     def compare_pool(self) -> ComparePool:
         pool = ComparePool(self.settings.limits.compare_workers)
@@ -164,20 +193,26 @@ class App:
 
         self.open_store().close()  # create or migrate now: a bad store path fails before polling
         return Watcher(self.settings, self.hub, sender or self.sender, self.fingerprint, metrics,
-                       open_store=self.open_store, compare_pool=self.compare_pool)
+                       open_store=self.open_store, compare_pool=self.compare_pool, deepen=self.deepen)
+
+    def matcher(self) -> Matcher:
+        """Matching and alert decisions for ``index``, ``/nearest`` and ``/watch`` (the watcher
+        builds its own with its tokenizer cache): nearest-match comparisons on the pool, compact
+        candidates re-read from the Hub, undecided pairs settled by the deep comparison."""
+        from bot.watch.matching import Matcher
+
+        return Matcher(self.settings, refetch=self.refetch, compare_pool=self.compare_pool, deepen=self.deepen)
 
     def service(self) -> StoreService:
         """What the Discord bot's slash commands call: Hub repos only, never a path on this machine."""
         from bot.discord.store_service import StoreService
 
         self.open_store().close()  # create or migrate now, so a bad path fails at start
-        from bot.watch.matching import Matcher
-
         d = self.settings.discord
         return StoreService(self.open_store, self.fingerprint_hub_repo, watch_list_max=d.watch_list_max,
                             refetch=self.refetch, compare_pool=self.compare_pool,
                             home_guild=None if d.global_commands else (d.guild_id or None),
-                            matcher=Matcher(self.settings, refetch=self.refetch, compare_pool=self.compare_pool))
+                            matcher=self.matcher())
 
     def fingerprint_hub_repo(self, spec: str) -> SpecFingerprint:
         """``org/name[@revision]`` from the Hub, even when a folder of that name exists here."""

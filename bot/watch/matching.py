@@ -38,6 +38,10 @@ from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_ale
 
 log = logging.getLogger("hubwatch.matching")
 
+# A stored or new model as the deep comparison needs it: repo id (or folder), revision, fingerprint.
+Side = tuple[str, str, Fingerprint]
+Deepen = Callable[[Side, Side, Any], Any]
+
 NEIGHBOURS = 5
 # Declared lineage is followed this many hops through the store (a card declaring a fine-tune of
 # X declares X too).
@@ -88,14 +92,18 @@ class Ingested:
 
 class Matcher:
     def __init__(self, settings: Settings, compare: Callable[[Fingerprint, Fingerprint], Any] | None = None,
-                 refetch: Callable[[str, str], Fingerprint] | None = None, compare_pool: ComparePool | None = None):
+                 refetch: Callable[[str, str], Fingerprint] | None = None, compare_pool: ComparePool | None = None,
+                 deepen: Deepen | None = None):
         """``refetch`` re-reads compact stored candidates from the Hub; ``compare_pool`` runs the
-        nearest-match comparisons on every core (both as ``store.nearest.nearest`` takes them)."""
+        nearest-match comparisons on every core (both as ``store.nearest.nearest`` takes them);
+        ``deepen`` decides a comparison the standard budget left undecided (``needs_deep``) with the
+        deep comparison, before anything is recorded or alerted (``bot.app.App.deepen``)."""
         if compare is None:
             from fingerprints.compare import compare_fingerprints as compare
         self.compare = compare
         self.refetch = refetch
         self.compare_pool = compare_pool
+        self.deepen = deepen
         self.hub_url = settings.hub.endpoint
         self.alert_on_declared = settings.alerts.on_declared_derivatives
         self.min_severity = Severity(settings.alerts.min_severity).rank
@@ -109,6 +117,7 @@ class Matcher:
         neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
                              compare=self.compare, refetch=self.refetch,
                              pool=self.compare_pool.get() if self.compare_pool else None)
+        neighbours = [self._deepened(store, n, (record.repo_id, sha, fp)) for n in neighbours]
         copies = [n for n in neighbours if n.verdict in ALERTING_VERDICTS]
         fid, created = store.add_fingerprint(record.repo_id, sha, fp,
                                              tier=tier or (TIER_FULL if copies else TIER_COMPACT))
@@ -121,7 +130,8 @@ class Matcher:
                 continue
             # The stored model is the later one: compare in its direction (kinds such as
             # vocab-extend or prune say what B did to A).
-            result = self.compare(fp, store.load_fingerprint(n.fingerprint_id))
+            result = self._compared((record.repo_id, sha, fp),
+                                    (n.repo_id, n.sha, store.load_fingerprint(n.fingerprint_id)))
             if result.verdict in ALERTING_VERDICTS:
                 store.record_match(fid, n.fingerprint_id, result)
                 done.suspects.add(n.fingerprint_id)
@@ -153,7 +163,7 @@ class Matcher:
             return None
         if store.alert_queued(dedupe_key(suspect.repo_id, suspect.sha, source.repo_id)):
             return None  # exactly once per (suspect revision, original): skip the comparison and plot
-        comparison = self.compare(self._full(store, root.fingerprint_id), self._full(store, suspect_id))
+        comparison = self._compared(self._side(store, root.fingerprint_id), self._side(store, suspect_id))
         if trigger and trigger == source.repo_id and trigger != suspect.repo_id:
             decision = replace(decision, reason=f"{decision.reason}; found when {source.repo_id} was indexed")
         alert = build_alert(suspect_facts, source_facts, decision, comparison, hub_url=self.hub_url)
@@ -180,11 +190,31 @@ class Matcher:
             rec = store.get_model(base)
             if not is_older(parse_time(rec.created_at if rec else None), stored.id, mine, suspect_id):
                 continue
-            result = self.compare(self._full(store, stored.id), self._full(store, suspect_id))
+            result = self._compared(self._side(store, stored.id), self._side(store, suspect_id))
             if result.verdict in ALERTING_VERDICTS:
                 store.record_match(stored.id, suspect_id, result)
                 found[stored.id] = (result.verdict, float(result.score), float(result.confidence))
         return [self._member(store, fid, *relation) for fid, relation in found.items()]
+
+    def _compared(self, a: Side, b: Side):
+        """compare(a, b), decided by the deep comparison when the standard one could not decide."""
+        result = self.compare(a[2], b[2])
+        if self.deepen is not None and getattr(result, "needs_deep", False):
+            result = self.deepen(a, b, result)
+        return result
+
+    def _deepened(self, store: Store, n, new: Side):
+        """A nearest neighbour whose comparison needs the deep one, with the deep result folded in."""
+        if self.deepen is None or not getattr(n.result, "needs_deep", False):
+            return n
+        result = self.deepen((n.repo_id, n.sha, self._full(store, n.fingerprint_id)), new, n.result)
+        return replace(n, verdict=str(result.verdict), score=float(result.score), confidence=float(result.confidence),
+                       kinds=[str(k) for k in result.kinds], evidence=list(result.evidence),
+                       comparison=result.to_dict(), result=result)
+
+    def _side(self, store: Store, fingerprint_id: int) -> Side:
+        row = store.get_fingerprint(fingerprint_id)
+        return row.repo_id, row.sha, self._full(store, fingerprint_id)
 
     def _full(self, store: Store, fingerprint_id: int) -> Fingerprint:
         """A stored fingerprint with its weight samples: a compact one is read from the Hub again

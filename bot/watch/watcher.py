@@ -56,7 +56,7 @@ from bot.ops.progress import progress
 from bot.watch.backlog import NEWEST_FEED, FeedCursor, walk_newest
 from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings
-from bot.watch.matching import PLOT_KEY, Matcher, plot_of
+from bot.watch.matching import PLOT_KEY, Deepen, Matcher, plot_of
 
 log = logging.getLogger("hubwatch.watcher")
 
@@ -124,10 +124,12 @@ class WorkFailure:
 class Watcher:
     def __init__(self, settings: Settings, hub: Hub, sender: AlertSender,
                  fingerprint: Callable[[RangeReader, TokenizerCache], Fingerprint], metrics: Metrics | None = None,
-                 open_store: Callable[[], Store] | None = None, compare_pool: ComparePool | None = None):
+                 open_store: Callable[[], Store] | None = None, compare_pool: ComparePool | None = None,
+                 deepen: Deepen | None = None):
         """``fingerprint``: one model's fingerprint under the configured limits, the composition
         root's (``bot.app.App.fingerprint``) that every command and the bot use too. ``compare_pool``:
-        where comparisons run (both cores), else in the polling thread."""
+        where comparisons run (both cores), else in the polling thread. ``deepen``: the deep
+        comparison for pairs the standard one cannot decide (``bot.app.App.deepen``)."""
         self.settings = settings
         self.fingerprint_with_limits = fingerprint
         self.hub = hub
@@ -135,7 +137,7 @@ class Watcher:
         self.metrics = metrics or Metrics()
         self.open_store = open_store or (lambda: Store.open(settings.store.path))
         self.compare_pool = compare_pool
-        self.matcher = Matcher(settings, refetch=self._refetch, compare_pool=compare_pool)
+        self.matcher = Matcher(settings, refetch=self._refetch, compare_pool=compare_pool, deepen=deepen)
         # Shared by every cycle and fingerprinting thread: fine-tunes reuse their base's tokenizer files.
         self.tokenizers = TokenizerCache()
         self._delivering = threading.Lock()

@@ -20,10 +20,8 @@ class Indexer:
     raised (console, or the configured webhook), as `hubwatch watch` would."""
 
     def __init__(self, app, store):
-        from bot.watch.matching import Matcher
-
         self.app, self.store = app, store
-        self.matcher = Matcher(app.settings, refetch=app.refetch, compare_pool=app.compare_pool)
+        self.matcher = app.matcher()
         self.alerts = 0
 
     def add(self, spec: str):
