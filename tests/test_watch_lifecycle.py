@@ -93,6 +93,9 @@ def test_sigterm_and_ctrl_c_stop_within_10_s_against_a_slow_hub_and_nothing_is_l
                     "PYTHONPATH": os.getcwd()})
         for args, sig, expected in ((["watch"], signal.SIGTERM, 0), (["watch", "--once"], signal.SIGINT, 130)):
             log = tmp_path / f"{sig.name}.log"
+            # Requests the previous run left in flight reach the fake Hub's log up to one latency
+            # later: counted now, one of them would look like this run's read and stop it at start.
+            time.sleep(hub.faults.latency_ms / 1000 + 0.5)
             served = len(hub.stats.log)
             proc = _start(args, env, tmp_path, log)
             # Stop once model files are being read: fingerprints in flight, each read taking 1 s.
