@@ -167,7 +167,7 @@ class App:
         if not create and not os.path.exists(path):
             raise StoreError(f"no database at {path} (create one with `hubwatch index seed`, `hubwatch index add` "
                              "or `hubwatch watch`)")
-        return Store.open(path)
+        return Store.open(path, vocabulary_quota_bytes=self.settings.store.vocabulary_quota_bytes)
 
     @cached_property
     def sender(self) -> AlertSender:

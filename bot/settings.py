@@ -278,6 +278,11 @@ class StoreSettings:
         30, "Evidence plots (~90 KB each) of delivered alerts older than this many days are dropped from the "
         "outbox, the alert text kept; 0 keeps them forever.", env="HUBWATCH_PLOT_RETENTION_DAYS",
         minimum=0, maximum=36500)
+    vocabulary_quota_bytes: int = setting(
+        1 << 30, "Bytes all stored vocabularies' token lists (compressed) may take together; past it a new "
+        "vocabulary keeps its hash, size and MinHash but not its tokens (a distinct 1M-token vocabulary takes "
+        "~19 MiB, so hostile uploads cannot grow the store without bound); counted as vocabularies_over_quota "
+        "in `index stats`. 0: no quota.", minimum=0)
 
 
 @dataclass(frozen=True)

@@ -66,9 +66,13 @@ class Store:
     (WAL mode: readers never block; writers queue on the busy timeout).
     """
 
-    def __init__(self, path: str, conn: sqlite3.Connection):
+    def __init__(self, path: str, conn: sqlite3.Connection, vocabulary_quota_bytes: int = 0):
         self.path = path
         self.conn = conn
+        # Stored token lists (zlib) may take this many bytes in all; 0: no quota. Past it a new
+        # vocabulary keeps its hash, size and MinHash (exact keys and LSH still find it) but not its
+        # tokens: a flood of distinct hostile vocabularies cannot grow the database without bound.
+        self.vocabulary_quota_bytes = vocabulary_quota_bytes
         self.db = sqlite_utils.Database(conn)
         store_id = conn.execute("SELECT text_value FROM counters WHERE name = 'store_id'").fetchone()
         self.vectors = shared_index(path, store_id[0] if store_id else None)
@@ -76,13 +80,14 @@ class Store:
     # ---- lifecycle -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> Store:
+    def open(cls, path: str | os.PathLike[str], busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+             vocabulary_quota_bytes: int = 0) -> Store:
         """Open (creating if needed) and migrate the database at ``path``."""
         path = os.fspath(path)
         conn = connect(path, busy_timeout_s)
         with closing_on_error(conn, path):
             migrate(conn, path)
-        return cls(path, conn)
+        return cls(path, conn, vocabulary_quota_bytes)
 
     def close(self) -> None:
         self.conn.close()
@@ -176,6 +181,11 @@ class Store:
     def _add_vocabulary(self, row: FingerprintRow) -> None:
         known = self.conn.execute("SELECT tokens IS NULL FROM vocabularies WHERE vocab_hash = ?", (row.vocab_hash,)).fetchone()
         tokens = compress_tokens(row.vocab_tokens) if row.vocab_tokens and (known is None or known[0]) else None
+        if tokens is not None and self.vocabulary_quota_bytes:
+            used = self.conn.execute("SELECT coalesce(sum(length(tokens)), 0) FROM vocabularies").fetchone()[0]
+            if used + len(tokens) > self.vocabulary_quota_bytes:
+                self.bump("vocabularies_over_quota")
+                tokens = None
         if known is None:
             self.conn.execute(
                 "INSERT INTO vocabularies (vocab_hash, size, minhash, tokens) VALUES (?, ?, ?, ?)",
@@ -612,6 +622,9 @@ class Store:
             "fingerprints": count("SELECT count(*) FROM fingerprints"),
             "repos_fingerprinted": count("SELECT count(DISTINCT repo_id) FROM fingerprints"),
             "vocabularies": count("SELECT count(*) FROM vocabularies"),
+            "vocabulary_token_bytes": count("SELECT coalesce(sum(length(tokens)), 0) FROM vocabularies"),
+            "vocabularies_over_quota": count("SELECT coalesce(max(value), 0) FROM counters "
+                                             "WHERE name = 'vocabularies_over_quota'"),
             "index_keys": count("SELECT count(*) FROM index_keys"),
             "lsh_bands": count("SELECT count(*) FROM lsh_bands"),
             "tiers": dict(self.conn.execute("SELECT tier, count(*) FROM fingerprints GROUP BY tier ORDER BY tier").fetchall()),

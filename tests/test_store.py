@@ -245,3 +245,27 @@ def test_locked_database_is_a_clear_error(tmp_path):
 def test_folder_as_database_path(tmp_path):
     with pytest.raises(StoreError, match="is a folder"):
         Store.open(tmp_path)
+
+
+def test_vocabularies_past_the_quota_keep_their_hash_and_minhash_but_not_their_tokens(tmp_path):
+    # A flood of distinct (hostile) vocabularies: the store grows by their MinHash rows only.
+    import hashlib
+
+    def vocab(tag: str) -> list[str]:  # ~70 KB compressed each: hex digests barely compress
+        return [hashlib.sha256(f"{tag}{i}".encode()).hexdigest() for i in range(2000)]
+
+    with Store.open(tmp_path / "q.db", vocabulary_quota_bytes=100_000) as store:
+        first, second = small_fp(1, vocab=vocab("a")), small_fp(2, vocab=vocab("b"))
+        store.add_fingerprint("org/a", "s1", first)
+        store.add_fingerprint("org/b", "s2", second)
+        stats = store.stats()
+        assert stats["vocabularies"] == 2 and stats["vocabularies_over_quota"] == 1
+        assert 50_000 < stats["vocabulary_token_bytes"] <= 100_000
+        assert store.vocabulary(first.tokenizer.vocab_hash) == vocab("a")
+        assert store.vocabulary(second.tokenizer.vocab_hash) is None
+        # Still a candidate through its exact vocabulary key, and loadable without its tokens.
+        assert store.load_fingerprint(store.find_fingerprint("org/b", "s2").id).tokenizer.vocab_hash == \
+            second.tokenizer.vocab_hash
+    with Store.open(tmp_path / "q.db") as unlimited:  # 0: no quota
+        unlimited.add_fingerprint("org/c", "s3", small_fp(3, vocab=vocab("c")))
+        assert unlimited.vocabulary(small_fp(3, vocab=vocab("c")).tokenizer.vocab_hash) == vocab("c")

@@ -120,7 +120,9 @@ def run_stats(args, app) -> int:
         return 0
     print(f"database:      {s['path']} ({s['bytes'] / 1e6:,.1f} MB, schema {s['schema_version']})")
     print(f"fingerprints:  {s['fingerprints']:,} ({s['repos_fingerprinted']:,} repos, {s['models']:,} with Hub metadata)")
-    print(f"vocabularies:  {s['vocabularies']:,}   index keys: {s['index_keys']:,}   LSH bands: {s['lsh_bands']:,}")
+    print(f"vocabularies:  {s['vocabularies']:,} ({s['vocabulary_token_bytes']:,} bytes of tokens; "
+          f"{s['vocabularies_over_quota']:,} kept without tokens, over the quota)   "
+          f"index keys: {s['index_keys']:,}   LSH bands: {s['lsh_bands']:,}")
     print(f"matches:       {s['matches']:,}   watch list: {s['watch_list']:,}")
     tiers = ", ".join(f"{k} {v:,}" for k, v in s["tiers"].items())
     per_model = s["bytes"] / max(1, s["fingerprints"])
