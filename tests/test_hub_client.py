@@ -210,6 +210,29 @@ def test_a_reset_over_60_s_is_waited_for_and_what_is_left_of_a_window_goes_at_on
         budget.acquire("api", deadline=now[0] + 10, what="c")
 
 
+def test_a_spent_bucket_serves_its_requests_in_arrival_order_and_holds_up_no_other_bucket():
+    budget = HubRateBudget()
+    budget.exhausted("resolvers", 0.2)  # a 429 on file reads: nothing there for 1.2 s (t + 1)
+    served: list[str] = []
+
+    def read(name: str) -> None:
+        budget.acquire("resolvers", deadline=time.monotonic() + 30, what=name)
+        served.append(name)
+        budget.observe("resolvers", {"RateLimit": '"resolvers";r=100;t=300'})  # the new window has room
+
+    threads = []
+    for i, name in enumerate(("first", "second", "third")):
+        threads.append(threading.Thread(target=read, args=(name,)))
+        threads[-1].start()
+        while len(budget._queues.get("resolvers", ())) < i + 1:  # queued before the next one arrives
+            time.sleep(0.005)
+    budget.acquire("api", deadline=time.monotonic() + 30, what="listing")  # another bucket: at once
+    assert served == []  # the file reads still wait for their reset
+    for thread in threads:
+        thread.join(10)
+    assert served == ["first", "second", "third"]
+
+
 class _TricklingHub(BaseHTTPRequestHandler):
     """Sends a 38-byte JSON answer one byte every 0.3 s: each read is quick, the whole is not."""
 

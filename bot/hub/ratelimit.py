@@ -7,8 +7,9 @@ its budget first, and the composition root builds one client per process, shared
 the command and the Discord bot. While a bucket has requests left they go at once (counted down
 locally between answers, so 32 requests in flight do not all spend the last one). When it is spent
 (``r=0`` seen, a 429, or the local count at 0) requests wait for the window's reset plus one second
-(huggingface_hub's ``t + 1``) instead of failing, in arrival order: a repo with hundreds of reads
-queues behind the requests that came before it and cannot take the next window from them. Every
+(huggingface_hub's ``t + 1``) instead of failing, in arrival order within the bucket: a repo with
+hundreds of reads queues behind the requests that came before it and cannot take the next window
+from them, and a spent bucket (resolvers, say) never holds up another's requests (the listing). Every
 wait is logged and added to ``waited_s`` (the watcher reports it as
 ``hubwatch_hub_rate_limit_wait_seconds_total``). A wait that would pass the request's deadline
 raises ``RateLimitedError`` at once.
@@ -57,7 +58,7 @@ class HubRateBudget:
         self._wait = wait
         self._cond = threading.Condition()
         self._buckets: dict[str, _Bucket] = {}
-        self._queue: deque[object] = deque()
+        self._queues: dict[str, deque[object]] = {}  # per bucket: arrival order within a bucket
         self.waited_s = 0.0
         self.waits = 0
 
@@ -88,7 +89,8 @@ class HubRateBudget:
         """Spend one request of ``bucket``, waiting (in arrival order) for its reset when it is spent."""
         ticket = object()
         with self._cond:
-            self._queue.append(ticket)
+            queue = self._queues.setdefault(bucket, deque())
+            queue.append(ticket)
             started = self._clock()
             try:
                 while True:
@@ -96,21 +98,21 @@ class HubRateBudget:
                     state = self._buckets.get(bucket)
                     if state is not None and state.remaining <= 0 and now >= state.reset_at:
                         state.remaining = 1  # a new window: this request learns its size
-                    if self._queue[0] is ticket and (state is None or state.remaining > 0):
+                    if queue[0] is ticket and (state is None or state.remaining > 0):
                         if state is not None:
                             state.remaining -= 1
                         break
-                    until = state.reset_at if self._queue[0] is ticket and state is not None else now + 1.0
+                    until = state.reset_at if queue[0] is ticket and state is not None else now + 1.0
                     if until > deadline:
                         raise RateLimitedError(
                             f"{what}: the Hub's {bucket} rate limit resets in {max(0.0, until - now):.0f} s, "
                             "past this request's deadline (hub.request_deadline_s)")
-                    if self._queue[0] is ticket and now == started:
+                    if queue[0] is ticket and now == started:
                         log.info("waiting for the Hub's rate limit",
                                  extra={"bucket": bucket, "wait_s": round(until - now, 1), "what": what})
                     self._wait(self._cond, until - now)
             finally:
-                self._queue.remove(ticket)
+                queue.remove(ticket)
                 self._cond.notify_all()
             waited = self._clock() - started
             if waited > 0.001:
