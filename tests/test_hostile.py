@@ -160,3 +160,7 @@ def test_hostile_repos_fail_alone_and_the_copy_beside_them_is_alerted(tmp_path, 
         assert store.find_fingerprint(COPY, SHA) is not None
         assert all(store.find_fingerprint(repo, SHA) is None for repo in repos if repo != COPY)
         assert store.counters()["fingerprint_errors"]["value"] == 4
+        # Each hostile repo is recorded state with its reason, retried later, not refetched every cycle.
+        failed = {repo: store.get_revision(repo, SHA) for repo in repos if repo != COPY}
+        assert all(rev is not None and rev.state == "failed" and rev.next_attempt_at for rev in failed.values())
+        assert failed["evil/shards"].reason == "over budget" and failed["evil/tokenizer"].reason == "over budget"
