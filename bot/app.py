@@ -30,7 +30,7 @@ from bot.hub.client import HubClient
 from bot.hub.sources import SpecFingerprint, fingerprint_spec, open_reader
 from bot.ops.logging_setup import configure_logging
 from bot.watch.compare_pool import ComparePool
-from bot.settings import Settings, load_settings
+from bot.settings import Settings, load_settings, unknown_env_vars
 
 if TYPE_CHECKING:
     from store.store import Store
@@ -48,8 +48,8 @@ class App:
     def __init__(self, load: Callable[[], Settings], *, debug: bool = False, environ: Mapping[str, str] | None = None):
         self._load = load
         self.debug = debug
-        # The environment the settings come from: doctor names variables in it that are not settings.
-        self.environ = os.environ if environ is None else environ
+        # The environment the settings come from (None: the process's, read by bot.settings only).
+        self._environ = environ
         self._closers: list[Callable[[], None]] = []
         # One large tokenizer parsed at a time, whichever thread (feed, bot command) meets it (envelope.py).
         self._large_parse_lock = threading.Lock()
@@ -67,6 +67,10 @@ class App:
             return settings
 
         return cls(load, debug=debug, environ=env)
+
+    def unknown_env_vars(self) -> list[str]:
+        """HUBWATCH_* variables of the settings' environment that are no setting (``doctor``)."""
+        return unknown_env_vars(self._environ)
 
     @classmethod
     def of(cls, settings: Settings) -> App:

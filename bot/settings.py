@@ -391,6 +391,14 @@ def known_env_vars() -> set[str]:
     return {row.env for row in settings_reference()} | {CONFIG_ENV_VAR}
 
 
+def unknown_env_vars(env: Mapping[str, str] | None = None) -> list[str]:
+    """HUBWATCH_* variables of ``env`` (the process environment by default) that are no setting:
+    a typo there would otherwise be ignored in silence (``doctor`` warns about them)."""
+    env = os.environ if env is None else env
+    known = known_env_vars()
+    return sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+
+
 def _describe_expected(tp: Any, meta: Mapping[str, Any]) -> str:
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])

@@ -15,7 +15,6 @@ import sqlite3
 import sys
 import time
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,7 +24,7 @@ import httpx
 from huggingface_hub.utils import parse_ratelimit_headers
 
 from bot.ops.logging_setup import redact
-from bot.settings import ENV_PREFIX, ConfigError, Settings, known_env_vars
+from bot.settings import ConfigError, Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 2
@@ -69,8 +68,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def check_unknown_env(environ: Mapping[str, str]) -> Check:
-    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known_env_vars())
+def check_unknown_env(unknown: list[str]) -> Check:
     if unknown:
         return Check("WARN", "environment", f"ignored, not hubwatch settings: {', '.join(unknown)}")
     return Check("OK", "environment", "no unknown HUBWATCH_* variables")
@@ -259,8 +257,8 @@ def check_watcher_health(settings: Settings, quick: bool) -> Check | None:
                  + (f"; last error: {error}" if error else ""))
 
 
-def run_checks(settings: Settings, environ: Mapping[str, str], quick: bool) -> list[Check]:
-    checks = [check_unknown_env(environ)]
+def run_checks(settings: Settings, unknown_env: list[str], quick: bool) -> list[Check]:
+    checks = [check_unknown_env(unknown_env)]
     checks += [c for c in (check_config_file_secrets(settings),) if c]
     checks.append(check_store(settings))
     checks.append(check_disk(settings))
@@ -283,7 +281,7 @@ def run(args, app) -> int:
         print(f"FAIL settings: {redact(str(exc))}")
         return EXIT_FAILED
     checks = [Check("OK", "settings", f"loaded from {settings.config_file or 'defaults and environment'}")]
-    checks += run_checks(settings, app.environ, args.quick)
+    checks += run_checks(settings, app.unknown_env_vars(), args.quick)
     for check in checks:
         print(redact(f"{check.status:<4} {check.name}: {check.detail}", settings.secrets()))
     failed = [c.name for c in checks if c.status == "FAIL"]
