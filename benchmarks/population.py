@@ -206,7 +206,7 @@ def build(path: str, n: int, family: int = 1000, family_blobs: int = 100, seed: 
     with Store.open(path) as store:
         base = tpl["minilm"]
         existing = store.find_fingerprint(FAMILY_BASE)
-        if existing is not None and store.stats()["fingerprints"] >= n:
+        if existing is not None and store.conn.execute("SELECT count(*) FROM fingerprints").fetchone()[0] >= n:
             log(f"reusing the population in {path}")
             family_ids = [r[0] for r in store.conn.execute("SELECT id FROM fingerprints WHERE repo_id LIKE 'family/%'")]
             return Population(n, len(family_ids), tpl, existing.id, family_ids, float("nan"), float("nan"))
