@@ -210,6 +210,7 @@ def main() -> None:
     rss_templates = rss_mib()
     with Store.open(args.db) as store:
         stats = store.stats()
+        versions = store.conn.execute("SELECT version, count(*) FROM fingerprints GROUP BY version").fetchall()
         index = VectorIndex()  # what a fresh process does: load every partition from the sketch table
         t = time.perf_counter()
         for family in stats["shape_families"]:
@@ -228,7 +229,8 @@ def main() -> None:
     cached = f"; built {built['built_at']}, reused" if tmp is None else ""
     print(f"models:               {n_rows:,} ({', '.join(f'{k} {v:,}' for k, v in stats['tiers'].items())}); mix "
           + ", ".join(f"{name} {share:.0%}" for name, share in population.MIX)
-          + f"; family of {args.family:,} fine-tunes of {population.FAMILY_BASE}")
+          + f"; family of {args.family:,} fine-tunes of {population.FAMILY_BASE}; fingerprint version "
+          + ", ".join(f"{v} {c:,}" for v, c in versions))
     per_model = {k: v / args.ingest_sample * 1e3 for k, v in ingest.items()}
     print(f"ingest, watcher's way: {args.ingest_sample / (ingest['prepare_wall'] + ingest['write_wall']):,.0f} models/s "
           f"wall ({args.ingest_sample} new models of the mix into the {n_rows:,}-model store, one transaction each); "
