@@ -236,9 +236,12 @@ def main() -> None:
           f"wall ({args.ingest_sample} new models of the mix into the {n_rows:,}-model store, one transaction each); "
           f"per model: row prepared {per_model['prepare_wall']:.1f} ms wall / {per_model['prepare_cpu']:.1f} ms CPU, "
           f"listed, stored compact and finished {per_model['write_wall']:.1f} ms wall / {per_model['write_cpu']:.1f} ms CPU")
-    print(f"ingest, bulk build:   {built['bulk_models'] / built['bulk_s']:,.0f} models/s (compact tier with models "
-          f"rows, Store.add_rows in batches of {population.BATCH:,}); family {built['family'] / built['family_s']:,.0f}/s "
-          f"(full tier); whole build {built['build_s'] / 60:,.1f} min{cached}")
+    if built["bulk_s"] == built["bulk_s"]:
+        print(f"ingest, bulk build:   {built['bulk_models'] / built['bulk_s']:,.0f} models/s (compact tier with models "
+              f"rows, Store.add_rows in batches of {population.BATCH:,}); family {built['family'] / built['family_s']:,.0f}/s "
+              f"(full tier); whole build {built['build_s'] / 60:,.1f} min{cached}")
+    else:  # NaN: a store that held the population, without the figures of its build
+        print("ingest, bulk build:   not measured (the store held the population already, with no <db>.build.json)")
     print(f"db size:              {size / 1e6:,.0f} MB = {size / n_rows:,.0f} bytes/model; blobs "
           f"{stats['blob_bytes'] / n_rows:,.0f} bytes/model on average")
     print(f"index load:           {load_s:.2f} s for {sum(index.sizes().values()):,} sketches in "
@@ -254,8 +257,9 @@ def main() -> None:
         print(f"  {kind:18} wall p50 {percentile(walls, 50):6.2f} s p99 {percentile(walls, 99):6.2f} s   CPU p50 "
               f"{percentile(cpus, 50):6.2f} s p99 {percentile(cpus, 99):6.2f} s   top verdicts: " + ", ".join(verdicts))
     print(f"peak RSS:             {rss_self:,.0f} MiB this process ({rss_templates:,.0f} MiB with the benchmark's "
-          f"templates before the index load, {rss_index:,.0f} MiB after it), {rss_child:,.0f} MiB largest pool worker; "
-          f"the builder {built['peak_rss_mib']:,.0f} MiB (it holds the generated population)")
+          f"templates before the index load, {rss_index:,.0f} MiB after it), {rss_child:,.0f} MiB largest pool worker"
+          + (f"; the builder {built['peak_rss_mib']:,.0f} MiB (it holds the generated population)"
+             if built["bulk_s"] == built["bulk_s"] else ""))
     print(f"machine:              {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
           "(shared with other jobs)")
     if tmp is not None:

@@ -15,7 +15,7 @@ from fingerprints.model import Fingerprint
 
 from .errors import RefetchError
 from .records import Candidate, ModelRecord
-from .rows import TIER_COMPACT, TIER_FULL
+from .rows import TIER_COMPACT, TIER_FULL, IndexQuery
 from .store import Store
 
 # Exact comparison costs ~0.1-0.5 s per pair (embedding alignment), so only the best candidates
@@ -101,7 +101,7 @@ class _Pairing:
     """One candidate on its way to a comparison: which fingerprint stands for it and why."""
 
     cand: Candidate
-    reference: Fingerprint
+    reference: Fingerprint | None  # None: stored in full, read from the store when it is compared
     tier: str
     note: str | None = None  # evidence line when its weights are not compared
     refetched: bool = False
@@ -127,23 +127,24 @@ def _screen(pairing: _Pairing, fp: Fingerprint, cosine: float | None,
     return None
 
 
-def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, compare) -> list[_Pairing]:
+def _pairings(store: Store, fp: Fingerprint, query_sketch: np.ndarray | None, cands: list[Candidate], refetch,
+              compare) -> list[_Pairing]:
     """The fingerprint each candidate is compared with: the stored one, or for a compact one that
     passes the screen the full one re-read from the Hub (strongest first, REFETCH_PER_QUERY at
-    most); a compact one that does not is compared without weights, saying why."""
+    most); a compact one that does not is compared without weights, saying why. A full one is read
+    from the store only if it is compared (``_rerank`` may stop before it)."""
     sketches = store.sketches_of([c.fingerprint_id for c in cands])
-    query_sketch = fp.sketch_vector()
-    has_query_sketch = bool(query_sketch.any())
     out: list[_Pairing] = []
     screened: list[tuple[float, _Pairing, str]] = []
     for cand in cands:
         stored = store.get_fingerprint(cand.fingerprint_id)
+        if stored.tier != TIER_COMPACT:
+            out.append(_Pairing(cand, None, stored.tier))
+            continue
         pairing = _Pairing(cand, store.load_fingerprint(cand.fingerprint_id), stored.tier)
         out.append(pairing)
-        if stored.tier != TIER_COMPACT:
-            continue
         vector = sketches.get(cand.fingerprint_id)
-        cosine = float(np.asarray(vector) @ query_sketch) if vector is not None and has_query_sketch else None
+        cosine = float(np.asarray(vector) @ query_sketch) if vector is not None and query_sketch is not None else None
         why = _screen(pairing, fp, cosine, compare)
         if why is None:
             pairing.note = (f"weights: not compared (stored compact); sketch cosine {cosine:.2f} is below "
@@ -168,13 +169,16 @@ def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, co
     return out
 
 
-def _rerank(pairings: list[_Pairing], fp: Fingerprint, k: int,
+def _rerank(store: Store, pairings: list[_Pairing], fp: Fingerprint, k: int,
             compare: Callable[[Fingerprint, Fingerprint], Any], pool: Executor | None) -> None:
     """Compare the pairings that still need it, setting each one's ``result``: the ones compared
     without weights (cheap) and those with identical files or sampled values all; the others in
     index order, in rounds as large as the copies still missing, until ``k`` copies are found."""
 
     def run(batch: list[_Pairing]) -> None:
+        for pairing in batch:
+            if pairing.reference is None:
+                pairing.reference = store.load_fingerprint(pairing.cand.fingerprint_id)
         references = [p.reference for p in batch]
         if pool is not None and len(batch) > 1:
             results = pool.map(compare, references, [fp] * len(references))
@@ -207,9 +211,10 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
     candidates that pass the screen; a refetched one that turns out to be a copy or to share the
     tokenizer is kept in full from then on.
     """
-    cands = store.candidates(fp, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
-    pairings = _pairings(store, fp, cands, refetch, compare)
-    _rerank(pairings, fp, k, compare, pool)
+    query = IndexQuery.from_fingerprint(fp)  # the sketch, computed once for the search and the screen
+    cands = store.search(query, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
+    pairings = _pairings(store, fp, query.sketch, cands, refetch, compare)
+    _rerank(store, pairings, fp, k, compare, pool)
     out = []
     for pairing in pairings:
         cand, result = pairing.cand, pairing.result
