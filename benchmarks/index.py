@@ -223,6 +223,7 @@ def main() -> None:
             pool.submit(int).result()  # workers started before the clock runs
             results = run_queries(store, pop, args.queries, pool)
             rss_child = worker_peak_rss_mib(pool)
+        rss_queries = peak_rss_mib()
         # After the queries: the sample's redrawn values give sketches unlike real models' (nearly
         # orthogonal to everything), which would change what the queries find.
         log(f"writing {args.ingest_sample} models the watcher's way")
@@ -260,7 +261,8 @@ def main() -> None:
         print(f"  {kind:18} wall p50 {percentile(walls, 50):6.2f} s p99 {percentile(walls, 99):6.2f} s   CPU p50 "
               f"{percentile(cpus, 50):6.2f} s p99 {percentile(cpus, 99):6.2f} s   top verdicts: " + ", ".join(verdicts))
     print(f"peak RSS:             {rss_self:,.0f} MiB this process ({rss_templates:,.0f} MiB with the benchmark's "
-          f"templates before the index load, {rss_index:,.0f} MiB after it), {rss_child:,.0f} MiB largest pool worker"
+          f"templates before the index load, {rss_index:,.0f} MiB after it, peak {rss_queries:,.0f} MiB by the end of "
+          f"the queries), {rss_child:,.0f} MiB largest pool worker"
           + (f"; the builder {built['peak_rss_mib']:,.0f} MiB (it holds the generated population)"
              if built["bulk_s"] == built["bulk_s"] else ""))
     print(f"machine:              {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
