@@ -43,7 +43,7 @@ def run(endpoint: str, workers: int, db: Path) -> tuple[float, Summary]:
                                   "HUBWATCH_BACKFILL_WORKERS": str(workers)})
     with App.of(settings) as app, Store.open(db) as store:
         started = time.monotonic()
-        summary = run_backfill(settings, store, HubListing(app.hub, page_size=PAGE_SIZE), stream=io.StringIO())
+        summary = run_backfill(app, settings, store, HubListing(app.hub, page_size=PAGE_SIZE), stream=io.StringIO())
         total = time.monotonic() - started
     return total - summary.elapsed_s, summary
 
