@@ -76,6 +76,23 @@ def backfill_env(monkeypatch, hub: FakeHub, db: Path, cwd: Path, **settings: str
     return env
 
 
+def kill_driver_when(condition, cluster: str, env: dict[str, str], timeout_s: float) -> None:
+    """Run `hubwatch backfill` in a child process (this checkout's code) and SIGKILL it once
+    ``condition()`` holds, while it still runs."""
+    path = os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])
+    driver = subprocess.Popen([sys.executable, "-m", "bot.cli", "backfill", "--scheduler", cluster],
+                              env={**os.environ, **env, "PYTHONPATH": path}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        assert wait_for(condition, timeout_s=timeout_s)
+        assert driver.poll() is None, driver.communicate()
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+
 def stored(db: Path) -> list[tuple[str, str]]:
     with Store.open(db) as store:
         return sorted(tuple(r) for r in store.conn.execute("SELECT repo_id, sha FROM fingerprints"))
@@ -115,18 +132,8 @@ def test_killed_backfill_resumes_at_the_page_it_had_not_finished(cluster, hub_ro
     db = tmp_path / "hub.db"
     with FakeHub(hub_root, page_size=PAGE_SIZE) as hub:
         hub.faults.latency_ms = 150  # slow enough to be killed half-way
-        env = backfill_env(monkeypatch, hub, db, tmp_path, HUBWATCH_BACKFILL_BATCH_SIZE="1",
-                           PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]))
-        driver = subprocess.Popen([sys.executable, "-m", "bot.cli", "backfill", "--scheduler", cluster],
-                                  env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            assert wait_for(lambda: db.exists() and len(stored(db)) >= 2, timeout_s=120)
-            assert driver.poll() is None, driver.communicate()
-            driver.send_signal(signal.SIGKILL)
-            driver.wait(timeout=30)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
+        env = backfill_env(monkeypatch, hub, db, tmp_path, HUBWATCH_BACKFILL_BATCH_SIZE="1")
+        kill_driver_when(lambda: db.exists() and len(stored(db)) >= 2, cluster, env, timeout_s=180)
         before = stored(db)
         assert 2 <= len(before) < len(COPIES)
         with Store.open(db) as store:
@@ -230,10 +237,7 @@ def test_a_backfill_killed_while_comparing_resumes_without_losing_or_doubling_an
     db = tmp_path / "hub.db"
     with FakeHub(watch_hub, page_size=2) as hub, FakeDiscordWebhook() as discord:
         hub.faults.latency_ms = 100  # re-reads of compact models for comparisons are slow too
-        env = alerting_env(monkeypatch, hub, discord, db, tmp_path, HUBWATCH_BACKFILL_BATCH_SIZE="1",
-                           PYTHONPATH=os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]))
-        driver = subprocess.Popen([sys.executable, "-m", "bot.cli", "backfill", "--scheduler", cluster],
-                                  env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env = alerting_env(monkeypatch, hub, discord, db, tmp_path, HUBWATCH_BACKFILL_BATCH_SIZE="1")
 
         def compared() -> bool:
             if not db.exists():
@@ -241,14 +245,7 @@ def test_a_backfill_killed_while_comparing_resumes_without_losing_or_doubling_an
             with Store.open(db) as store:
                 return store.revision_counts()["done"] >= 1
 
-        try:
-            assert wait_for(compared, timeout_s=180)
-            assert driver.poll() is None, driver.communicate()
-            driver.send_signal(signal.SIGKILL)
-            driver.wait(timeout=30)
-        finally:
-            if driver.poll() is None:
-                driver.kill()
+        kill_driver_when(compared, cluster, env, timeout_s=180)
         with Store.open(db) as store:
             assert not any(store.alert_counts().values())  # killed before the listing was complete: nothing judged yet
 
