@@ -17,10 +17,13 @@ Weights are compared without trusting names, cheapest test first (a cascade):
    tensors (fresh LayerNorms, buffers) are skipped, never counted as matches. Matrices that read
    the residual stream also get a rotation-invariant similarity: E·(W·diag(g))ᵀ, the shared
    tokens' embedding rows E times the sampled rows W with the preceding norm gain g folded in,
-   is the same number in a rotated, norm-folded copy (E' = EQ, W' = W·diag(g)·Q, g' = 1).
+   is the same number in a rotated, norm-folded copy (E' = EQ, W' = W·diag(g)·Q, g' = 1). With no
+   embedding rows to pair (a body under a new tokenizer), the cosines between a reading matrix's
+   own sampled rows, (W·diag(g))(W·diag(g))ᵀ, are the rotation-invariant view instead.
 3. The differences, tensor by tensor, tell a cast or quantisation (rounding relative to each value),
    a function-preserving rescaling (exact after scaling rows or columns), a low-rank update (a
-   merged LoRA), added noise (the same relative size everywhere) and training (uneven).
+   merged LoRA), a merge (A's same share of B in every tensor), added noise (the same relative
+   size everywhere) and training (uneven).
 """
 
 from __future__ import annotations
