@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -397,6 +398,19 @@ class Store:
             "WHERE fingerprint_a = ? OR fingerprint_b = ? ORDER BY id", (fingerprint_id, fingerprint_id),
         ).fetchall()
         return [MatchRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), r[8]) for r in rows]
+
+    @_translated
+    def recorded_parents(self, fingerprint_ids: Iterable[int], verdicts: Iterable[str]) -> dict[int, set[int]]:
+        """For each of ``fingerprint_ids``, the earlier models (A) its recorded matches (as B) with
+        one of ``verdicts`` name; an id with none maps to an empty set."""
+        ids, verdicts = sorted(set(fingerprint_ids)), sorted(str(v) for v in verdicts)
+        out: dict[int, set[int]] = {fid: set() for fid in ids}
+        for a, b in self.conn.execute(
+            f"SELECT fingerprint_a, fingerprint_b FROM matches WHERE fingerprint_b IN ({', '.join('?' * len(ids))}) "
+            f"AND verdict IN ({', '.join('?' * len(verdicts))})", (*ids, *verdicts),
+        ):
+            out[b].add(a)
+        return out
 
     @_translated
     def match_count(self, fingerprint_id: int, verdicts: tuple[str, ...]) -> int:
