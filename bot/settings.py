@@ -116,7 +116,8 @@ class HubSettings:
                                minimum=0.1, maximum=600)
     request_deadline_s: float = setting(
         330.0, "Seconds one Hub request may take in all: waiting for a spent rate-limit window to reset (up to "
-        "300 s, then 1 s more), retries and reading the answer; timeout_s bounds each read within it.",
+        "300 s, then 1 s more), retries and reading the answer; timeout_s bounds each read within it, and a request for a model ends at "
+        "the model's limits.model_seconds if that comes first.",
         minimum=1, maximum=3600)
     max_connections: int = setting(32, "HTTP connections to the Hub and its CDN kept open at once.", minimum=1, maximum=256)
 
@@ -175,8 +176,8 @@ class LimitSettings:
     tokenizer_bytes: int = setting(DEFAULT_MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
                                    "tokenizer.model, vocab files, merges.txt).", minimum=1024)
     compare_workers: int = setting(
-        0, "Processes that compare a new model with its candidates, in parallel; 0: one per CPU core, 1: in the "
-        "polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
+        0, "Processes that compare a new model with its candidates, in parallel (the watcher, the bot, the "
+        "backfill's driver); 0: one per CPU core, 1: in the polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
     header_bytes: int = setting(DEFAULT_MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
     model_requests: int = setting(
@@ -184,8 +185,8 @@ class LimitSettings:
         "checkpoint about 230); a repo of hundreds of tiny shards is refused instead of starving the rest.",
         minimum=10)
     model_seconds: float = setting(
-        300.0, "Most seconds one model's fingerprint may take, rate-limit waits included; past it the model "
-        "is recorded as failed and the cycle goes on.", minimum=1)
+        300.0, "Most seconds one model's fingerprint may take, rate-limit waits included; a Hub request still "
+        "running then is cut, the model is recorded as failed and the cycle goes on.", minimum=1)
     parse_tokens: int = setting(
         DEFAULT_MAX_JSON_TOKENS, "Most JSON tokens (or lines) one downloaded document may hold; counted before "
         "parsing (Gemma 3's tokenizer.json, the largest common one, has about 2.1 million).", minimum=1000)
@@ -309,8 +310,9 @@ class BackfillSettings:
     threads_per_worker: int = setting(
         4, "Models each local backfill worker process fingerprints at once (the work waits on the Hub most of "
         "the time).", minimum=1, maximum=64)
-    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction.", minimum=1,
-                              maximum=10000)
+    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction; the driver compares "
+                              "each batch with the store before the next (kept in full on disk until then).",
+                              minimum=1, maximum=10000)
     progress_interval_s: float = setting(
         15.0, "Seconds between the backfill's progress log lines when its output is not a terminal (a terminal "
         "gets a progress bar).", minimum=0.1)
