@@ -54,6 +54,7 @@ def minilm_cases(base: Fingerprint, fps: dict[str, Fingerprint]) -> list[Case]:
     for name, spec in variants.VARIANTS.items():
         reference = fps[spec.reference] if spec.reference else base
         cases.append(Case(name, spec.expected, spec.kinds, reference, fps[name], fps[spec.partner] if spec.partner else None))
+    cases.append(Case("merge-independent, second parent not given", "weights-derived", ("merge",), base, fps["merge-independent"]))
     return cases
 
 

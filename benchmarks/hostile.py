@@ -35,7 +35,7 @@ from variants import build_all, default_cache_dir, minilm_dir  # noqa: E402
 
 from bot.alerts.discord_webhook import ConsoleSender  # noqa: E402
 from bot.app import App  # noqa: E402
-from bot.hub.sources import index_one  # noqa: E402
+from bot.watch.records import index_one  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 
 MiB = 1024 * 1024

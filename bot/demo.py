@@ -194,7 +194,7 @@ def run_demo(out_dir: Path, say: Callable[[str], None] = print) -> RecordingCons
     from bot.cli.commands.nearest import print_neighbours
     from bot.app import App
     from bot.fakes.hub import FakeHub
-    from bot.hub.sources import index_one
+    from bot.watch.records import index_one
     from bot.settings import load_settings
 
     original = minilm_dir()

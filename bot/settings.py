@@ -116,7 +116,8 @@ class HubSettings:
                                minimum=0.1, maximum=600)
     request_deadline_s: float = setting(
         330.0, "Seconds one Hub request may take in all: waiting for a spent rate-limit window to reset (up to "
-        "300 s, then 1 s more), retries and reading the answer; timeout_s bounds each read within it.",
+        "300 s, then 1 s more), retries and reading the answer; timeout_s bounds each read within it, and a request for a model ends at "
+        "the model's limits.model_seconds if that comes first.",
         minimum=1, maximum=3600)
     max_connections: int = setting(32, "HTTP connections to the Hub and its CDN kept open at once.", minimum=1, maximum=256)
 
@@ -184,8 +185,8 @@ class LimitSettings:
         "checkpoint about 230); a repo of hundreds of tiny shards is refused instead of starving the rest.",
         minimum=10)
     model_seconds: float = setting(
-        300.0, "Most seconds one model's fingerprint may take, rate-limit waits included; past it the model "
-        "is recorded as failed and the cycle goes on.", minimum=1)
+        300.0, "Most seconds one model's fingerprint may take, rate-limit waits included; a Hub request still "
+        "running then is cut, the model is recorded as failed and the cycle goes on.", minimum=1)
     parse_tokens: int = setting(
         DEFAULT_MAX_JSON_TOKENS, "Most JSON tokens (or lines) one downloaded document may hold; counted before "
         "parsing (Gemma 3's tokenizer.json, the largest common one, has about 2.1 million).", minimum=1000)

@@ -36,7 +36,7 @@ from .components import compare_components, component_summary
 from .config import config_similarity
 from .experts import expert_note
 from .facts import (
-    ComparisonFacts, ConfigFacts, EmbeddingMatch, HiddenTransform, LayerPair, MergeFit, TensorMatch,
+    ComparisonFacts, ConfigFacts, EmbeddingMatch, HiddenTransform, LayerPair, MergeEstimate, MergeFit, TensorMatch,
     TokenizerFacts, WeightFacts,
 )
 from .model import Fingerprint, TensorSample, TokenRows, rare_special_tokens
@@ -405,6 +405,30 @@ def _rescale_fit(a: np.ndarray, b: np.ndarray) -> tuple[float, tuple[float, floa
     return best
 
 
+def _share_of_a(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | None]:
+    """A's share of B (least-squares b ~ share * a, both centred) and cos(b - a, a)."""
+    a = a.ravel().astype(np.float64)
+    b = b.ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    d = b - a
+    aa, nd = float(a @ a), float(np.linalg.norm(d))
+    if aa == 0 or nd == 0:
+        return None, None
+    return float(a @ b) / aa, float(d @ a) / (nd * np.sqrt(aa))
+
+
+def _merge_estimate(tensor_matches: list[TensorMatch]) -> MergeEstimate | None:
+    """The weight of an unstored second parent, read off A's share of B in every changed tensor."""
+    found = [(m.a_share, m.delta_cosine) for m in tensor_matches
+             if m.a_share is not None and m.delta_cosine is not None and m.best > 0.5]
+    if not found:
+        return None
+    weights = 1 - np.array([share for share, _ in found])
+    q25, q75 = np.percentile(weights, [25, 75])
+    return MergeEstimate(float(np.median(weights)), float(q75 - q25),
+                         float(np.median([cos for _, cos in found])), len(found))
+
+
 def _difference_rank(a: np.ndarray, b: np.ndarray) -> int:
     sv = np.linalg.svd(b - a, compute_uv=False)
     return int((sv > LOW_RANK_SV_FLOOR * sv[0]).sum()) if sv.size and sv[0] > 0 else 0
@@ -449,19 +473,22 @@ def _tensor_match(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Si
                 similarity, aligned, vb = candidate, True, vb_aligned
     if similarity is None and invariant is None:
         return None
-    rescale_residual = rescale_factors = rank = None
+    rescale_residual = rescale_factors = rank = a_share = delta_cosine = None
     rel = raw = float("nan")
     if detail and similarity is not None:
         rel, raw = _rel_delta(va, vb), _raw_rel_delta(va, vb)
-        if len(sa.shape) == 2 and len(va) >= 2 and raw > V.EXACT_REL_DELTA:
-            rescale_residual, rescale_factors = _rescale_fit(va, vb)
-            rank = _difference_rank(va, vb)
+        if raw > V.EXACT_REL_DELTA:
+            a_share, delta_cosine = _share_of_a(va, vb)
+            if len(sa.shape) == 2 and len(va) >= 2:
+                rescale_residual, rescale_factors = _rescale_fit(va, vb)
+                rank = _difference_rank(va, vb)
     elif detail:
         rel = raw = _rel_delta(pa, pb)  # the invariant forms' difference: what a rotation left changed
     return TensorMatch(
         a=sa.name, b=sb.name, layer_a=sa.layer, layer_b=sb.layer, role=sa.role, similarity=similarity,
         invariant=invariant, rel_delta=rel, raw_rel_delta=raw, aligned=aligned, dtypes=(sa.dtype, sb.dtype),
         rows=len(va), rescale_residual=rescale_residual, rescale_factors=rescale_factors, difference_rank=rank,
+        a_share=a_share, delta_cosine=delta_cosine,
     )
 
 
@@ -635,7 +662,7 @@ def weight_facts(fa: Fingerprint, fb: Fingerprint, second_parent: Fingerprint | 
         embedding=emb, pairs=layers.pairs, layer_matrix=layers.matrix, layers_a=layers.layers_a,
         layers_b=layers.layers_b, tensor_matches=tensor_matches, layer_score=layer_score,
         invariant_score=invariant_score, score=score, z=_score_z(emb, tensor_matches, score),
-        duplicated_layers=_duplicated_layers(layers), merge=merge,
+        duplicated_layers=_duplicated_layers(layers), merge=merge, merge_estimate=_merge_estimate(tensor_matches),
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .errors import BudgetExceededError
-from .reader import RangeReader, RangeRequest
+from .reader import CuttableReader, RangeReader, RangeRequest
 
 MiB = 1024 * 1024
 # Memory of one parsed JSON token in CPython 3.11, measured with tracemalloc: an empty dict in a
@@ -100,8 +100,9 @@ class LimitedReader:
 
     Each batch is checked before it is sent, counting one request per range (merging can only
     make it fewer), so a repo of 300 tiny shards is refused before its 300 header reads go out,
-    not after. The wall-time limit covers the whole fingerprint; a single slow request is bounded
-    by the reader's own per-request deadline.
+    not after. The wall-time limit covers the whole fingerprint: it is checked between reads, and a
+    reader whose requests can be cut (``CuttableReader``, the Hub's) cuts a request still running
+    at the limit, so one slow answer cannot overrun it.
     """
 
     def __init__(self, inner: RangeReader, *, max_requests: int, max_bytes: int, max_seconds: float,
@@ -112,6 +113,8 @@ class LimitedReader:
         self._clock = clock
         self._deadline = clock() + max_seconds
         self.max_seconds = max_seconds
+        if isinstance(inner, CuttableReader):
+            inner.set_deadline(max_seconds)
 
     def __getattr__(self, name: str):  # sha, model, repo_id ... of the wrapped reader
         return getattr(self.inner, name)

@@ -162,6 +162,10 @@ class TensorMatch:
     rescale_residual: float | None  # ||b - scaled a|| / ||a|| after the best per-row or per-column scaling
     rescale_factors: tuple[float, float] | None  # range of those scales
     difference_rank: int | None  # rank of b - a (2-D samples with changes)
+    # B regressed on A (both centred): b = share * a + rest. A linear merge with a model unrelated
+    # to A keeps the same share of A in every tensor; noise and training keep all of it.
+    a_share: float | None = None
+    delta_cosine: float | None = None  # cos(b - a, a), centred: a merge's difference points away from A
 
     @property
     def best(self) -> float:
@@ -187,6 +191,16 @@ class MergeFit:
 
 
 @dataclass
+class MergeEstimate:
+    """What B's differences from A say about a merge with a model that is not stored."""
+
+    weight: float  # 1 - A's share of B (median over tensors): the unknown parent's weight
+    spread: float  # interquartile range of that weight across tensors (one merge weight: ~0)
+    delta_cosine: float  # median cos(B - A, A) over tensors
+    tensors: int
+
+
+@dataclass
 class WeightFacts:
     format: tuple[str, str]
     bytes_read: tuple[int, int]
@@ -204,6 +218,7 @@ class WeightFacts:
     z: float
     duplicated_layers: list[tuple[int, int, float]] = field(default_factory=list)  # (B layer, A layer it repeats, score)
     merge: MergeFit | None = None
+    merge_estimate: MergeEstimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def rel(v: float) -> float | None:
@@ -235,6 +250,10 @@ class WeightFacts:
             m = self.merge
             out["merge"] = {"parent": m.parent, "weight_a": round(m.weight_a, 4), "weight_c": round(m.weight_c, 4),
                             "residual": round(m.residual, 4), "tensors": m.tensors}
+        if self.merge_estimate is not None:
+            e = self.merge_estimate
+            out["merge_estimate"] = {"weight": round(e.weight, 4), "spread": round(e.spread, 4),
+                                     "delta_cosine": round(e.delta_cosine, 4), "tensors": e.tensors}
         return out
 
 

@@ -23,7 +23,10 @@ from .errors import InvalidModelError
 from .special_tokens import is_common_special_token
 
 # Bump when the meaning of any stored field changes; the store re-fingerprints older versions.
-FINGERPRINT_VERSION = 3  # 2: tensor budget 2 MiB -> 1 MiB; 3: matrix rows placed by row count only
+# 2: tensor budget 2 MiB -> 1 MiB; 3: matrix rows placed by row count only; 4: a multimodal model's
+# layers and token embedding picked per component (a v3 copy of it compared with a v4 one sampled
+# other vision layers: identical components read as merely derived).
+FINGERPRINT_VERSION = 4
 
 # Length of ``Fingerprint.sketch_vector``; the store's vector index is built for this size.
 SKETCH_DIM = 256

@@ -52,6 +52,14 @@ class RangeReader(Protocol):
         ...
 
 
+@runtime_checkable
+class CuttableReader(Protocol):
+    """A reader whose requests can outlast a check between reads (one over the network): given the
+    model's time limit, it cuts each request there, in flight or not."""
+
+    def set_deadline(self, seconds: float) -> None: ...
+
+
 def read_range(reader: RangeReader, path: str, offset: int, length: int) -> bytes:
     return reader.read_ranges([RangeRequest(path, offset, length)])[0]
 

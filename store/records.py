@@ -19,7 +19,7 @@ def utc_iso(moment: datetime | None = None) -> str:
 
 @dataclass
 class ModelRecord:
-    """A Hub repo's listing metadata, as the store keeps it (bot.hub.models.HubModel.to_record builds it)."""
+    """A Hub repo's listing metadata, as the store keeps it (bot.watch.records.model_record builds it)."""
 
     repo_id: str
     model_id: str | None = None

@@ -71,13 +71,20 @@ def retry_delay(attempts: int) -> timedelta:
 def list_revisions(conn: sqlite3.Connection, revisions: list[tuple[str, str]], feed: str | None = None,
                    now: datetime | None = None, version: int | None = None) -> None:
     """Record listed revisions as pending (done when a fingerprint of ``version`` is stored already,
-    say by `index add`); a revision already known keeps its row."""
+    say by `index add`); a revision already known keeps its row, except that one done with only
+    fingerprints of an older version is pending again: its fingerprint is made anew."""
     stamp = _stamp(now)
+    rows = [{"repo": repo, "sha": sha, "feed": feed, "now": stamp, "version": version} for repo, sha in revisions]
     conn.executemany(
         "INSERT OR IGNORE INTO revisions (repo_id, sha, state, feed, listed_at, next_attempt_at) "
         "SELECT :repo, :sha, CASE WHEN EXISTS (SELECT 1 FROM fingerprints WHERE repo_id = :repo AND sha = :sha "
-        "AND version = :version) THEN 'done' ELSE 'pending' END, :feed, :now, :now",
-        [{"repo": repo, "sha": sha, "feed": feed, "now": stamp, "version": version} for repo, sha in revisions])
+        "AND version = :version) THEN 'done' ELSE 'pending' END, :feed, :now, :now", rows)
+    if version is not None:
+        conn.executemany(
+            "UPDATE revisions SET state = 'pending', next_attempt_at = :now WHERE repo_id = :repo AND sha = :sha "
+            "AND state = 'done' AND EXISTS (SELECT 1 FROM fingerprints WHERE repo_id = :repo AND sha = :sha "
+            "AND version < :version) AND NOT EXISTS (SELECT 1 FROM fingerprints WHERE repo_id = :repo "
+            "AND sha = :sha AND version = :version)", rows)
 
 
 def claim(conn: sqlite3.Connection, repo_id: str, sha: str, owner: str, now: datetime | None = None,

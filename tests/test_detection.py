@@ -7,6 +7,7 @@ independent same-architecture controls. The first run builds them (~150 s, cache
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 
 import pytest
@@ -15,7 +16,7 @@ from fingerprints.compare import compare_fingerprints
 from fingerprints.engine import fingerprint_model
 from fingerprints.reader import LocalFolderReader
 from fingerprints.weights import TENSOR_BYTE_BUDGET
-from variants import VARIANTS
+from variants import MERGE_WEIGHT, UNSTORED_MERGE_WEIGHT, VARIANTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # a cold variant cache trains three models first
 
@@ -67,6 +68,7 @@ def test_exact_kinds_for_single_transformations(fingerprints):
 def test_every_kind_has_its_evidence_line(fingerprints):
     lines = {
         "rescale-heads": "rescaled: ", "lora-merge": "low-rank update: only ", "merge-independent": "merge: B = 0.50 × A + 0.50 × ",
+        "merge-30-70": "merge: second parent not in index; estimated weight α ≈ 0.70",
         "depth-upscale": "depth up-scaled: ", "prune-heads": "num_heads 12 → 10", "vocab-prune": "(pruned)",
         "vocab-replaced": "vocabulary: replaced", "permute-hidden": "hidden dimension permuted",
         "cast-bf16": "differences are rounding only", "finetune-heavy": "differences look like training",
@@ -77,9 +79,21 @@ def test_every_kind_has_its_evidence_line(fingerprints):
         assert line in evidence, (name, evidence)
 
 
-def test_a_merge_without_its_second_parent_is_not_called_a_merge(fingerprints):
-    result = compare_fingerprints(fingerprints[None], fingerprints["merge-independent"])
-    assert result.verdict == "weights-derived" and "merge" not in result.kinds
+@pytest.mark.parametrize("name, weight", [("merge-independent", MERGE_WEIGHT), ("merge-30-70", UNSTORED_MERGE_WEIGHT)])
+def test_a_merge_without_its_second_parent_is_a_merge_with_its_weight_estimated(fingerprints, name, weight):
+    result = compare_fingerprints(fingerprints[None], fingerprints[name])  # the second parent not given
+    assert result.verdict == "weights-derived" and result.kinds == ["merge"], result.evidence
+    line = next(e for e in result.evidence if e.startswith("merge: "))
+    estimated = float(re.search(r"second parent not in index; estimated weight α ≈ ([0-9.]+)", line).group(1))
+    assert abs(estimated - weight) <= 0.1, line
+    assert abs(result.weights["merge_estimate"]["weight"] - weight) <= 0.1
+
+
+def test_noise_and_training_are_not_merges(fingerprints):
+    for name, kind in (("noise-0.1", "noise"), ("noise-1.0", "noise"), ("finetune-light", "fine-tune"),
+                       ("finetune-heavy", "fine-tune"), ("copy-of-finetune-with-noise", "noise")):
+        result = compare_variant(fingerprints, name)
+        assert kind in result.kinds and "merge" not in result.kinds, (name, result.evidence)
 
 
 def test_independent_controls_never_match_each_other(fingerprints):

@@ -23,9 +23,8 @@ import yarl
 
 from bot.discord import (BotConfigError, CompareResult, NearestRow, StatusInfo, UserRateLimiter, WatchItem,
                              build_client, run_bot)
-from bot.discord.commands import AUTOCOMPLETE_CHOICES_MAX, GENERIC_FAILURE
+from bot.discord import commands as discord_commands
 from bot.discord.ratelimit import EXPENSIVE_CALLS_PER_WINDOW
-from bot.discord.commands import OTHER_SERVER
 from bot.discord.render import PLOT_FILENAME
 from bot.discord.runner import CommandLimits
 from bot.alerts.discord_webhook import USER_AGENT
@@ -247,10 +246,10 @@ def test_unexpected_exception_gives_a_generic_ephemeral_error_and_is_logged(capl
             interaction = await fake.invoke("nearest", {"repo": "org1/model-1"})
             await fake.wait_until(lambda: interaction.followups)
             [error] = interaction.visible_messages()
-            assert error.ephemeral and error.content == GENERIC_FAILURE
+            assert error.ephemeral and error.content == discord_commands.GENERIC_FAILURE
             assert "database exploded" not in error.content
 
-    with caplog.at_level(logging.ERROR, logger="bot.discord.commands"):
+    with caplog.at_level(logging.ERROR, logger=discord_commands.__name__):
         run(scenario)
     assert any("database exploded" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
@@ -276,7 +275,7 @@ def test_autocomplete_answers_at_most_25_store_repo_ids():
             interaction = await fake.autocomplete("compare", {"a": "org", "b": ""}, focused="a")
             callback = await fake.wait_for_callback(interaction)
             assert callback["type"] == AUTOCOMPLETE_RESULT
-            assert len(interaction.choices) == AUTOCOMPLETE_CHOICES_MAX
+            assert len(interaction.choices) == discord_commands.AUTOCOMPLETE_CHOICES_MAX
             assert all(c["value"].startswith("org") and c["name"] == c["value"] for c in interaction.choices)
 
             narrow = await fake.autocomplete("nearest", {"repo": "llama"}, focused="repo")
@@ -447,7 +446,7 @@ def test_commands_are_answered_only_in_the_home_server():
             fake.commands[None] = fake.commands[GUILD_ID]  # as if once synced globally
             interaction = await fake.invoke("nearest", {"repo": "org1/model-1"}, in_guild=False)
             callback = await fake.wait_for_callback(interaction)
-            assert callback["data"]["flags"] & EPHEMERAL and callback["data"]["content"] == OTHER_SERVER
+            assert callback["data"]["flags"] & EPHEMERAL and callback["data"]["content"] == discord_commands.OTHER_SERVER
             assert not [c for c in service.calls if c[0] == "nearest"]
     run(scenario)
 

@@ -17,7 +17,7 @@ from bot.cli import main as cli_main
 from bot.fakes.hub import FakeHub
 from bot.fakes.hub import repos as fakehub_repos
 from bot.fakes.hub.repos import FULL_HASH_LIMIT_BYTES
-from bot.discord.commands import check_model_id
+from bot.discord import commands as discord_commands
 from bot.hub import HubClient
 from bot.hub.models import HubModel
 from hubfixtures import COPY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, public_repo_ids, wait_for
@@ -327,4 +327,4 @@ def test_trending_scores_may_be_fractional_and_repo_names_may_start_with_an_unde
         assert client.model_info("_org/_model").trending_score == 12.5
     assert entry["id"] == "_org/_model" and entry["trendingScore"] == 12.5
     assert HubModel.from_api(entry).trending_score == 12.5
-    assert check_model_id("_org/_model") == "_org/_model"
+    assert discord_commands.check_model_id("_org/_model") == "_org/_model"

@@ -9,6 +9,7 @@ of the same cycle are still fingerprinted and alerted.
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 
 from bot.alerts.discord_webhook import DeliveryResult
 from bot.app import App
+from bot.fakes.hub import FakeHub
+from bot.fakes.hub.faults import FaultConfig
 from bot.settings import load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.engine import fingerprint_model
@@ -25,7 +28,7 @@ from fingerprints.reader import LocalFolderReader, RangeRequest
 from fingerprints.tokenizer import parse_tokenizer_json, parse_vocab_txt
 from fingerprints.untrusted_json import loads
 from store.store import Store
-from hubfixtures import SHA, FolderHub
+from hubfixtures import SHA, FolderHub, link_minilm, wait_for
 
 pytestmark = pytest.mark.slow  # hostile repos fingerprinted, a 300-shard repo among them
 
@@ -164,3 +167,40 @@ def test_hostile_repos_fail_alone_and_the_copy_beside_them_is_alerted(tmp_path, 
         failed = {repo: store.get_revision(repo, SHA) for repo in repos if repo != COPY}
         assert all(rev is not None and rev.state == "failed" and rev.next_attempt_at for rev in failed.values())
         assert failed["evil/shards"].reason == "over budget" and failed["evil/tokenizer"].reason == "over budget"
+
+
+def test_a_drip_fed_repo_is_cut_at_the_model_deadline_and_the_benign_one_beside_it_is_fingerprinted(
+        tmp_path, minilm_dir):
+    """A server that sends a byte every half second never lets a read time out: before the model's
+    deadline reached into each request, one model's first read ran to hub.request_deadline_s (330 s)."""
+    drip, benign, model_seconds, drip_interval_s = "evil/drip", "good/minilm", 8, 0.5
+    link_minilm(tmp_path / "hub" / drip, minilm_dir)
+    link_minilm(tmp_path / "hub" / benign, minilm_dir)
+    db = tmp_path / "hubwatch.db"
+    with FakeHub(tmp_path / "hub", faults=FaultConfig(drip_repo=drip, drip_interval_s=drip_interval_s)) as hub:
+        settings = load_settings(env={"HF_ENDPOINT": hub.endpoint, "HUBWATCH_DB": str(db),
+                                      "HUBWATCH_LIMITS_MODEL_SECONDS": str(model_seconds)})
+        started = time.monotonic()
+        with App.of(settings) as app:
+            summary = Watcher(settings, app.hub, RecordingSender(), app.fingerprint).poll_feed("newest")
+        elapsed = time.monotonic() - started
+
+        def drip_answers(statuses: tuple[int, ...]) -> list[int]:
+            """Body bytes of the drip repo's file answers of these statuses (the fake records each when it ends)."""
+            return [sent for _m, _b, path, status, sent in hub.stats.log if f"/{drip}/" in path and status in statuses]
+
+        # Every ranged read was redirected once (resolve -> resolve-cache or CDN), then dripped.
+        assert wait_for(lambda: len(drip_answers((206,))) == len(drip_answers((302, 307))) > 0, timeout_s=10)
+        dripped = drip_answers((206,))
+        drip_sha = hub.repos.get(drip).sha
+
+    assert summary.fingerprinted == 1 and summary.errors == 1
+    # Cut at the model's deadline, far from the request's: each body had sent about model_seconds /
+    # drip_interval_s bytes (config.json alone is 612 bytes, 5 minutes at this pace).
+    assert elapsed < 60
+    assert max(dripped) <= 3 * model_seconds / drip_interval_s
+    with Store.open(str(db)) as store:
+        assert store.find_fingerprint(benign) is not None
+        revision = store.get_revision(drip, drip_sha)
+    assert revision.state == "failed" and revision.reason == "over budget"
+    assert "at the model's deadline (8 s, limits.model_seconds); cut there" in revision.detail

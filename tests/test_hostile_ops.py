@@ -18,7 +18,7 @@ from bot.settings import load_settings
 from store.store import Store
 
 TOKEN = "hf_origin_token_0123456789abcdef"
-WEBHOOK = "https://discord.com/api/webhooks/123456789012345678/" + "W" * 68
+WEBHOOK = "https://discord.com/api/webhooks/123456789012345678/" + "W" * 68  # real-endpoint-constant: redacted, never contacted
 
 
 def test_the_bearer_token_goes_to_the_endpoints_origin_only_not_another_port_of_its_host():
@@ -44,7 +44,7 @@ def test_redaction_covers_short_secrets_the_webhook_token_alone_encoded_urls_and
     assert "s3cr3t" not in redact("token=s3cr3t rejected", secrets)
     assert redact("s3cr3ts and us3cr3t stay", secrets) == "s3cr3ts and us3cr3t stay"  # only where it stands alone
     assert token not in redact(f"webhook token {token} refused", secrets)
-    encoded = "next=https%3A%2F%2Fdiscord.com%2Fapi%2Fwebhooks%2F123456789012345678%2F" + "W" * 68
+    encoded = "next=https%3A%2F%2Fdiscord.com%2Fapi%2Fwebhooks%2F123456789012345678%2F" + "W" * 68  # real-endpoint-constant
     assert "WWWW" not in redact(encoded)
     signed = ("GET https://cas-bridge.xethub.hf.co/xet-bridge/abc?X-Amz-Algorithm=AWS4-HMAC-SHA256"
               "&X-Amz-Credential=AKIAXYZ%2F20261128&X-Amz-Signature=0123abcd&Expires=1764300000"

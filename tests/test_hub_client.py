@@ -15,7 +15,7 @@ from bot.hub import (EntryNotFoundError, GatedRepoError, HubClient, HubError, Hu
 from bot.hub.models import HubModel, declared_base_models
 from bot.hub.ratelimit import HubRateBudget
 from bot.hub.ranges import MERGE_GAP, merge_ranges
-from bot.hub.remote_reader import HubRepoReader
+from bot.hub.remote_reader import HubRepoReader, ModelDeadline
 from bot.hub.retry import wait_for_429
 from fingerprints.engine import fingerprint_model
 from fingerprints.errors import BudgetExceededError, InvalidModelError
@@ -190,6 +190,18 @@ def test_a_reset_past_the_request_deadline_is_a_clear_error_at_once(fake_hub):
     with pytest.raises(RateLimitedError, match="resets in 251 s, past this request's deadline"):
         c.model_info(MINILM)
     assert time.monotonic() - started < 2 and waits == []
+
+
+def test_a_stalled_read_is_cut_at_the_model_deadline_not_at_the_read_timeout(fake_hub):
+    """One byte, then nothing for 60 s: no read ends before timeout_s (10 s), yet the model's 1 s ends it."""
+    c, _ = recording_client(fake_hub, timeout_s=10)
+    sha = c.model_info(MINILM).sha
+    fake_hub.faults.drip_repo, fake_hub.faults.drip_interval_s = MINILM, 60
+    started = time.monotonic()
+    with pytest.raises(BudgetExceededError, match=r"at the model's deadline \(1 s, limits.model_seconds\); cut there"):
+        c.read_range(MINILM, sha, "model.safetensors", 0, 1000, ModelDeadline(time.monotonic() + 1, 1))
+    assert time.monotonic() - started < 5
+    c.close()
 
 
 def test_a_reset_over_60_s_is_waited_for_and_what_is_left_of_a_window_goes_at_once():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bot.hub.models import HubModel
+from bot.watch.records import model_record
 
 from bot.cli import main
 from store import (SchemaTooNewError, Store, StoreCorruptError, StoreError, StoreLockedError)
@@ -90,8 +91,8 @@ def test_model_metadata_upsert_keeps_first_seen(store):
     api = {"id": "org/m", "_id": "abc", "sha": "s1", "createdAt": "2024-05-01T00:00:00.000Z", "likes": 3,
            "tags": ["base_model:finetune:meta-llama/Llama-3.1-8B", "license:apache-2.0"],
            "cardData": {"base_model": "org/base"}}
-    store.upsert_model(HubModel.from_api(api).to_record(), now=T0)
-    store.upsert_model(HubModel.from_api({**api, "sha": "s2", "likes": 9}).to_record(), now=T0 + timedelta(days=1))
+    store.upsert_model(model_record(HubModel.from_api(api)), now=T0)
+    store.upsert_model(model_record(HubModel.from_api({**api, "sha": "s2", "likes": 9})), now=T0 + timedelta(days=1))
     rec = store.get_model("org/m")
     assert (rec.sha, rec.likes, rec.license, rec.author) == ("s2", 9, "apache-2.0", "org")
     assert rec.base_models == ["meta-llama/Llama-3.1-8B", "org/base"]
@@ -99,13 +100,13 @@ def test_model_metadata_upsert_keeps_first_seen(store):
 
 
 def test_a_listing_is_upserted_all_or_nothing(store):
-    good = HubModel.from_api({"id": "org/a", "sha": "s1"}).to_record()
-    nameless = HubModel.from_api({"id": "org/b", "sha": "s2"}).to_record()
+    good = model_record(HubModel.from_api({"id": "org/a", "sha": "s1"}))
+    nameless = model_record(HubModel.from_api({"id": "org/b", "sha": "s2"}))
     nameless.repo_id = ""
     with pytest.raises(StoreError, match="repo id"):
         store.upsert_models([good, nameless])
     assert store.get_model("org/a") is None  # rolled back with the bad record
-    store.upsert_models([good, HubModel.from_api({"id": "org/c", "sha": "s3"}).to_record()])
+    store.upsert_models([good, model_record(HubModel.from_api({"id": "org/c", "sha": "s3"}))])
     assert store.get_model("org/a").sha == "s1" and store.get_model("org/c").sha == "s3"
 
 

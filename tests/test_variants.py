@@ -252,6 +252,13 @@ def test_independent_controls_are_bert_inits_and_differ(variants, base):
     assert held_out_loss(trained, seed) < held_out_loss(initial, seed) - 0.2
 
 
+def test_unstored_merge_is_30_percent_minilm_and_70_percent_a_control(variants, base):
+    merged, partner = weights(variants["merge-30-70"]), weights(variants["fresh-init-seed2"])
+    for k, v in base.items():
+        if v.is_floating_point():
+            assert torch.allclose(merged[k], 0.3 * v + 0.7 * partner[k], atol=1e-6), k
+
+
 def test_tokenizer_copy_has_the_extended_tokenizer_over_fresh_weights(variants):
     copy, source = variants["tokenizer-copy-independent-weights"], variants["vocab-extend"]
     for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"):

@@ -16,6 +16,7 @@ from bot.hub.errors import GatedRepoError, HubUnavailableError
 from bot.hub.models import HubModel
 from bot.ops.metrics import Metrics
 from bot.settings import load_settings
+from bot.watch.records import model_record
 from bot.watch.watcher import Watcher
 from store import Store
 from store_samples import small_fp
@@ -102,7 +103,7 @@ def test_three_feeds_listing_the_same_models_at_once_fingerprint_each_revision_o
 def test_a_revision_in_flight_is_fetched_once_in_the_process(make_watcher):
     hub = ListingHub([entry("org/m0")], delay_s=0.2)
     watcher = make_watcher(hub)
-    record = HubModel.from_api(entry("org/m0")).to_record()
+    record = model_record(HubModel.from_api(entry("org/m0")))
     first, second = watcher._fetch(record), watcher._fetch(record)
     assert first is second and first.result().fingerprint is not None
     assert hub.reads["org/m0"] == 1

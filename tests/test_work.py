@@ -72,6 +72,8 @@ def test_work_left_in_flight_by_a_dead_process_is_picked_up_at_the_next_start(st
 
 
 def test_migration_marks_fingerprints_of_a_version_1_store_done(tmp_path):
+    from fingerprints.model import FINGERPRINT_VERSION
+
     path = tmp_path / "v1.db"
     conn = sqlite3.connect(path)
     first = known_migrations()[0]
@@ -80,13 +82,13 @@ def test_migration_marks_fingerprints_of_a_version_1_store_done(tmp_path):
     conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
     conn.execute("INSERT INTO schema_migrations VALUES (1, ?, '2026-01-01')", (first.name,))
     conn.execute("INSERT INTO fingerprints (repo_id, sha, version, created_at, blob, bytes_read, shape_family) "
-                 "VALUES ('a/x', 's1', 1, '2026-01-01T00:00:00+00:00', x'00', 10, 'none')")
+                 "VALUES ('a/x', 's1', ?, '2026-01-01T00:00:00+00:00', x'00', 10, 'none')", (FINGERPRINT_VERSION,))
     conn.commit()
     conn.close()
     with Store.open(path) as store:
         rev = store.get_revision("a/x", "s1")
         assert rev.state == "done" and rev.listed_at == "2026-01-01T00:00:00+00:00"
-        assert not store.claim_revision("a/x", "s1", "p")
+        assert not store.claim_revision("a/x", "s1", "p")  # its fingerprint is of the current version
 
 
 def test_a_revision_fingerprinted_before_it_was_listed_is_done(store):
@@ -97,3 +99,24 @@ def test_a_revision_fingerprinted_before_it_was_listed_is_done(store):
     assert store.get_revision("a/indexed", "s1").state == "done"
     assert not store.claim_revision("a/indexed", "s1", "p")
     assert store.claim_revision("a/new", "s1", "p")
+
+
+def test_a_revision_done_under_an_older_fingerprint_version_is_made_anew_when_listed_again(store):
+    from dataclasses import replace
+
+    from store_samples import small_fp
+
+    from fingerprints.model import FINGERPRINT_VERSION
+
+    store.add_fingerprint("a/old", "s1", replace(small_fp(), version=FINGERPRINT_VERSION - 1))
+    store.list_revisions([("a/old", "s1")], feed="trending")
+    assert store.claim_revision("a/old", "s1", "p")  # the stored fingerprint is of an older version
+    store.add_fingerprint("a/old", "s1", small_fp())
+    store.finish_revision("a/old", "s1")
+    store.list_revisions([("a/old", "s1")], feed="trending")
+    assert store.get_revision("a/old", "s1").state == "done" and not store.claim_revision("a/old", "s1", "p")
+    assert store.find_fingerprint("a/old", "s1").version == FINGERPRINT_VERSION
+    assert store.claim_revision("a/none", "s1", "p")
+    store.finish_revision("a/none", "s1")  # done without any fingerprint: left alone
+    store.list_revisions([("a/none", "s1")], feed="trending")
+    assert store.get_revision("a/none", "s1").state == "done"

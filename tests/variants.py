@@ -83,6 +83,9 @@ LORA_RANK, LORA_RELATIVE_SIZE = 8, 0.1
 # A linear merge with an independent model (fresh-init-seed1's weights) at equal weight.
 MERGE_WEIGHT = 0.5
 MERGE_PARTNER = "fresh-init-seed1"
+# A 30/70 merge whose second parent the comparison is not given: 0.3 MiniLM + 0.7 fresh-init-seed2's weights.
+UNSTORED_MERGE_WEIGHT = 0.7
+UNSTORED_MERGE_SEED = 2
 # Depth up-scaling (SOLAR-style): layers 2 and 3 repeated after themselves, 6 -> 8 layers.
 UPSCALED_LAYER_ORDER = (0, 1, 2, 3, 2, 3, 4, 5)
 # Head pruning: two of twelve heads removed from every layer.
@@ -528,6 +531,11 @@ def build_merge_independent(tensors: Tensors, out_dir: Path) -> None:
     save_weights(interpolate(tensors, partner, MERGE_WEIGHT), out_dir)
 
 
+def build_merge_unstored(tensors: Tensors, out_dir: Path) -> None:
+    partner = fresh_init(tensors, UNSTORED_MERGE_SEED)  # exactly fresh-init-seed2's weights
+    save_weights(interpolate(tensors, partner, UNSTORED_MERGE_WEIGHT), out_dir)
+
+
 def build_depth_upscale(tensors: Tensors, out_dir: Path) -> None:
     save_weights(repeat_layers(tensors, UPSCALED_LAYER_ORDER), out_dir)
     update_config(out_dir, num_hidden_layers=len(UPSCALED_LAYER_ORDER))
@@ -603,6 +611,9 @@ def _variants() -> dict[str, VariantSpec]:
         VariantSpec("merge-independent", "weights-derived", ("merge",), build_merge_independent,
                     f"linear merge, weight {MERGE_WEIGHT}, with {MERGE_PARTNER}'s independent weights",
                     partner=MERGE_PARTNER),
+        VariantSpec("merge-30-70", "weights-derived", ("merge",), build_merge_unstored,
+                    f"linear merge, {1 - UNSTORED_MERGE_WEIGHT:.1f} x MiniLM + {UNSTORED_MERGE_WEIGHT} x fresh-init-seed2's "
+                    "weights; the comparison is not given the second parent"),
         VariantSpec("depth-upscale", "weights-derived", ("depth-upscale",), build_depth_upscale,
                     f"layers re-stacked as {UPSCALED_LAYER_ORDER} (SOLAR-style depth up-scaling)"),
         VariantSpec("prune-heads", "weights-derived", ("prune",), build_prune_heads,

@@ -25,6 +25,7 @@ from bot.errors import USER_ERRORS
 from bot.app import App
 from bot.hub.client import HubClient
 from bot.settings import Settings
+from bot.watch.records import model_record
 from bot.watch.watcher import failure_reason
 
 log = logging.getLogger("hubwatch.backfill")
@@ -87,7 +88,7 @@ def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
     try:
         reader = tools.hub.reader(item.repo_id, item.revision)
         sha = reader.sha
-        record = reader.model.to_record()
+        record = model_record(reader.model)
         if reader.sha in item.known_shas:
             return Outcome(item.repo_id, reader.sha, record, already_stored=True)
         fp = tools.app.fingerprint(reader, tools.tokenizers)

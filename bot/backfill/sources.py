@@ -26,6 +26,7 @@ from bot.errors import HubwatchError
 from bot.backfill.job import WorkItem
 from bot.hub.client import MAX_PAGE_SIZE, HubClient
 from bot.hub.models import REPO_ID_RX, HubModel
+from bot.watch.records import model_record
 from bot.watch.watcher import LIST_EXPAND
 
 # Repos of a repo-id file per page: the driver saves the resume point once a page is fully
@@ -55,7 +56,7 @@ class HubListing:
             url = resume  # a saved page of another endpoint is not resumed: the listing starts over
         while url:
             entries, next_url = self.hub.list_models_page(url)
-            records = [HubModel.from_api(entry).to_record() for entry in entries]
+            records = [model_record(HubModel.from_api(entry)) for entry in entries]
             items = [WorkItem(r.repo_id, r.sha) for r in records]
             yield Page(url, next_url, items, records)
             url = next_url

@@ -21,9 +21,10 @@ from store.store import OPERATOR_GUILD, Store
 
 from bot.discord.service import CompareResult, NearestRow, StatusInfo, WatchItem
 from bot.discord.errors import BotInputError
-from bot.hub.sources import SpecFingerprint, index_one, is_hub_repo_id
+from bot.hub.sources import SpecFingerprint, is_hub_repo_id
 from bot.watch.backlog import NEWEST_FEED, FeedCursor
 from bot.watch.matching import Matcher, index_spec
+from bot.watch.records import index_one
 from bot.watch.compare_pool import ComparePool
 
 # A comparison costs two fingerprints (seconds, hundreds of Hub requests); members asking the same

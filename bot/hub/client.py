@@ -20,18 +20,19 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, httpx
 
-from fingerprints.errors import InvalidModelError
+from fingerprints.errors import BudgetExceededError, InvalidModelError
 
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, InvalidTokenError,
                             RangeNotSupportedError, RateLimitedError, RepoNotFoundError, RevisionNotFoundError)
 from bot.hub.models import COMMIT_RX, REPO_ID_RX, HubModel
-from bot.hub.remote_reader import HubRepoReader
+from bot.hub.remote_reader import HubRepoReader, ModelDeadline
 from bot.hub.ratelimit import HubRateBudget, bucket_of
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
@@ -77,6 +78,29 @@ DEFAULT_REQUEST_DEADLINE_S = 330.0
 # not count against the Hub's rate limits.
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """The end of one logical request: its own (``hub.request_deadline_s``) or its model's, whichever comes first."""
+
+    at: float
+    model_seconds: float | None  # the model's limit, when its deadline comes first
+    setting: str
+
+    @classmethod
+    def starting_now(cls, request_s: float, model: ModelDeadline | None) -> _Deadline:
+        own = time.monotonic() + request_s
+        if model is not None and model.at < own:
+            return cls(model.at, model.seconds, "limits.model_seconds")
+        return cls(own, None, "hub.request_deadline_s")
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def over_budget(self, what: str, doing: str) -> BudgetExceededError:
+        return BudgetExceededError(f"{what}: {doing} at the model's deadline ({self.model_seconds:g} s, "
+                                   "limits.model_seconds); cut there")
 
 
 class _Retryable(Exception):
@@ -127,9 +151,8 @@ class HubClient:
         self._origin = _origin(self.endpoint)
         self._token = token or None
         self.request_deadline_s = request_deadline_s
+        self.timeout_s = timeout_s
         self.rate_budget = rate_budget or HubRateBudget()
-        # The deadline of the logical request this thread is making (``_call``), for body reads.
-        self._local = threading.local()
         self.retry = retry or RetryPolicy()
         self.model_byte_budget = model_byte_budget
         self.redirect_hosts = tuple(h.lower() for h in redirect_hosts)
@@ -180,7 +203,8 @@ class HubClient:
     def _allowed(self, url: str) -> bool:
         return hub_url_allowed(url, self.endpoint, self.redirect_hosts)
 
-    def _send_following(self, method: str, url: str, headers: dict[str, str], stop_off_host: bool) -> httpx.Response:
+    def _send_following(self, method: str, url: str, headers: dict[str, str], stop_off_host: bool,
+                        deadline: _Deadline) -> httpx.Response:
         """Send, following redirects to allowed hosts; the returned response's body is not read yet."""
         for _ in range(MAX_REDIRECTS + 1):
             if not self._allowed(url):
@@ -188,13 +212,19 @@ class HubClient:
             hdrs = dict(headers)
             on_hub = _origin(url) == self._origin
             if on_hub:  # the Hub's rate limits; its CDN has none
-                self.rate_budget.acquire(bucket_of(url), self._local.deadline, urlsplit(url).path)
+                self.rate_budget.acquire(bucket_of(url), deadline.at, urlsplit(url).path, deadline.setting)
+            left = deadline.left()
+            if left <= 0:
+                raise httpx.TimeoutException(f"no time left before the deadline ({deadline.setting})")
             if self._token and on_hub:
                 hdrs["Authorization"] = f"Bearer {self._token}"
             log.debug("%s %s", method, url)
             with self._counter_lock:
                 self.requests += 1
-            resp = self._http.send(self._http.build_request(method, url, headers=hdrs), stream=True)
+            # Each read waits at most timeout_s and never past the deadline: a server that stops
+            # sending is given up on at the deadline, one that drips bytes at the next chunk (_chunks).
+            request = self._http.build_request(method, url, headers=hdrs, timeout=min(self.timeout_s, left))
+            resp = self._http.send(request, stream=True)
             if on_hub:
                 self.rate_budget.observe(bucket_of(url), resp.headers)
                 if resp.status_code == 429:
@@ -209,22 +239,25 @@ class HubClient:
             url = target
         raise HubError(f"more than {MAX_REDIRECTS} redirects from the Hub")
 
-    def _call(self, method: str, url: str, what: str, consume: Callable[[httpx.Response], T], *,
-              headers: dict[str, str] | None = None, stop_off_host: bool = False) -> T:
-        """One logical request: retries, redirects, status mapping; ``consume`` reads the response."""
+    def _call(self, method: str, url: str, what: str, consume: Callable[[httpx.Response, _Deadline], T], *,
+              headers: dict[str, str] | None = None, stop_off_host: bool = False,
+              model_deadline: ModelDeadline | None = None) -> T:
+        """One logical request: retries, redirects, status mapping; ``consume`` reads the response
+        (within the deadline it is given)."""
         waited, attempt = 0.0, 0
         host = urlsplit(url).hostname
         # One deadline for the whole logical request: rate-limit waits, retries, redirects and every
-        # body read (a per-read timeout alone let a 38-byte answer at 1 byte per 2 s take 74 s).
-        self._local.deadline = time.monotonic() + self.request_deadline_s
+        # body read (a per-read timeout alone let a 38-byte answer at 1 byte per 2 s take 74 s); the
+        # model's when that comes first (a request for a model may not outlast the model's limit).
+        deadline = _Deadline.starting_now(self.request_deadline_s, model_deadline)
         while True:
             rate_limited = answered = False
             try:
                 with self._slots:
-                    resp = self._send_following(method, url, headers or {}, stop_off_host)
+                    resp = self._send_following(method, url, headers or {}, stop_off_host, deadline)
                     try:
                         if resp.status_code not in RETRY_STATUSES:
-                            return consume(resp)
+                            return consume(resp, deadline)
                         rate_limited = resp.status_code == 429
                         answered = True
                         if rate_limited:
@@ -245,7 +278,9 @@ class HubClient:
             wait = 0.0 if rate_limited else self.retry.backoff(attempt)
             attempt += 1
             if (attempt >= self.retry.max_attempts or waited + wait > self.retry.max_total_wait_s
-                    or time.monotonic() + wait > self._local.deadline):
+                    or time.monotonic() + wait > deadline.at):
+                if deadline.model_seconds is not None and time.monotonic() + wait > deadline.at:
+                    raise deadline.over_budget(what, f"still no usable answer ({reason})") from None
                 if rate_limited:
                     raise RateLimitedError(
                         f"{what}: rate limited by the Hub ({reason}; it asks to wait "
@@ -260,7 +295,7 @@ class HubClient:
                 self._sleep(wait)
             waited += wait
 
-    def _raise_for_status(self, resp: httpx.Response, what: str, repo: str | None = None) -> None:
+    def _raise_for_status(self, resp: httpx.Response, deadline: _Deadline, what: str, repo: str | None = None) -> None:
         """Map an error answer to a hubwatch error, by huggingface_hub's own rules (hf_raise_for_status:
         X-Error-Code, X-Error-Message, the JSON body), so hubwatch tells a bad token from a missing repo
         exactly as huggingface_hub does. Only the first ERROR_BODY_BYTES of the body are read: an error
@@ -270,7 +305,7 @@ class HubClient:
             return
         body = bytearray()
         try:
-            for chunk in self._chunks(resp, what):
+            for chunk in self._chunks(resp, deadline, what):
                 body += chunk
                 if len(body) >= ERROR_BODY_BYTES:
                     break
@@ -301,18 +336,21 @@ class HubClient:
         except Exception:  # noqa: BLE001 - a malformed error body (a JSON list, deep nesting) breaks the parser
             raise HubError(f"{what}: HTTP {status} from the Hub", **context) from None
 
-    def _chunks(self, resp: httpx.Response, what: str) -> Iterator[bytes]:
-        """The body's chunks until the request's deadline; a body still arriving then is a retryable failure."""
+    def _chunks(self, resp: httpx.Response, deadline: _Deadline, what: str) -> Iterator[bytes]:
+        """The body's chunks until the deadline. A body still arriving at the request's own deadline
+        is a retryable failure; at the model's, the model is over its budget."""
         for chunk in resp.iter_bytes():
-            if time.monotonic() > self._local.deadline:
+            if time.monotonic() > deadline.at:
+                if deadline.model_seconds is not None:
+                    raise deadline.over_budget(what, "the answer was still arriving")
                 raise _Retryable(f"{what}: the answer was still arriving at the request's deadline "
                                  f"({self.request_deadline_s:g} s, hub.request_deadline_s)")
             yield chunk
 
-    def _read_json(self, resp: httpx.Response, what: str, repo: str | None = None) -> Any:
-        self._raise_for_status(resp, what, repo)
+    def _read_json(self, resp: httpx.Response, deadline: _Deadline, what: str, repo: str | None = None) -> Any:
+        self._raise_for_status(resp, deadline, what, repo)
         body = bytearray()
-        for chunk in self._chunks(resp, what):
+        for chunk in self._chunks(resp, deadline, what):
             body += chunk
             if len(body) > MAX_JSON_BYTES:
                 raise HubError(f"{what}: response over {MAX_JSON_BYTES:,} bytes")
@@ -377,7 +415,7 @@ class HubClient:
         if urlsplit(url).hostname != self._host:
             raise HubError(f"listing models: page URL is on another host ({urlsplit(url).hostname})")
         page, next_url = self._call("GET", url, what,
-                                    lambda r: (self._read_json(r, what), r.links.get("next", {}).get("url")))
+                                    lambda r, d: (self._read_json(r, d, what), r.links.get("next", {}).get("url")))
         if not isinstance(page, list):
             raise HubError("listing models: the Hub sent something other than a list")
         entries = [e for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)]
@@ -393,7 +431,7 @@ class HubClient:
         if files_metadata:
             url += "?blobs=true"
         what = repo_id + (f"@{revision}" if revision else "")
-        data = self._call("GET", url, what, lambda r: self._read_json(r, what, repo_id))
+        data = self._call("GET", url, what, lambda r, d: self._read_json(r, d, what, repo_id))
         if not isinstance(data, dict):
             raise HubError(f"{what}: model info is not a JSON object")
         try:
@@ -404,12 +442,12 @@ class HubClient:
     def resolve_url(self, repo_id: str, revision: str, path: str) -> str:
         return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
-    def file_size(self, repo_id: str, commit: str, path: str) -> int:
+    def file_size(self, repo_id: str, commit: str, path: str, model_deadline: ModelDeadline | None = None) -> int:
         """The file's size from a HEAD on its resolve URL (X-Linked-Size on the CDN redirect)."""
         what = f"{repo_id}@{commit[:12]}/{path}"
 
-        def consume(resp: httpx.Response) -> int:
-            self._raise_for_status(resp, what, repo_id)
+        def consume(resp: httpx.Response, deadline: _Deadline) -> int:
+            self._raise_for_status(resp, deadline, what, repo_id)
             size = resp.headers.get("X-Linked-Size") or (
                 None if resp.status_code in REDIRECT_STATUSES else resp.headers.get("Content-Length"))
             if not size or not size.isdigit():
@@ -417,10 +455,12 @@ class HubClient:
             return int(size)
 
         return self._call("HEAD", self.resolve_url(repo_id, commit, path), what, consume,
-                          headers={"Accept-Encoding": "identity"}, stop_off_host=True)
+                          headers={"Accept-Encoding": "identity"}, stop_off_host=True, model_deadline=model_deadline)
 
-    def read_range(self, repo_id: str, commit: str, path: str, offset: int, length: int) -> bytes:
-        """Bytes [offset, offset+length) of a file at a commit. Requires 206; never reads a 200 body."""
+    def read_range(self, repo_id: str, commit: str, path: str, offset: int, length: int,
+                   model_deadline: ModelDeadline | None = None) -> bytes:
+        """Bytes [offset, offset+length) of a file at a commit. Requires 206; never reads a 200 body.
+        ``model_deadline``: the request is cut there too (``ModelDeadline``)."""
         if length <= 0:
             return b""
         if not COMMIT_RX.match(commit):
@@ -428,14 +468,14 @@ class HubClient:
         end = offset + length - 1
         what = f"{repo_id}@{commit[:12]}/{path} bytes {offset}-{end}"
 
-        def consume(resp: httpx.Response) -> bytes:
+        def consume(resp: httpx.Response, deadline: _Deadline) -> bytes:
             if resp.status_code == 200:
                 raise RangeNotSupportedError(
                     f"{what}: the server ignored the Range header and started sending the whole file; "
                     "stopped without reading it")
             if resp.status_code == 416:
                 raise InvalidModelError(f"{what}: range lies outside the file ({resp.headers.get('Content-Range', '')})")
-            self._raise_for_status(resp, what, repo_id)
+            self._raise_for_status(resp, deadline, what, repo_id)
             if resp.status_code != 206:
                 raise HubError(f"{what}: expected 206 Partial Content, got HTTP {resp.status_code}")
             m = CONTENT_RANGE_RX.match(resp.headers.get("Content-Range", ""))
@@ -443,7 +483,7 @@ class HubClient:
                 raise RangeNotSupportedError(
                     f"{what}: the server answered a different range ({resp.headers.get('Content-Range')!r})")
             body = bytearray()
-            for chunk in self._chunks(resp, what):
+            for chunk in self._chunks(resp, deadline, what):
                 body += chunk
                 if len(body) > length:
                     raise RangeNotSupportedError(f"{what}: the server sent more bytes than asked for")
@@ -456,19 +496,20 @@ class HubClient:
         with self._counter_lock:
             cached = self._locations.get(key)
         if cached and cached[1] > time.monotonic():
-            def consume_cached(resp: httpx.Response) -> bytes:
+            def consume_cached(resp: httpx.Response, deadline: _Deadline) -> bytes:
                 if resp.status_code in STALE_LOCATION_STATUSES:
                     raise _StaleLocation()
-                return consume(resp)
+                return consume(resp, deadline)
 
             try:
-                return self._call("GET", cached[0], what, consume_cached, headers=headers)
+                return self._call("GET", cached[0], what, consume_cached, headers=headers,
+                                  model_deadline=model_deadline)
             except _StaleLocation:
                 with self._counter_lock:
                     self._locations.pop(key, None)
 
-        def consume_and_remember(resp: httpx.Response) -> bytes:
-            data = consume(resp)
+        def consume_and_remember(resp: httpx.Response, deadline: _Deadline) -> bytes:
+            data = consume(resp, deadline)
             now = time.monotonic()
             with self._counter_lock:
                 if len(self._locations) >= MAX_CACHED_LOCATIONS:
@@ -476,7 +517,8 @@ class HubClient:
                 self._locations[key] = (str(resp.request.url), now + LOCATION_TTL_S)
             return data
 
-        return self._call("GET", self.resolve_url(repo_id, commit, path), what, consume_and_remember, headers=headers)
+        return self._call("GET", self.resolve_url(repo_id, commit, path), what, consume_and_remember, headers=headers,
+                          model_deadline=model_deadline)
 
     def reader(self, repo_id: str, sha: str | None = None, *, byte_budget: int | None = None):
         """A RangeReader over the repo at ``sha`` (a commit or branch; default: main)."""

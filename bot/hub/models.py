@@ -6,8 +6,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from store.records import ModelRecord
-
 # Hub names of users, organisations and repos: letters, digits, "-", "_", ".", at most 96
 # characters, not starting with "-" or "." (huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
 HUB_NAME = r"[A-Za-z0-9_][\w.\-]{0,95}"
@@ -122,16 +120,6 @@ class HubModel:
             private=d.get("private") is True,
             siblings=tuple(s for s in (Sibling.from_api(x) for x in siblings if isinstance(x, dict)) if s),
             disabled=d.get("disabled") is True,
-        )
-
-    def to_record(self) -> ModelRecord:
-        """What the store keeps of this model."""
-        return ModelRecord(
-            repo_id=self.repo_id, model_id=self.model_id, sha=self.sha, author=self.author,
-            created_at=self.created_at, last_modified=self.last_modified, downloads=self.downloads,
-            likes=self.likes, trending_score=self.trending_score, license=self.license,
-            base_models=sorted(self.declared_base_models), tags=list(self.tags),
-            library_name=self.library_name, pipeline_tag=self.pipeline_tag,
         )
 
     def sibling(self, path: str) -> Sibling | None:

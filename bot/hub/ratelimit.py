@@ -85,8 +85,9 @@ class HubRateBudget:
             waited, self.waited_s = self.waited_s, 0.0
             return waited
 
-    def acquire(self, bucket: str, deadline: float, what: str) -> None:
-        """Spend one request of ``bucket``, waiting (in arrival order) for its reset when it is spent."""
+    def acquire(self, bucket: str, deadline: float, what: str, deadline_setting: str = "hub.request_deadline_s") -> None:
+        """Spend one request of ``bucket``, waiting (in arrival order) for its reset when it is spent;
+        ``deadline_setting`` names where ``deadline`` came from, for the error."""
         ticket = object()
         with self._cond:
             queue = self._queues.setdefault(bucket, deque())
@@ -106,7 +107,7 @@ class HubRateBudget:
                     if until > deadline:
                         raise RateLimitedError(
                             f"{what}: the Hub's {bucket} rate limit resets in {max(0.0, until - now):.0f} s, "
-                            "past this request's deadline (hub.request_deadline_s)")
+                            f"past this request's deadline ({deadline_setting})")
                     if queue[0] is ticket and now == started:
                         log.info("waiting for the Hub's rate limit",
                                  extra={"bucket": bucket, "wait_s": round(until - now, 1), "what": what})

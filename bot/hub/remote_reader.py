@@ -9,6 +9,8 @@ and fetched concurrently; a per-model byte budget is enforced before any request
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from fingerprints.errors import BudgetExceededError, InvalidModelError
@@ -21,6 +23,15 @@ from bot.hub.ranges import Span, merge_ranges
 
 if TYPE_CHECKING:  # the client builds readers; a reader only calls it back
     from bot.hub.client import HubClient
+
+
+@dataclass(frozen=True)
+class ModelDeadline:
+    """When the reads of one model must end (``limits.model_seconds``): the client cuts each request
+    made for the model there, whichever thread sends it, not only between reads."""
+
+    at: float  # time.monotonic()
+    seconds: float
 
 
 class HubRepoReader:
@@ -39,6 +50,14 @@ class HubRepoReader:
         self._siblings = {s.path: s for s in self.model.siblings}
         self._sizes: dict[str, int] = {p: s.size for p, s in self._siblings.items() if s.size is not None}
         self._lock = threading.Lock()
+        self.deadline: ModelDeadline | None = None
+
+    def set_deadline(self, seconds: float) -> None:
+        """Cut every later request of this model ``seconds`` from now (``limits.model_seconds``,
+        given by ``LimitedReader``), including those in flight on the client's pool threads."""
+        from bot.hub.client import ModelDeadline
+
+        self.deadline = ModelDeadline(time.monotonic() + seconds, seconds)
 
     def __repr__(self) -> str:
         return f"HubRepoReader({self.name!r}, bytes_read={self.bytes_read}, requests={self.requests})"
@@ -50,7 +69,7 @@ class HubRepoReader:
         if path not in self._siblings:
             raise InvalidModelError(f"{self.name}: no file {path!r}")
         if path not in self._sizes:  # a Hub that left sizes out of the siblings: ask the file itself
-            size = self.client.file_size(self.repo_id, self.sha, path)
+            size = self.client.file_size(self.repo_id, self.sha, path, self.deadline)
             with self._lock:
                 self.requests += 1
                 self._sizes[path] = size
@@ -83,7 +102,7 @@ class HubRepoReader:
         spans = merge_ranges(requests)
         self._reserve(spans)
         blobs = self.client.map_concurrent(
-            lambda s: self.client.read_range(self.repo_id, self.sha, s.path, s.offset, s.length), spans)
+            lambda s: self.client.read_range(self.repo_id, self.sha, s.path, s.offset, s.length, self.deadline), spans)
         out = [b""] * len(requests)
         for span, blob in zip(spans, blobs):
             for i in span.members:

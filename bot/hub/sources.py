@@ -1,4 +1,4 @@
-"""What a user typed (a local folder or a Hub repo id) -> a RangeReader, a fingerprint, an index entry.
+"""What a user typed (a local folder or a Hub repo id) -> a RangeReader and a fingerprint.
 
 The Hub client and the fingerprint limits are handed in by the composition root (``bot/app.py``);
 nothing here builds a client or reads a setting.
@@ -14,10 +14,8 @@ from typing import Callable
 from fingerprints.errors import InvalidModelError
 from fingerprints.model import Fingerprint, stable_hash
 from fingerprints.reader import LocalFolderReader, RangeReader
-from store.rows import TIER_FULL
-from store.records import ModelRecord
 
-from bot.hub.models import REPO_ID_RX, REPO_SPEC_RX
+from bot.hub.models import REPO_ID_RX, REPO_SPEC_RX, HubModel
 
 # Opens a Hub repo at a revision (None: main); the composition root binds it to its one client.
 OpenRepo = Callable[[str, "str | None"], RangeReader]
@@ -51,7 +49,7 @@ class SpecFingerprint:
     sha: str
     fp: Fingerprint
     is_local: bool
-    record: ModelRecord | None = None  # the Hub's metadata (creation date, declared bases) for a repo
+    model: HubModel | None = None  # the Hub's metadata (creation date, declared bases) for a repo
 
 
 def content_sha(fp: Fingerprint) -> str:
@@ -71,13 +69,5 @@ def fingerprint_spec(spec: str, open_repo: OpenRepo, fingerprint: Callable[[Rang
         return SpecFingerprint(str(Path(spec).resolve()), content_sha(fp), fp, True)
     # The Hub reader pins one commit for all its reads and exposes it as ``sha``, with the model
     # info it fetched to pin it (creation date, declared bases).
-    return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False, reader.model.to_record())
+    return SpecFingerprint(spec.partition("@")[0], reader.sha, fp, False, reader.model)
 
-
-def index_one(store, got: SpecFingerprint, tier: str = TIER_FULL) -> tuple[int, bool]:
-    """Store ``got`` in ``tier`` (store/rows.py; TIER_REFERENCE for reference models) and, for a Hub
-    repo, its model record: (fingerprint id, created)."""
-    fid, created = store.add_fingerprint(got.repo_id, got.sha, got.fp, tier=tier)
-    if got.record is not None:
-        store.upsert_model(got.record)
-    return fid, created

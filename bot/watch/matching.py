@@ -35,6 +35,7 @@ from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings
 from bot.watch.lineage import Member, is_older, pick_root
 from bot.watch.policy import ALERTING_VERDICTS, ModelFacts, Severity, decide_alert
+from bot.watch.records import spec_record
 
 log = logging.getLogger("hubwatch.matching")
 
@@ -263,9 +264,10 @@ def index_spec(store: Store, got: SpecFingerprint, matcher: Matcher, tier: str |
     """``index add``/``index seed``/``/nearest``: store a fingerprinted folder or repo with its Hub
     metadata, and alert on every undeclared copy it reveals (itself, or stored models it is the
     original of) exactly as the watcher would."""
-    if got.record is not None:
-        store.upsert_model(got.record)
-    record = got.record or ModelRecord(repo_id=got.repo_id)
+    record = spec_record(got)
+    if record is not None:
+        store.upsert_model(record)
+    record = record or ModelRecord(repo_id=got.repo_id)
     record.sha = got.sha
     ingested = matcher.ingest(store, record, got.sha, got.fp, tier=tier)
     alerts = [a for fid in sorted(ingested.suspects) if (a := matcher.decide(store, fid, got.repo_id)) is not None]

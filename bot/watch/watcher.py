@@ -57,6 +57,7 @@ from bot.watch.backlog import NEWEST_FEED, FeedCursor, walk_newest
 from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings
 from bot.watch.matching import PLOT_KEY, Deepen, Matcher, plot_of
+from bot.watch.records import model_record
 
 log = logging.getLogger("hubwatch.watcher")
 
@@ -249,7 +250,7 @@ class Watcher:
     def _record_listing(self, store: Store, feed: str, models: list[HubModel]) -> list[ModelRecord]:
         """Store the listing's metadata and revisions; the records worth fetching (gated and
         disabled repos are recorded as skipped, never fetched)."""
-        records = [m.to_record() for m in models if m.sha]
+        records = [model_record(m) for m in models if m.sha]
         store.upsert_models(records)
         store.list_revisions([(r.repo_id, r.sha) for r in records], feed)
         fetchable = []

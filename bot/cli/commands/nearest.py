@@ -37,12 +37,14 @@ def _cut_left(text: str, width: int) -> str:
 def run(args, app) -> int:
     from store.nearest import nearest
 
+    from bot.watch.records import spec_record
+
     if args.k < 1:
         raise InvalidModelError(f"-k must be at least 1, not {args.k}")
     with app.open_store(create=False) as store:  # before fingerprinting: a mistyped --db fails at once
         print(f"fingerprinting {args.model} …", file=sys.stderr)
         got = app.fingerprint_spec(args.model)
-        query_record = None if got.is_local else (store.get_model(got.repo_id) or got.record)
+        query_record = None if got.is_local else (store.get_model(got.repo_id) or spec_record(got))
         found = nearest(store, got.fp, k=args.k, exclude_repo=got.repo_id, query_record=query_record,
                         refetch=app.refetch, pool=app.compare_pool.get())
     if args.json:

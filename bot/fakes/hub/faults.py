@@ -31,6 +31,8 @@ class FaultConfig:
     status_5xx: int = 503
     truncate: int = 0            # next N matching bodies stop halfway and the connection closes
     ignore_range: bool = False   # answer 200 with the whole body even when Range is sent
+    drip_repo: str | None = None  # this repo's file bodies are sent one byte every drip_interval_s
+    drip_interval_s: float = 1.0  # (a server that never lets a read time out, yet never finishes)
     scope: str = "any"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

@@ -463,14 +463,18 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{f.size}"
         self._start(status, length, {**headers, "Content-Type": ctype})
 
+        drip_s = self.hub.faults.drip_interval_s if self.hub.faults.drip_repo == repo_id else None
+
         def chunks():
             with open(f.full_path, "rb") as fh:
                 pos, end = start, start + length
                 while pos < end:
-                    data = os.pread(fh.fileno(), min(SEND_CHUNK, end - pos), pos)
+                    data = os.pread(fh.fileno(), 1 if drip_s else min(SEND_CHUNK, end - pos), pos)
                     if not data:
                         return
                     yield data
                     pos += len(data)
+                    if drip_s:
+                        time.sleep(drip_s)
 
         self._write_body(chunks, length, status)
