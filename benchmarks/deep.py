@@ -1,14 +1,15 @@
 """Deep comparison benchmark: bytes, time and p-values for derived and independent pairs.
 
 MiniLM (BERT; tests/variants.py) and SmolLM2-135M (Llama; tests/smollm.py): rotated, sliced,
-noised, fine-tuned, permuted, heads permuted and rescaled, quantized to GGUF, upcycled into
-experts, and independent controls, each compared with its source by fingerprints/deep.py. Prints
-per pair: tensor bytes read per model, CPU seconds (process time, all threads), wall seconds, the
-combined log10 p-value and whether independence was rejected; then, for the attention test alone,
-the bytes of whole Q/K/V/O it read per model, its CPU seconds, its Fisher log10 p-value and its
-smallest Q/K and V/O cosines. Ends with the margin between the weakest derived and the strongest
-independent p-value, overall and for the attention test, and the GPU used ("GPU: not available"
-when torch sees none; with one, ``--device cuda`` times the comparisons on it).
+noised, fine-tuned, permuted, heads permuted and rescaled, written as llama.cpp writes GGUFs
+(quantized; permuted under llama.cpp's spelling of the vocabulary), upcycled into experts, and
+independent controls, each compared with its source by fingerprints/deep.py. Prints per pair:
+tensor bytes read per model, CPU seconds (process time, all threads), wall seconds, the combined
+log10 p-value and whether independence was rejected; then, for the attention test alone, the bytes
+of whole Q/K/V/O it read per model, its CPU seconds, its Fisher log10 p-value and its smallest Q/K
+and V/O cosines. Ends with the margin between the weakest derived and the strongest independent
+p-value, overall and for the attention test alone, and the GPU ("GPU: not available" when torch
+sees none; with one, ``--device cuda`` runs the comparisons on it and the seconds are its).
 Builds the fixtures on first run (minutes), cached in ~/.cache/hubwatch/fixtures.
 
     python benchmarks/deep.py [--device cuda] [--budget BYTES]
@@ -39,6 +40,7 @@ import variants  # noqa: E402
 # (family, case, derived?)
 MINILM_CASES = [("permute-neurons", True), ("permute-hidden", True), ("permute-heads", True), ("rescale-heads", True),
                 ("noise-1.0", True), ("finetune-heavy", True), ("prune-width", True), ("gguf-q8_0", True), ("gguf-q4_0", True),
+                ("gguf-permuted-f16", True),
                 ("independent-trained", False), ("fresh-init-seed1", False)]
 SMOLLM_CASES = [("smollm2-rotated", True), ("smollm2-rotated-heads", True), ("smollm2-sliced", True), ("smollm2-noise", True),
                 ("smollm2-moe", True), ("gguf-q4_1", True), ("smollm2-fresh-init", False), ("smollm2-shuffled", False)]
@@ -56,13 +58,14 @@ def main(argv: list[str]) -> int:
 
 def run(device: str, budget: int, scratch: Path) -> int:
     minilm_paths = variants.build_all(variants.default_cache_dir())
-    for qtype in ("Q8_0", "Q4_0"):
-        folder = scratch / qtype
-        folder.mkdir()
-        variants.write_bert_gguf(load_file(str(variants.minilm_dir() / variants.WEIGHTS_FILE)),
-                                 (variants.minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines(),
-                                 folder / f"minilm-{qtype}.gguf", qtype)
-        minilm_paths[f"gguf-{qtype.lower()}"] = folder
+    # MiniLM as llama.cpp writes BERT GGUFs (its vocabulary spelling): quantized, and permuted.
+    tensors = load_file(str(variants.minilm_dir() / variants.WEIGHTS_FILE))
+    vocab = (variants.minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    for case, weights, qtype in (("gguf-q8_0", tensors, "Q8_0"), ("gguf-q4_0", tensors, "Q4_0"),
+                                 ("gguf-permuted-f16", variants.permute_everything(tensors), "F16")):
+        (scratch / case).mkdir()
+        variants.write_bert_gguf(weights, vocab, scratch / case / f"minilm-{qtype}.gguf", qtype)
+        minilm_paths[case] = scratch / case
     smollm_paths = smollm.build_smollm(smollm.default_cache_dir())
     smollm_paths["gguf-q4_1"] = smollm.smollm_gguf().parent
     smollm_paths["smollm2-rotated-heads"] = smollm.build_rotated_heads(smollm_paths["smollm2-rotated"], scratch / "rotated-heads")

@@ -68,6 +68,7 @@ from .facts import DERIVED_VERDICTS, Kind, Verdict
 from .model import Fingerprint
 from .reader import RangeReader, RangeRequest
 from .roles import expert_index
+from .tokenizer import canonical_tokens
 from .weights import TensorLayout, decode
 
 # Bytes of tensor data each model may be read for in a deep comparison. 64 MiB reads all of
@@ -311,13 +312,19 @@ def _shared_tokens(fa: Fingerprint, fb: Fingerprint, rows_a: int, rows_b: int, l
 
     Consecutive ids are one ranged read per side when the vocabularies agree on ids (the usual
     case); scattered rows would be merged into far larger reads over HTTP. The run starts a tenth
-    of the way into A's vocabulary, past byte tokens and specials, and wraps around.
+    of the way into A's vocabulary, past byte tokens and specials, and wraps around. Tokens are
+    paired on their canonical spelling (tokenizer.canonical_tokens), so a GGUF's llama.cpp spelling
+    of a BERT vocabulary pairs with the WordPiece original; a spelling shared by several ids pairs
+    its first.
     """
-    va, vb = fa.tokenizer.vocab if fa.tokenizer else None, fb.tokenizer.vocab if fb.tokenizer else None
-    if not va or not vb or limit <= 0:
+    if not fa.tokenizer or not fb.tokenizer or not fa.tokenizer.vocab or not fb.tokenizer.vocab or limit <= 0:
         return [], []
-    ids_b = {t: i for i, t in enumerate(vb[:rows_b]) if t}
-    shared = [(i, ids_b[t]) for i, t in enumerate(va[:rows_a]) if t and t in ids_b]
+    va, vb = canonical_tokens(fa.tokenizer.vocab[:rows_a]), canonical_tokens(fb.tokenizer.vocab[:rows_b])
+    ids_b: dict[str, int] = {}
+    for i, t in enumerate(vb):
+        if t:
+            ids_b.setdefault(t, i)
+    shared = [(i, ids_b[t]) for i, t in enumerate(va) if t and t in ids_b]
     first = next((k for k, (i, _) in enumerate(shared) if i >= rows_a // 10), 0)
     run = (shared[first:] + shared[:first])[:limit]
     return [i for i, _ in run], [j for _, j in run]

@@ -175,6 +175,21 @@ def test_the_budget_bounds_the_bytes_read(smollm2, budget):
         assert result.attention.bytes_read == {side: 2 * 2 * (2 * 576 * 576 + 2 * 192 * 576 + 576) for side in "ab"}
 
 
+@pytest.mark.slow  # MiniLM written as a GGUF and both read in depth: 10-40 s on a shared core
+def test_a_permuted_gguf_under_llamacpp_token_spelling_is_aligned_and_traced(tmp_path, minilm_dir):
+    """llama.cpp spells BERT's "##" continuations as plain pieces and word starts with "▁": rows pair on canonical spelling."""
+    import variants
+    from safetensors.torch import load_file
+
+    vocab = (minilm_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    variants.write_bert_gguf(variants.permute_everything(load_file(str(minilm_dir / "model.safetensors"))), vocab,
+                             tmp_path / "minilm-F16.gguf", "F16")
+    result, fb = deep(opened(minilm_dir), tmp_path)
+    assert fb.weights.format == "gguf" and result.shared_tokens > 2000
+    assert result.alignment["held_out_cosine"] > 0.99 and result.alignment["largest_entry_median"] > 0.99  # a permutation
+    assert result.attention.tests and all(t.qk_cosine > 0.99 for t in result.attention.tests) and result.dependent
+
+
 def test_p_value_arithmetic_stays_finite_far_in_the_tail():
     assert poisson_log10_sf(0, 1.0) == 0.0
     assert poisson_log10_sf(3, 1.0) == pytest.approx(math.log10(1 - sum(math.exp(-1) / math.factorial(k) for k in range(3))))
