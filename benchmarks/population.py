@@ -205,11 +205,14 @@ def build(path: str, n: int, family: int = 1000, family_blobs: int = 100, seed: 
                    for name, fp in tpl.items()}
     with Store.open(path) as store:
         base = tpl["minilm"]
-        existing = store.find_fingerprint(FAMILY_BASE)
-        if existing is not None and store.stats()["fingerprints"] >= n:
-            log(f"reusing the population in {path}")
+        # Whatever FINGERPRINT_VERSION built it (index.py prints the stored versions): a 1M build
+        # takes most of an hour on the shared machine.
+        existing = store.conn.execute("SELECT id, version FROM fingerprints WHERE repo_id = ? ORDER BY id LIMIT 1",
+                                      (FAMILY_BASE,)).fetchone()
+        if existing is not None and store.conn.execute("SELECT count(*) FROM fingerprints").fetchone()[0] >= n:
+            log(f"reusing the population in {path} (fingerprint version {existing[1]})")
             family_ids = [r[0] for r in store.conn.execute("SELECT id FROM fingerprints WHERE repo_id LIKE 'family/%'")]
-            return Population(n, len(family_ids), tpl, existing.id, family_ids, float("nan"), float("nan"))
+            return Population(n, len(family_ids), tpl, existing[0], family_ids, float("nan"), float("nan"))
         store.upsert_model(ModelRecord(FAMILY_BASE, sha="b" * 40, author="sentence-transformers",
                                        created_at="2021-08-30T00:00:00.000Z"))
         base_id, _ = store.add_fingerprint(FAMILY_BASE, "b" * 40, base, tier=TIER_REFERENCE)

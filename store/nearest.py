@@ -19,7 +19,11 @@ from .rows import TIER_COMPACT, TIER_FULL
 from .store import Store
 
 # Exact comparison costs ~0.1-0.5 s per pair (embedding alignment), so only the best candidates
-# are compared: three per requested result, and never fewer than ten.
+# are compared: three per requested result, and never fewer than ten. They are compared in index
+# order, and once ``k`` of them are copies the rest are left: a later one can only tie them in
+# verdict (any candidate that could be identical, with identical files or sampled values, is
+# compared anyway) and at best reorder them by score. A new fine-tune in a family of 1,000 stored
+# fine-tunes took 15 comparisons for its 5 neighbours (benchmarks/index.py); it now takes 5.
 RERANK_PER_RESULT = 3
 MIN_RERANK = 10
 # Strongest relation first (Verdict's own order): the order in which re-ranked neighbours are listed.
@@ -101,19 +105,26 @@ class _Pairing:
     tier: str
     note: str | None = None  # evidence line when its weights are not compared
     refetched: bool = False
+    # Its comparison when already made: the screen's config-and-tokenizer one, kept when the
+    # screen let the candidate go (the same pair would otherwise be compared again).
+    result: Any = None
 
 
-def _screen(cand: Candidate, reference: Fingerprint, fp: Fingerprint, cosine: float | None,
+def _screen(pairing: _Pairing, fp: Fingerprint, cosine: float | None,
             compare: Callable[[Fingerprint, Fingerprint], Any]) -> str | None:
-    """Why a compact candidate's weights must be compared, or None when they need not be."""
-    if cand.identity_evidence:
+    """Why a compact candidate's weights must be compared, or None when they need not be (its
+    config-and-tokenizer comparison is then kept on the pairing)."""
+    if pairing.cand.identity_evidence:
         return "identical files or sampled values"
     if cosine is None:
         return "no sketch to screen with"
     if cosine >= SKETCH_SCREEN_MIN:
         return f"sketch cosine {cosine:.2f}"
-    light = compare(reference, fp)  # the compact reference: config and tokenizer only
-    return f"config and tokenizer say {light.verdict}" if light.verdict in SCREEN_VERDICTS else None
+    light = compare(pairing.reference, fp)  # the compact reference: config and tokenizer only
+    if light.verdict in SCREEN_VERDICTS:
+        return f"config and tokenizer say {light.verdict}"
+    pairing.result = light
+    return None
 
 
 def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, compare) -> list[_Pairing]:
@@ -133,7 +144,7 @@ def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, co
             continue
         vector = sketches.get(cand.fingerprint_id)
         cosine = float(np.asarray(vector) @ query_sketch) if vector is not None and has_query_sketch else None
-        why = _screen(cand, pairing.reference, fp, cosine, compare)
+        why = _screen(pairing, fp, cosine, compare)
         if why is None:
             pairing.note = (f"weights: not compared (stored compact); sketch cosine {cosine:.2f} is below "
                             f"{SKETCH_SCREEN_MIN}, where no measured copy falls")
@@ -157,12 +168,38 @@ def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, co
     return out
 
 
+def _rerank(pairings: list[_Pairing], fp: Fingerprint, k: int,
+            compare: Callable[[Fingerprint, Fingerprint], Any], pool: Executor | None) -> None:
+    """Compare the pairings that still need it, setting each one's ``result``: the ones compared
+    without weights (cheap) and those with identical files or sampled values all; the others in
+    index order, in rounds as large as the copies still missing, until ``k`` copies are found."""
+
+    def run(batch: list[_Pairing]) -> None:
+        references = [p.reference for p in batch]
+        if pool is not None and len(batch) > 1:
+            results = pool.map(compare, references, [fp] * len(references))
+        else:
+            results = [compare(ref, fp) for ref in references]
+        for pairing, result in zip(batch, results):
+            pairing.result = result
+
+    todo = [p for p in pairings if p.result is None]
+    run([p for p in todo if p.note is not None or p.cand.identity_evidence])
+    copies = sum(p.result is not None and p.result.verdict in COPY_VERDICTS for p in pairings)
+    rest = [p for p in todo if p.result is None]
+    while rest and copies < k:
+        batch, rest = rest[:k - copies], rest[k - copies:]
+        run(batch)
+        copies += sum(p.result.verdict in COPY_VERDICTS for p in batch)
+
+
 def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None = None,
             query_record: ModelRecord | None = None,
             compare: Callable[[Fingerprint, Fingerprint], Any] = compare_fingerprints,
             refetch: Callable[[str, str], Fingerprint] | None = None,
             pool: Executor | None = None) -> list[Neighbour]:
-    """The ``k`` stored models closest to ``fp``: strongest verdict first, then weight score.
+    """The ``k`` stored models closest to ``fp``: strongest verdict first, then weight score; once
+    ``k`` copies are found, candidates later in index order are not compared (``_rerank``).
 
     ``compare(reference, suspect)`` gets the stored model as the reference (A) and ``fp`` as the
     suspect (B); with ``pool`` (a process pool) the comparisons run there, in parallel, while this
@@ -172,14 +209,12 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
     """
     cands = store.candidates(fp, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
     pairings = _pairings(store, fp, cands, refetch, compare)
-    references = [p.reference for p in pairings]
-    if pool is not None and len(pairings) > 1:
-        results = list(pool.map(compare, references, [fp] * len(references)))
-    else:
-        results = [compare(ref, fp) for ref in references]
+    _rerank(pairings, fp, k, compare, pool)
     out = []
-    for pairing, result in zip(pairings, results):
-        cand = pairing.cand
+    for pairing in pairings:
+        cand, result = pairing.cand, pairing.result
+        if result is None:  # left uncompared: k copies came before it
+            continue
         if pairing.refetched and result.verdict in KEEP_FULL_VERDICTS:
             store.set_tier(cand.fingerprint_id, pairing.reference, TIER_FULL)
         evidence = list(result.evidence)
