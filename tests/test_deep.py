@@ -81,10 +81,12 @@ def test_the_real_gguf_is_traced_to_its_conversion(smollm_base, smollm2_gguf):
 
 
 @pytest.mark.slow  # two real models fingerprinted and read in depth: 10-60 s on a shared core
-@pytest.mark.parametrize("name", ["permute-neurons", "permute-hidden", "finetune-heavy", "noise-1.0", "prune-width"])
+@pytest.mark.parametrize("name", ["permute-neurons", "permute-hidden", "permute-heads", "rescale-heads", "finetune-heavy",
+                                  "noise-1.0", "prune-width"])
 def test_minilm_derivatives_are_dependent(variants, minilm_dir, name):
     result, _ = deep(opened(minilm_dir), variants[name])
     assert result.dependent, result.evidence
+    assert fisher_log10(result.attention.log10_ps) < math.log10(DEEP_P_MAX)  # the attention test alone too
 
 
 @pytest.mark.slow  # two real models fingerprinted and read in depth: 10-60 s on a shared core
@@ -93,6 +95,7 @@ def test_minilm_independent_models_are_not_rejected(variants, minilm_dir, name):
     """independent-trained was trained with the same recipe as finetune-heavy: the chance level holds."""
     result, _ = deep(opened(minilm_dir), variants[name])
     assert not result.dependent, result.evidence
+    assert result.attention.tests and fisher_log10(result.attention.log10_ps) > -1
 
 
 @pytest.mark.slow  # two real models fingerprinted and read in depth: 10-60 s on a shared core
