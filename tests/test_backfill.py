@@ -84,10 +84,11 @@ def kill_driver_when(condition, cluster: str, env: dict[str, str], timeout_s: fl
                               env={**os.environ, **env, "PYTHONPATH": path}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
     try:
-        assert wait_for(condition, timeout_s=timeout_s)
+        met = wait_for(condition, timeout_s=timeout_s)
         assert driver.poll() is None, driver.communicate()
         driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
+        out, err = driver.communicate(timeout=30)
+        assert met, (out.decode()[-2000:], err.decode()[-4000:])
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -133,7 +134,7 @@ def test_killed_backfill_resumes_at_the_page_it_had_not_finished(cluster, hub_ro
     with FakeHub(hub_root, page_size=PAGE_SIZE) as hub:
         hub.faults.latency_ms = 150  # slow enough to be killed half-way
         env = backfill_env(monkeypatch, hub, db, tmp_path, HUBWATCH_BACKFILL_BATCH_SIZE="1")
-        kill_driver_when(lambda: db.exists() and len(stored(db)) >= 2, cluster, env, timeout_s=180)
+        kill_driver_when(lambda: db.exists() and len(stored(db)) >= 2, cluster, env, timeout_s=300)
         before = stored(db)
         assert 2 <= len(before) < len(COPIES)
         with Store.open(db) as store:
@@ -245,7 +246,7 @@ def test_a_backfill_killed_while_comparing_resumes_without_losing_or_doubling_an
             with Store.open(db) as store:
                 return store.revision_counts()["done"] >= 1
 
-        kill_driver_when(compared, cluster, env, timeout_s=180)
+        kill_driver_when(compared, cluster, env, timeout_s=300)
         with Store.open(db) as store:
             assert not any(store.alert_counts().values())  # killed before the listing was complete: nothing judged yet
 
