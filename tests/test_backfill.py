@@ -205,9 +205,11 @@ def test_backfill_compares_like_the_watcher_and_alerts_once_for_the_undeclared_c
         cluster, watch_hub, tmp_path, monkeypatch, capsys):
     db = tmp_path / "hub.db"
     with FakeHub(watch_hub, page_size=2) as hub, FakeDiscordWebhook() as discord:
-        alerting_env(monkeypatch, hub, discord, db, tmp_path)
+        alerting_env(monkeypatch, hub, discord, db, tmp_path, HUBWATCH_BACKFILL_PROGRESS_INTERVAL_S="0.1")
         assert main(["backfill", "--scheduler", cluster]) == 0  # listed newest first: the original last
-        assert "4 fingerprinted, 0 already done, 0 failed" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        assert "4 fingerprinted, 0 already done, 0 failed" in out
+        assert "compared, " in err and 'what="backfill: deciding alerts"' in err  # both phases show progress
         found = assert_one_alert_for_the_copy(db, discord)
         with Store.open(db) as store:
             tiers = {repo: store.find_fingerprint(repo).tier for repo in (REFERENCE, COPY, DECLARED, INDEPENDENT)}
@@ -218,8 +220,9 @@ def test_backfill_compares_like_the_watcher_and_alerts_once_for_the_undeclared_c
         with Store.open(db) as store:
             store.conn.execute("UPDATE revisions SET state = 'unmatched'")
         assert main(["backfill", "--scheduler", cluster]) == 0
-        out = capsys.readouterr().out
+        out, err = capsys.readouterr()
         assert "0 fingerprinted, 4 already done" in out and "4 compared, 0 alerts" in out
+        assert 'what="backfill: comparing"' in err  # the leftovers, before the listing
         assert assert_one_alert_for_the_copy(db, discord) == found
 
     # The same models met oldest first (a repo list): the same relations, the same one alert.
