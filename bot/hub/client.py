@@ -563,7 +563,7 @@ class HubClient:
             entries = answer.json()
             if not isinstance(entries, list):
                 raise HubError(f"{call.what}: the Hub sent something other than a list")
-            page = [HubModel.from_model_info(ModelInfo(**{"siblings": None, **e})) for e in entries]
+            page = [HubModel.from_model_info(ModelInfo(**e)) for e in entries]
         return ListingPage(url, page, call.pages[-1][1])
 
     def model_info(self, repo_id: str, revision: str | None = None) -> HubModel:
