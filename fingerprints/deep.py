@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from .compare import difference_rank
 from .engine import tensor_layouts
 from .facts import DERIVED_VERDICTS, Kind, Verdict
 from .model import Fingerprint
@@ -486,6 +488,72 @@ def _deep_kinds(result: DeepComparison, fa, fb, units_a, units_b) -> list[Kind]:
     if experts_b and not experts_a:
         kinds.append(Kind.MOE_UPCYCLE)
     return kinds
+
+
+# ---- the rank of a suspected low-rank update --------------------------------------------------------
+
+# A merged adapter changes a few matrices by a low-rank W' - W; the standard budget samples fewer
+# rows of each than an adapter's rank. The deep comparison reads up to RANK_ROWS_MAX whole rows of
+# up to RANK_MATRICES_MAX of the changed matrices (the same rows on both sides), within
+# RANK_BUDGET_SHARE of its budget, and measures the rank of the difference.
+RANK_MATRICES_MAX = 12
+RANK_ROWS_MAX = 512
+RANK_MIN_ROWS = 8
+RANK_BUDGET_SHARE = 0.25
+
+
+def update_rank(reader_a: RangeReader, reader_b: RangeReader, comparison, budget: int) -> dict[str, Any] | None:
+    """The rank of B - A in the matrices the standard comparison found changed, or None when none can be read."""
+    layouts_a = {t.name: t for t in tensor_layouts(reader_a)}
+    layouts_b = {t.name: t for t in tensor_layouts(reader_b)}
+    changed = [(layouts_a[t["a"]], layouts_b[t["b"]]) for t in comparison.weights.get("tensors", [])
+               if (t.get("relative_change") or 0) > 0 and not t.get("hidden_aligned")
+               and t["a"] in layouts_a and t["b"] in layouts_b and len(layouts_a[t["a"]].shape) == 2
+               and layouts_a[t["a"]].shape == layouts_b[t["b"]].shape][:RANK_MATRICES_MAX]
+    before = {"a": reader_a.bytes_read, "b": reader_b.bytes_read}
+    found = []
+    for la, lb in changed:
+        rows = int(min(la.shape[0], RANK_ROWS_MAX, budget / len(changed) // max(la.row_bytes, lb.row_bytes)))
+        if rows < RANK_MIN_ROWS:
+            continue
+        diff = _read_rows(reader_b, lb, list(range(rows))).astype(np.float64) - _read_rows(reader_a, la, list(range(rows)))
+        rank, fall = difference_rank(diff)
+        found.append({"a": la.name, "b": lb.name, "rows": rows, "rank": rank, "fall": round(fall, 1)})
+    if not found:
+        return None
+    return {"matrices": found, "bytes_read": {"a": reader_a.bytes_read - before["a"], "b": reader_b.bytes_read - before["b"]}}
+
+
+def update_rank_line(measured: dict[str, Any]) -> str:
+    """One evidence line: "difference of rank 8 in 12 of 12 matrices read (singular values fall 8e6× after 8; …)"."""
+    found = measured["matrices"]
+    rows = sorted({m["rows"] for m in found})
+    rows_text = f"{rows[0]}" if len(rows) == 1 else f"{rows[0]}–{rows[-1]}"
+    ranks = Counter(m["rank"] for m in found if m["rank"] is not None)
+    if not ranks:
+        return (f"deep rank: the differences of {len(found)} changed matrices read ({rows_text} rows each) have no low rank "
+                f"(singular values fall at most {max(m['fall'] for m in found):.1f}× from one to the next)")
+    rank, count = ranks.most_common(1)[0]
+    fall = float(np.median([m["fall"] for m in found if m["rank"] == rank]))
+    others = [f"{n} with rank {r}" for r, n in ranks.items() if r != rank]
+    others += [f"{n} without a low rank" for n in [sum(m["rank"] is None for m in found)] if n]
+    return (f"deep rank: difference of rank {rank} in {count} of {len(found)} matrices read"
+            + (f" ({', '.join(others)})" if others else "")
+            + f" (singular values fall {f'{fall:.0e}'.replace('e+0', 'e').replace('e+', 'e')}× after {rank}; "
+            f"{rows_text} whole rows of each)")
+
+
+def deepen(comparison, reader_a: RangeReader, fa: Fingerprint, reader_b: RangeReader, fb: Fingerprint,
+           budget: int = DEEP_BYTE_BUDGET, device: str | None = None):
+    """The standard comparison decided by the deep one (apply_deep), and, when it suspects a merged
+    low-rank update, that update's rank measured on whole rows (RANK_BUDGET_SHARE of the budget)."""
+    rank_budget = int(budget * RANK_BUDGET_SHARE) if Kind.LOW_RANK in comparison.kinds else 0
+    comparison = apply_deep(comparison, deep_compare(reader_a, fa, reader_b, fb, budget - rank_budget, device))
+    measured = update_rank(reader_a, reader_b, comparison, rank_budget) if rank_budget else None
+    if measured is not None:
+        comparison.evidence = comparison.evidence + [update_rank_line(measured)]
+        comparison.weights = {**comparison.weights, "update_rank": measured}
+    return comparison
 
 
 def apply_deep(comparison, deep: DeepComparison):

@@ -11,6 +11,8 @@ tokenizer files rebuilt from the GGUF vocabulary and merges) and derives from th
   the same function (QuaRot/SpinQuant-style);
 - smollm2-sliced: the same folding, rotated onto the embedding rows' principal directions and the
   72 weakest of 576 deleted (SliceGPT-style, hidden 576 -> 504);
+- smollm2-rotated-vocab-replaced: a rotation like smollm2-rotated's (its own seed) under a new
+  32,000-token vocabulary with fresh embedding and LM head rows (no token pairs with SmolLM2's);
 - smollm2-noise: Gaussian noise of 0.05 x each tensor's spread (the Llama3-V case);
 - smollm2-moe: an upcycled Mixtral-style mixture of 4 experts, each a copy of its layer's FFN with
   its own noise, and a fresh router;
@@ -81,6 +83,10 @@ MOE_ROUTER = "block_sparse_moe.gate.weight"
 MOE_EXPERT_NAMES = {"mlp.gate_proj": "w1", "mlp.down_proj": "w2", "mlp.up_proj": "w3"}
 # Llama's initializer_range.
 INIT_STD = 0.02
+# A rotated body under a new tokenizer: byte-level pieces that SmolLM2's vocabulary does not have
+# (so no embedding row pairs with one of SmolLM2's), fresh embedding and LM head rows.
+REPLACED_VOCAB_SIZE = 32000
+REPLACED_SPECIALS = ("<|begin|>", "<|end|>", "<|unknown|>", "<|pad|>")
 
 
 class MissingSmolLMError(RuntimeError):
@@ -336,6 +342,30 @@ def build_sliced(tensors: Tensors, out_dir: Path) -> None:
     update_config(out_dir, tie_word_embeddings=False, hidden_size=SLICED_HIDDEN)
 
 
+def new_tokenizer(existing: set[str], size: int, seed: int) -> dict:
+    """A byte-level BPE vocabulary of REPLACED_SPECIALS and seeded pieces not in ``existing``, as gguf_tokenizer returns one."""
+    pieces = variants.new_wordpieces(existing | {p.removeprefix("Ġ") for p in existing}, size - len(REPLACED_SPECIALS), seed)
+    tokens = list(REPLACED_SPECIALS) + [p[2:] if p.startswith("##") else "Ġ" + p for p in pieces]
+    return {"tokens": tokens, "token_types": [3] * len(REPLACED_SPECIALS) + [1] * len(pieces), "merges": [],
+            "bos_token_id": 0, "eos_token_id": 1, "unknown_token_id": 2, "padding_token_id": 3, "chat_template": None}
+
+
+def build_rotated_vocab_replaced(tensors: Tensors, out_dir: Path) -> None:
+    """smollm2-rotated's body (its own rotation) under a new tokenizer with fresh embedding and LM head rows."""
+    seed = seed_for("smollm2-rotated-vocab-replaced")
+    body = fold_norms_and_rotate(tensors, random_orthogonal(HIDDEN, seed))
+    existing = set(variants.read_json(out_dir / "tokenizer.json")["model"]["vocab"])
+    tok = new_tokenizer(existing, REPLACED_VOCAB_SIZE, seed)
+    write_tokenizer_files(tok, out_dir)
+    generator = torch.Generator().manual_seed(seed)
+    for name in (EMBED, LM_HEAD):
+        fresh = torch.randn(REPLACED_VOCAB_SIZE, HIDDEN, generator=generator) * body[name].float().std()
+        body[name] = fresh.to(torch.bfloat16)
+    variants.save_weights(body, out_dir)
+    update_config(out_dir, tie_word_embeddings=False, vocab_size=REPLACED_VOCAB_SIZE, bos_token_id=0, eos_token_id=1,
+                  pad_token_id=3)
+
+
 def build_noise(tensors: Tensors, out_dir: Path) -> None:
     variants.save_weights(add_noise(tensors, COPY_NOISE_RATIO, seed_for("smollm2-noise")), out_dir)
 
@@ -430,6 +460,10 @@ SMOLLM_VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in (
                 "RMSNorm gains folded, residual stream rotated by a random orthogonal matrix (function-preserving)"),
     VariantSpec("smollm2-sliced", "weights-derived", ("rotate", "prune"), build_sliced,
                 f"norms folded, rotated onto the embedding's principal directions, hidden {HIDDEN} -> {SLICED_HIDDEN}"),
+    VariantSpec("smollm2-rotated-vocab-replaced", "weights-derived", ("rotate", "vocab-replaced"),
+                build_rotated_vocab_replaced,
+                f"norms folded and the residual stream rotated, under a new {REPLACED_VOCAB_SIZE}-token vocabulary "
+                "with fresh embedding and LM head rows (no token pairs with SmolLM2's)"),
     VariantSpec("smollm2-noise", "weights-derived", ("noise",), build_noise,
                 f"Gaussian noise sigma = {COPY_NOISE_RATIO} x std on every tensor"),
     VariantSpec("smollm2-moe", "weights-derived", ("moe-upcycle",), build_moe,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from fingerprints.compare import compare_fingerprints
-from fingerprints.deep import DEEP_BYTE_BUDGET, apply_deep, deep_compare
+from fingerprints.deep import DEEP_BYTE_BUDGET, deepen
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
 from fingerprints.facts import Verdict
@@ -71,7 +71,7 @@ def run(args, app) -> int:
         result = compare_fingerprints(fa, fb, reader_a, reader_b)
         if args.deep:
             bar.advance(note="deep comparison")
-            result = apply_deep(result, deep_compare(reader_a, fa, reader_b, fb, deep_budget))
+            result = deepen(result, reader_a, fa, reader_b, fb, deep_budget)
         bar.advance()
     if args.plot:
         from fingerprints.plot import render_comparison_png
