@@ -47,6 +47,7 @@ from bot.hub.remote_reader import HubRepoReader, ModelDeadline
 from bot.hub.ratelimit import HubRateBudget, bucket_of
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
+from bot.tls import verified_tls_context
 
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
@@ -149,7 +150,7 @@ class _HubTransport(httpx.BaseTransport):
     elsewhere in the process) goes out as huggingface_hub's default session would send it."""
 
     def __init__(self) -> None:
-        self._plain = httpx.HTTPTransport()
+        self._plain = httpx.HTTPTransport(verify=verified_tls_context())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         call = _API_CALL.get()
@@ -244,6 +245,7 @@ class HubClient:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,  # followed by hand: allowlist, Authorization only to the endpoint
+            verify=verified_tls_context(),
             headers={"User-Agent": self._hf_headers["user-agent"]},
         )
         # huggingface_hub's API calls; it sends no token (token=False): _send_following adds it, to
