@@ -3,9 +3,11 @@
 The fake Hub (in a child process, as the real one runs elsewhere) serves copies of the real
 all-MiniLM-L6-v2 under distinct names, listed 10 per page; each run fingerprints all of them into
 a fresh store on a fresh loopback cluster (``backfill.threads_per_worker`` models at once per
-process). models/h is printed end to end (first job submitted to last row written) and warm (from
-the first result on, once the workers have imported hubwatch); cluster start-up apart. On a shared
-2-core machine the ratio between the rows says more than the figures.
+process), compares them with the store and decides the alerts, as every backfill does (copies of
+one model: every comparison finds a match). models/h is printed end to end (first job submitted
+to the alerts delivered) and warm (from the first result on, once the workers have imported
+hubwatch); cluster start-up apart. On a shared 2-core machine the ratio between the rows says more
+than the figures.
 
     python benchmarks/backfill.py [--models 16]
 """
@@ -43,7 +45,7 @@ def run(endpoint: str, workers: int, db: Path) -> tuple[float, Summary]:
                                   "HUBWATCH_BACKFILL_WORKERS": str(workers)})
     with App.of(settings) as app, Store.open(db) as store:
         started = time.monotonic()
-        summary = run_backfill(settings, store, HubListing(app.hub, page_size=PAGE_SIZE), stream=io.StringIO())
+        summary = run_backfill(app, settings, store, HubListing(app.hub, page_size=PAGE_SIZE), stream=io.StringIO())
         total = time.monotonic() - started
     return total - summary.elapsed_s, summary
 

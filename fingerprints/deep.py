@@ -37,16 +37,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from scipy import stats
 
 from .compare import difference_rank
+from .deferred_import import DeferredModule
 from .engine import tensor_layouts
 from .facts import DERIVED_VERDICTS, Kind, Verdict
 from .model import Fingerprint
 from .reader import RangeReader, RangeRequest
 from .roles import expert_index
 from .weights import TensorLayout, decode
+
+# Loaded by the first comparison that aligns tensors: this module's constants and p-value helpers
+# are imported by every command's help and by callers that never compare in depth.
+torch = DeferredModule("torch")
+stats = DeferredModule("scipy.stats")
 
 # Bytes of tensor data each model may be read for in a deep comparison. 64 MiB reads all of
 # SmolLM2-135M's FFN rows in 4 layers and 4096 embedding rows; a 7B model gets blocks of rows.

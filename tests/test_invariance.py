@@ -13,7 +13,6 @@ import copy
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
 
 from fingerprints.compare import compare_fingerprints
 from fingerprints.engine import fingerprint_model
@@ -52,6 +51,8 @@ def minilm_vocab(minilm_dir) -> list[str]:
 
 @pytest.mark.slow  # quantising MiniLM's matrices: ~10 s
 def test_gguf_of_a_permuted_model_pairs_with_its_safetensors_source(tmp_path, minilm_dir, minilm_fp):
+    from safetensors.torch import load_file  # loads torch, which the fast tests here never need
+
     tensors = permute_everything(load_file(str(minilm_dir / WEIGHTS_FILE)))
     write_bert_gguf(tensors, minilm_vocab(minilm_dir), tmp_path / "minilm-permuted-f16.gguf", "F16")
     result = compare_fingerprints(minilm_fp, fingerprint_model(LocalFolderReader(tmp_path)))
@@ -64,6 +65,8 @@ def test_gguf_of_a_permuted_model_pairs_with_its_safetensors_source(tmp_path, mi
 
 @pytest.mark.slow  # quantising MiniLM's matrices: ~10 s
 def test_q4_0_gguf_is_quantisation_not_identical_values(tmp_path, minilm_dir, minilm_fp):
+    from safetensors.torch import load_file  # loads torch
+
     write_bert_gguf(load_file(str(minilm_dir / WEIGHTS_FILE)), minilm_vocab(minilm_dir), tmp_path / "m-q4_0.gguf", "Q4_0")
     result = compare_fingerprints(minilm_fp, fingerprint_model(LocalFolderReader(tmp_path)))
     text = "\n".join(result.evidence)

@@ -36,6 +36,7 @@ from bot.hub.remote_reader import HubRepoReader, ModelDeadline
 from bot.hub.ratelimit import HubRateBudget, bucket_of
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
+from bot.tls import verified_tls_context
 
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
@@ -163,6 +164,7 @@ class HubClient:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,  # followed by hand: allowlist, Authorization only to the endpoint
+            verify=verified_tls_context(),
             # huggingface_hub's user agent, naming hubwatch first ("hubwatch/0.1.0; hf_hub/1.33.0; python/...").
             headers={"User-Agent": build_hf_headers(token=False, library_name="hubwatch",
                                                     library_version=HUBWATCH_VERSION)["user-agent"]},
