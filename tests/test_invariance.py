@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from fingerprints.compare import compare_fingerprints
+from fingerprints.deferred_import import DeferredModule
 from fingerprints.engine import fingerprint_model
 from fingerprints.facts import HiddenTransform
 from fingerprints.reader import LocalFolderReader
 from fingerprints.tokenizer import BYTE_LEVEL, SENTENCEPIECE, WORDPIECE, canonical_tokens, token_convention
-from smollm import MERGE_SHUFFLED_WEIGHT, SMOLLM_VARIANTS
 from variants import WEIGHTS_FILE, llamacpp_bert_token, permute_everything, write_bert_gguf
+
+smollm = DeferredModule("smollm")  # loads torch: with the first test that needs it, not at collection
 
 
 # ---- token spellings --------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def test_independent_models_under_another_tokenizer_are_not_traced_by_row_grams(
 @pytest.mark.slow
 def test_exact_kinds_for_single_smollm2_transformations(smollm_fps):
     wrong = {}
-    for name, spec in SMOLLM_VARIANTS.items():
+    for name, spec in smollm.SMOLLM_VARIANTS.items():
         if spec.expected != "weights-derived" or name not in smollm_fps:
             continue
         result = compare_fingerprints(smollm_fps["smollm2"], smollm_fps[name])
@@ -196,5 +198,5 @@ def test_merge_with_an_equal_norm_model_not_given_is_a_merge_with_its_weight(smo
     result = compare_fingerprints(smollm_fps["smollm2"], smollm_fps["smollm2-merge-shuffled"])
     estimate = result.weights["merge_estimate"]
     assert result.verdict == "weights-derived" and result.kinds == ["merge"], result.evidence
-    assert abs(estimate["weight"] - MERGE_SHUFFLED_WEIGHT) <= 0.1 and -0.8 < estimate["delta_cosine"] < -0.6
+    assert abs(estimate["weight"] - smollm.MERGE_SHUFFLED_WEIGHT) <= 0.1 and -0.8 < estimate["delta_cosine"] < -0.6
     assert any(e.startswith("merge: second parent not in index; estimated weight α ≈ 0.50") for e in result.evidence)
