@@ -84,10 +84,11 @@ def kill_driver_when(condition, cluster: str, env: dict[str, str], timeout_s: fl
                               env={**os.environ, **env, "PYTHONPATH": path}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
     try:
-        assert wait_for(condition, timeout_s=timeout_s)
+        met = wait_for(condition, timeout_s=timeout_s)
         assert driver.poll() is None, driver.communicate()
         driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
+        out, err = driver.communicate(timeout=30)
+        assert met, (out.decode()[-2000:], err.decode()[-4000:])
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -133,7 +134,7 @@ def test_killed_backfill_resumes_at_the_page_it_had_not_finished(cluster, hub_ro
     with FakeHub(hub_root, page_size=PAGE_SIZE) as hub:
         hub.faults.latency_ms = 150  # slow enough to be killed half-way
         env = backfill_env(monkeypatch, hub, db, tmp_path, HUBWATCH_BACKFILL_BATCH_SIZE="1")
-        kill_driver_when(lambda: db.exists() and len(stored(db)) >= 2, cluster, env, timeout_s=180)
+        kill_driver_when(lambda: db.exists() and len(stored(db)) >= 2, cluster, env, timeout_s=300)
         before = stored(db)
         assert 2 <= len(before) < len(COPIES)
         with Store.open(db) as store:
@@ -204,9 +205,11 @@ def test_backfill_compares_like_the_watcher_and_alerts_once_for_the_undeclared_c
         cluster, watch_hub, tmp_path, monkeypatch, capsys):
     db = tmp_path / "hub.db"
     with FakeHub(watch_hub, page_size=2) as hub, FakeDiscordWebhook() as discord:
-        alerting_env(monkeypatch, hub, discord, db, tmp_path)
+        alerting_env(monkeypatch, hub, discord, db, tmp_path, HUBWATCH_BACKFILL_PROGRESS_INTERVAL_S="0.1")
         assert main(["backfill", "--scheduler", cluster]) == 0  # listed newest first: the original last
-        assert "4 fingerprinted, 0 already done, 0 failed" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        assert "4 fingerprinted, 0 already done, 0 failed" in out
+        assert "compared, " in err and 'what="backfill: deciding alerts"' in err  # both phases show progress
         found = assert_one_alert_for_the_copy(db, discord)
         with Store.open(db) as store:
             tiers = {repo: store.find_fingerprint(repo).tier for repo in (REFERENCE, COPY, DECLARED, INDEPENDENT)}
@@ -217,8 +220,9 @@ def test_backfill_compares_like_the_watcher_and_alerts_once_for_the_undeclared_c
         with Store.open(db) as store:
             store.conn.execute("UPDATE revisions SET state = 'unmatched'")
         assert main(["backfill", "--scheduler", cluster]) == 0
-        out = capsys.readouterr().out
+        out, err = capsys.readouterr()
         assert "0 fingerprinted, 4 already done" in out and "4 compared, 0 alerts" in out
+        assert 'what="backfill: comparing"' in err  # the leftovers, before the listing
         assert assert_one_alert_for_the_copy(db, discord) == found
 
     # The same models met oldest first (a repo list): the same relations, the same one alert.
@@ -245,7 +249,7 @@ def test_a_backfill_killed_while_comparing_resumes_without_losing_or_doubling_an
             with Store.open(db) as store:
                 return store.revision_counts()["done"] >= 1
 
-        kill_driver_when(compared, cluster, env, timeout_s=180)
+        kill_driver_when(compared, cluster, env, timeout_s=300)
         with Store.open(db) as store:
             assert not any(store.alert_counts().values())  # killed before the listing was complete: nothing judged yet
 

@@ -19,7 +19,8 @@ a list held in memory:
   second copy: exactly one alert, delivered by the normal path (``deliver_pending``).
 
 Compared in the writer rather than on the Dask workers: ``nearest`` searches and writes the store,
-which only the driver opens. Stored in full until compared (the query needs its sampled values),
+which only the driver opens. Not drained by the watcher: it would judge suspects before the
+backfill's listing is complete, and a store without a watcher would never be compared. Stored in full until compared (the query needs its sampled values),
 then compact unless it is in a match (store/rows.py), so the full detail of at most a batch or
 two is on disk at a time.
 """
