@@ -316,6 +316,35 @@ def upcycle_moe(tensors: Tensors, seed: int) -> Tensors:
     return out
 
 
+def permute_and_rescale_heads(tensors: Tensors, seed: int) -> Tensors:
+    """Every layer's attention heads reordered and rescaled, the function unchanged (grouped-query attention).
+
+    The key/value heads are permuted (their K and V row blocks) with their groups of query heads,
+    and the query heads within each group; each group's Q rows are scaled by c and its K rows by
+    1/c (scores unchanged), its V rows by s and the O columns of its query heads by 1/s, with c and
+    s drawn from [0.5, 2] per group.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    group = NUM_HEADS // NUM_KV_HEADS
+    out = dict(tensors)
+    for i in range(layer_count(tensors)):
+        kv_order = torch.randperm(NUM_KV_HEADS, generator=generator)
+        q_heads = torch.cat([g * group + torch.randperm(group, generator=generator) for g in kv_order.tolist()])
+        q_rows = (q_heads[:, None] * HEAD_DIM + torch.arange(HEAD_DIM)).reshape(-1)
+        kv_rows = (kv_order[:, None] * HEAD_DIM + torch.arange(HEAD_DIM)).reshape(-1)
+        qk_scale, vo_scale = (2 ** (torch.rand(NUM_KV_HEADS, generator=generator) * 2 - 1) for _ in range(2))
+        q_factor = qk_scale.repeat_interleave(group * HEAD_DIM)[:, None]
+        k_factor = (1 / qk_scale).repeat_interleave(HEAD_DIM)[:, None]
+        v_factor = vo_scale.repeat_interleave(HEAD_DIM)[:, None]
+        o_factor = (1 / vo_scale).repeat_interleave(group * HEAD_DIM)[None, :]
+        weights = {part: tensors[layer(i, f"self_attn.{part}_proj")].float() for part in "qkvo"}
+        out[layer(i, "self_attn.q_proj")] = (weights["q"][q_rows] * q_factor).to(torch.bfloat16)
+        out[layer(i, "self_attn.k_proj")] = (weights["k"][kv_rows] * k_factor).to(torch.bfloat16)
+        out[layer(i, "self_attn.v_proj")] = (weights["v"][kv_rows] * v_factor).to(torch.bfloat16)
+        out[layer(i, "self_attn.o_proj")] = (weights["o"][:, q_rows] * o_factor).to(torch.bfloat16)
+    return out
+
+
 def llama_init(tensors: Tensors, seed: int) -> Tensors:
     """Llama's initialisation with the given shapes: N(0, 0.02) matrices, RMSNorm gains 1."""
     generator = torch.Generator().manual_seed(seed)
@@ -375,6 +404,10 @@ def build_moe(tensors: Tensors, out_dir: Path) -> None:
     update_config(out_dir, architectures=["MixtralForCausalLM"], model_type="mixtral", num_local_experts=MOE_EXPERTS,
                   num_experts_per_tok=MOE_EXPERTS_PER_TOKEN, router_aux_loss_coef=0.02, output_router_logits=False,
                   sliding_window=None)
+
+
+def build_heads_permuted(tensors: Tensors, out_dir: Path) -> None:
+    variants.save_weights(permute_and_rescale_heads(tensors, seed_for("smollm2-rotated-heads")), out_dir)
 
 
 def build_fresh_init(tensors: Tensors, out_dir: Path) -> None:
@@ -473,6 +506,18 @@ SMOLLM_VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in (
     VariantSpec("smollm2-shuffled", "tokenizer-copied", (), build_shuffled,
                 "every tensor's values shuffled (same per-tensor distribution and std curves, no shared structure)"),
 )}
+
+
+# Built from smollm2-rotated on demand into a temporary folder (tests/test_deep.py, benchmarks/deep.py)
+# and compared with smollm2; not cached with the others, whose standard comparisons assert exact kinds.
+ROTATED_HEADS = VariantSpec("smollm2-rotated-heads", "weights-derived", ("rotate", "permute-heads", "rescale"),
+                            build_heads_permuted, "smollm2-rotated with its attention heads permuted and rescaled per group")
+
+
+def build_rotated_heads(rotated: Path, out_dir: Path) -> Path:
+    """ROTATED_HEADS built from the smollm2-rotated folder into out_dir (which must not exist)."""
+    variants.build_variant(ROTATED_HEADS, rotated, out_dir, HUB_FILES)
+    return out_dir
 
 
 def build_smollm(cache_dir: Path | str | None = None, log=lambda line: None) -> dict[str, Path]:

@@ -298,13 +298,14 @@ class Watcher:
         marked done only after its alerts are queued; on stop, unfinished claims are handed back."""
         suspects: dict[int, str] = {}  # fingerprint id -> the repo whose arrival made it a suspect
         ingested: list[ModelRecord] = []
+        compared: dict[tuple[int, int], Any] = {}  # the cycle's recorded comparisons, for its alerts
         try:
             with progress(f"{summary.feed}: fingerprinting and comparing", len(claimed)) as bar:
                 for item in self._fingerprint_all(claimed):
-                    self._ingest(store, item, summary, suspects, ingested)
+                    self._ingest(store, item, summary, suspects, ingested, compared)
                     bar.advance(note=item.record.repo_id)
             for fid, trigger in suspects.items():
-                if self.matcher.decide(store, fid, trigger) is not None:
+                if self.matcher.decide(store, fid, trigger, compared) is not None:
                     summary.alerts_enqueued += 1
                     store.bump("alerts_enqueued")
             for record in ingested:
@@ -314,7 +315,7 @@ class Watcher:
                 store.release_revision(record.repo_id, record.sha)  # only rows still in flight move
 
     def _ingest(self, store: Store, item: PolledFingerprint, summary: CycleSummary, suspects: dict[int, str],
-                ingested: list[ModelRecord]) -> None:
+                ingested: list[ModelRecord], compared: dict[tuple[int, int], Any]) -> None:
         """Store one fingerprint and its copy relations; collect the suspects it touched."""
         record = item.record
         if item.fingerprint is None:
@@ -337,6 +338,7 @@ class Watcher:
         ingested.append(record)
         for fid in got.suspects:
             suspects.setdefault(fid, record.repo_id)
+        compared.update(got.comparisons)
 
     def _fingerprint_failed(self, store: Store, item: PolledFingerprint, summary: CycleSummary) -> None:
         record, exc = item.record, item.error
