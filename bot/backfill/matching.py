@@ -103,6 +103,8 @@ class BackfillMatching:
             for repo_id, sha in todo:
                 stored = store.find_fingerprint(repo_id, sha)
                 try:
+                    # No ``compared``: the comparisons made while ingesting are not held across a
+                    # whole listing (nor a kill); an alert's evidence is compared once more.
                     alert = self.matcher.decide(store, stored.id) if stored is not None else None
                 except Exception as exc:  # the evidence comparison or its re-reads failed
                     self._crashed(store, repo_id, sha, exc, "alert decision")
