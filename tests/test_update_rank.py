@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from fingerprints.compare import LOW_RANK_GAP_MIN, compare_fingerprints, difference_rank
 from fingerprints.deep import deepen
@@ -23,7 +22,10 @@ SMALL_BUDGET = 12 * 1024 * 1024
 
 
 def bf16(x: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16).float().numpy()
+    """float32 rounded to bfloat16 (to nearest, ties to even), as a checkpoint stores it."""
+    bits = x.astype(np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)
 
 
 def test_a_rank_16_update_stored_in_bf16_has_rank_16_and_training_has_none():
