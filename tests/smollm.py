@@ -28,7 +28,9 @@ tokenizer files rebuilt from the GGUF vocabulary and merges) and derives from th
 
     python tests/smollm.py [OUT_DIR]     # build them (about a minute; ~2.4 GiB)
 
-Only torch, numpy, safetensors, gguf, hubwatch's GGUF parser and the standard library are used.
+Only torch, numpy, safetensors, gguf, hubwatch's GGUF parser and the standard library are used;
+torch loads on first use, so that test modules taking their parameters from here (SMOLLM_VARIANTS)
+are collected without it.
 """
 
 from __future__ import annotations
@@ -39,19 +41,24 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import variants  # noqa: E402
 from variants import FIXTURE_CACHE_ENV, Tensors, VariantSpec, add_noise, seed_for, update_config, write_json  # noqa: E402
 
 from fingerprints.gguf_format import gguf_architecture, gguf_tokenizer, parse_gguf_header, undo_llama_qk_permutation  # noqa: E402
+from fingerprints.deferred_import import DeferredModule  # noqa: E402
 from fingerprints.reader import LocalFolderReader  # noqa: E402
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = DeferredModule("torch")
 
 SMOLLM_VERSION = "hubwatch-smollm2-1"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize, quantize
 
 from fingerprints.compare import LOW_RANK_GAP_MIN, compare_fingerprints, difference_rank
 from fingerprints.deep import deepen
@@ -22,10 +24,9 @@ SMALL_BUDGET = 12 * 1024 * 1024
 
 
 def bf16(x: np.ndarray) -> np.ndarray:
-    """float32 rounded to bfloat16 (to nearest, ties to even), as a checkpoint stores it."""
-    bits = x.astype(np.float32).view(np.uint32)
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-    return rounded.view(np.float32)
+    """``x`` rounded to bfloat16 (round to nearest even, as torch casts) by gguf's BF16 codec: no torch to import."""
+    bf16_type = GGMLQuantizationType.BF16
+    return dequantize(quantize(x.astype(np.float32), bf16_type), bf16_type)
 
 
 def test_a_rank_16_update_stored_in_bf16_has_rank_16_and_training_has_none():
