@@ -144,7 +144,8 @@ def test_killed_backfill_resumes_at_the_page_it_had_not_finished(cluster, hub_ro
         hub.faults.latency_ms = 0
         pages_read: list[str] = []
         read_page = HubClient.list_models_page
-        monkeypatch.setattr(HubClient, "list_models_page", lambda self, url: pages_read.append(url) or read_page(self, url))
+        monkeypatch.setattr(HubClient, "list_models_page",
+                            lambda self, url, **kw: pages_read.append(url) or read_page(self, url, **kw))
         assert main(["backfill", "--scheduler", cluster]) == 0
         assert f"{len(COPIES) - len(before)} fingerprinted, " in capsys.readouterr().out
         assert len(stored(db)) == len(COPIES)
