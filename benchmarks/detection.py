@@ -4,9 +4,10 @@ Cases: every MiniLM variant (tests/variants.py), MiniLM written as llama.cpp wri
 (Q4_0; and permuted hidden/heads/neurons in F16 under llama.cpp's phantom-space vocabulary), and
 the real Llama-family SmolLM2-135M (tests/smollm.py): its GGUF against its Hugging Face
 conversion both ways, a rotation with folded norms, SliceGPT-style deletion of directions, a
-rotated body under a new tokenizer, noise, and independent controls (also against the bodies
-under new tokenizers, the nulls of the row-Gram trace). Prints one row per case (expected relation, verdict, kinds, weight
-score, whether the comparison asked for --deep, bytes read), the margin between the lowest-scoring
+rotated body under a new tokenizer, a merge with an equal-norm independent model, noise, and
+independent controls (also against the bodies under new tokenizers, the nulls of the row-Gram
+trace). Prints one row per case (expected relation, verdict, kinds, weight score, whether the
+comparison asked for --deep, bytes read), the margin between the lowest-scoring
 derived case and the highest-scoring independent one — the gap the thresholds in
 fingerprints/verdict.py sit in — and the same rows as the README's markdown table. Builds the
 fixtures on first run (a few minutes: it includes real fine-tuning), cached in

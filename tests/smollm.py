@@ -13,6 +13,8 @@ tokenizer files rebuilt from the GGUF vocabulary and merges) and derives from th
   72 weakest of 576 deleted (SliceGPT-style, hidden 576 -> 504);
 - smollm2-rotated-vocab-replaced: a rotation like smollm2-rotated's (its own seed) under a new
   32,000-token vocabulary with fresh embedding and LM head rows (no token pairs with SmolLM2's);
+- smollm2-merge-shuffled: a 50/50 linear merge with smollm2-shuffled's weights (an independent
+  partner of equal norms), whose second parent the comparison is not given;
 - smollm2-noise: Gaussian noise of 0.05 x each tensor's spread (the Llama3-V case);
 - smollm2-moe: an upcycled Mixtral-style mixture of 4 experts, each a copy of its layer's FFN with
   its own noise, and a fresh router;
@@ -26,7 +28,9 @@ tokenizer files rebuilt from the GGUF vocabulary and merges) and derives from th
 
     python tests/smollm.py [OUT_DIR]     # build them (about a minute; ~2.4 GiB)
 
-Only torch, numpy, safetensors, gguf, hubwatch's GGUF parser and the standard library are used.
+Only torch, numpy, safetensors, gguf, hubwatch's GGUF parser and the standard library are used;
+torch loads on first use, so that test modules taking their parameters from here (SMOLLM_VARIANTS)
+are collected without it.
 """
 
 from __future__ import annotations
@@ -37,19 +41,24 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import variants  # noqa: E402
 from variants import FIXTURE_CACHE_ENV, Tensors, VariantSpec, add_noise, seed_for, update_config, write_json  # noqa: E402
 
 from fingerprints.gguf_format import gguf_architecture, gguf_tokenizer, parse_gguf_header, undo_llama_qk_permutation  # noqa: E402
+from fingerprints.deferred_import import DeferredModule  # noqa: E402
 from fingerprints.reader import LocalFolderReader  # noqa: E402
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = DeferredModule("torch")
 
 SMOLLM_VERSION = "hubwatch-smollm2-1"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -83,6 +92,9 @@ MOE_ROUTER = "block_sparse_moe.gate.weight"
 MOE_EXPERT_NAMES = {"mlp.gate_proj": "w1", "mlp.down_proj": "w2", "mlp.up_proj": "w3"}
 # Llama's initializer_range.
 INIT_STD = 0.02
+# A 50/50 merge with an independent partner as large as SmolLM2 itself (smollm2-shuffled): the
+# merge estimate's equal-norm case, cos(B - A, A) ~ -0.71.
+MERGE_SHUFFLED_WEIGHT = 0.5
 # A rotated body under a new tokenizer: byte-level pieces that SmolLM2's vocabulary does not have
 # (so no embedding row pairs with one of SmolLM2's), fresh embedding and LM head rows.
 REPLACED_VOCAB_SIZE = 32000
@@ -406,6 +418,12 @@ def build_moe(tensors: Tensors, out_dir: Path) -> None:
                   sliding_window=None)
 
 
+def build_merge_shuffled(tensors: Tensors, out_dir: Path) -> None:
+    """A 50/50 linear merge with smollm2-shuffled's weights: an independent partner of equal norms."""
+    partner = shuffle_values(tensors, seed_for("smollm2-shuffled"))
+    variants.save_weights(to_bf16(variants.interpolate(tensors, partner, MERGE_SHUFFLED_WEIGHT)), out_dir)
+
+
 def build_heads_permuted(tensors: Tensors, out_dir: Path) -> None:
     variants.save_weights(permute_and_rescale_heads(tensors, seed_for("smollm2-rotated-heads")), out_dir)
 
@@ -497,6 +515,8 @@ SMOLLM_VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in (
                 build_rotated_vocab_replaced,
                 f"norms folded and the residual stream rotated, under a new {REPLACED_VOCAB_SIZE}-token vocabulary "
                 "with fresh embedding and LM head rows (no token pairs with SmolLM2's)"),
+    VariantSpec("smollm2-merge-shuffled", "weights-derived", ("merge",), build_merge_shuffled,
+                f"linear merge, weight {MERGE_SHUFFLED_WEIGHT}, with smollm2-shuffled's weights (not given to the comparison)"),
     VariantSpec("smollm2-noise", "weights-derived", ("noise",), build_noise,
                 f"Gaussian noise sigma = {COPY_NOISE_RATIO} x std on every tensor"),
     VariantSpec("smollm2-moe", "weights-derived", ("moe-upcycle",), build_moe,

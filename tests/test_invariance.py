@@ -2,8 +2,9 @@
 
 SmolLM2 cases use tests/smollm.py's real Llama-family fixtures: a rotation of the residual stream
 with folded RMSNorm gains (QuaRot/SpinQuant), the same with 72 of 576 directions deleted
-(SliceGPT), the rotated body under a new tokenizer (no token pairs the embeddings), the real GGUF
-against its Hugging Face conversion, and independent controls. MiniLM cases write GGUFs the way llama.cpp writes BERT models.
+(SliceGPT), the rotated body under a new tokenizer (no token pairs the embeddings), a merge with
+an equal-norm independent model, the real GGUF against its Hugging Face conversion, and
+independent controls. MiniLM cases write GGUFs the way llama.cpp writes BERT models.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import numpy as np
 import pytest
 
 from fingerprints.compare import compare_fingerprints
+from fingerprints.deferred_import import DeferredModule
 from fingerprints.engine import fingerprint_model
 from fingerprints.facts import HiddenTransform
 from fingerprints.reader import LocalFolderReader
 from fingerprints.tokenizer import BYTE_LEVEL, SENTENCEPIECE, WORDPIECE, canonical_tokens, token_convention
-from smollm import SMOLLM_VARIANTS
 from variants import WEIGHTS_FILE, llamacpp_bert_token, permute_everything, write_bert_gguf
+
+smollm = DeferredModule("smollm")  # loads torch: with the first test that needs it, not at collection
 
 
 # ---- token spellings --------------------------------------------------------------------------
@@ -181,10 +184,19 @@ def test_independent_models_under_another_tokenizer_are_not_traced_by_row_grams(
 @pytest.mark.slow
 def test_exact_kinds_for_single_smollm2_transformations(smollm_fps):
     wrong = {}
-    for name, spec in SMOLLM_VARIANTS.items():
+    for name, spec in smollm.SMOLLM_VARIANTS.items():
         if spec.expected != "weights-derived" or name not in smollm_fps:
             continue
         result = compare_fingerprints(smollm_fps["smollm2"], smollm_fps[name])
         if result.verdict != spec.expected or set(result.kinds) != set(spec.kinds):
             wrong[name] = (result.verdict, result.kinds, result.evidence)
     assert not wrong, wrong
+
+
+@pytest.mark.slow
+def test_merge_with_an_equal_norm_model_not_given_is_a_merge_with_its_weight(smollm_fps):
+    result = compare_fingerprints(smollm_fps["smollm2"], smollm_fps["smollm2-merge-shuffled"])
+    estimate = result.weights["merge_estimate"]
+    assert result.verdict == "weights-derived" and result.kinds == ["merge"], result.evidence
+    assert abs(estimate["weight"] - smollm.MERGE_SHUFFLED_WEIGHT) <= 0.1 and -0.8 < estimate["delta_cosine"] < -0.6
+    assert any(e.startswith("merge: second parent not in index; estimated weight α ≈ 0.50") for e in result.evidence)

@@ -10,7 +10,8 @@ import re
 
 import numpy as np
 import pytest
-import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize, quantize
 
 from fingerprints.compare import LOW_RANK_GAP_MIN, compare_fingerprints, difference_rank
 from fingerprints.deep import deepen
@@ -23,7 +24,9 @@ SMALL_BUDGET = 12 * 1024 * 1024
 
 
 def bf16(x: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(x.astype(np.float32)).to(torch.bfloat16).float().numpy()
+    """``x`` rounded to bfloat16 (round to nearest even, as torch casts) by gguf's BF16 codec: no torch to import."""
+    bf16_type = GGMLQuantizationType.BF16
+    return dequantize(quantize(x.astype(np.float32), bf16_type), bf16_type)
 
 
 def test_a_rank_16_update_stored_in_bf16_has_rank_16_and_training_has_none():
