@@ -5,24 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 from fingerprints.compare import Comparison
 from store import Store
 from store.nearest import FAMILY_NEAREST, nearest
-from store_samples import small_fp
+from store_samples import fine_tune, small_fp
 
 BASE = "lab/base"
-
-
-def tuned(fp, seed: int, name: str):
-    """``fp`` with its embedding moved a little and its own sampled values: a sketch neighbour."""
-    rng = np.random.default_rng(seed)
-    emb = fp.weights.embedding
-    moved = replace(emb, values=(emb.values + 0.05 * rng.standard_normal(emb.values.shape)).astype(np.float32))
-    weights = replace(fp.weights, embedding=moved, sample_digest=f"sample-{name}", value_digest=f"values-{name}")
-    return replace(fp, source=name, weights=weights)
 
 
 def stub(reference: str, suspect: str, verdict: str) -> Comparison:
@@ -47,7 +37,7 @@ def family(store: Store, members: int):
     base = small_fp(1)
     base_id, _ = store.add_fingerprint(BASE, "s", replace(base, source=BASE))
     for i in range(members):
-        fid, _ = store.add_fingerprint(f"org/ft-{i}", "s", tuned(base, i, f"org/ft-{i}"))
+        fid, _ = store.add_fingerprint(f"org/ft-{i}", "s", fine_tune(base, i, f"org/ft-{i}"))
         store.record_match(base_id, fid, stub(BASE, f"org/ft-{i}", "weights-derived"))
     return base
 
@@ -56,7 +46,7 @@ def family(store: Store, members: int):
 def test_a_new_fine_tune_near_a_family_costs_its_original_and_nearest_members(tmp_path, members):
     with Store.open(tmp_path / "f.db") as store:
         base = family(store, members)
-        query = tuned(base, 999, "new/ft")
+        query = fine_tune(base, 999, "new/ft")
         candidates = store.candidates(query, limit=15)
         assert len(candidates) == min(15, members + 1) and BASE in {c.repo_id for c in candidates}
         compare = Recording()
@@ -74,7 +64,7 @@ def test_a_family_that_is_no_relation_of_the_query_is_left_after_its_representat
     with Store.open(tmp_path / "n.db") as store:
         base = family(store, 20)
         compare = Recording(dict.fromkeys([BASE] + [f"org/ft-{i}" for i in range(20)], "same-architecture"))
-        found = nearest(store, tuned(base, 999, "new/model"), k=5, compare=compare)
+        found = nearest(store, fine_tune(base, 999, "new/model"), k=5, compare=compare)
         assert len(compare.calls) == 1 + FAMILY_NEAREST
         assert all(any("shares no weights with them" in e for e in n.evidence) for n in found)
 
@@ -82,7 +72,7 @@ def test_a_family_that_is_no_relation_of_the_query_is_left_after_its_representat
 def test_representatives_that_disagree_send_the_other_members_to_the_comparisons(tmp_path):
     with Store.open(tmp_path / "d.db") as store:
         base = family(store, 20)
-        query = tuned(base, 999, "new/ft")
+        query = fine_tune(base, 999, "new/ft")
         candidates = [c.repo_id for c in store.candidates(query, limit=15)]
         nearest_member = next(r for r in candidates if r != BASE)
         # The nearest member is not a copy while the original is: the family cannot be judged by them.
@@ -112,7 +102,7 @@ def test_unrecorded_look_alikes_are_each_compared(tmp_path):
         base = small_fp(1)
         names = [f"org/ft-{i}" for i in range(20)]
         for i, name in enumerate(names):
-            store.add_fingerprint(name, "s", tuned(base, i, name))
+            store.add_fingerprint(name, "s", fine_tune(base, i, name))
         compare = Recording(dict.fromkeys(names, "same-architecture"))
-        nearest(store, tuned(base, 999, "new/model"), k=5, compare=compare)
+        nearest(store, fine_tune(base, 999, "new/model"), k=5, compare=compare)
         assert len(compare.calls) == 15
