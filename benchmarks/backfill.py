@@ -66,7 +66,8 @@ def main() -> None:
                 warm = (s.fingerprinted - 1) / (s.finished - s.first_result) * 3600
                 print(f"workers={workers}: {s.models_per_hour:,.0f} models/h end to end, {warm:,.0f} models/h warm "
                       f"({s.fingerprinted} fingerprinted; first result after {s.first_result - s.started:.1f} s; "
-                      f"cluster start-up {startup:.1f} s)")
+                      f"cluster start-up {startup:.1f} s; {s.matching.compared} compared, {s.matching.alerts} alerts, "
+                      f"{s.matching.seconds:.1f} s of {s.elapsed_s:.1f} s comparing and deciding)")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ State machine of a ``revisions`` row::
     list / skip ──► skipped  (gated or disabled in the listing: never fetched; a new sha is a new row)
 
     backfill:  in_flight ──store──► unmatched ──compare──► done
-                                        │                   ▲
-                                        └──► undecided ─────┘ decide (once the backfill's listing is complete)
+                                        │                 │  ▲
+                                        │    a suspect of │  │ decide (once the backfill's
+                                        │    a comparison ▼  │ listing is complete)
+                                        └──compare──► undecided
 
 - A revision is fingerprinted by whoever claims it: ``claim`` is one UPDATE that only a pending
   row, or a failed row whose retry time has come, passes; two feeds (or two processes) listing

@@ -94,8 +94,10 @@ class Summary:
     def line(self) -> str:
         return (f"{self.fingerprinted:,} fingerprinted, {self.already_done:,} already done, {self.failed:,} failed, "
                 f"{self.waiting:,} waiting for a retry, {self.in_flight:,} in flight, {self.listed:,} listed; "
-                f"{self.models_per_hour:,.0f} models/h; {self.matching.compared:,} compared, "
-                f"{self.matching.alerts:,} alerts, {self.matching.failed:,} comparisons failed"
+                f"{self.models_per_hour:,.0f} models/h; {self.matching.compared:,} compared "
+                f"({self.matching.seconds:,.1f} s comparing and deciding), "
+                f"{self.matching.alerts:,} alerts ({self.matching.delivered:,} delivered), "
+                f"{self.matching.failed:,} comparisons failed"
                 + (f", {self.undecided:,} suspects to decide once the listing is complete" if self.undecided else ""))
 
 

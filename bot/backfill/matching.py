@@ -28,6 +28,7 @@ two is on disk at a time.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -52,10 +53,10 @@ CHUNK = 64
 @dataclass
 class MatchCounts:
     compared: int = 0
-    decided: int = 0
-    alerts: int = 0
+    alerts: int = 0  # queued by this run's decisions
     failed: int = 0  # handed to the watcher's queue: failed, retried there from the Hub
-    delivered: int = 0
+    delivered: int = 0  # from the outbox, this run's alerts and any left there before
+    seconds: float = 0.0  # spent comparing and deciding (the driver's loop waits meanwhile)
 
 
 class BackfillMatching:
@@ -67,16 +68,15 @@ class BackfillMatching:
         self.delivery_lease = delivery_lease
         self.counts = MatchCounts()
 
-    def compare_pending(self, store: Store, advance: Callable[[str], None] | None = None) -> int:
-        """Compare every unmatched revision (this run's and a killed run's); how many were."""
-        done = 0
+    def compare_pending(self, store: Store, advance: Callable[[str], None] | None = None) -> None:
+        """Compare every unmatched revision (this run's and a killed run's)."""
+        started = time.monotonic()
         while todo := store.revisions_awaiting("unmatched", CHUNK):
             for repo_id, sha in todo:
                 self._compare(store, repo_id, sha)
-                done += 1
                 if advance:
                     advance(repo_id)
-        return done
+        self.counts.seconds += time.monotonic() - started
 
     def _compare(self, store: Store, repo_id: str, sha: str) -> None:
         stored = store.find_fingerprint(repo_id, sha)
@@ -96,28 +96,28 @@ class BackfillMatching:
         store.finish_matching(repo_id, sha, sorted(got.suspects), compact)
         self.counts.compared += 1
 
-    def decide_pending(self, store: Store, progress: Progress | None = None) -> int:
-        """Judge every undecided suspect against its family; the alerts queued."""
-        queued = 0
+    def decide_pending(self, store: Store, progress: Progress | None = None) -> None:
+        """Judge every undecided suspect against its family, queueing its alert if any."""
+        started = time.monotonic()
         while todo := store.revisions_awaiting("undecided", CHUNK):
             for repo_id, sha in todo:
                 stored = store.find_fingerprint(repo_id, sha)
                 try:
+                    # No ``compared``: the comparisons made while ingesting are not held across a
+                    # whole listing (nor a kill); an alert's evidence is compared once more.
                     alert = self.matcher.decide(store, stored.id) if stored is not None else None
                 except Exception as exc:  # the evidence comparison or its re-reads failed
                     self._crashed(store, repo_id, sha, exc, "alert decision")
                     continue
                 if alert is not None:
-                    queued += 1
+                    self.counts.alerts += 1
                     store.bump("alerts_enqueued")
                 store.finish_decision(repo_id, sha)
-                self.counts.decided += 1
                 if progress:
                     progress.advance(note=repo_id)
-        self.counts.alerts += queued
-        return queued
+        self.counts.seconds += time.monotonic() - started
 
-    def deliver(self, store: Store) -> int:
+    def deliver(self, store: Store) -> None:
         """Drain the outbox the way the watcher does, until nothing is due."""
         delivered = 0
         while True:
@@ -128,7 +128,6 @@ class BackfillMatching:
         if delivered:
             store.bump("alerts_delivered", delivered)
         self.counts.delivered += delivered
-        return delivered
 
     def _crashed(self, store: Store, repo_id: str, sha: str, exc: Exception, what: str) -> None:
         if isinstance(exc, BrokenProcessPool) and self.compare_pool is not None:

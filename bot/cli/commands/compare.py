@@ -29,8 +29,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="FILE.png", help="write the layer-by-layer evidence picture here")
     p.add_argument("--deep", action="store_true",
-                   help="also read whole embedding rows of shared tokens and whole FFN rows of a few layers, "
-                   "align them (torch; GPU when present) and test independence with a p-value")
+                   help="also read whole embedding rows of shared tokens, whole Q/K/V/O matrices and FFN rows of "
+                   "a few layers, align them (torch; GPU when present) and test independence with a p-value")
     p.add_argument("--budget", type=byte_count, metavar="BYTES",
                    help=f"tensor bytes --deep may read per model (default {DEEP_BYTE_BUDGET:,})")
     p.set_defaults(func=run)
