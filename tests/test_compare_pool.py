@@ -7,7 +7,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from bot.watch.compare_pool import WORKER_BLAS_THREADS, ComparePool
+from bot.watch.compare_pool import BLAS_THREADS, ComparePool
 
 
 def test_one_worker_means_no_pool():
@@ -36,11 +36,13 @@ def blas_threads() -> list[int]:
 
 
 @pytest.mark.slow
-def test_workers_use_one_blas_thread_each():
-    """One worker per core already: BLAS threads of their own would only contend with each other."""
+def test_the_owning_process_and_the_workers_use_one_blas_thread_each():
+    """One worker per core already, and the owner fingerprints in threads beside them: BLAS threads
+    of their own would only contend with each other."""
     pool = ComparePool(2)
     try:
+        assert set(blas_threads()) == {BLAS_THREADS}
         threads = pool.get().submit(blas_threads).result()
-        assert threads and set(threads) == {WORKER_BLAS_THREADS}
+        assert threads and set(threads) == {BLAS_THREADS}
     finally:
         pool.close()
