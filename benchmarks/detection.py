@@ -3,9 +3,11 @@
 Cases: every MiniLM variant (tests/variants.py), MiniLM written as llama.cpp writes BERT GGUFs
 (Q4_0; and permuted hidden/heads/neurons in F16 under llama.cpp's phantom-space vocabulary), and
 the real Llama-family SmolLM2-135M (tests/smollm.py): its GGUF against its Hugging Face
-conversion both ways, a rotation with folded norms, SliceGPT-style deletion of directions, noise,
-and independent controls. Prints one row per case (expected relation, verdict, kinds, weight
-score, whether the comparison asked for --deep, bytes read), the margin between the lowest-scoring
+conversion both ways, a rotation with folded norms, SliceGPT-style deletion of directions, a
+rotated body under a new tokenizer, a merge with an equal-norm independent model, noise, and
+independent controls (also against the bodies under new tokenizers, the nulls of the row-Gram
+trace). Prints one row per case (expected relation, verdict, kinds, weight score, whether the
+comparison asked for --deep, bytes read), the margin between the lowest-scoring
 derived case and the highest-scoring independent one — the gap the thresholds in
 fingerprints/verdict.py sit in — and the same rows as the README's markdown table. Builds the
 fixtures on first run (a few minutes: it includes real fine-tuning), cached in
@@ -33,7 +35,7 @@ from fingerprints.engine import fingerprint_model  # noqa: E402
 from fingerprints.facts import DERIVED_VERDICTS  # noqa: E402
 from fingerprints.model import Fingerprint  # noqa: E402
 from fingerprints.reader import LocalFolderReader  # noqa: E402
-from fingerprints.verdict import DERIVED_SCORE  # noqa: E402
+from fingerprints.verdict import DERIVED_SCORE, ROW_GRAM_DERIVED  # noqa: E402
 
 import smollm  # noqa: E402
 import variants  # noqa: E402
@@ -84,6 +86,10 @@ def smollm_cases() -> tuple[list[Case], dict[str, Fingerprint]]:
     for name, spec in smollm.SMOLLM_VARIANTS.items():
         if name in fps:
             cases.append(Case(name, spec.expected, spec.kinds, base, fps[name]))
+    # The nulls of the row-Gram trace: independent models against the body under a new tokenizer.
+    for control in ("smollm2-fresh-init", "smollm2-shuffled"):
+        cases.append(Case(f"{control} vs smollm2-rotated-vocab-replaced", "not derived", (), fps[control],
+                          fps["smollm2-rotated-vocab-replaced"]))
     return cases, fps
 
 
@@ -103,8 +109,11 @@ def main() -> int:
     for group in (controls, controls_smollm):
         for (na, a), (nb, b) in combinations(group, 2):
             cases.append(Case(f"{na} vs {nb}", "not derived", (), a, b))
+    for name, control in controls:  # MiniLM's nulls of the row-Gram trace
+        cases.append(Case(f"{name} vs vocab-replaced", "not derived", (), control, fps["vocab-replaced"]))
 
     rows = []
+    row_grams = []  # (derived?, score) of the cases compared without paired embedding rows
     for case in cases:
         t = time.perf_counter()
         c = compare_fingerprints(case.a, case.b, second_parent=case.partner)
@@ -115,6 +124,8 @@ def main() -> int:
             ok = c.verdict == case.expected and set(case.kinds) <= set(c.kinds)
         rows.append((case.name, case.expected, c.verdict, ",".join(c.kinds), c.score, c.needs_deep,
                      case.b.weights.tensor_bytes_read, seconds, ok))
+        if c.weights.get("row_gram_score") is not None:
+            row_grams.append((case.expected in DERIVED_VERDICTS, c.weights["row_gram_score"]))
 
     header = (f"{'case':<58} {'expected':<18} {'verdict':<18} {'kinds':<52} {'score':>6} {'deep':>4} "
               f"{'bytes':>10} {'s':>5}  ok")
@@ -130,6 +141,11 @@ def main() -> int:
     print(f"lowest derived score:      {min(derived_scores):.3f}")
     print(f"highest independent score: {max(null_scores):.3f}")
     print(f"margin:                    {min(derived_scores) - max(null_scores):.3f} (threshold {DERIVED_SCORE})")
+    derived_grams = [g for derived, g in row_grams if derived]
+    null_grams = [g for derived, g in row_grams if not derived]
+    if derived_grams and null_grams:
+        print(f"row-Gram trace (no paired embedding rows): lowest derived {min(derived_grams):.3f}, "
+              f"highest independent {max(null_grams):.3f} (threshold {ROW_GRAM_DERIVED})")
     print(f"asked for --deep:          {sum(r[5] for r in rows)}")
     print(f"cases: {len(rows)}, correct: {len(rows) - len(failures)}" + (f", WRONG: {', '.join(failures)}" if failures else ""))
     print("\nREADME table:\n\n| case | verdict | kinds | score |\n|---|---|---|---|")

@@ -8,7 +8,8 @@ The mix is the Hub's: half small models, 40 % 1-8B, 10 % larger.
 What every model costs is what the watcher stores: its ``models`` row, index keys, sketch and a
 compact blob (``Fingerprint.compact()``); references and the models that matched keep full blobs.
 Among them: one base (MiniLM, a reference) and a family of fine-tunes of it (uneven per-tensor
-changes of 1-20 % like training; each matched the base, so each is stored in full).
+changes of 1-20 % like training; each matched the base, so each is stored in full, with its match
+recorded as the watcher records it: the real comparison of the base with that fine-tune).
 
 Reduced-cost paths, stated plainly:
 - compact blobs: ``COMPACT_VARIANTS`` distinct blobs per template (source, digests and file hashes
@@ -40,6 +41,7 @@ from fingerprints.engine import fingerprint_model  # noqa: E402
 from fingerprints.model import SKETCH_DIM, Fingerprint  # noqa: E402
 from fingerprints.reader import LocalFolderReader, RangeRequest  # noqa: E402
 from store import Store  # noqa: E402
+from store.db import transaction  # noqa: E402
 from store.records import ModelRecord  # noqa: E402
 from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE, FingerprintRow  # noqa: E402
 
@@ -201,6 +203,8 @@ def build(path: str, n: int, family: int = 1000, family_blobs: int = 100, seed: 
         if existing is not None and store.conn.execute("SELECT count(*) FROM fingerprints").fetchone()[0] >= n:
             log(f"reusing the population in {path} (fingerprint version {existing[1]})")
             family_ids = [r[0] for r in store.conn.execute("SELECT id FROM fingerprints WHERE repo_id LIKE 'family/%'")]
+            if family_ids and not store.matches_for(family_ids[0]):  # built before the matches were recorded
+                record_family_matches(store, base, existing[0], family_blobs, log)
             return Population(n, len(family_ids), tpl, existing[0], family_ids, float("nan"), float("nan"))
         rng = np.random.default_rng(seed)
         rest = n - family - 1 - len(REFERENCES)
@@ -258,9 +262,33 @@ def build(path: str, n: int, family: int = 1000, family_blobs: int = 100, seed: 
                                             + [("values", f"ft-values-{member}")]))
         store.upsert_models([ModelRecord(r.repo_id, sha=r.sha, base_models=[FAMILY_BASE]) for r in rows])
         family_ids = [fid for fid, _ in store.add_rows(rows)]
+        record_family_matches(store, base, base_id, family_blobs, log)
         family_s = time.perf_counter() - t0
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return Population(n, family, tpl, base_id, family_ids, ingest_s, family_s)
+
+
+def _family_comparison(args: tuple[Fingerprint, int]):
+    from fingerprints.compare import compare_fingerprints
+
+    base, seed = args
+    return compare_fingerprints(base, fine_tune(base, seed))
+
+
+def record_family_matches(store: Store, base: Fingerprint, base_id: int, family_blobs: int, log=print) -> None:
+    """Record each family member's match with the base, as the watcher did when it stored them:
+    the comparison of the base with the member's fine-tune (one per distinct blob, on 2 cores)."""
+    members = [(fid, int(repo.rsplit("-", 1)[1])) for fid, repo in
+               store.conn.execute("SELECT id, repo_id FROM fingerprints WHERE repo_id LIKE 'family/ft-%'")]
+    distinct = max(1, min(len(members), family_blobs))
+    t0 = time.perf_counter()
+    with get_context("spawn").Pool(2) as pool:
+        results = pool.map(_family_comparison, [(base, s) for s in range(distinct)], chunksize=4)
+    with transaction(store.conn):
+        for fid, member in members:
+            store.record_match(base_id, fid, results[member % distinct])
+    log(f"recorded {len(members):,} family matches with the base ({distinct} comparisons, "
+        f"{time.perf_counter() - t0:.1f} s)")
 
 
 def fine_tune_sketch(base: Fingerprint, seed: int) -> np.ndarray:

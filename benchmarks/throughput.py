@@ -121,18 +121,21 @@ def main() -> int:
                 pool = app.compare_pool.get()
                 pool.submit(int).result()  # workers started, as in a running watcher
                 before = store_bytes(db)
-                cpu0, t0 = time.process_time() + worker_cpu_s(pool), time.perf_counter()
+                workers0 = worker_cpu_s(pool)
+                cpu0, t0 = time.process_time() + workers0, time.perf_counter()
                 with contextlib.redirect_stdout(io.StringIO()):  # the console alert sender's output
                     summary = watcher.poll_feed("newest")
                 wall = time.perf_counter() - t0
-                cpu = time.process_time() + worker_cpu_s(pool) - cpu0
+                workers_cpu = worker_cpu_s(pool) - workers0
+                cpu = time.process_time() + workers0 + workers_cpu - cpu0
                 worker_rss = worker_peak_rss_mib(pool)
         after = store_bytes(db)
     done = summary.fingerprinted
     print(f"models_per_hour={round(done / wall * 3600)}")
     print(f"bytes_per_model={round((after - before) / max(1, done))}")
     print(f"# {done} of {args.models} new models fingerprinted and matched in {wall:.1f} s wall, {cpu:.1f} s CPU "
-          f"(this process and the 2 comparison workers; fingerprinting threads included); "
+          f"(this process and the 2 comparison workers, {workers_cpu:.1f} s of it in the workers; fingerprinting "
+          f"threads included); "
           f"{summary.alerts_enqueued} alerts, {summary.errors} errors; store of {args.store_models:,} models; "
           f"{LATENCY_MS} ms per request")
     print(f"# on 2 idle cores the CPU alone would allow {round(done / (cpu / 2) * 3600)} models/h; load average "

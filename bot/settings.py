@@ -176,8 +176,8 @@ class LimitSettings:
     tokenizer_bytes: int = setting(DEFAULT_MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
                                    "tokenizer.model, vocab files, merges.txt).", minimum=1024)
     compare_workers: int = setting(
-        0, "Processes that compare a new model with its candidates, in parallel; 0: one per CPU core, 1: in the "
-        "polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
+        0, "Processes that compare a new model with its candidates, in parallel (the watcher, the bot, the "
+        "backfill's driver); 0: one per CPU core, 1: in the polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
     header_bytes: int = setting(DEFAULT_MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
     model_requests: int = setting(
@@ -310,8 +310,9 @@ class BackfillSettings:
     threads_per_worker: int = setting(
         4, "Models each local backfill worker process fingerprints at once (the work waits on the Hub most of "
         "the time).", minimum=1, maximum=64)
-    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction.", minimum=1,
-                              maximum=10000)
+    batch_size: int = setting(64, "Fingerprints the backfill writes to the store per transaction; the driver compares "
+                              "each batch with the store before the next (kept in full on disk until then).",
+                              minimum=1, maximum=10000)
     progress_interval_s: float = setting(
         15.0, "Seconds between the backfill's progress log lines when its output is not a terminal (a terminal "
         "gets a progress bar).", minimum=0.1)

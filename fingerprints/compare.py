@@ -17,10 +17,13 @@ Weights are compared without trusting names, cheapest test first (a cascade):
    tensors (fresh LayerNorms, buffers) are skipped, never counted as matches. Matrices that read
    the residual stream also get a rotation-invariant similarity: E·(W·diag(g))ᵀ, the shared
    tokens' embedding rows E times the sampled rows W with the preceding norm gain g folded in,
-   is the same number in a rotated, norm-folded copy (E' = EQ, W' = W·diag(g)·Q, g' = 1).
+   is the same number in a rotated, norm-folded copy (E' = EQ, W' = W·diag(g)·Q, g' = 1). With no
+   embedding rows to pair (a body under a new tokenizer), the cosines between a reading matrix's
+   own sampled rows, (W·diag(g))(W·diag(g))ᵀ, are the rotation-invariant view instead.
 3. The differences, tensor by tensor, tell a cast or quantisation (rounding relative to each value),
    a function-preserving rescaling (exact after scaling rows or columns), a low-rank update (a
-   merged LoRA), added noise (the same relative size everywhere) and training (uneven).
+   merged LoRA), a merge (A's same share of B in every tensor), added noise (the same relative
+   size everywhere) and training (uneven).
 """
 
 from __future__ import annotations
@@ -61,9 +64,15 @@ GAIN_OF_ROLE = {"attn_q": "norm_attn", "attn_k": "norm_attn", "attn_v": "norm_at
 # 1-16 sampled rows of a matrix, at a quarter of the cost of 512 tokens (SmolLM2 comparison
 # 7 s -> 1.3 s on this loaded machine, the same verdicts).
 INVARIANT_TOKENS = 128
-# Singular values of a difference below this share of the largest count as rounding, not rank
-# (bf16 rounds each value by <= 0.4%; an adapter worth merging changes a matrix by percents).
-LOW_RANK_SV_FLOOR = 0.05
+# A matrix's row Gram needs pairs of rows: 3 rows give 3 cosines, MiniLM's ~6 sampled rows 15,
+# SmolLM2's ~7 21 (a correlation over fewer is noise).
+ROW_GRAM_MIN_ROWS = 3
+# A difference has rank r where its singular values fall by at least this factor from the r-th to
+# the next, within the first half of them (a random matrix's last few fall steeply too). Measured
+# on MiniLM's merged rank-8 LoRA read whole: a fall of ~1e5 after the 8th (float32 round-off), and
+# a rank-16 update stored in bf16 falls ~1e2 after the 16th (tests/test_deep.py); training and
+# noise change every row independently and fall by less than 2 from one value to the next.
+LOW_RANK_GAP_MIN = 10.0
 # A per-column scale fitted on so few rows fits any change; from 4 rows on, 3 of every column's 4
 # values must agree for the fit to be exact (MiniLM's matrices get ~6 sampled rows).
 RESCALE_COLUMN_MIN_ROWS = 4
@@ -328,9 +337,12 @@ class _Side:
     samples: list[TensorSample]
     rows: np.ndarray | None  # centred embedding rows of the shared tokens, in pairing order
     gains: dict[tuple[int | None, str], np.ndarray]  # (layer, norm role) -> gain vector
+    hidden: int | None  # the residual stream's width
     # Per sample (by id), computed once: a tensor meets every same-kind tensor of every layer.
     _values: dict[int, np.ndarray] = field(default_factory=dict)
     _forms: dict[int, np.ndarray | None] = field(default_factory=dict)
+    _row_grams: dict[int, np.ndarray | None] = field(default_factory=dict)
+    _gram_units: dict[int, np.ndarray] = field(default_factory=dict)
     _comparable: dict[int, bool] = field(default_factory=dict)
     _units: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)
 
@@ -374,9 +386,39 @@ class _Side:
         return self._forms[key]
 
 
+    def row_gram(self, sample: TensorSample) -> np.ndarray | None:
+        """Cosines between the sampled rows of a matrix reading the residual stream, its norm gain
+        folded in: (W·diag(g))(W·diag(g))ᵀ is what a rotation W' = W·diag(g)·Qᵀ leaves unchanged,
+        and it needs no embedding rows (a body under a new tokenizer). Rows are not centred:
+        a centring over the hidden coordinates is not rotation-invariant."""
+        key = id(sample)
+        if key not in self._row_grams:
+            gram = None
+            values = self.values(sample)
+            if (sample.role in GAIN_OF_ROLE and len(sample.shape) == 2 and values.shape[1] == self.hidden
+                    and len(values) >= ROW_GRAM_MIN_ROWS):
+                gain = self.gain_for(sample)
+                folded = _unit_rows(values * gain if gain is not None and gain.shape == (values.shape[1],) else values)
+                gram = folded @ folded.T
+            self._row_grams[key] = gram
+        return self._row_grams[key]
+
+
+    def row_gram_unit(self, sample: TensorSample) -> np.ndarray:
+        """The upper triangle of ``row_gram`` over all sampled rows, centred and scaled to norm 1."""
+        key = id(sample)
+        if key not in self._gram_units:
+            gram = self.row_gram(sample)
+            x = gram[np.triu_indices(len(gram), k=1)]
+            x = x - x.mean()
+            norm = np.linalg.norm(x)
+            self._gram_units[key] = x / norm if norm > 0 else x
+        return self._gram_units[key]
+
+
 def _side(fp: Fingerprint, rows: np.ndarray | None) -> _Side:
     gains = {(s.layer, s.role): s.values.ravel() for s in fp.weights.samples if len(s.shape) == 1}
-    return _Side(fp.weights.samples, rows, gains)
+    return _Side(fp.weights.samples, rows, gains, fp.weights.hidden_size)
 
 
 def _common_rows(sa: TensorSample, sb: TensorSample) -> tuple[np.ndarray, np.ndarray] | None:
@@ -429,9 +471,16 @@ def _merge_estimate(tensor_matches: list[TensorMatch]) -> MergeEstimate | None:
                          float(np.median([cos for _, cos in found])), len(found))
 
 
-def _difference_rank(a: np.ndarray, b: np.ndarray) -> int:
-    sv = np.linalg.svd(b - a, compute_uv=False)
-    return int((sv > LOW_RANK_SV_FLOOR * sv[0]).sum()) if sv.size and sv[0] > 0 else 0
+def difference_rank(diff: np.ndarray) -> tuple[int | None, float]:
+    """The rank of a difference and how far its singular values fall after it; (None, the largest
+    fall) when they fall by less than LOW_RANK_GAP_MIN everywhere in their first half."""
+    sv = np.linalg.svd(diff.astype(np.float64), compute_uv=False)
+    half = min(len(diff), diff.shape[1]) // 2
+    if half == 0 or sv[0] == 0:
+        return None, 1.0
+    falls = sv[:half] / np.maximum(sv[1 : half + 1], sv[0] * 1e-12)
+    i = int(np.argmax(falls))
+    return (i + 1 if falls[i] >= LOW_RANK_GAP_MIN else None), float(falls[i])
 
 
 def _correlation(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Side, positions, form: bool,
@@ -457,13 +506,23 @@ def _tensor_match(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Si
     if side_a.invariant_form(sa) is not None and side_b.invariant_form(sb) is not None:
         pa, pb = side_a.invariant_form(sa)[:, positions[0]], side_b.invariant_form(sb)[:, positions[1]]
         invariant = _correlation(sa, sb, side_a, side_b, positions, True, pa, pb)
+    row_gram = ga = gb = None
+    if side_a.rows is None and side_b.rows is None and len(positions[0]) >= ROW_GRAM_MIN_ROWS:
+        # No embedding rows to anchor the invariant form: the rows' own Gram is the rotation-blind view.
+        grams = side_a.row_gram(sa), side_b.row_gram(sb)
+        if grams[0] is not None and grams[1] is not None:
+            if len(positions[0]) == len(sa.rows) == len(sb.rows) and not detail:
+                row_gram = float(side_a.row_gram_unit(sa) @ side_b.row_gram_unit(sb))  # same rows: cached
+            else:
+                upper = np.triu_indices(len(positions[0]), k=1)
+                ga, gb = (g[np.ix_(p, p)][upper] for g, p in zip(grams, positions))
+                row_gram = _pearson(ga, gb)
     similarity = rel = raw = None
     aligned = False
     comparable = va.shape == vb.shape and side_a.comparable(sa) and side_b.comparable(sb)
     # Under a rotation, values indexed by the residual dimension (a reader's columns, a writer's
     # rows, a norm's entries) are not comparable as they are.
-    hidden = side_a.rows.shape[1] if side_a.rows is not None else -1
-    residual_indexed = hidden in (va.shape[-1], sa.shape[0])
+    residual_indexed = (side_a.hidden or -1) in (va.shape[-1], sa.shape[0])
     if comparable and not (transform == HiddenTransform.ROTATION and residual_indexed):
         similarity = _correlation(sa, sb, side_a, side_b, positions, False, va, vb)
         if hidden_map is not None and va.shape[-1] == len(hidden_map[0]):
@@ -471,7 +530,7 @@ def _tensor_match(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Si
             candidate = _pearson(va, vb_aligned)
             if candidate > similarity:
                 similarity, aligned, vb = candidate, True, vb_aligned
-    if similarity is None and invariant is None:
+    if similarity is None and invariant is None and row_gram is None:
         return None
     rescale_residual = rescale_factors = rank = a_share = delta_cosine = None
     rel = raw = float("nan")
@@ -481,14 +540,15 @@ def _tensor_match(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Si
             a_share, delta_cosine = _share_of_a(va, vb)
             if len(sa.shape) == 2 and len(va) >= 2:
                 rescale_residual, rescale_factors = _rescale_fit(va, vb)
-                rank = _difference_rank(va, vb)
+                rank, _ = difference_rank(vb - va)
     elif detail:
-        rel = raw = _rel_delta(pa, pb)  # the invariant forms' difference: what a rotation left changed
+        # The invariant forms' difference: what a rotation left changed.
+        rel = raw = _rel_delta(pa, pb) if invariant is not None else _rel_delta(ga, gb)
     return TensorMatch(
         a=sa.name, b=sb.name, layer_a=sa.layer, layer_b=sb.layer, role=sa.role, similarity=similarity,
         invariant=invariant, rel_delta=rel, raw_rel_delta=raw, aligned=aligned, dtypes=(sa.dtype, sb.dtype),
         rows=len(va), rescale_residual=rescale_residual, rescale_factors=rescale_factors, difference_rank=rank,
-        a_share=a_share, delta_cosine=delta_cosine,
+        a_share=a_share, delta_cosine=delta_cosine, row_gram=row_gram,
     )
 
 
@@ -635,14 +695,28 @@ def weight_facts(fa: Fingerprint, fb: Fingerprint, second_parent: Fingerprint | 
     rows_a = rows_b = None
     if wa.embedding is not None and wb.embedding is not None:
         emb = match_embeddings(wa.embedding, wb.embedding)
-        if emb is not None:
+        # Rows of unrelated token geometry anchor nothing: the matrices' own row Grams stand in.
+        if emb is not None and emb.gram >= V.GRAM_PROBE_MIN:
             ia, ib = _paired_rows(wa.embedding, wb.embedding)
             ia, ib = ia[:INVARIANT_TOKENS], ib[:INVARIANT_TOKENS]
             rows_a = _centred_rows(wa.embedding.values[ia].astype(np.float64))
             rows_b = _centred_rows(wb.embedding.values[ib].astype(np.float64))
     transform = emb.transform if emb is not None else HiddenTransform.NONE
     hidden_map = emb.hidden_map if emb is not None else None
-    layers = match_layers(_side(fa, rows_a), _side(fb, rows_b), hidden_map, transform)
+    side_a, side_b = _side(fa, rows_a), _side(fb, rows_b)
+    layers = match_layers(side_a, side_b, hidden_map, transform)
+    row_grams = [m.row_gram for m in layers.layer_matches if m.row_gram is not None]
+    row_gram_score = float(np.median(row_grams)) if row_grams else None
+    values = [m.similarity for m in layers.layer_matches if m.similarity is not None]
+    unrotated_score = float(np.median(values)) if values else None
+    rotated_by_rows = bool(
+        transform == HiddenTransform.NONE and row_gram_score is not None and row_gram_score >= V.ROW_GRAM_DERIVED
+        and len(row_grams) >= V.ROW_GRAM_MIN_TENSORS and (unrotated_score is None or unrotated_score < V.DERIVED_SCORE))
+    if rotated_by_rows:
+        # The readers' rows kept their geometry while their values moved: compare again with
+        # everything indexed by the residual dimension set aside, as for a rotation the embedding found.
+        transform = HiddenTransform.ROTATION
+        layers = match_layers(side_a, side_b, None, transform)
     tensor_matches = layers.layer_matches + layers.global_matches
     values = [m.similarity for m in layers.layer_matches if m.similarity is not None]
     invariants = [m.invariant for m in layers.layer_matches if m.invariant is not None]
@@ -663,6 +737,8 @@ def weight_facts(fa: Fingerprint, fb: Fingerprint, second_parent: Fingerprint | 
         layers_b=layers.layers_b, tensor_matches=tensor_matches, layer_score=layer_score,
         invariant_score=invariant_score, score=score, z=_score_z(emb, tensor_matches, score),
         duplicated_layers=_duplicated_layers(layers), merge=merge, merge_estimate=_merge_estimate(tensor_matches),
+        row_gram_score=row_gram_score, rotated_by_row_grams=rotated_by_rows,
+        unrotated_score=unrotated_score if rotated_by_rows else None,
     )
 
 

@@ -161,15 +161,18 @@ class TensorMatch:
     rows: int  # sampled rows compared
     rescale_residual: float | None  # ||b - scaled a|| / ||a|| after the best per-row or per-column scaling
     rescale_factors: tuple[float, float] | None  # range of those scales
-    difference_rank: int | None  # rank of b - a (2-D samples with changes)
+    difference_rank: int | None  # rank of b - a (2-D samples with changes); None: not low in these rows
     # B regressed on A (both centred): b = share * a + rest. A linear merge with a model unrelated
     # to A keeps the same share of A in every tensor; noise and training keep all of it.
     a_share: float | None = None
     delta_cosine: float | None = None  # cos(b - a, a), centred: a merge's difference points away from A
+    # Correlation of the sampled rows' cosines (norm gain folded in), for residual-reading matrices
+    # compared without embedding rows: unchanged by a rotation of the residual stream.
+    row_gram: float | None = None
 
     @property
     def best(self) -> float:
-        return max(v for v in (self.similarity, self.invariant, -1.0) if v is not None)
+        return max(v for v in (self.similarity, self.invariant, self.row_gram, -1.0) if v is not None)
 
 
 @dataclass
@@ -219,6 +222,12 @@ class WeightFacts:
     duplicated_layers: list[tuple[int, int, float]] = field(default_factory=list)  # (B layer, A layer it repeats, score)
     merge: MergeFit | None = None
     merge_estimate: MergeEstimate | None = None
+    # Without paired embedding rows: median row-Gram correlation of the paired layers' reading
+    # matrices, whether it found the residual stream rotated (values unmatched, Grams kept), and
+    # the median value correlation that did not match.
+    row_gram_score: float | None = None
+    rotated_by_row_grams: bool = False
+    unrotated_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def rel(v: float) -> float | None:
@@ -250,6 +259,9 @@ class WeightFacts:
             m = self.merge
             out["merge"] = {"parent": m.parent, "weight_a": round(m.weight_a, 4), "weight_c": round(m.weight_c, 4),
                             "residual": round(m.residual, 4), "tensors": m.tensors}
+        if self.row_gram_score is not None:
+            out["row_gram_score"] = round(self.row_gram_score, 4)
+            out["rotated_by_row_grams"] = self.rotated_by_row_grams
         if self.merge_estimate is not None:
             e = self.merge_estimate
             out["merge_estimate"] = {"weight": round(e.weight, 4), "spread": round(e.spread, 4),

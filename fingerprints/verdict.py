@@ -3,8 +3,9 @@
 Calibration (benchmarks/detection.py; numbers in the README): all derived MiniLM variants
 (noise up to r=1, casts, renames, pruning of layers, heads and width, vocabulary extension,
 pruning and replacement, hidden/head/neuron permutations, per-head rescaling, a merged LoRA, a
-merge, depth up-scaling, light and heavy fine-tuning, combinations, GGUF conversions) and the
-SmolLM2 cases (rotation with folded norms, SliceGPT-style deletion, GGUF <-> HF) against
+merge with and without its second parent given, depth up-scaling, light and heavy fine-tuning,
+combinations, GGUF conversions) and the SmolLM2 cases (rotation with folded norms, SliceGPT-style
+deletion, a rotated body under a new tokenizer, GGUF <-> HF) against
 independent same-architecture controls (fresh inits with other seeds, a model trained with the
 heavy fine-tune's recipe from scratch). Independent controls score at most ~0.03, derived
 variants at least ~0.7, so the score threshold sits well inside the gap, and a z-score floor
@@ -52,6 +53,15 @@ PERMUTATION_PROBE_MARGIN = 0.2
 # and these thresholds the standard budget cannot decide and the comparison asks for --deep.
 GRAM_DERIVED = 0.8
 INVARIANT_DERIVED = 0.8
+# Without embedding rows to pair (a body under a new tokenizer), a rotation is found by the
+# sampled rows' cosines inside each residual-reading matrix, (W·diag(g))(W·diag(g))ᵀ, which the
+# rotation leaves unchanged: derived when their median correlation over at least
+# ROW_GRAM_MIN_TENSORS matrices reaches this while the values themselves do not match. Measured
+# (benchmarks/detection.py): the rotated SmolLM2 body under a new tokenizer 1.000 over 40
+# matrices; independent pairs compared without paired rows at most 0.319 (MiniLM's controls
+# against vocab-replaced, 6 rows a matrix; SmolLM2's controls 0.10-0.16).
+ROW_GRAM_DERIVED = 0.8
+ROW_GRAM_MIN_TENSORS = 8
 # Relative change below which sampled values are the same numbers (float32 round-off).
 EXACT_REL_DELTA = 1e-6
 # bf16 keeps 8 mantissa bits: relative rounding error per value <= 2^-9, i.e. ~0.0023 as a
@@ -72,11 +82,6 @@ NOISE_MAX_LOG_SPREAD = 0.3
 RESCALE_UNEXPLAINED_MAX = 0.01
 # Scales within this of 1 are not a rescaling.
 RESCALE_MIN_FACTOR = 0.02
-# A difference of rank at most this share of the sampled rows is visibly low-rank. The standard
-# budget samples 6 rows of a MiniLM matrix, so a rank-8 LoRA is seen by what it left untouched
-# rather than by its rank; with more sampled rows than an update's rank, its difference has that
-# rank while training and noise change every row independently.
-LOW_RANK_MAX_SHARE = 0.5
 # A merge fit b = alpha a + beta c leaving at most this much of b's spread unexplained, with the
 # second parent's weight at least MERGE_MIN_WEIGHT, is a merge (an exact linear merge leaves float
 # round-off; a fine-tune of A is not a weighted sum of A and an unrelated model).
@@ -84,9 +89,10 @@ MERGE_FIT_MAX = 0.05
 MERGE_MIN_WEIGHT = 0.05
 # A merge with a model that is not stored, B = (1 - w) A + w V: regressing B on A gives A's share
 # 1 - w in every tensor when V is unrelated to A, and B - A = w (V - A) points away from A,
-# cos(B - A, A) ~ -|A| / |V - A| (-0.71 for equal norms). Measured on MiniLM's sampled tensors:
-# the 50/50 merge with fresh-init-seed1 w 0.500 (quartiles within 0.004), median cos -1.00 (every
-# tensor <= -0.77: an initialisation is smaller than trained weights); noise up to r=1, the
+# cos(B - A, A) ~ -|A| / |V - A| (-0.71 for equal norms). Measured on sampled tensors: SmolLM2's
+# 50/50 merge with its shuffled control (equal norms) w 0.501 (quartiles within 0.012), median cos
+# -0.71; MiniLM's 50/50 and 30/70 merges with fresh inits w 0.500 and 0.700, median cos -1.00 (an
+# initialisation is smaller than trained weights); MiniLM's noise up to r=1, the
 # fine-tunes, the merged LoRA and the noised copy w <= 0.009 (90th percentile) and median cos
 # >= -0.03. A per-head rescaling moves A's share by -0.6..+0.3 from tensor to tensor (spread).
 MERGE_DELTA_COSINE_MAX = -0.3
@@ -206,6 +212,13 @@ def _rotation_derived(w: WeightFacts) -> bool:
                 and w.invariant_score is not None and w.invariant_score >= INVARIANT_DERIVED)
 
 
+def _rotation_score(w: WeightFacts) -> float | None:
+    """The rotation-invariant score when B's residual stream is A's rotated, else None."""
+    if _rotation_derived(w):
+        return w.invariant_score
+    return w.row_gram_score if w.rotated_by_row_grams else None
+
+
 def _needs_deep(w: WeightFacts) -> str | None:
     """Why the sampled bytes cannot decide a pair that is not derived, or None."""
     e = w.embedding
@@ -270,6 +283,12 @@ def _structure_lines(f: ComparisonFacts, w: WeightFacts, out: _Lines) -> None:
 
 def _hidden_lines(w: WeightFacts, out: _Lines) -> None:
     e = w.embedding
+    if w.rotated_by_row_grams:
+        n = sum(m.row_gram is not None for m in w.tensor_matches)
+        out.add(f"hidden dimension rotated: no embedding rows pair, but the sampled rows of {n} residual-reading "
+                f"matrices keep their cosines (row Gram of W·diag(g), median r {w.row_gram_score:.3f}) while their values "
+                f"do not match (median r {w.unrotated_score:.3f}): an orthogonal map of the residual stream", Kind.ROTATE)
+        return
     if e is None:
         return
     if e.transform == HiddenTransform.PERMUTATION and e.hidden_map is not None:
@@ -347,7 +366,8 @@ def _delta_lines(f: ComparisonFacts, w: WeightFacts, out: _Lines) -> None:
                     f"{np.median(in_quant):.3f} of their values (median; largest {max(in_quant):.3f}), the rest by "
                     f"<= {max(others, default=0.0):.4f}")
             return
-    rerounded = f.dtypes[0] != f.dtypes[1] or (e is not None and e.transform == HiddenTransform.ROTATION)
+    rerounded = (f.dtypes[0] != f.dtypes[1] or w.rotated_by_row_grams
+                 or (e is not None and e.transform == HiddenTransform.ROTATION))
     if rerounded and largest <= CAST_MAX_REL_DELTA:
         out.add(f"differences are rounding only: every sample within {largest:.4f} of its values (bf16 rounds by <= 0.0023)")
         return
@@ -378,13 +398,18 @@ def _delta_lines(f: ComparisonFacts, w: WeightFacts, out: _Lines) -> None:
         untouched = [m for m in matched if m.rows > 1 and m.raw_rel_delta <= EXACT_REL_DELTA]
         if not any(m.rows == 1 for m in changed) and untouched:
             # Adapters change some matrices and nothing else; training moves every tensor.
+            # The standard budget samples a few rows of each matrix (6 of MiniLM's), fewer than most
+            # adapters' rank: then the update is seen by what it left untouched, and its rank is
+            # measured by the deep comparison, which reads whole rows of the changed matrices.
             roles = sorted({_base_role(m.role) for m in matrices})
-            rank = max(m.difference_rank for m in matrices)
+            ranks = [m.difference_rank for m in matrices]
             rows = min(m.rows for m in matrices)
-            rank_line = (f"the differences have rank <= {rank} in {rows}+ sampled rows" if rank <= LOW_RANK_MAX_SHARE * rows
-                         else f"rank not visible in {rows} sampled rows (needs more rows than the adapter's rank)")
-            out.add(f"low-rank update: only {len(matrices)} matrices changed ({', '.join(roles)}), every embedding row, "
-                    f"norm and {len(untouched)} other matrices bit-identical (a merged adapter); {rank_line}", Kind.LOW_RANK)
+            measured = all(r is not None for r in ranks)
+            rank_line = (f"the differences have rank {max(ranks)} in {rows}+ sampled rows" if measured
+                         else f"its rank is not measurable in {rows} sampled rows; rank measured by --deep (hubwatch compare --deep)")
+            out.add(f"low-rank update{'' if measured else ' suspected'}: only {len(matrices)} matrices changed "
+                    f"({', '.join(roles)}), every embedding row, norm and {len(untouched)} other matrices bit-identical "
+                    f"(a merged adapter); {rank_line}", Kind.LOW_RANK)
             return
     rel = np.array([m.rel_delta for m in matched] + emb_rel)
     median = float(np.median(rel))
@@ -435,8 +460,9 @@ def decide(f: ComparisonFacts) -> Decision:
         shown = ", ".join(f"A{p.a}→B{p.b} {p.score:.2f}" for p in w.pairs[:12])
         median = float(np.median([p.score for p in w.pairs]))
         out.add(f"layers: {len(w.pairs)} matched by assignment, median {median:.3f}: {shown}")
-    rotated = _rotation_derived(w)
-    score = w.invariant_score if rotated else w.score
+    rotation_score = _rotation_score(w)
+    rotated = rotation_score is not None
+    score = rotation_score if rotated else w.score
     derived = rotated or (w.score >= DERIVED_SCORE and w.z >= DERIVED_MIN_Z)
     out.add(f"weights: score {score:.3f} (derived at >= {DERIVED_SCORE}), z={w.z:.0f}"
             + (" (rotation-invariant score)" if rotated else ""))

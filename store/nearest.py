@@ -48,6 +48,19 @@ SCREEN_VERDICTS = DERIVED_VERDICTS
 REFETCH_PER_QUERY = 3
 # Verdicts that make a stored compact fingerprint worth keeping in full (it is evidence now).
 KEEP_FULL_VERDICTS = DERIVED_VERDICTS | {Verdict.TOKENIZER_COPIED}
+# A family of recorded copies among the candidates (the store's matches: fine-tunes of one base,
+# copies of those) is compared through its representatives: its original (the recorded ancestor
+# with no recorded parent) when that is a candidate, and its FAMILY_NEAREST members first in index
+# order (nearest by sketch). When they agree -- all copies of the query, or none -- the other
+# members are not compared. Near 1,000 stored fine-tunes of one base (benchmarks/throughput.py,
+# ~0.45 s a comparison) a new fine-tune takes 3 comparisons (5 with the early stop above alone),
+# and an unrelated model of the same shape, with no copies to stop at, 3 instead of 15. Two
+# members, so that one odd member cannot speak for the family alone and an alert's lineage still
+# names the closest siblings; any disagreement, or a pair that needs the deep comparison, sends
+# the other members to the comparisons (until k copies, as above).
+FAMILY_NEAREST = 2
+# Recorded copy relations followed upwards to find a candidate's original.
+FAMILY_DEPTH = 4
 
 
 @dataclass
@@ -111,6 +124,7 @@ class _Pairing:
     # Its comparison when already made: the screen's config-and-tokenizer one, kept when the
     # screen let the candidate go (the same pair would otherwise be compared again).
     result: Any = None
+    family: str | None = None  # evidence line when it stood for family members left uncompared
 
 
 def _screen(pairing: _Pairing, fp: Fingerprint, cosine: float | None,
@@ -131,11 +145,11 @@ def _screen(pairing: _Pairing, fp: Fingerprint, cosine: float | None,
 
 
 def _pairings(store: Store, fp: Fingerprint, query_sketch: np.ndarray | None, cands: list[Candidate], refetch,
-              compare) -> list[_Pairing]:
+              compare, refetches: int = REFETCH_PER_QUERY) -> list[_Pairing]:
     """The fingerprint each candidate is compared with: the stored one, or for a compact one that
-    passes the screen the full one re-read from the Hub (strongest first, REFETCH_PER_QUERY at
-    most); a compact one that does not is compared without weights, saying why. A full one is read
-    from the store only if it is compared (``_rerank`` may stop before it)."""
+    passes the screen the full one re-read from the Hub (strongest first, ``refetches`` at most);
+    a compact one that does not is compared without weights, saying why. A full one is read from
+    the store only if it is compared (``_rerank`` may stop before it)."""
     sketches = store.sketches_of([c.fingerprint_id for c in cands])
     out: list[_Pairing] = []
     screened: list[tuple[float, _Pairing, str]] = []
@@ -160,7 +174,7 @@ def _pairings(store: Store, fp: Fingerprint, query_sketch: np.ndarray | None, ca
     for rank, (_, pairing, why) in enumerate(screened):
         if refetch is None:
             continue
-        if rank >= REFETCH_PER_QUERY:
+        if rank >= refetches:
             pairing.note = f"weights: not compared (stored compact; {why}): over {REFETCH_PER_QUERY} re-reads per query"
             continue
         try:
@@ -170,6 +184,68 @@ def _pairings(store: Store, fp: Fingerprint, query_sketch: np.ndarray | None, ca
             continue
         pairing.note, pairing.refetched = None, True
     return out
+
+
+@dataclass
+class _Family:
+    """Candidates recorded as copies of the same original(s): the ones compared first, the rest."""
+
+    roots: frozenset[int]
+    representatives: list[Candidate]
+    deferred: list[Candidate]
+
+
+def _roots(fid: int, parents: dict[int, set[int]]) -> frozenset[int]:
+    """The recorded ancestors of ``fid`` (itself included) without a recorded parent, as far as
+    ``parents`` reaches."""
+    seen, stack, roots = {fid}, [fid], set()
+    while stack:
+        node = stack.pop()
+        above = parents.get(node) or set()
+        if not above:
+            roots.add(node)
+        for parent in above - seen:
+            seen.add(parent)
+            stack.append(parent)
+    return frozenset(roots)
+
+
+def _families(store: Store, cands: list[Candidate]) -> list[_Family]:
+    """The candidates' families of recorded copies that have members to leave for later (see
+    FAMILY_NEAREST). A candidate with identical files or sampled values is always compared."""
+    parents: dict[int, set[int]] = {}
+    frontier = {c.fingerprint_id for c in cands}
+    for _ in range(FAMILY_DEPTH):
+        found = store.recorded_parents(frontier, COPY_VERDICTS)
+        parents.update(found)
+        frontier = {p for above in found.values() for p in above} - parents.keys()
+        if not frontier:
+            break
+    groups: dict[frozenset[int], list[Candidate]] = {}
+    for cand in cands:
+        groups.setdefault(_roots(cand.fingerprint_id, parents), []).append(cand)
+    out = []
+    for roots, members in groups.items():
+        representatives, deferred, nearest_taken = [], [], 0
+        for cand in members:  # index order: nearest by sketch first
+            if cand.fingerprint_id in roots or cand.identity_evidence:
+                representatives.append(cand)
+            elif nearest_taken < FAMILY_NEAREST:
+                representatives.append(cand)
+                nearest_taken += 1
+            else:
+                deferred.append(cand)
+        if deferred:
+            out.append(_Family(roots, representatives, deferred))
+    return out
+
+
+def _decides(speakers: list[_Pairing]) -> bool:
+    """Do a family's representatives speak for it: compared on their weights, none needing the
+    deep comparison, all copies of the query or none?"""
+    if not speakers or any(p.note or getattr(p.result, "needs_deep", False) for p in speakers):
+        return False
+    return len({p.result.verdict in COPY_VERDICTS for p in speakers}) == 1
 
 
 def _rerank(store: Store, pairings: list[_Pairing], fp: Fingerprint, k: int,
@@ -212,12 +288,37 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
     suspect (B); with ``pool`` (a process pool) the comparisons run there, in parallel, while this
     thread waits. ``refetch(repo_id, sha)`` re-reads a full fingerprint from the Hub for compact
     candidates that pass the screen; a refetched one that turns out to be a copy or to share the
-    tokenizer is kept in full from then on.
+    tokenizer is kept in full from then on. A family of recorded copies among the candidates is
+    compared through its original and nearest members (FAMILY_NEAREST), the rest only when those
+    disagree; the representatives' evidence says how many were left and why.
     """
     query = IndexQuery.from_fingerprint(fp)  # the sketch, computed once for the search and the screen
     cands = store.search(query, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
-    pairings = _pairings(store, fp, query.sketch, cands, refetch, compare)
+    families = _families(store, cands)
+    later = {c.fingerprint_id for family in families for c in family.deferred}
+    pairings = _pairings(store, fp, query.sketch, [c for c in cands if c.fingerprint_id not in later], refetch,
+                         compare)
     _rerank(store, pairings, fp, k, compare, pool)
+    by_id = {p.cand.fingerprint_id: p for p in pairings}
+    refetched = sum(p.refetched for p in pairings)
+    for family in families:
+        speakers = [by_id[c.fingerprint_id] for c in family.representatives]
+        copies = sum(p.result is not None and p.result.verdict in COPY_VERDICTS for p in pairings)
+        if copies >= k or any(p.result is None for p in speakers):
+            continue  # k copies came first: the family's other members could only tie them
+        if _decides(speakers):
+            names = ", ".join(sorted(store.get_fingerprint(r).repo_id for r in family.roots))
+            who = "original and nearest members" if family.roots & by_id.keys() else "nearest members"
+            verdict = ("shares their weights" if speakers[0].result.verdict in COPY_VERDICTS
+                       else "shares no weights with them")
+            for pairing in speakers:
+                pairing.family = (f"family: {len(family.deferred)} more candidates recorded as copies of {names} "
+                                  f"not compared: its {len(speakers)} compared ({who}) agree the query {verdict}")
+            continue
+        more = _pairings(store, fp, query.sketch, family.deferred, refetch, compare, REFETCH_PER_QUERY - refetched)
+        refetched += sum(p.refetched for p in more)
+        _rerank(store, more, fp, k - copies, compare, pool)
+        pairings += more
     out = []
     for pairing in pairings:
         cand, result = pairing.cand, pairing.result
@@ -234,6 +335,8 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
                 evidence.append(pairing.note)
             else:
                 evidence[generic] = pairing.note
+        if pairing.family:
+            evidence.append(pairing.family)
         other = store.get_model(cand.repo_id)
         out.append(Neighbour(
             repo_id=cand.repo_id, sha=cand.sha, fingerprint_id=cand.fingerprint_id, verdict=result.verdict,

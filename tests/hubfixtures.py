@@ -12,7 +12,10 @@ import os
 import time
 from pathlib import Path
 
-from bot.hub import RetryPolicy
+from huggingface_hub import ModelInfo
+
+from bot.hub import HubModel, RetryPolicy
+from bot.hub.client import ListingPage
 from bot.hub.ratelimit import HubRateBudget
 from fingerprints.reader import LocalFolderReader
 
@@ -87,6 +90,11 @@ def public_repo_ids() -> set[str]:
 SHA = "0" * 40
 
 
+def hub_model(entry: dict) -> HubModel:
+    """A model from its Hub JSON, parsed as the Hub client parses it (huggingface_hub's ModelInfo)."""
+    return HubModel.from_model_info(ModelInfo(**entry))
+
+
 class FolderHub:
     """The watcher's Hub over local folders (or an exception a repo raises): one listing, readers
     pinned to SHA."""
@@ -96,7 +104,7 @@ class FolderHub:
         self.created = created
 
     def list_models(self, *, sort, limit, expand, author=None):
-        return [{"id": repo, "sha": SHA, "createdAt": self.created[repo]} for repo in self.repos]
+        return [hub_model({"id": repo, "sha": SHA, "createdAt": self.created[repo]}) for repo in self.repos]
 
     def reader(self, repo_id, sha=None):
         source = self.repos[repo_id]
@@ -106,11 +114,8 @@ class FolderHub:
         reader.name, reader.sha = repo_id, SHA
         return reader
 
-    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
-        return "page:1"
-
-    def list_models_page(self, url, what="listing models"):
-        return self.list_models(sort="createdAt", limit=1000, expand=[]), None  # one page
+    def list_models_page(self, url, *, sort, page_size, expand):
+        return ListingPage("page-1", self.list_models(sort=sort, limit=page_size, expand=expand), None)  # one page
 
     def take_rate_limited_count(self):
         return 0  # folders are never rate limited

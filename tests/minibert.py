@@ -3,17 +3,23 @@
 Used by tests/variants.py to make genuinely fine-tuned and genuinely trained-from-scratch
 checkpoints, and by tests/test_variants.py to prove that permuted checkpoints compute the same
 function. Post-LN BERT exactly as in transformers' BertModel (eval mode: no dropout); imports only
-torch so the benchmark scripts can use it outside pytest.
+torch (on first use, so that collecting the tests does not load it) and hubwatch's deferred import,
+so the benchmark scripts can use it outside pytest.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from fingerprints.deferred_import import DeferredModule
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = DeferredModule("torch")
+F = DeferredModule("torch.nn.functional")
 
 # BERT special token ids in the uncased WordPiece vocabulary MiniLM uses.
 PAD_ID, CLS_ID, SEP_ID, MASK_ID = 0, 101, 102, 103

@@ -11,6 +11,10 @@ tokenizer files rebuilt from the GGUF vocabulary and merges) and derives from th
   the same function (QuaRot/SpinQuant-style);
 - smollm2-sliced: the same folding, rotated onto the embedding rows' principal directions and the
   72 weakest of 576 deleted (SliceGPT-style, hidden 576 -> 504);
+- smollm2-rotated-vocab-replaced: a rotation like smollm2-rotated's (its own seed) under a new
+  32,000-token vocabulary with fresh embedding and LM head rows (no token pairs with SmolLM2's);
+- smollm2-merge-shuffled: a 50/50 linear merge with smollm2-shuffled's weights (an independent
+  partner of equal norms), whose second parent the comparison is not given;
 - smollm2-noise: Gaussian noise of 0.05 x each tensor's spread (the Llama3-V case);
 - smollm2-moe: an upcycled Mixtral-style mixture of 4 experts, each a copy of its layer's FFN with
   its own noise, and a fresh router;
@@ -24,7 +28,9 @@ tokenizer files rebuilt from the GGUF vocabulary and merges) and derives from th
 
     python tests/smollm.py [OUT_DIR]     # build them (about a minute; ~2.4 GiB)
 
-Only torch, numpy, safetensors, gguf, hubwatch's GGUF parser and the standard library are used.
+Only torch, numpy, safetensors, gguf, hubwatch's GGUF parser and the standard library are used;
+torch loads on first use, so that test modules taking their parameters from here (SMOLLM_VARIANTS)
+are collected without it.
 """
 
 from __future__ import annotations
@@ -35,19 +41,24 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import variants  # noqa: E402
 from variants import FIXTURE_CACHE_ENV, Tensors, VariantSpec, add_noise, seed_for, update_config, write_json  # noqa: E402
 
 from fingerprints.gguf_format import gguf_architecture, gguf_tokenizer, parse_gguf_header, undo_llama_qk_permutation  # noqa: E402
+from fingerprints.deferred_import import DeferredModule  # noqa: E402
 from fingerprints.reader import LocalFolderReader  # noqa: E402
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = DeferredModule("torch")
 
 SMOLLM_VERSION = "hubwatch-smollm2-1"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -81,6 +92,13 @@ MOE_ROUTER = "block_sparse_moe.gate.weight"
 MOE_EXPERT_NAMES = {"mlp.gate_proj": "w1", "mlp.down_proj": "w2", "mlp.up_proj": "w3"}
 # Llama's initializer_range.
 INIT_STD = 0.02
+# A 50/50 merge with an independent partner as large as SmolLM2 itself (smollm2-shuffled): the
+# merge estimate's equal-norm case, cos(B - A, A) ~ -0.71.
+MERGE_SHUFFLED_WEIGHT = 0.5
+# A rotated body under a new tokenizer: byte-level pieces that SmolLM2's vocabulary does not have
+# (so no embedding row pairs with one of SmolLM2's), fresh embedding and LM head rows.
+REPLACED_VOCAB_SIZE = 32000
+REPLACED_SPECIALS = ("<|begin|>", "<|end|>", "<|unknown|>", "<|pad|>")
 
 
 class MissingSmolLMError(RuntimeError):
@@ -310,6 +328,35 @@ def upcycle_moe(tensors: Tensors, seed: int) -> Tensors:
     return out
 
 
+def permute_and_rescale_heads(tensors: Tensors, seed: int) -> Tensors:
+    """Every layer's attention heads reordered and rescaled, the function unchanged (grouped-query attention).
+
+    The key/value heads are permuted (their K and V row blocks) with their groups of query heads,
+    and the query heads within each group; each group's Q rows are scaled by c and its K rows by
+    1/c (scores unchanged), its V rows by s and the O columns of its query heads by 1/s, with c and
+    s drawn from [0.5, 2] per group.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    group = NUM_HEADS // NUM_KV_HEADS
+    out = dict(tensors)
+    for i in range(layer_count(tensors)):
+        kv_order = torch.randperm(NUM_KV_HEADS, generator=generator)
+        q_heads = torch.cat([g * group + torch.randperm(group, generator=generator) for g in kv_order.tolist()])
+        q_rows = (q_heads[:, None] * HEAD_DIM + torch.arange(HEAD_DIM)).reshape(-1)
+        kv_rows = (kv_order[:, None] * HEAD_DIM + torch.arange(HEAD_DIM)).reshape(-1)
+        qk_scale, vo_scale = (2 ** (torch.rand(NUM_KV_HEADS, generator=generator) * 2 - 1) for _ in range(2))
+        q_factor = qk_scale.repeat_interleave(group * HEAD_DIM)[:, None]
+        k_factor = (1 / qk_scale).repeat_interleave(HEAD_DIM)[:, None]
+        v_factor = vo_scale.repeat_interleave(HEAD_DIM)[:, None]
+        o_factor = (1 / vo_scale).repeat_interleave(group * HEAD_DIM)[None, :]
+        weights = {part: tensors[layer(i, f"self_attn.{part}_proj")].float() for part in "qkvo"}
+        out[layer(i, "self_attn.q_proj")] = (weights["q"][q_rows] * q_factor).to(torch.bfloat16)
+        out[layer(i, "self_attn.k_proj")] = (weights["k"][kv_rows] * k_factor).to(torch.bfloat16)
+        out[layer(i, "self_attn.v_proj")] = (weights["v"][kv_rows] * v_factor).to(torch.bfloat16)
+        out[layer(i, "self_attn.o_proj")] = (weights["o"][:, q_rows] * o_factor).to(torch.bfloat16)
+    return out
+
+
 def llama_init(tensors: Tensors, seed: int) -> Tensors:
     """Llama's initialisation with the given shapes: N(0, 0.02) matrices, RMSNorm gains 1."""
     generator = torch.Generator().manual_seed(seed)
@@ -336,6 +383,30 @@ def build_sliced(tensors: Tensors, out_dir: Path) -> None:
     update_config(out_dir, tie_word_embeddings=False, hidden_size=SLICED_HIDDEN)
 
 
+def new_tokenizer(existing: set[str], size: int, seed: int) -> dict:
+    """A byte-level BPE vocabulary of REPLACED_SPECIALS and seeded pieces not in ``existing``, as gguf_tokenizer returns one."""
+    pieces = variants.new_wordpieces(existing | {p.removeprefix("Ġ") for p in existing}, size - len(REPLACED_SPECIALS), seed)
+    tokens = list(REPLACED_SPECIALS) + [p[2:] if p.startswith("##") else "Ġ" + p for p in pieces]
+    return {"tokens": tokens, "token_types": [3] * len(REPLACED_SPECIALS) + [1] * len(pieces), "merges": [],
+            "bos_token_id": 0, "eos_token_id": 1, "unknown_token_id": 2, "padding_token_id": 3, "chat_template": None}
+
+
+def build_rotated_vocab_replaced(tensors: Tensors, out_dir: Path) -> None:
+    """smollm2-rotated's body (its own rotation) under a new tokenizer with fresh embedding and LM head rows."""
+    seed = seed_for("smollm2-rotated-vocab-replaced")
+    body = fold_norms_and_rotate(tensors, random_orthogonal(HIDDEN, seed))
+    existing = set(variants.read_json(out_dir / "tokenizer.json")["model"]["vocab"])
+    tok = new_tokenizer(existing, REPLACED_VOCAB_SIZE, seed)
+    write_tokenizer_files(tok, out_dir)
+    generator = torch.Generator().manual_seed(seed)
+    for name in (EMBED, LM_HEAD):
+        fresh = torch.randn(REPLACED_VOCAB_SIZE, HIDDEN, generator=generator) * body[name].float().std()
+        body[name] = fresh.to(torch.bfloat16)
+    variants.save_weights(body, out_dir)
+    update_config(out_dir, tie_word_embeddings=False, vocab_size=REPLACED_VOCAB_SIZE, bos_token_id=0, eos_token_id=1,
+                  pad_token_id=3)
+
+
 def build_noise(tensors: Tensors, out_dir: Path) -> None:
     variants.save_weights(add_noise(tensors, COPY_NOISE_RATIO, seed_for("smollm2-noise")), out_dir)
 
@@ -345,6 +416,16 @@ def build_moe(tensors: Tensors, out_dir: Path) -> None:
     update_config(out_dir, architectures=["MixtralForCausalLM"], model_type="mixtral", num_local_experts=MOE_EXPERTS,
                   num_experts_per_tok=MOE_EXPERTS_PER_TOKEN, router_aux_loss_coef=0.02, output_router_logits=False,
                   sliding_window=None)
+
+
+def build_merge_shuffled(tensors: Tensors, out_dir: Path) -> None:
+    """A 50/50 linear merge with smollm2-shuffled's weights: an independent partner of equal norms."""
+    partner = shuffle_values(tensors, seed_for("smollm2-shuffled"))
+    variants.save_weights(to_bf16(variants.interpolate(tensors, partner, MERGE_SHUFFLED_WEIGHT)), out_dir)
+
+
+def build_heads_permuted(tensors: Tensors, out_dir: Path) -> None:
+    variants.save_weights(permute_and_rescale_heads(tensors, seed_for("smollm2-rotated-heads")), out_dir)
 
 
 def build_fresh_init(tensors: Tensors, out_dir: Path) -> None:
@@ -430,6 +511,12 @@ SMOLLM_VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in (
                 "RMSNorm gains folded, residual stream rotated by a random orthogonal matrix (function-preserving)"),
     VariantSpec("smollm2-sliced", "weights-derived", ("rotate", "prune"), build_sliced,
                 f"norms folded, rotated onto the embedding's principal directions, hidden {HIDDEN} -> {SLICED_HIDDEN}"),
+    VariantSpec("smollm2-rotated-vocab-replaced", "weights-derived", ("rotate", "vocab-replaced"),
+                build_rotated_vocab_replaced,
+                f"norms folded and the residual stream rotated, under a new {REPLACED_VOCAB_SIZE}-token vocabulary "
+                "with fresh embedding and LM head rows (no token pairs with SmolLM2's)"),
+    VariantSpec("smollm2-merge-shuffled", "weights-derived", ("merge",), build_merge_shuffled,
+                f"linear merge, weight {MERGE_SHUFFLED_WEIGHT}, with smollm2-shuffled's weights (not given to the comparison)"),
     VariantSpec("smollm2-noise", "weights-derived", ("noise",), build_noise,
                 f"Gaussian noise sigma = {COPY_NOISE_RATIO} x std on every tensor"),
     VariantSpec("smollm2-moe", "weights-derived", ("moe-upcycle",), build_moe,
@@ -439,6 +526,18 @@ SMOLLM_VARIANTS: dict[str, VariantSpec] = {spec.name: spec for spec in (
     VariantSpec("smollm2-shuffled", "tokenizer-copied", (), build_shuffled,
                 "every tensor's values shuffled (same per-tensor distribution and std curves, no shared structure)"),
 )}
+
+
+# Built from smollm2-rotated on demand into a temporary folder (tests/test_deep.py, benchmarks/deep.py)
+# and compared with smollm2; not cached with the others, whose standard comparisons assert exact kinds.
+ROTATED_HEADS = VariantSpec("smollm2-rotated-heads", "weights-derived", ("rotate", "permute-heads", "rescale"),
+                            build_heads_permuted, "smollm2-rotated with its attention heads permuted and rescaled per group")
+
+
+def build_rotated_heads(rotated: Path, out_dir: Path) -> Path:
+    """ROTATED_HEADS built from the smollm2-rotated folder into out_dir (which must not exist)."""
+    variants.build_variant(ROTATED_HEADS, rotated, out_dir, HUB_FILES)
+    return out_dir
 
 
 def build_smollm(cache_dir: Path | str | None = None, log=lambda line: None) -> dict[str, Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -24,3 +25,12 @@ def small_fp(seed: int = 0, hidden: int = 16, vocab: list[str] | None = None) ->
                              minhash(vocab), None, vocab)
     config = ConfigSignature("bert", ["BertModel"], {"hidden_size": hidden}, f"arch-{hidden}", f"exact-{seed}", {})
     return Fingerprint(f"test/{seed}", config, tok, weights, bytes_read=1234)
+
+
+def fine_tune(fp: Fingerprint, seed: int, name: str) -> Fingerprint:
+    """``fp`` with its embedding moved a little and its own sampled values: a sketch neighbour."""
+    rng = np.random.default_rng(seed)
+    emb = fp.weights.embedding
+    moved = replace(emb, values=(emb.values + 0.05 * rng.standard_normal(emb.values.shape)).astype(np.float32))
+    weights = replace(fp.weights, embedding=moved, sample_digest=f"sample-{name}", value_digest=f"values-{name}")
+    return replace(fp, source=name, weights=weights)

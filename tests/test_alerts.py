@@ -197,6 +197,7 @@ def test_astral_characters_count_double():
 hostile = st.text(st.characters(codec="utf-8"), max_size=3000)
 
 
+@pytest.mark.slow  # fuzzing; the fast tests above push every limit with one worst case each
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(repo=hostile, reason=hostile, evidence=st.lists(hostile, max_size=40), bases=st.lists(hostile, max_size=30),
        conflict=st.none() | hostile, nonce=hostile)

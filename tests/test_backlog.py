@@ -7,6 +7,8 @@ import json
 from bot.fakes.hub import FakeHub
 from bot.hub import HubClient
 from bot.watch.backlog import FeedCursor, walk_newest
+from hubfixtures import hub_model
+from bot.hub.client import ListingPage
 
 
 def stamp(minute: int) -> str:
@@ -24,17 +26,17 @@ class PagedListing:
     def publish(self, *minutes: int) -> None:
         self.minutes += minutes
 
-    def fetch(self, url: str):
+    def fetch(self, url: str | None):
         self.fetched += 1
-        below = None if url == "first" else int(url)  # keyset: entries older than the last one served
+        below = None if url is None else int(url)  # keyset: entries older than the last one served
         ordered = [m for m in sorted(self.minutes, reverse=True) if below is None or m < below]
-        rows = [{"id": f"org/m{m}", "createdAt": stamp(m)} for m in ordered[:self.page]]
-        return rows, (str(ordered[self.page - 1]) if len(ordered) > self.page else None)
+        rows = [hub_model({"id": f"org/m{m}", "createdAt": stamp(m)}) for m in ordered[:self.page]]
+        return ListingPage(url or "first", rows, str(ordered[self.page - 1]) if len(ordered) > self.page else None)
 
 
 def cycle(listing: PagedListing, cursor: FeedCursor, budget: int) -> tuple[set[str], FeedCursor]:
-    entries, after = walk_newest(listing.fetch, "first", cursor, budget)
-    return {e["id"] for e in entries}, after
+    entries, after = walk_newest(listing.fetch, cursor, budget)
+    return {e.repo_id for e in entries}, after
 
 
 def test_first_walk_takes_one_budget_and_starts_the_floor_at_its_newest():
@@ -97,16 +99,15 @@ def test_the_walk_follows_the_hubs_link_header_pages(tmp_path):
     for minute in range(3):
         publish(minute)
     with FakeHub(tmp_path, page_size=2) as hub, HubClient(hub.endpoint, token="") as client:
-        first = client.listing_url("createdAt", page_size=2, expand=["createdAt"])
-        fetch = client.list_models_page
-        entries, cursor = walk_newest(fetch, first, FeedCursor(), budget=2)
-        assert [e["id"] for e in entries] == ["org/m2", "org/m1"] and cursor.floor == stamp(2)
+        fetch = lambda url: client.list_models_page(url, sort="createdAt", page_size=2, expand=["createdAt"])  # noqa: E731
+        entries, cursor = walk_newest(fetch, FeedCursor(), budget=2)
+        assert [e.repo_id for e in entries] == ["org/m2", "org/m1"] and cursor.floor == stamp(2)
         for minute in range(3, 8):
             publish(minute)
         walked: list[str] = []
         for _ in range(4):
-            entries, cursor = walk_newest(fetch, first, cursor, budget=2)
-            walked += [e["id"] for e in entries]
+            entries, cursor = walk_newest(fetch, cursor, budget=2)
+            walked += [e.repo_id for e in entries]
             if cursor.resume is None:
                 break
         assert walked == ["org/m7", "org/m6", "org/m5", "org/m4", "org/m3"]

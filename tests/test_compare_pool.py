@@ -7,7 +7,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from bot.watch.compare_pool import ComparePool
+from bot.watch.compare_pool import BLAS_THREADS, ComparePool
 
 
 def test_one_worker_means_no_pool():
@@ -25,5 +25,24 @@ def test_a_pool_whose_worker_died_is_replaced_on_the_next_use():
         pool.drop()
         second = pool.get()
         assert second is not first and second.submit(abs, -3).result() == 3
+    finally:
+        pool.close()
+
+
+def blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.mark.slow
+def test_the_owning_process_and_the_workers_use_one_blas_thread_each():
+    """One worker per core already, and the owner fingerprints in threads beside them: BLAS threads
+    of their own would only contend with each other."""
+    pool = ComparePool(2)
+    try:
+        assert set(blas_threads()) == {BLAS_THREADS}
+        threads = pool.get().submit(blas_threads).result()
+        assert threads and set(threads) == {BLAS_THREADS}
     finally:
         pool.close()

@@ -13,7 +13,7 @@ import pytest
 
 from bot.cli import main
 from fingerprints.compare import compare_fingerprints
-from fingerprints.deep import DEEP_P_MAX, apply_deep, deep_compare, fisher_log10, poisson_log10_sf
+from fingerprints.deep import ATTENTION_SHARE, DEEP_P_MAX, apply_deep, deep_compare, fisher_log10, poisson_log10_sf
 from fingerprints.engine import fingerprint_model
 from fingerprints.reader import LocalFolderReader
 
@@ -81,10 +81,12 @@ def test_the_real_gguf_is_traced_to_its_conversion(smollm_base, smollm2_gguf):
 
 
 @pytest.mark.slow  # two real models fingerprinted and read in depth: 10-60 s on a shared core
-@pytest.mark.parametrize("name", ["permute-neurons", "permute-hidden", "finetune-heavy", "noise-1.0", "prune-width"])
+@pytest.mark.parametrize("name", ["permute-neurons", "permute-hidden", "permute-heads", "rescale-heads", "finetune-heavy",
+                                  "noise-1.0", "prune-width"])
 def test_minilm_derivatives_are_dependent(variants, minilm_dir, name):
     result, _ = deep(opened(minilm_dir), variants[name])
     assert result.dependent, result.evidence
+    assert fisher_log10(result.attention.log10_ps) < math.log10(DEEP_P_MAX)  # the attention test alone too
 
 
 @pytest.mark.slow  # two real models fingerprinted and read in depth: 10-60 s on a shared core
@@ -93,6 +95,7 @@ def test_minilm_independent_models_are_not_rejected(variants, minilm_dir, name):
     """independent-trained was trained with the same recipe as finetune-heavy: the chance level holds."""
     result, _ = deep(opened(minilm_dir), variants[name])
     assert not result.dependent, result.evidence
+    assert result.attention.tests and fisher_log10(result.attention.log10_ps) > -1
 
 
 @pytest.mark.slow  # two real models fingerprinted and read in depth: 10-60 s on a shared core
@@ -102,6 +105,92 @@ def test_deep_upgrades_an_undecided_standard_verdict(smollm_base, smollm2):
     combined = apply_deep(standard, deep_compare(*smollm_base, reader_b, fb, budget=SMALL_BUDGET))
     assert combined.verdict == "weights-derived" and "rotate" in combined.kinds and "tokenizer" not in combined.kinds
     assert combined.weights["deep"]["dependent"] and any(e.startswith("deep verdict") for e in combined.evidence)
+
+
+@pytest.fixture(scope="module")
+def rotated_heads(tmp_path_factory, smollm2):
+    import smollm
+
+    return smollm.build_rotated_heads(smollm2["smollm2-rotated"], tmp_path_factory.mktemp("rotated_heads") / "model")
+
+
+@pytest.mark.slow  # builds a 135M model, runs it twice, and reads both in depth: 20-90 s on a shared core
+def test_attention_test_traces_a_rotated_model_with_permuted_and_rescaled_heads(smollm_base, smollm2, rotated_heads):
+    import smollm
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((smollm2["smollm2"] / "config.json").read_text())
+    ids = smollm.calibration_ids(smollm2["smollm2"])[:12]
+    logits = [smollm.llama_forward(load_file(str(folder / "model.safetensors")), config, ids)
+              for folder in (smollm2["smollm2"], rotated_heads)]
+    assert torch.allclose(logits[0], logits[1], atol=0.05 * float(logits[0].abs().max()))  # the same function
+
+    result, _ = deep(smollm_base, rotated_heads)
+    attention = result.attention
+    assert len(attention.tests) >= 2 and all(t.qk_cosine > 0.99 and t.ov_cosine > 0.99 for t in attention.tests)
+    assert fisher_log10(attention.log10_ps) < math.log10(DEEP_P_MAX)  # the attention test alone rejects independence
+    assert result.dependent
+    line = next(e for e in result.evidence if e.startswith("deep attention tests"))
+    assert "Q/K 1.000" in line and "CKA Q" in line
+    assert any(e.startswith("deep attention read: whole Q, K, V, O") and "MiB" in e for e in result.evidence)
+
+
+@pytest.mark.slow  # two real models fingerprinted and read in depth: 10-60 s on a shared core
+def test_attention_test_does_not_flag_an_independent_model(smollm_base, smollm2):
+    result, _ = deep(smollm_base, smollm2["smollm2-fresh-init"])
+    assert result.attention.tests and all(abs(t.qk_cosine) < 0.02 and abs(t.ov_cosine) < 0.02 for t in result.attention.tests)
+    assert fisher_log10(result.attention.log10_ps) > -1 and not result.dependent
+
+
+class CountingReader(LocalFolderReader):
+    """Counts the bytes of every range read, per file, as the deep comparison asks for them."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.served = 0
+
+    def read_ranges(self, requests):
+        out = super().read_ranges(requests)
+        self.served += sum(len(chunk) for chunk in out)
+        return out
+
+
+@pytest.mark.slow  # two real models fingerprinted and read in depth: 10-60 s on a shared core
+@pytest.mark.parametrize("budget", [2 * 1024 * 1024, SMALL_BUDGET])
+def test_the_budget_bounds_the_bytes_read(smollm2, budget):
+    readers = [CountingReader(smollm2[name]) for name in ("smollm2", "smollm2-rotated")]
+    fingerprints = [fingerprint_model(r) for r in readers]
+    served_before = [r.served for r in readers]
+    result = deep_compare(readers[0], fingerprints[0], readers[1], fingerprints[1], budget=budget, device="cpu")
+    for side, reader, before in zip("ab", readers, served_before):
+        served = reader.served - before
+        assert served == result.bytes_read[side]  # the stated bytes are the bytes the reader served
+        assert served - result.bytes_read[f"headers_{side}"] <= budget
+        assert result.attention.bytes_read[side] <= budget * ATTENTION_SHARE
+    # 2 MiB cannot hold one layer's Q/K/V/O (1.7 MiB) within its share: said, not read.
+    if budget < SMALL_BUDGET:
+        assert result.attention.tests == [] and result.attention.bytes_read == {"a": 0, "b": 0}
+        assert any(e.startswith("deep attention test: not run (one layer's Q/K/V/O is 1.7 MiB") for e in result.evidence)
+    else:
+        # Two layers' whole bf16 Q and O (576 x 576), K and V (192 x 576) and the norm gain (576).
+        assert len(result.attention.layers) == 2
+        assert result.attention.bytes_read == {side: 2 * 2 * (2 * 576 * 576 + 2 * 192 * 576 + 576) for side in "ab"}
+
+
+@pytest.mark.slow  # MiniLM written as a GGUF and both read in depth: 10-40 s on a shared core
+def test_a_permuted_gguf_under_llamacpp_token_spelling_is_aligned_and_traced(tmp_path, minilm_dir):
+    """llama.cpp spells BERT's "##" continuations as plain pieces and word starts with "▁": rows pair on canonical spelling."""
+    import variants
+    from safetensors.torch import load_file
+
+    vocab = (minilm_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    variants.write_bert_gguf(variants.permute_everything(load_file(str(minilm_dir / "model.safetensors"))), vocab,
+                             tmp_path / "minilm-F16.gguf", "F16")
+    result, fb = deep(opened(minilm_dir), tmp_path)
+    assert fb.weights.format == "gguf" and result.shared_tokens > 2000
+    assert result.alignment["held_out_cosine"] > 0.99 and result.alignment["largest_entry_median"] > 0.99  # a permutation
+    assert result.attention.tests and all(t.qk_cosine > 0.99 for t in result.attention.tests) and result.dependent
 
 
 def test_p_value_arithmetic_stays_finite_far_in_the_tail():
@@ -120,8 +209,9 @@ def test_cli_deep_flag(smollm2, capsys):
     assert out["verdict"] == "weights-derived" and out["weights"]["deep"]["bytes_read"]["tensor_b"] <= SMALL_BUDGET
 
 
-def test_cli_budget_needs_deep(smollm2, capsys):
-    assert main(["compare", str(smollm2["smollm2"]), str(smollm2["smollm2-noise"]), "--budget", "1000"]) == 2
+def test_cli_budget_needs_deep(tmp_path, capsys):
+    # Refused before either model is read: any two folders do.
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--budget", "1000"]) == 2
     assert "add --deep" in capsys.readouterr().err
 
 

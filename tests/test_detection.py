@@ -67,7 +67,7 @@ def test_exact_kinds_for_single_transformations(fingerprints):
 
 def test_every_kind_has_its_evidence_line(fingerprints):
     lines = {
-        "rescale-heads": "rescaled: ", "lora-merge": "low-rank update: only ", "merge-independent": "merge: B = 0.50 × A + 0.50 × ",
+        "rescale-heads": "rescaled: ", "lora-merge": "low-rank update suspected: only 12 matrices changed", "merge-independent": "merge: B = 0.50 × A + 0.50 × ",
         "merge-30-70": "merge: second parent not in index; estimated weight α ≈ 0.70",
         "depth-upscale": "depth up-scaled: ", "prune-heads": "num_heads 12 → 10", "vocab-prune": "(pruned)",
         "vocab-replaced": "vocabulary: replaced", "permute-hidden": "hidden dimension permuted",

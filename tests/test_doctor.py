@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
 import sqlite3
+import sys
 import threading
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,6 +22,9 @@ from bot.ops.metrics import Metrics, MetricsServer
 from bot.settings import known_env_vars
 
 HF_TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+# What the torch check imports under the env fixture: the real torch costs ~4 s of CPU to import, so
+# only test_the_torch_check_imports_the_installed_torch (slow) loads it.
+TORCH_STAND_IN = types.SimpleNamespace(__version__="2.13.0+stand-in")
 WEBHOOK_TOKEN = "Wt" * 34
 WEBHOOK = f"https://discord.com/api/webhooks/123456789012345678/{WEBHOOK_TOKEN}"  # real-endpoint-constant: validated, never contacted
 
@@ -52,7 +58,8 @@ def fake_hub():
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, fake_hub):
-    """A clean environment pointing at the fake Hub, with the store in tmp_path."""
+    """A clean environment pointing at the fake Hub, with the store in tmp_path and torch stood in."""
+    monkeypatch.setitem(sys.modules, "torch", TORCH_STAND_IN)
     for name in list(os.environ):
         if name.startswith("HUBWATCH_") or name in known_env_vars():
             monkeypatch.delenv(name)
@@ -77,6 +84,7 @@ def test_healthy_setup_exits_zero(capsys, env, fake_hub):
     assert code == 0, output
     for name in ("settings", "environment", "store", "disk", "hub token", "discord webhook", "torch"):
         assert lines[name].startswith("OK"), lines[name]
+    assert lines["torch"].endswith("torch: 2.13.0+stand-in")
     assert lines["hub"].startswith("WARN") and "plain http" in lines["hub"]  # the fake Hub is not https
     assert "host discord.com" in lines["discord webhook"]  # real-endpoint-constant: validated, never contacted
     assert fake_hub.seen == [("/api/models?limit=1", f"Bearer {HF_TOKEN}")]
@@ -156,6 +164,18 @@ def test_schema_from_a_newer_hubwatch_fails(capsys, env, tmp_path):
         conn.execute("UPDATE schema_migrations SET version = 1")
     code, lines, _ = doctor(capsys, "--quick")
     assert code == 0 and f"schema 1/{latest}" in lines["store"]
+
+
+def test_torch_that_cannot_be_imported_fails_the_check(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # what Python does for a module that failed to import
+    check = doctor_command.check_torch()
+    assert check.status == "FAIL" and check.detail.startswith("cannot import torch: ")
+
+
+@pytest.mark.slow  # imports torch (~4 s of CPU)
+def test_the_torch_check_imports_the_installed_torch():
+    check = doctor_command.check_torch()
+    assert check.status == "OK" and check.detail.startswith(importlib.metadata.version("torch").split("+")[0])
 
 
 def test_quick_skips_network_and_torch(capsys, env, fake_hub):

@@ -19,8 +19,7 @@ from bot.fakes.hub import repos as fakehub_repos
 from bot.fakes.hub.repos import FULL_HASH_LIMIT_BYTES
 from bot.discord import commands as discord_commands
 from bot.hub import HubClient
-from bot.hub.models import HubModel
-from hubfixtures import COPY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, public_repo_ids, wait_for
+from hubfixtures import COPY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, hub_model, public_repo_ids, wait_for
 
 MINILM_PARAMS = {"F32": 22_713_216, "I64": 512}
 
@@ -326,5 +325,5 @@ def test_trending_scores_may_be_fractional_and_repo_names_may_start_with_an_unde
         [entry] = httpx.get(f"{hub.endpoint}/api/models", params={"sort": "trendingScore"}).json()
         assert client.model_info("_org/_model").trending_score == 12.5
     assert entry["id"] == "_org/_model" and entry["trendingScore"] == 12.5
-    assert HubModel.from_api(entry).trending_score == 12.5
+    assert hub_model(entry).trending_score == 12.5
     assert discord_commands.check_model_id("_org/_model") == "_org/_model"

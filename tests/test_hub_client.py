@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,8 @@ from bot.hub.retry import wait_for_429
 from fingerprints.engine import fingerprint_model
 from fingerprints.errors import BudgetExceededError, InvalidModelError
 from fingerprints.reader import LocalFolderReader, RangeRequest
-from hubfixtures import COPY, FAST_RETRY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, link_minilm, wait_for
+from hubfixtures import (COPY, FAST_RETRY, GATED, GRANTED_TOKEN, MINILM, OTHER_TOKEN, PRIVATE, hub_model, link_minilm,
+                         wait_for)
 
 MiB = 1024 * 1024
 
@@ -37,12 +39,12 @@ def recording_client(hub: FakeHub, **kwargs) -> tuple[HubClient, list[float]]:
 def test_list_models_follows_pages_up_to_the_limit(hub_dir):
     with FakeHub(hub_dir, page_size=2) as hub, HubClient(hub.endpoint, token="") as c:
         entries = list(c.list_models(sort="created_at", limit=5, expand=["sha", "createdAt", "cardData"]))
-        assert [e["id"] for e in entries] == [COPY, GATED, "other/d", "tiny/c", "tiny/b"]
-        assert all(len(e["sha"]) == 40 for e in entries)
+        assert [e.repo_id for e in entries] == [COPY, GATED, "other/d", "tiny/c", "tiny/b"]
+        assert all(len(e.sha) == 40 for e in entries)
         assert hub.stats.by_bucket["api"] == 3  # pages of 2, 2 and 1 wanted
-        trending = [e["id"] for e in c.list_models(sort="trendingScore", limit=2, expand=["trendingScore"])]
+        trending = [e.repo_id for e in c.list_models(sort="trendingScore", limit=2, expand=["trendingScore"])]
         assert trending == [MINILM, "tiny/b"]
-        assert [e["id"] for e in c.list_models(limit=10, author="tiny", search="a")] == ["tiny/a"]
+        assert [e.repo_id for e in c.list_models(limit=10, author="tiny", search="a")] == ["tiny/a"]
     with pytest.raises(HubError, match="unknown sort"):
         next(c.list_models(sort="recent"))
 
@@ -64,8 +66,11 @@ def test_declared_base_models_from_every_source():
     assert declared_base_models(["base_model:quantized:a/b", "base_model:c/d", "license:mit"], ["e/f", 3],
                                 {"relation": "merge", "models": [{"id": "a/b"}, {"id": "g/h"}]}) == \
         ("e/f", "a/b", "c/d", "g/h")
-    hostile = HubModel.from_api({"id": "x/y", "siblings": [{"rfilename": "w", "lfs": {"sha256": "../etc"}}, 7]})
-    assert hostile.sibling("w").lfs_sha256 is None and len(hostile.siblings) == 1
+    hostile = hub_model({"id": "x/y", "siblings": [{"rfilename": "w", "lfs": {"sha256": "../etc", "size": -5, "pointerSize": 1}}],
+                         "gated": ["odd"], "downloads": "many", "cardData": {"license": 7, "base_model": [3, "a/b"]}})
+    assert hostile.sibling("w").lfs_sha256 is None and hostile.sibling("w").size is None
+    assert hostile.gated is None and hostile.downloads is None and hostile.license is None
+    assert hostile.declared_base_models == ("a/b",)
 
 
 # ---- the remote reader -------------------------------------------------------------------------
@@ -174,13 +179,15 @@ def test_token_goes_to_the_hub_only(fake_hub):
     assert fake_hub.stats.authorized_by_bucket.get("api") and not fake_hub.stats.authorized_by_bucket.get("cdn")
 
 
-def test_429_then_success_waits_for_the_reset(fake_hub):
+def test_429_then_success_waits_for_the_reset_and_counts_each_429_once(fake_hub):
     c, waits = recording_client(fake_hub)
-    fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 2, 1
+    # t=0: a window ending now, the shortest real wait (t + 1 = 1 s each).
+    fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 2, 0
     started = time.monotonic()
     assert c.model_info(MINILM).repo_id == MINILM
     assert waits == []  # no backoff: the rate budget waited for the resets
-    assert c.rate_budget.waits == 2 and 3.5 <= c.rate_budget.waited_s <= time.monotonic() - started  # 2 x (t + 1)
+    assert c.rate_budget.waits == 2 and 1.9 <= c.rate_budget.waited_s <= time.monotonic() - started  # 2 x (t + 1)
+    assert c.take_rate_limited_count() == 2 and c.take_rate_limited_count() == 0
 
 
 def test_a_reset_past_the_request_deadline_is_a_clear_error_at_once(fake_hub):
@@ -351,8 +358,8 @@ def test_unreachable_hub_is_a_clear_error(caplog):
 
 def test_hub_client_satisfies_the_watcher_protocol(client):
     entries = list(client.list_models(sort="createdAt", limit=2, expand=["sha"]))
-    reader = client.reader(entries[0]["id"], entries[0]["sha"])
-    assert reader.sha == entries[0]["sha"] and "config.json" in reader.list_files()
+    reader = client.reader(entries[0].repo_id, entries[0].sha)
+    assert reader.sha == entries[0].sha and "config.json" in reader.list_files()
 
 
 class _RejectingHub(BaseHTTPRequestHandler):
@@ -386,17 +393,54 @@ def test_a_rejected_token_is_not_reported_as_a_missing_repo():
     assert "hf_expired_token_000" not in str(err.value)
 
 
+class _RecordingHub(BaseHTTPRequestHandler):
+    """Model info and a listing, each pointing hubwatch away from the endpoint in its own way."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self):  # noqa: N802
+        self.seen.append(dict(self.headers))
+        if self.path.startswith("/api/models/org/moved"):  # a renamed repo's redirect, to a foreign host
+            return self._answer(307, b"", {"Location": "http://10.255.255.1/api/models/org/moved"})
+        if self.path.startswith("/api/models?"):  # a listing page whose next page is on a foreign host
+            return self._answer(200, b"[]", {"Link": '<http://10.255.255.1/api/models?cursor=x>; rel="next"'})
+        self._answer(200, json.dumps({"id": "org/name", "sha": "a" * 40, "siblings": []}).encode(), {})
+
+    def _answer(self, status, body, headers):
+        self.send_response(status)
+        for k, v in {**headers, "Content-Type": "application/json", "Content-Length": str(len(body))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_huggingface_hubs_calls_follow_the_clients_rules():
+    """HfApi's model info and listing go out through the HubClient: its token and User-Agent, its
+    redirect allowlist, its listing-host rule."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHub)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with HubClient(f"http://127.0.0.1:{server.server_port}", OTHER_TOKEN, retry=FAST_RETRY) as c:
+            assert c.model_info("org/name").sha == "a" * 40
+            with pytest.raises(HubError, match="refusing to follow the Hub to '?10.255.255.1"):
+                c.model_info("org/moved")
+            with pytest.raises(HubError, match="another host \\(10.255.255.1\\)"):
+                list(c.list_models(limit=5))
+    finally:
+        server.shutdown()
+        server.server_close()
+    headers = {k.lower(): v for k, v in _RecordingHub.seen[0].items()}
+    assert headers["authorization"] == f"Bearer {OTHER_TOKEN}" and headers["user-agent"].startswith("hubwatch/")
+    assert len(_RecordingHub.seen) == 3  # nothing was sent to the foreign host
+
+
 def test_errors_carry_status_request_and_repo(client):
     with pytest.raises(RevisionNotFoundError) as err:
         client.model_info(MINILM, "v0.0-nope")
     assert err.value.status == 404 and err.value.repo == MINILM
-
-
-def test_429_answers_are_counted_once(fake_hub):
-    c, _ = recording_client(fake_hub)
-    fake_hub.faults.storm_429, fake_hub.faults.storm_reset_s = 2, 1
-    c.model_info(MINILM)
-    assert c.take_rate_limited_count() == 2 and c.take_rate_limited_count() == 0
 
 
 def test_the_budget_waits_for_a_spent_window_instead_of_meeting_429s(hub_dir):

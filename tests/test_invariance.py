@@ -2,8 +2,9 @@
 
 SmolLM2 cases use tests/smollm.py's real Llama-family fixtures: a rotation of the residual stream
 with folded RMSNorm gains (QuaRot/SpinQuant), the same with 72 of 576 directions deleted
-(SliceGPT), the real GGUF against its Hugging Face conversion, and independent controls under the
-same tokenizer. MiniLM cases write GGUFs the way llama.cpp writes BERT models.
+(SliceGPT), the rotated body under a new tokenizer (no token pairs the embeddings), a merge with
+an equal-norm independent model, the real GGUF against its Hugging Face conversion, and
+independent controls. MiniLM cases write GGUFs the way llama.cpp writes BERT models.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import copy
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
 
 from fingerprints.compare import compare_fingerprints
+from fingerprints.deferred_import import DeferredModule
 from fingerprints.engine import fingerprint_model
 from fingerprints.facts import HiddenTransform
 from fingerprints.reader import LocalFolderReader
 from fingerprints.tokenizer import BYTE_LEVEL, SENTENCEPIECE, WORDPIECE, canonical_tokens, token_convention
 from variants import WEIGHTS_FILE, llamacpp_bert_token, permute_everything, write_bert_gguf
+
+smollm = DeferredModule("smollm")  # loads torch: with the first test that needs it, not at collection
 
 
 # ---- token spellings --------------------------------------------------------------------------
@@ -50,6 +53,8 @@ def minilm_vocab(minilm_dir) -> list[str]:
 
 @pytest.mark.slow  # quantising MiniLM's matrices: ~10 s
 def test_gguf_of_a_permuted_model_pairs_with_its_safetensors_source(tmp_path, minilm_dir, minilm_fp):
+    from safetensors.torch import load_file  # loads torch, which the fast tests here never need
+
     tensors = permute_everything(load_file(str(minilm_dir / WEIGHTS_FILE)))
     write_bert_gguf(tensors, minilm_vocab(minilm_dir), tmp_path / "minilm-permuted-f16.gguf", "F16")
     result = compare_fingerprints(minilm_fp, fingerprint_model(LocalFolderReader(tmp_path)))
@@ -62,6 +67,8 @@ def test_gguf_of_a_permuted_model_pairs_with_its_safetensors_source(tmp_path, mi
 
 @pytest.mark.slow  # quantising MiniLM's matrices: ~10 s
 def test_q4_0_gguf_is_quantisation_not_identical_values(tmp_path, minilm_dir, minilm_fp):
+    from safetensors.torch import load_file  # loads torch
+
     write_bert_gguf(load_file(str(minilm_dir / WEIGHTS_FILE)), minilm_vocab(minilm_dir), tmp_path / "m-q4_0.gguf", "Q4_0")
     result = compare_fingerprints(minilm_fp, fingerprint_model(LocalFolderReader(tmp_path)))
     text = "\n".join(result.evidence)
@@ -152,3 +159,44 @@ def test_independent_controls_are_neither_derived_nor_undecided(smollm_fps):
         result = compare_fingerprints(smollm_fps["smollm2"], smollm_fps[name])
         assert result.verdict == "tokenizer-copied" and not result.needs_deep, (name, result.evidence)
         assert result.score < 0.1
+
+
+@pytest.mark.slow
+def test_rotated_body_under_a_new_tokenizer_is_traced_by_its_row_grams(smollm_fps):
+    """No token pairs the embeddings; the readers' row cosines, which a rotation keeps, still trace the body."""
+    result = compare_fingerprints(smollm_fps["smollm2"], smollm_fps["smollm2-rotated-vocab-replaced"])
+    text = "\n".join(result.evidence)
+    assert result.verdict == "weights-derived" and set(result.kinds) == {"rotate", "vocab-replaced"}, text
+    assert "embedding: too few shared tokens to align embeddings" in text
+    assert "hidden dimension rotated: no embedding rows pair, but the sampled rows of 40 residual-reading matrices" in text
+    assert "vocabulary: replaced, 49152 → 32000 tokens" in text
+    assert result.weights["rotated_by_row_grams"] and result.score > 0.99
+
+
+@pytest.mark.slow
+def test_independent_models_under_another_tokenizer_are_not_traced_by_row_grams(smollm_fps):
+    for name in ("smollm2-fresh-init", "smollm2-shuffled"):
+        result = compare_fingerprints(smollm_fps[name], smollm_fps["smollm2-rotated-vocab-replaced"])
+        assert result.verdict not in ("identical", "weights-derived"), (name, result.evidence)
+        assert not result.weights["rotated_by_row_grams"] and result.weights["row_gram_score"] < 0.5
+
+
+@pytest.mark.slow
+def test_exact_kinds_for_single_smollm2_transformations(smollm_fps):
+    wrong = {}
+    for name, spec in smollm.SMOLLM_VARIANTS.items():
+        if spec.expected != "weights-derived" or name not in smollm_fps:
+            continue
+        result = compare_fingerprints(smollm_fps["smollm2"], smollm_fps[name])
+        if result.verdict != spec.expected or set(result.kinds) != set(spec.kinds):
+            wrong[name] = (result.verdict, result.kinds, result.evidence)
+    assert not wrong, wrong
+
+
+@pytest.mark.slow
+def test_merge_with_an_equal_norm_model_not_given_is_a_merge_with_its_weight(smollm_fps):
+    result = compare_fingerprints(smollm_fps["smollm2"], smollm_fps["smollm2-merge-shuffled"])
+    estimate = result.weights["merge_estimate"]
+    assert result.verdict == "weights-derived" and result.kinds == ["merge"], result.evidence
+    assert abs(estimate["weight"] - smollm.MERGE_SHUFFLED_WEIGHT) <= 0.1 and -0.8 < estimate["delta_cosine"] < -0.6
+    assert any(e.startswith("merge: second parent not in index; estimated weight α ≈ 0.50") for e in result.evidence)

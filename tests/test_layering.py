@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = ("bot", "fingerprints", "store")
 
 # Package -> the first-party packages its modules may import. bot.errors is the application's error
-# root, which every layer's errors derive from.
+# root, which every layer's errors derive from; bot.tls the TLS context every HTTP client shares.
 ALLOWED = {
     "fingerprints": ("fingerprints",),  # pure computation over a byte-range reader
     "store": ("store", "fingerprints"),
-    "bot.hub": ("bot.hub", "bot.errors", "fingerprints"),
+    "bot.hub": ("bot.hub", "bot.errors", "bot.tls", "fingerprints"),
 }
 
 

@@ -14,9 +14,8 @@ from bot.cli import main
 from bot.settings import known_env_vars, load_settings
 from bot.watch.watcher import Watcher
 from fingerprints.envelope import LimitedReader
-from hubfixtures import SHA, FolderHub
+from hubfixtures import SHA, FolderHub, hub_model
 from fingerprints.reader import LocalFolderReader
-from bot.hub.models import HubModel
 
 pytestmark = pytest.mark.slow  # 16 MiniLM fingerprints through the CLI, the bot and the watcher: ~50 s
 
@@ -60,7 +59,7 @@ def hub_repo_over(folder, repo_id: str) -> LimitedReader:
     """``folder`` read as the Hub repo ``repo_id`` at SHA (a reader with the Hub reader's ``sha``
     and ``model``, which is not a LocalFolderReader)."""
     inner = LocalFolderReader(folder)
-    inner.sha, inner.model = SHA, HubModel.from_api({"id": repo_id, "sha": SHA})
+    inner.sha, inner.model = SHA, hub_model({"id": repo_id, "sha": SHA})
     return LimitedReader(inner, max_requests=10**6, max_bytes=2**40, max_seconds=3600)
 
 

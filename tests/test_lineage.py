@@ -92,3 +92,24 @@ def test_an_original_indexed_after_its_copy_makes_the_stored_copy_the_suspect(tm
         alert = matcher.decide(store, stored(SUSPECT).id, BASE)
         assert alert.source.repo_id == BASE and alert.suspect.repo_id == SUSPECT
         assert alert.reason.endswith(f"found when {BASE} was indexed")
+
+
+def test_the_alert_reuses_the_comparison_made_while_ingesting(tmp_path, matcher):
+    pairs: list[tuple[str, str]] = []
+    scored = matcher.compare
+    matcher.compare = lambda a, b: pairs.append((a.source, b.source)) or scored(a, b)
+    with Store.open(tmp_path / "r.db") as store:
+        ingest(store, matcher, BASE, 0, "2022-01-01T00:00:00Z", tier=TIER_REFERENCE)
+        record = ModelRecord(repo_id=SUSPECT, author="thief", created_at="2026-11-20T00:00:00Z")
+        store.upsert_model(record)
+        fp = small_fp(99)
+        fp.source = SUSPECT
+        done = matcher.ingest(store, record, "sha-99", fp)
+        [suspect] = done.suspects
+        alert = matcher.decide(store, suspect, SUSPECT, done.comparisons)
+        assert alert is not None and alert.source.repo_id == BASE
+        assert pairs == [(BASE, SUSPECT)]  # compared once, when the suspect was ingested
+        # Without the ingest's comparisons (a later decision), the pair is compared again for the alert.
+        store.conn.execute("DELETE FROM alerts")
+        matcher.decide(store, suspect, SUSPECT)
+        assert pairs == [(BASE, SUSPECT)] * 2

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 
 from fingerprints.compare import Comparison, compare_fingerprints
 from store import Store
 from store.nearest import nearest
 from store.rows import TIER_COMPACT
-from store_samples import small_fp
-
-
-def fine_tune(fp, seed: int, name: str):
-    """``fp`` with its embedding moved a little and its own sampled values: a sketch neighbour."""
-    rng = np.random.default_rng(seed)
-    emb = fp.weights.embedding
-    moved = replace(emb, values=(emb.values + 0.05 * rng.standard_normal(emb.values.shape)).astype(np.float32))
-    weights = replace(fp.weights, embedding=moved, sample_digest=f"sample-{name}", value_digest=f"values-{name}")
-    return replace(fp, source=name, weights=weights)
+from store_samples import fine_tune, small_fp
 
 
 class Recording:

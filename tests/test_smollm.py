@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
-import smollm
+from fingerprints.deferred_import import DeferredModule
+
+# Both load torch, with the first test that uses them, not when `pytest -m "not slow"` collects this module.
+torch = DeferredModule("torch")
+smollm = DeferredModule("smollm")
 
 PROMPT = ["The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"]
 
 
 def load(folder):
+    from safetensors.torch import load_file  # loads torch
+
     return load_file(str(folder / "model.safetensors")), json.loads((folder / "config.json").read_text())
 
 
@@ -65,6 +69,7 @@ def test_slicing_keeps_most_of_the_function(smollm2, base_logits, prompt_ids):
     assert torch.corrcoef(torch.stack([logits, base_logits]))[0, 1] > 0.75
 
 
+@pytest.mark.slow  # torch and two 135M checkpoints loaded (~4 s); the fixture builder's own check
 def test_moe_experts_are_noised_copies_of_the_ffn(smollm2):
     base, _ = load(smollm2["smollm2"])
     moe, config = load(smollm2["smollm2-moe"])
@@ -77,6 +82,7 @@ def test_moe_experts_are_noised_copies_of_the_ffn(smollm2):
         assert moe[f"model.layers.{i}.block_sparse_moe.gate.weight"].shape == (smollm.MOE_EXPERTS, 576)
 
 
+@pytest.mark.slow  # torch and two 135M checkpoints loaded; the fixture builder's own check
 def test_shuffled_control_keeps_each_tensors_values(smollm2):
     base, _ = load(smollm2["smollm2"])
     shuffled, _ = load(smollm2["smollm2-shuffled"])

@@ -8,7 +8,6 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from bot.hub.models import HubModel
 from bot.watch.records import model_record
 
 from bot.cli import main
@@ -17,6 +16,7 @@ from store.migrations import known_migrations, latest_version, split_statements
 from store.records import ModelRecord
 from store.references import load_references
 from store_samples import T0, small_fp
+from hubfixtures import hub_model
 
 
 
@@ -91,8 +91,8 @@ def test_model_metadata_upsert_keeps_first_seen(store):
     api = {"id": "org/m", "_id": "abc", "sha": "s1", "createdAt": "2024-05-01T00:00:00.000Z", "likes": 3,
            "tags": ["base_model:finetune:meta-llama/Llama-3.1-8B", "license:apache-2.0"],
            "cardData": {"base_model": "org/base"}}
-    store.upsert_model(model_record(HubModel.from_api(api)), now=T0)
-    store.upsert_model(model_record(HubModel.from_api({**api, "sha": "s2", "likes": 9})), now=T0 + timedelta(days=1))
+    store.upsert_model(model_record(hub_model(api)), now=T0)
+    store.upsert_model(model_record(hub_model({**api, "sha": "s2", "likes": 9})), now=T0 + timedelta(days=1))
     rec = store.get_model("org/m")
     assert (rec.sha, rec.likes, rec.license, rec.author) == ("s2", 9, "apache-2.0", "org")
     assert rec.base_models == ["meta-llama/Llama-3.1-8B", "org/base"]
@@ -100,13 +100,13 @@ def test_model_metadata_upsert_keeps_first_seen(store):
 
 
 def test_a_listing_is_upserted_all_or_nothing(store):
-    good = model_record(HubModel.from_api({"id": "org/a", "sha": "s1"}))
-    nameless = model_record(HubModel.from_api({"id": "org/b", "sha": "s2"}))
+    good = model_record(hub_model({"id": "org/a", "sha": "s1"}))
+    nameless = model_record(hub_model({"id": "org/b", "sha": "s2"}))
     nameless.repo_id = ""
     with pytest.raises(StoreError, match="repo id"):
         store.upsert_models([good, nameless])
     assert store.get_model("org/a") is None  # rolled back with the bad record
-    store.upsert_models([good, model_record(HubModel.from_api({"id": "org/c", "sha": "s3"}))])
+    store.upsert_models([good, model_record(hub_model({"id": "org/c", "sha": "s3"}))])
     assert store.get_model("org/a").sha == "s1" and store.get_model("org/c").sha == "s3"
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 import minibert
 import variants as variant_builder
+from fingerprints.deferred_import import DeferredModule
 from variants import VARIANTS, WEIGHTS_FILE
+
+# torch loads with the first test that uses it, not when `pytest -m "not slow"` collects this module.
+torch = DeferredModule("torch")
 
 # The first test that needs the variants builds them when the cache is cold (~2.5 min on one
 # free core, several times that on a loaded machine): more than pyproject's 300 s per test.
@@ -26,10 +28,12 @@ BASE_VOCAB, HIDDEN = 30522, 384
 
 @pytest.fixture(scope="module")
 def base(minilm_dir):
-    return load_file(str(minilm_dir / WEIGHTS_FILE))
+    return weights(minilm_dir)
 
 
 def weights(folder):
+    from safetensors.torch import load_file  # loads torch
+
     return load_file(str(folder / WEIGHTS_FILE))
 
 
@@ -124,11 +128,11 @@ def test_renamed_reupload_has_the_same_values_under_new_names(variants, base):
     assert cfg["architectures"] == ["MyEncoderModel"] and cfg["model_type"] == "myencoder"
 
 
-@pytest.mark.parametrize("name,dtype", [("cast-fp16", torch.float16), ("cast-bf16", torch.bfloat16)])
+@pytest.mark.parametrize("name,dtype", [("cast-fp16", "float16"), ("cast-bf16", "bfloat16")])
 def test_casts_are_exact_roundings(variants, base, name, dtype):
     cast = weights(variants[name])
     for k, v in base.items():
-        assert torch.equal(cast[k], v.to(dtype) if v.is_floating_point() else v)
+        assert torch.equal(cast[k], v.to(getattr(torch, dtype)) if v.is_floating_point() else v)
 
 
 @pytest.mark.parametrize("ratio", variant_builder.NOISE_RATIOS)

@@ -13,13 +13,14 @@ import pytest
 
 from bot.discord.store_service import StoreService
 from bot.hub.errors import GatedRepoError, HubUnavailableError
-from bot.hub.models import HubModel
 from bot.ops.metrics import Metrics
 from bot.settings import load_settings
 from bot.watch.records import model_record
 from bot.watch.watcher import Watcher
 from store import Store
 from store_samples import small_fp
+from hubfixtures import hub_model
+from bot.hub.client import ListingPage
 
 SHA = "a" * 40
 
@@ -37,21 +38,18 @@ class ListingHub:
         self.lock = threading.Lock()
 
     def list_models(self, *, sort, limit, expand, author=None):
-        return list(self.entries)
+        return [hub_model(e) for e in self.entries]
 
     rate_budget = SimpleNamespace(take_waited_s=lambda: 0.0)
 
     def take_rate_limited_count(self):
         return 0
 
-    def listing_url(self, sort="createdAt", page_size=1000, expand=None):
-        return "page-1"
-
-    def list_models_page(self, url, what="listing models"):
-        return self.list_models(sort="createdAt", limit=0, expand=[]), None
+    def list_models_page(self, url, *, sort, page_size, expand):
+        return ListingPage("page-1", self.list_models(sort=sort, limit=page_size, expand=expand), None)
 
     def model_info(self, repo_id, revision=None):
-        return HubModel.from_api(next(e for e in self.entries if e["id"] == repo_id))
+        return hub_model(next(e for e in self.entries if e["id"] == repo_id))
 
     def reader(self, repo_id, sha=None):
         with self.lock:
@@ -103,7 +101,7 @@ def test_three_feeds_listing_the_same_models_at_once_fingerprint_each_revision_o
 def test_a_revision_in_flight_is_fetched_once_in_the_process(make_watcher):
     hub = ListingHub([entry("org/m0")], delay_s=0.2)
     watcher = make_watcher(hub)
-    record = model_record(HubModel.from_api(entry("org/m0")))
+    record = model_record(hub_model(entry("org/m0")))
     first, second = watcher._fetch(record), watcher._fetch(record)
     assert first is second and first.result().fingerprint is not None
     assert hub.reads["org/m0"] == 1

@@ -101,6 +101,66 @@ def test_a_revision_fingerprinted_before_it_was_listed_is_done(store):
     assert store.claim_revision("a/new", "s1", "p")
 
 
+def test_a_backfilled_revision_awaits_its_comparison_then_its_decision_and_no_feed_takes_it(store):
+    from store.rows import TIER_FULL, FingerprintRow
+    from store_samples import small_fp
+
+    fp = small_fp()
+    assert store.claim_revision("a/x", "s1", "backfill")
+    rows = [FingerprintRow.from_fingerprint("a/x", "s1", fp, TIER_FULL)]
+    [(fid, created)] = store.add_backfilled(rows, [], feed="backfill")
+    assert created and store.get_revision("a/x", "s1").state == "unmatched"
+    store.skip_revision("a/x", "s1", "gated", "became gated")  # a feed listing it meanwhile
+    assert not store.claim_revision("a/x", "s1", "watcher")
+    assert store.revisions_awaiting("unmatched", 10) == [("a/x", "s1")]
+
+    store.add_fingerprint("b/y", "s2", small_fp(seed=1))  # stored by `index add`: no revision row yet
+    other = store.find_fingerprint("b/y", "s2").id
+    store.finish_matching("a/x", "s1", [fid, other], compact=fp)
+    assert store.find_fingerprint("a/x", "s1").tier == "compact"
+    assert store.revisions_awaiting("unmatched", 10) == []
+    assert store.revisions_awaiting("undecided", 10) == [("a/x", "s1"), ("b/y", "s2")]
+    assert store.revision_counts()["undecided"] == 2
+    store.finish_decision("a/x", "s1")
+    assert store.get_revision("a/x", "s1").state == "done"
+
+
+def test_a_suspect_not_compared_yet_stays_unmatched(store):
+    from store.rows import TIER_FULL, FingerprintRow
+    from store_samples import small_fp
+
+    rows = [FingerprintRow.from_fingerprint(repo, "s", small_fp(seed=i), TIER_FULL)
+            for i, repo in enumerate(("a/original", "b/copy"))]
+    [(original, _), (copy, _)] = store.add_backfilled(rows, [], feed="backfill")
+    store.finish_matching("a/original", "s", [copy])  # the original compared first finds the copy
+    assert store.get_revision("b/copy", "s").state == "unmatched"  # its own comparison still comes
+    # Stored again by someone else, or listed as known: a revision awaiting the backfill keeps its state.
+    store.add_backfilled(rows[1:], [("a/original", "s")], feed="backfill")
+    assert [store.get_revision(r, "s").state for r in ("a/original", "b/copy")] == ["done", "unmatched"]
+
+
+def test_migration_5_keeps_every_revision_of_a_version_4_store(tmp_path):
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+    for migration in known_migrations():
+        if migration.version > 4:
+            break
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, '2026-01-01')", (migration.version, migration.name))
+    conn.execute("INSERT INTO revisions (repo_id, sha, state, reason, detail, attempts, feed, listed_at, "
+                 "next_attempt_at) VALUES ('a/x', 's1', 'failed', 'timeout', 'slow', 2, 'newest', '2026-01-01', '2026-01-02')")
+    conn.commit()
+    conn.close()
+    with Store.open(path) as store:
+        rev = store.get_revision("a/x", "s1")
+        assert (rev.state, rev.reason, rev.attempts, rev.feed, rev.next_attempt_at) == \
+            ("failed", "timeout", 2, "newest", "2026-01-02")
+        store.conn.execute("UPDATE revisions SET state = 'unmatched'")  # the new states are allowed
+        assert store.revision_counts()["unmatched"] == 1
+
+
 def test_a_revision_done_under_an_older_fingerprint_version_is_made_anew_when_listed_again(store):
     from dataclasses import replace
 

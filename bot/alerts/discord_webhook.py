@@ -48,6 +48,7 @@ from bot.ops.logging_setup import redact
 from bot.alerts.limits import FILE_MAX_BYTES
 from bot.alerts.model import Alert
 from bot.alerts.render import PLOT_FILENAME, render_console, render_discord_payload
+from bot.tls import verified_tls_context
 
 log = logging.getLogger("hubwatch.alerts")
 
@@ -210,7 +211,8 @@ class DiscordWebhookSender:
         self._api = f"{parsed.scheme}://{parsed.netloc.decode('ascii')}/api/{API_VERSION}"
         self._post_url = parsed.copy_merge_params({"wait": "true", **({"thread_id": str(thread_id)} if thread_id else {})})
         self._own_client = client is None
-        self._client = client or httpx.Client(follow_redirects=False, headers={"User-Agent": USER_AGENT})
+        self._client = client or httpx.Client(follow_redirects=False, headers={"User-Agent": USER_AGENT},
+                                              verify=verified_tls_context())
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base

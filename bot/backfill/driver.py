@@ -13,6 +13,11 @@ The driver is the store's one writer. Results are written in batches (``backfill
 fingerprints per transaction). The source's resume point is saved after a batch is written, and
 only past pages whose every item is written, so a killed backfill restarts at the oldest page it
 had not finished and skips what that page already stored.
+
+After each batch the driver compares what it wrote with the store, and once the listing is
+complete it decides the alerts, through the watcher's matcher (bot/backfill/matching.py says where
+and why). Comparisons hold up the loop while they run; the jobs already submitted
+(``QUEUED_PER_THREAD`` per worker thread) keep the cluster busy meanwhile.
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, TextIO
+from typing import Callable, Iterator, Protocol, TextIO
 
+
+from datetime import timedelta
 
 from store.store import Store
 
 from bot.errors import HubwatchError
+from bot.app import App
 from bot.backfill.job import Outcome, WorkItem, fingerprint_revision
+from bot.backfill.matching import BackfillMatching, MatchCounts
 from bot.backfill.sources import Page
 from bot.hub.models import COMMIT_RX
 from bot.ops.progress import Progress
@@ -65,6 +74,8 @@ class Summary:
     waiting: int = 0  # failed earlier, its retry not due yet
     fingerprinted: int = 0
     failed: int = 0
+    matching: MatchCounts = field(default_factory=MatchCounts)  # the comparisons and decisions
+    undecided: int = 0  # suspects whose alert decision waits for a complete listing
     bytes_read: int = 0
     in_flight: int = 0
     complete: bool = False
@@ -83,7 +94,11 @@ class Summary:
     def line(self) -> str:
         return (f"{self.fingerprinted:,} fingerprinted, {self.already_done:,} already done, {self.failed:,} failed, "
                 f"{self.waiting:,} waiting for a retry, {self.in_flight:,} in flight, {self.listed:,} listed; "
-                f"{self.models_per_hour:,.0f} models/h")
+                f"{self.models_per_hour:,.0f} models/h; {self.matching.compared:,} compared "
+                f"({self.matching.seconds:,.1f} s comparing and deciding), "
+                f"{self.matching.alerts:,} alerts ({self.matching.delivered:,} delivered), "
+                f"{self.matching.failed:,} comparisons failed"
+                + (f", {self.undecided:,} suspects to decide once the listing is complete" if self.undecided else ""))
 
 
 @dataclass
@@ -120,15 +135,20 @@ def dask_client(settings: BackfillSettings) -> Iterator:
 
 
 class Backfill:
-    def __init__(self, settings: Settings, store: Store, client, source: Source, *, limit: int | None = None,
+    def __init__(self, settings: Settings, store: Store, client, source: Source, matching: BackfillMatching,
+                 phase_progress: Callable[[str, int], Progress], *, limit: int | None = None,
                  progress: Progress | None = None):
+        """``progress``: the fingerprinting's; ``phase_progress(what, total)``: one for each later
+        phase (comparing a killed run's leftovers, deciding the alerts)."""
         self.settings = settings
         self.store = store
         self.client = client
         self.source = source
+        self.matching = matching
         self.limit = limit
         self.progress = progress
-        self.summary = Summary()
+        self.phase_progress = phase_progress
+        self.summary = Summary(matching=matching.counts)
         self._pages: deque[_OpenPage] = deque()
         self._queue: deque[tuple[_OpenPage, WorkItem]] = deque()
         self._batch: list[tuple[_OpenPage, Outcome]] = []
@@ -146,6 +166,7 @@ class Backfill:
         resume = saved["cursor"] if saved else None
         if resume:
             log.info("resuming", extra={"source": self.source.description, "at": resume})
+        self._compare_leftovers()
         pages = self.source.pages(resume)
         futures: dict = {}
         done = distributed.as_completed()
@@ -177,13 +198,19 @@ class Backfill:
                 self._batch.append((page, self._result(future, item)))
                 if len(self._batch) >= self.settings.backfill.batch_size or time.monotonic() - last_flush > FLUSH_INTERVAL_S:
                     self._flush()
+                    self._compare()
                     last_flush = time.monotonic()
                 self.summary.in_flight = len(futures)
                 self._advance_progress()
             self._flush()
+            self._compare()
             self.summary.complete = listing_done and not self._queue and not self._pages
             if self.summary.complete:
+                self._decide()
+                # Only now: killed while deciding, the next run lists the last page again (all
+                # stored) and decides what is left, instead of a whole new pass.
                 self.store.set_cursor(self.source.key, None)  # the next run is a new pass from the top
+            self.summary.undecided = self.store.revision_counts()["undecided"]
         finally:
             # Stopped (Ctrl-C, an error): write what came back, hand the rest back to the cluster.
             self.client.cancel(list(futures))
@@ -191,9 +218,30 @@ class Backfill:
             self.summary.finished = time.monotonic()
         return self.summary
 
-    def _advance_progress(self) -> None:
+    def _advance_progress(self, n: int = 1) -> None:
         if self.progress:
-            self.progress.advance(note=f"{self.summary.failed:,} failed, {self.summary.models_per_hour:,.0f} models/h")
+            self.progress.advance(n, note=f"{self.summary.failed:,} failed, {self.summary.matching.compared:,} compared, "
+                                          f"{self.summary.models_per_hour:,.0f} models/h")
+
+    # ---- comparisons and alerts ------------------------------------------------------------
+
+    def _compare(self) -> None:
+        """Compare what the batches wrote; the fingerprinting bar's note counts them."""
+        self.matching.compare_pending(self.store, lambda _: self._advance_progress(0))
+
+    def _compare_leftovers(self) -> None:
+        """Fingerprints a killed run stored and never compared, before anything new."""
+        left = self.store.revision_counts()["unmatched"]
+        if left:
+            log.info("comparing what a stopped backfill stored", extra={"count": left})
+            with self.phase_progress("backfill: comparing", left) as bar:
+                self.matching.compare_pending(self.store, lambda repo_id: bar.advance(note=repo_id))
+
+    def _decide(self) -> None:
+        """The listing is complete: judge every suspect, queue and deliver the alerts."""
+        with self.phase_progress("backfill: deciding alerts", self.store.revision_counts()["undecided"]) as bar:
+            self.matching.decide_pending(self.store, bar)
+        self.matching.deliver(self.store)
 
     # ---- listing ---------------------------------------------------------------------------
 
@@ -246,14 +294,13 @@ class Backfill:
         batch, self._batch = self._batch, []
         self.store.upsert_models([o.record for _, o in batch if o.record is not None])
         rows = [o.row for _, o in batch if o.row is not None]
+        known = [(o.repo_id, o.sha) for _, o in batch if o.sha and o.already_stored]
         created = 0
-        for (_, new), row in zip(self.store.add_rows(rows), rows):
+        for (_, new), row in zip(self.store.add_backfilled(rows, known, FEED), rows):
             created += new
             self.summary.bytes_read += row.bytes_read if new else 0
         self.summary.fingerprinted += created
         self.summary.already_done += len(rows) - created
-        done = [(o.repo_id, o.sha) for _, o in batch if o.sha and (o.row is not None or o.already_stored)]
-        self.store.finish_revisions(done, FEED)
         for page, outcome in batch:
             page.outstanding -= 1
             if outcome.already_stored:
@@ -289,8 +336,17 @@ class Backfill:
             self.store.set_cursor(self.source.key, cursor)
 
 
-def run_backfill(settings: Settings, store: Store, source: Source, *, limit: int | None = None,
+def run_backfill(app: App, settings: Settings, store: Store, source: Source, *, limit: int | None = None,
                  stream: TextIO = sys.stderr, total: int | None = None) -> Summary:
-    with dask_client(settings.backfill) as client, \
-            Progress("backfill", total, stream, interval_s=settings.backfill.progress_interval_s) as progress:
-        return Backfill(settings, store, client, source, limit=limit, progress=progress).run()
+    """``settings``: the app's, with the command's backfill options; comparisons, alert decisions
+    and their delivery are the app's (``App.matcher``, its compare pool and alert sender)."""
+    interval = settings.backfill.progress_interval_s
+
+    def phase_progress(what: str, phase_total: int) -> Progress:
+        return Progress(what, phase_total, stream, interval_s=interval)
+
+    matching = BackfillMatching(app.matcher(), app.compare_pool, app.sender,
+                                timedelta(seconds=settings.alerts.delivery_lease_s))
+    with dask_client(settings.backfill) as client, Progress("backfill", total, stream, interval_s=interval) as progress:
+        return Backfill(settings, store, client, source, matching, phase_progress, limit=limit,
+                        progress=progress).run()

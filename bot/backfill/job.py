@@ -2,7 +2,7 @@
 
 ``fingerprint_revision`` is a pure function of (settings, work item) as far as the store is
 concerned: it reads the Hub and returns a picklable ``Outcome``; it never touches the database,
-which only the driver writes. The store row is prepared here (``FingerprintRow``: compact blob,
+which only the driver writes. The store row is prepared here (``FingerprintRow``: full blob,
 index keys, sketch), so the single writer only inserts.
 
 Each worker process keeps one Hub client and one tokenizer cache for the whole run (built on its
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fingerprints.tokenizer_cache import TokenizerCache
 from store.records import ModelRecord
-from store.rows import TIER_COMPACT, FingerprintRow
+from store.rows import TIER_FULL, FingerprintRow
 
 from bot.errors import USER_ERRORS
 from bot.app import App
@@ -92,9 +92,9 @@ def fingerprint_revision(settings: Settings, item: WorkItem) -> Outcome:
         if reader.sha in item.known_shas:
             return Outcome(item.repo_id, reader.sha, record, already_stored=True)
         fp = tools.app.fingerprint(reader, tools.tokenizers)
-        # The backfill compares nothing, so every model gets the compact tier (store/rows.py): the
-        # full detail is re-read from the Hub if a later model ever matches it.
-        row = FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp, TIER_COMPACT)
+        # Full: the driver compares it with its sampled values, then keeps it compact unless it
+        # matched (bot/backfill/matching.py).
+        row = FingerprintRow.from_fingerprint(item.repo_id, reader.sha, fp, TIER_FULL)
         return Outcome(item.repo_id, reader.sha, record, row)
     except USER_ERRORS as exc:
         return Outcome(item.repo_id, sha, reason=failure_reason(exc), error=str(exc))

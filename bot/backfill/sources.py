@@ -25,7 +25,7 @@ from store.records import ModelRecord
 from bot.errors import HubwatchError
 from bot.backfill.job import WorkItem
 from bot.hub.client import MAX_PAGE_SIZE, HubClient
-from bot.hub.models import REPO_ID_RX, HubModel
+from bot.hub.models import REPO_ID_RX
 from bot.watch.records import model_record
 from bot.watch.watcher import LIST_EXPAND
 
@@ -51,15 +51,15 @@ class HubListing:
         self.description = f"the Hub's model listing at {hub.endpoint}"
 
     def pages(self, resume: str | None) -> Iterator[Page]:
-        url: str | None = self.hub.listing_url(LISTING_SORT, self.page_size, LIST_EXPAND)
-        if resume and resume.startswith(self.hub.endpoint + "/"):
-            url = resume  # a saved page of another endpoint is not resumed: the listing starts over
-        while url:
-            entries, next_url = self.hub.list_models_page(url)
-            records = [model_record(HubModel.from_api(entry)) for entry in entries]
-            items = [WorkItem(r.repo_id, r.sha) for r in records]
-            yield Page(url, next_url, items, records)
-            url = next_url
+        # A saved page of another endpoint is not resumed: the listing starts over.
+        url = resume if resume and resume.startswith(self.hub.endpoint + "/") else None
+        while True:
+            page = self.hub.list_models_page(url, sort=LISTING_SORT, page_size=self.page_size, expand=LIST_EXPAND)
+            records = [model_record(model) for model in page.models]
+            yield Page(page.url, page.next_url, [WorkItem(r.repo_id, r.sha) for r in records], records)
+            if page.next_url is None:
+                return
+            url = page.next_url
 
 
 class RepoFile:

@@ -1,10 +1,16 @@
 """HubClient: every request hubwatch makes to the Hub and its CDN.
 
-One pooled httpx client (the one huggingface_hub 1.x uses, so there is one HTTP stack), bounded
-concurrency, hubwatch's own retry policy (``retry.py``), ranged reads that insist on 206 and
-never download a body the server sends instead, and an allowlist for redirect targets: a
-resolve URL may redirect only to the endpoint's host, the Hub's CDN domains, or (for a loopback
-endpoint such as the fake Hub) another loopback host.
+Listing and model info are huggingface_hub's (``HfApi.list_models``, ``HfApi.model_info``, its
+error mapping and ``ModelInfo`` parsing). huggingface_hub sends them through its one shared
+httpx session, which hubwatch supplies (``set_client_factory``): a request made inside a
+HubClient's HfApi call goes through that client (``_HubTransport``), so it follows hubwatch's own
+rules like every other request: an allowlist for redirect targets (the endpoint's host, the Hub's
+CDN domains, or for a loopback endpoint such as the fake Hub another loopback host), hubwatch's
+retry policy (``retry.py``), the process's rate budget (``ratelimit.py``), one deadline per
+request, bounded bodies, hubwatch's User-Agent and its token rule. The batched ranged reads that
+huggingface_hub lacks (fingerprints read byte ranges pinned to a commit, many at once; HfApi only
+downloads whole files) are hubwatch's own: they insist on 206 and never download a body the
+server sends instead. Both share one connection pool and bounded concurrency.
 
 The endpoint and token are given by the caller (the composition root, ``bot/app.py``, from the
 settings); the client reads no environment. The token is sent as a Bearer header to the
@@ -14,18 +20,23 @@ endpoint's origin only (scheme, host and port) and never appears in logs, errors
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import re
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
+from huggingface_hub import HfApi, ModelInfo
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, httpx
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, httpx, set_client_factory
+# The request hook of huggingface_hub's default session, kept for requests that are not hubwatch's.
+from huggingface_hub.utils._http import hf_request_event_hook
 
 from fingerprints.errors import BudgetExceededError, InvalidModelError
 
@@ -36,6 +47,7 @@ from bot.hub.remote_reader import HubRepoReader, ModelDeadline
 from bot.hub.ratelimit import HubRateBudget, bucket_of
 from bot.hub.retry import RETRY_STATUSES, RetryPolicy, wait_for_429
 from bot.hub.urls import HUB_REDIRECT_HOST_SUFFIXES, hub_url_allowed
+from bot.tls import verified_tls_context
 
 log = logging.getLogger("hubwatch.hub")
 T = TypeVar("T")
@@ -111,6 +123,67 @@ class _StaleLocation(Exception):
     """A cached CDN location no longer serves the file."""
 
 
+@dataclass(frozen=True)
+class ListingPage:
+    url: str  # where this page is read again: a listing resumes here
+    models: list[HubModel]
+    next_url: str | None  # the next page (the Link header); None after the last page
+
+
+@dataclass
+class _ApiCall:
+    """One HfApi call a HubClient is making: what it is (for errors and retry lines) and, for a
+    listing, each page read so far: its URL and its ``Link: rel="next"`` (None after the last page)."""
+
+    client: HubClient
+    what: str
+    pages: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+# The HfApi call in progress in this thread (a context variable: HfApi runs in the caller's thread).
+_API_CALL: ContextVar[_ApiCall | None] = ContextVar("hubwatch_api_call", default=None)
+
+
+class _HubTransport(httpx.BaseTransport):
+    """The transport of huggingface_hub's shared session. A request made inside a HubClient's HfApi
+    call is sent by that client (``HubClient._send_api``); any other (huggingface_hub used directly
+    elsewhere in the process) goes out as huggingface_hub's default session would send it."""
+
+    def __init__(self) -> None:
+        self._plain = httpx.HTTPTransport(verify=verified_tls_context())
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        call = _API_CALL.get()
+        if call is None:
+            hf_request_event_hook(request)  # what huggingface_hub's own session does first (offline mode, request id)
+            return self._plain.handle_request(request)
+        return call.client._send_api(request, call)
+
+    def close(self) -> None:
+        self._plain.close()
+
+
+def _hub_session() -> httpx.Client:
+    """huggingface_hub's session as its ``default_client_factory`` builds it (redirects followed, no
+    timeout of its own), on ``_HubTransport``. HubClient follows redirects itself, within its
+    allowlist, so none of its requests' redirects reaches this session's redirect handling."""
+    return httpx.Client(transport=_HubTransport(), follow_redirects=True, timeout=None)
+
+
+_session_lock = threading.Lock()
+_session_installed = False
+
+
+def _install_hub_session() -> None:
+    """Make huggingface_hub build its shared session by ``_hub_session`` (once per process: the
+    session is process-wide, and each HubClient finds its own calls by ``_API_CALL``)."""
+    global _session_installed
+    with _session_lock:
+        if not _session_installed:
+            set_client_factory(_hub_session)
+            _session_installed = True
+
+
 def _drain(resp: httpx.Response) -> None:
     """Close a response, reading it first when it is small so its connection goes back to the pool."""
     length = resp.headers.get("Content-Length", "")
@@ -121,6 +194,12 @@ def _drain(resp: httpx.Response) -> None:
         pass  # the connection is dropped instead of reused
     finally:
         resp.close()
+
+
+def _decoded_headers(resp: httpx.Response) -> list[tuple[str, str]]:
+    """The headers of ``resp`` for a copy holding its decoded body: no encoding or length of the wire's."""
+    return [(k, v) for k, v in resp.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
 
 
 def _one_line(text: str) -> str:
@@ -159,14 +238,21 @@ class HubClient:
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="hub")
+        # huggingface_hub's headers without a token: its user agent, naming hubwatch first
+        # ("hubwatch/0.1.0; hf_hub/1.33.0; python/..."), on every request.
+        self._hf_headers = build_hf_headers(token=False, library_name="hubwatch", library_version=HUBWATCH_VERSION)
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             follow_redirects=False,  # followed by hand: allowlist, Authorization only to the endpoint
-            # huggingface_hub's user agent, naming hubwatch first ("hubwatch/0.1.0; hf_hub/1.33.0; python/...").
-            headers={"User-Agent": build_hf_headers(token=False, library_name="hubwatch",
-                                                    library_version=HUBWATCH_VERSION)["user-agent"]},
+            verify=verified_tls_context(),
+            headers={"User-Agent": self._hf_headers["user-agent"]},
         )
+        # huggingface_hub's API calls; it sends no token (token=False): _send_following adds it, to
+        # the endpoint's origin only. Its User-Agent is the one above.
+        self._api = HfApi(endpoint=self.endpoint, token=False, library_name="hubwatch",
+                          library_version=HUBWATCH_VERSION)
+        _install_hub_session()
         self._counter_lock = threading.Lock()
         self.requests = 0
         self._rate_limited_answers = 0
@@ -296,45 +382,54 @@ class HubClient:
             waited += wait
 
     def _raise_for_status(self, resp: httpx.Response, deadline: _Deadline, what: str, repo: str | None = None) -> None:
-        """Map an error answer to a hubwatch error, by huggingface_hub's own rules (hf_raise_for_status:
-        X-Error-Code, X-Error-Message, the JSON body), so hubwatch tells a bad token from a missing repo
-        exactly as huggingface_hub does. Only the first ERROR_BODY_BYTES of the body are read: an error
-        body is hostile input like any other."""
-        status = resp.status_code
-        if status < 400:
+        """Map an error answer of a ranged read to a hubwatch error (``_hub_error``). Only the first
+        ERROR_BODY_BYTES of the body are read: an error body is hostile input like any other."""
+        if resp.status_code < 400:
             return
+        bounded = self._bounded(resp, deadline, what, ERROR_BODY_BYTES)
+        try:
+            hf_raise_for_status(bounded)
+        except hf_errors.HfHubHTTPError as exc:
+            raise self._hub_error(exc, what, repo) from None
+        except Exception:  # noqa: BLE001 - a malformed error body (a JSON list, deep nesting) breaks the parser
+            raise HubError(f"{what}: HTTP {resp.status_code} from the Hub", status=resp.status_code,
+                           request_id=resp.headers.get("X-Request-Id"), repo=repo) from None
+
+    def _hub_error(self, exc: hf_errors.HfHubHTTPError, what: str, repo: str | None) -> HubError:
+        """huggingface_hub's error for an answer (hf_raise_for_status: X-Error-Code, X-Error-Message,
+        the JSON body) as a hubwatch error, so hubwatch tells a bad token from a missing repo exactly
+        as huggingface_hub does."""
+        status = exc.response.status_code
+        context = {"status": status, "request_id": exc.response.headers.get("X-Request-Id"), "repo": repo}
+        detail = self._redact(_one_line(exc.server_message or "")) or f"HTTP {status}"
+        if isinstance(exc, hf_errors.GatedRepoError):  # a RepositoryNotFoundError subclass: first
+            hint = "set HF_TOKEN to a token that has been granted access" if not self._token else \
+                "this token has not been granted access"
+            return GatedRepoError(f"{what}: gated repo, {hint} (HTTP {status})", **context)
+        if isinstance(exc, hf_errors.RepositoryNotFoundError):
+            return RepoNotFoundError(f"{what}: repository not found on {self.endpoint} (or private; HTTP {status})",
+                                     **context)
+        if isinstance(exc, hf_errors.RevisionNotFoundError):
+            return RevisionNotFoundError(f"{what}: revision not found ({detail})", **context)
+        if isinstance(exc, hf_errors.EntryNotFoundError):
+            return EntryNotFoundError(f"{what}: no such file in the repo", **context)
+        if status == 401 and self._token:
+            return InvalidTokenError(f"{what}: the Hub rejected the token (HF_TOKEN): {detail} (HTTP 401); "
+                                     "check that it is valid and not expired", **context)
+        return HubError(f"{what}: HTTP {status} from the Hub: {detail}", **context)
+
+    def _bounded(self, resp: httpx.Response, deadline: _Deadline, what: str, limit: int) -> httpx.Response:
+        """``resp`` with at most ``limit`` bytes of its body read (an error answer: its message)."""
         body = bytearray()
         try:
             for chunk in self._chunks(resp, deadline, what):
                 body += chunk
-                if len(body) >= ERROR_BODY_BYTES:
+                if len(body) >= limit:
                     break
         except httpx.HTTPError:
             pass  # the status and headers still say what went wrong
-        bounded = httpx.Response(status, headers=resp.headers, content=bytes(body[:ERROR_BODY_BYTES]),
-                                 request=resp.request)
-        context = {"status": status, "request_id": resp.headers.get("X-Request-Id"), "repo": repo}
-        try:
-            hf_raise_for_status(bounded)
-        except hf_errors.HfHubHTTPError as exc:
-            detail = self._redact(_one_line(exc.server_message or "")) or f"HTTP {status}"
-            if isinstance(exc, hf_errors.GatedRepoError):  # a RepositoryNotFoundError subclass: first
-                hint = "set HF_TOKEN to a token that has been granted access" if not self._token else \
-                    "this token has not been granted access"
-                raise GatedRepoError(f"{what}: gated repo, {hint} (HTTP {status})", **context) from None
-            if isinstance(exc, hf_errors.RepositoryNotFoundError):
-                raise RepoNotFoundError(f"{what}: repository not found on {self.endpoint} (or private; HTTP {status})",
-                                        **context) from None
-            if isinstance(exc, hf_errors.RevisionNotFoundError):
-                raise RevisionNotFoundError(f"{what}: revision not found ({detail})", **context) from None
-            if isinstance(exc, hf_errors.EntryNotFoundError):
-                raise EntryNotFoundError(f"{what}: no such file in the repo", **context) from None
-            if status == 401 and self._token:
-                raise InvalidTokenError(f"{what}: the Hub rejected the token (HF_TOKEN): {detail} (HTTP 401); "
-                                        "check that it is valid and not expired", **context) from None
-            raise HubError(f"{what}: HTTP {status} from the Hub: {detail}", **context) from None
-        except Exception:  # noqa: BLE001 - a malformed error body (a JSON list, deep nesting) breaks the parser
-            raise HubError(f"{what}: HTTP {status} from the Hub", **context) from None
+        return httpx.Response(resp.status_code, headers=_decoded_headers(resp), content=bytes(body[:limit]),
+                              request=resp.request)
 
     def _chunks(self, resp: httpx.Response, deadline: _Deadline, what: str) -> Iterator[bytes]:
         """The body's chunks until the deadline. A body still arriving at the request's own deadline
@@ -347,17 +442,49 @@ class HubClient:
                                  f"({self.request_deadline_s:g} s, hub.request_deadline_s)")
             yield chunk
 
-    def _read_json(self, resp: httpx.Response, deadline: _Deadline, what: str, repo: str | None = None) -> Any:
-        self._raise_for_status(resp, deadline, what, repo)
-        body = bytearray()
-        for chunk in self._chunks(resp, deadline, what):
-            body += chunk
-            if len(body) > MAX_JSON_BYTES:
-                raise HubError(f"{what}: response over {MAX_JSON_BYTES:,} bytes")
+    def _send_api(self, request: httpx.Request, call: _ApiCall) -> httpx.Response:
+        """Send a request of huggingface_hub's (``_HubTransport``) as every request of this client is
+        sent (``_call``), and answer it with the body read whole: at most MAX_JSON_BYTES, or the
+        first ERROR_BODY_BYTES of an error answer, within the request's deadline. What fails here
+        fails as a hubwatch error and a retryable status never comes back, so huggingface_hub's own
+        retries (``http_backoff`` for pages after the first, on httpx errors and 429/5xx) never
+        retry on top of this client's."""
+        url = str(request.url)
+        if _origin(url) != self._origin:  # the endpoint, or a listing's Link to its next page
+            raise HubError(f"{call.what}: the Hub sent hubwatch to another host ({urlsplit(url).hostname})")
+        # huggingface_hub's headers (its User-Agent naming hubwatch, its request id); the token is
+        # added by _send_following, to the endpoint's origin only.
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "authorization", "cookie")}
+
+        def consume(resp: httpx.Response, deadline: _Deadline) -> httpx.Response:
+            if resp.status_code >= 400:
+                return self._bounded(resp, deadline, call.what, ERROR_BODY_BYTES)
+            body = bytearray()
+            for chunk in self._chunks(resp, deadline, call.what):
+                body += chunk
+                if len(body) > MAX_JSON_BYTES:
+                    raise HubError(f"{call.what}: response over {MAX_JSON_BYTES:,} bytes")
+            if request.url.path.rstrip("/") == "/api/models":
+                call.pages.append((url, resp.links.get("next", {}).get("url")))
+            return httpx.Response(resp.status_code, headers=_decoded_headers(resp), content=bytes(body),
+                                  request=request)
+
+        return self._call(request.method, url, call.what, consume, headers=headers)
+
+    @contextmanager
+    def _through(self, call: _ApiCall, repo: str | None = None) -> Iterator[None]:
+        """Send huggingface_hub's requests in the block through this client; its errors as hubwatch's."""
+        token = _API_CALL.set(call)
         try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise HubError(f"{what}: the Hub sent malformed JSON") from exc
+            yield
+        except hf_errors.HfHubHTTPError as exc:
+            raise self._hub_error(exc, call.what, repo) from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            # Malformed or deeply nested JSON, or JSON that ModelInfo cannot take (a hostile or broken answer).
+            raise HubError(f"{call.what}: the Hub sent malformed model JSON ({type(exc).__name__})",
+                           repo=repo) from None
+        finally:
+            _API_CALL.reset(token)
 
     def map_concurrent(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
         """``[fn(x) for x in items]`` on the client's thread pool; the first error propagates."""
@@ -378,66 +505,75 @@ class HubClient:
             raise RepoNotFoundError(f"{repo_id!r} is not a Hub repo id (org/name)")
         return repo_id
 
+    @staticmethod
+    def _sort_key(sort: str) -> str:
+        """The Hub's name of a listing sort (huggingface_hub's snake_case names accepted)."""
+        key = SORT_ALIASES.get(sort, sort)
+        if key not in SORT_KEYS:
+            raise HubError(f"unknown sort {sort!r}; use one of {', '.join(SORT_KEYS)}")
+        return key
+
+    def _models(self, infos: Iterable[ModelInfo], call: _ApiCall) -> Iterator[HubModel]:
+        """HfApi's lazy ModelInfo iterator as HubModels, each page it reads read through this client."""
+        models = iter(infos)
+        while True:
+            with self._through(call):
+                info = next(models, None)
+                if info is None:
+                    return
+                model = HubModel.from_model_info(info)
+            yield model
+
     def list_models(self, sort: str = "createdAt", limit: int = 100, expand: Sequence[str] | None = None, *,
                     author: str | None = None, search: str | None = None,
-                    filter: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Raw listing entries, newest/most-trending first, following the ``Link`` header up to ``limit``."""
-        yielded = 0
-        url: str | None = self.listing_url(sort, min(max(1, limit), MAX_PAGE_SIZE), expand, author=author,
-                                           search=search, filter=filter)
-        what = f"listing models by {SORT_ALIASES.get(sort, sort)}" + (f" of {author}" if author else "")  # names the feed in errors
-        while url and yielded < limit:
-            page, url = self.list_models_page(url, what)
-            for entry in page[: limit - yielded]:
-                yield entry
-                yielded += 1
+                    filter: Sequence[str] | None = None) -> Iterator[HubModel]:
+        """Models newest/most-trending first, up to ``limit`` (HfApi.list_models: it follows the
+        ``Link`` header from page to page)."""
+        key = self._sort_key(sort)
+        call = _ApiCall(self, f"listing models by {key}" + (f" of {author}" if author else ""))  # names the feed in errors
+        yield from self._models(self._api.list_models(sort=key, limit=max(1, limit), expand=list(expand or ()) or None,
+                                                      author=author, search=search, filter=list(filter or ()) or None),
+                                call)
 
-    def listing_url(self, sort: str = "createdAt", page_size: int = MAX_PAGE_SIZE, expand: Sequence[str] | None = None,
-                    *, author: str | None = None, search: str | None = None,
-                    filter: Sequence[str] | None = None) -> str:
-        """The URL of the first page of a ``/api/models`` listing."""
-        sort = SORT_ALIASES.get(sort, sort)
-        if sort not in SORT_KEYS:
-            raise HubError(f"unknown sort {sort!r}; use one of {', '.join(SORT_KEYS)}")
-        params: list[tuple[str, str]] = [("sort", sort), ("limit", str(min(max(1, page_size), MAX_PAGE_SIZE)))]
-        params += [("expand", e) for e in expand or ()]
-        params += [("filter", f) for f in filter or ()]
-        if author:
-            params.append(("author", author))
-        if search:
-            params.append(("search", search))
-        return str(httpx.URL(f"{self.endpoint}/api/models", params=params))
+    def list_models_page(self, url: str | None, *, sort: str = "createdAt", page_size: int = MAX_PAGE_SIZE,
+                         expand: Sequence[str] | None = None) -> ListingPage:
+        """One page of a listing: the first (``url`` None; ``HfApi.list_models`` with ``page_size``
+        as its limit) or the one at ``url``, a page URL an earlier page gave. A caller that keeps a
+        page's URL or its next page's resumes there.
 
-    def list_models_page(self, url: str, what: str = "listing models") -> tuple[list[dict[str, Any]], str | None]:
-        """One listing page at ``url`` (a ``listing_url`` or a ``Link`` it led to): its entries and
-        the next page's URL (None after the last page). A caller that keeps the URL can resume there.
-        ``what`` names the listing in errors and retry lines."""
+        HfApi.list_models cannot start at a saved cursor, so a page at ``url`` is read as its
+        pagination reads every page after the first: a GET of the ``Link`` URL on huggingface_hub's
+        session, ``hf_raise_for_status``, ``ModelInfo`` per entry."""
+        key = self._sort_key(sort)
+        call = _ApiCall(self, f"listing models by {key}")
+        if url is None:
+            page: list[HubModel] = []
+            for model in self._models(self._api.list_models(sort=key, limit=min(max(1, page_size), MAX_PAGE_SIZE),
+                                                            expand=list(expand or ()) or None), call):
+                if len(call.pages) > 1:
+                    # This model opened a second page: the Hub paged at fewer models than asked (it
+                    # honours up to MAX_PAGE_SIZE; small pages are a fake Hub's test setting).
+                    break
+                page.append(model)
+            first_url, next_url = call.pages[0]
+            return ListingPage(first_url, page, next_url)
         if urlsplit(url).hostname != self._host:
-            raise HubError(f"listing models: page URL is on another host ({urlsplit(url).hostname})")
-        page, next_url = self._call("GET", url, what,
-                                    lambda r, d: (self._read_json(r, d, what), r.links.get("next", {}).get("url")))
-        if not isinstance(page, list):
-            raise HubError("listing models: the Hub sent something other than a list")
-        entries = [e for e in page if isinstance(e, dict) and isinstance(e.get("id"), str)]
-        if next_url and urlsplit(next_url).hostname != self._host:
-            raise HubError(f"listing models: next page is on another host ({urlsplit(next_url).hostname})")
-        return entries, (next_url if page else None)
+            raise HubError(f"{call.what}: page URL is on another host ({urlsplit(url).hostname})")
+        with self._through(call):
+            answer = get_session().get(url, headers=self._hf_headers)
+            hf_raise_for_status(answer)
+            entries = answer.json()
+            if not isinstance(entries, list):
+                raise HubError(f"{call.what}: the Hub sent something other than a list")
+            page = [HubModel.from_model_info(ModelInfo(**e)) for e in entries]
+        return ListingPage(url, page, call.pages[-1][1])
 
-    def model_info(self, repo_id: str, revision: str | None = None, *, files_metadata: bool = True) -> HubModel:
+    def model_info(self, repo_id: str, revision: str | None = None) -> HubModel:
+        """The model at ``revision`` (default: main) with its files' sizes and LFS sha256
+        (HfApi.model_info with files_metadata)."""
         self.check_repo_id(repo_id)
-        url = f"{self.endpoint}/api/models/{repo_id}"
-        if revision:
-            url += f"/revision/{quote(revision, safe='')}"
-        if files_metadata:
-            url += "?blobs=true"
-        what = repo_id + (f"@{revision}" if revision else "")
-        data = self._call("GET", url, what, lambda r, d: self._read_json(r, d, what, repo_id))
-        if not isinstance(data, dict):
-            raise HubError(f"{what}: model info is not a JSON object")
-        try:
-            return HubModel.from_api(data)
-        except ValueError as exc:
-            raise HubError(f"{what}: model info is malformed ({exc})") from exc
+        with self._through(_ApiCall(self, repo_id + (f"@{revision}" if revision else "")), repo_id):
+            return HubModel.from_model_info(self._api.model_info(repo_id, revision=revision, files_metadata=True))
 
     def resolve_url(self, repo_id: str, revision: str, path: str) -> str:
         return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"

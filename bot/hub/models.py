@@ -1,10 +1,15 @@
-"""Typed views of the Hub's model JSON (``/api/models/{repo}`` and listing entries)."""
+"""Typed views of the Hub's model JSON (``/api/models/{repo}`` and listing entries), as huggingface_hub's
+``ModelInfo`` parsed it."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
+
+from huggingface_hub import ModelCardData, ModelInfo
+from huggingface_hub.hf_api import RepoSibling
 
 # Hub names of users, organisations and repos: letters, digits, "-", "_", ".", at most 96
 # characters, not starting with "-" or "." (huggingface_hub's REPO_ID_REGEX, \b[\w\-.]{1,96}\b).
@@ -29,6 +34,15 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _hub_time(value: Any) -> str | None:
+    """A time as the Hub writes it (``2026-11-20T00:00:00.000Z``, what the store and the newest
+    feed's floor compare), from the datetime huggingface_hub parsed it into."""
+    if not isinstance(value, datetime):
+        return None
+    utc = value.astimezone(timezone.utc) if value.tzinfo else value
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -41,18 +55,14 @@ class Sibling:
     lfs_sha256: str | None
 
     @classmethod
-    def from_api(cls, d: dict[str, Any]) -> Sibling | None:
-        path = _str(d.get("rfilename"))
-        if path is None:
-            return None
-        lfs = d.get("lfs") if isinstance(d.get("lfs"), dict) else {}
-        size = _int(d.get("size"))
-        if size is None:
-            size = _int(lfs.get("size"))
-        sha256 = _str(lfs.get("sha256"))
+    def from_repo_sibling(cls, s: RepoSibling) -> Sibling:
+        size = _int(s.size)
+        if size is None and s.lfs is not None:
+            size = _int(s.lfs.size)
+        sha256 = _str(s.lfs.sha256) if s.lfs is not None else None
         if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
             sha256 = None  # hostile or odd metadata: never let it claim identity with another file
-        return cls(path=path, size=size if size is None or size >= 0 else None, blob_id=_str(d.get("blobId")),
+        return cls(path=str(s.rfilename), size=size if size is None or size >= 0 else None, blob_id=_str(s.blob_id),
                    lfs_sha256=sha256)
 
 
@@ -97,29 +107,31 @@ class HubModel:
     disabled: bool = False  # taken down by the Hub: its files answer 403
 
     @classmethod
-    def from_api(cls, d: dict[str, Any]) -> HubModel:
-        repo_id = _str(d.get("id")) or _str(d.get("modelId"))
+    def from_model_info(cls, info: ModelInfo) -> HubModel:
+        """The model as huggingface_hub parsed the Hub's JSON (``HfApi.model_info``/``list_models``).
+        ModelInfo keeps the JSON's values as they came, so each is type-checked here: hostile repos
+        control their card data and odd values are dropped, never trusted."""
+        repo_id = _str(info.id)
         if repo_id is None:
             raise ValueError("model JSON has no id")
-        tags = [t for t in d.get("tags") or [] if isinstance(t, str)] if isinstance(d.get("tags"), list) else []
-        card = d.get("cardData") if isinstance(d.get("cardData"), dict) else {}
+        tags = [t for t in info.tags if isinstance(t, str)] if isinstance(info.tags, list) else []
+        card = info.card_data if isinstance(info.card_data, ModelCardData) else ModelCardData()
         license_ = _str(card.get("license")) or next(
             (t[len(LICENSE_TAG):] for t in tags if t.startswith(LICENSE_TAG)), None)
-        siblings = d.get("siblings") if isinstance(d.get("siblings"), list) else []
-        gated = d.get("gated")
+        gated = info.gated
         return cls(
-            repo_id=repo_id, model_id=_str(d.get("_id")), sha=_str(d.get("sha")),
-            author=_str(d.get("author")) or (repo_id.split("/")[0] if "/" in repo_id else None),
-            created_at=_str(d.get("createdAt")), last_modified=_str(d.get("lastModified")),
-            downloads=_int(d.get("downloads")), likes=_int(d.get("likes")),
-            trending_score=_number(d.get("trendingScore")), license=license_, tags=tuple(tags),
-            library_name=_str(d.get("library_name")) or _str(card.get("library_name")),
-            pipeline_tag=_str(d.get("pipeline_tag")) or _str(card.get("pipeline_tag")),
-            declared_base_models=declared_base_models(tags, card.get("base_model"), d.get("baseModels")),
+            repo_id=repo_id, model_id=_str(getattr(info, "_id", None)), sha=_str(info.sha),
+            author=_str(info.author) or (repo_id.split("/")[0] if "/" in repo_id else None),
+            created_at=_hub_time(info.created_at), last_modified=_hub_time(info.last_modified),
+            downloads=_int(info.downloads), likes=_int(info.likes),
+            trending_score=_number(info.trending_score), license=license_, tags=tuple(tags),
+            library_name=_str(info.library_name) or _str(card.get("library_name")),
+            pipeline_tag=_str(info.pipeline_tag) or _str(card.get("pipeline_tag")),
+            declared_base_models=declared_base_models(tags, card.get("base_model"), info.base_models),
             gated=gated if gated in ("auto", "manual") else ("auto" if gated is True else None),
-            private=d.get("private") is True,
-            siblings=tuple(s for s in (Sibling.from_api(x) for x in siblings if isinstance(x, dict)) if s),
-            disabled=d.get("disabled") is True,
+            private=info.private is True,
+            siblings=tuple(Sibling.from_repo_sibling(s) for s in info.siblings or () if isinstance(s, RepoSibling)),
+            disabled=info.disabled is True,
         )
 
     def sibling(self, path: str) -> Sibling | None:

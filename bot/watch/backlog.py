@@ -22,12 +22,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from bot.hub.client import ListingPage
+from bot.hub.models import HubModel
 
 # The feed walked back: sort=createdAt.
 NEWEST_FEED = "newest"
 
-FetchPage = Callable[[str], tuple[list[dict[str, Any]], str | None]]
+# A listing page: the first (None) or the one at a next-page URL.
+FetchPage = Callable[[str | None], ListingPage]
 
 
 @dataclass(frozen=True)
@@ -67,24 +69,26 @@ def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def walk_newest(fetch_page: FetchPage, first_page: str, cursor: FeedCursor, budget: int
-                ) -> tuple[list[dict[str, Any]], FeedCursor]:
-    """This cycle's entries, newest first, and the cursor to save once they are processed.
+def walk_newest(fetch_page: FetchPage, cursor: FeedCursor, budget: int) -> tuple[list[HubModel], FeedCursor]:
+    """This cycle's models, newest first, and the cursor to save once they are processed.
 
     A first walk (no floor) takes one budget's worth and starts the floor at its newest model:
     the Hub's history is the backfill's job, not the watcher's."""
-    url: str | None = cursor.resume or first_page
+    page = fetch_page(cursor.resume)
     head = cursor.head if cursor.resume else None
-    entries: list[dict[str, Any]] = []
-    while url is not None and len(entries) < budget:
-        page, url = fetch_page(url)
-        for entry in page:
-            created = entry.get("createdAt")
-            if cursor.floor and isinstance(created, str) and created <= cursor.floor:
+    entries: list[HubModel] = []
+    while True:
+        url = page.next_url
+        for entry in page.models:
+            created = entry.created_at
+            if cursor.floor and created and created <= cursor.floor:
                 return entries, FeedCursor(floor=head or cursor.floor)
-            if head is None and isinstance(created, str):
+            if head is None and created:
                 head = created
             entries.append(entry)
+        if url is None or len(entries) >= budget:
+            break
+        page = fetch_page(url)
     if url is None or cursor.floor is None:  # the listing's end, or the first walk
         return entries, FeedCursor(floor=head or cursor.floor)
     return entries, FeedCursor(floor=cursor.floor, resume=url, head=head)

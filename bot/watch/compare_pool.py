@@ -8,6 +8,26 @@ import os
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
 
+from threadpoolctl import threadpool_limits
+
+# BLAS threads in every process that compares: the pool's workers, one per core, and the process
+# that owns the pool (its fingerprinting threads, and its comparisons when there is no pool). Each
+# is already one of several busy threads or processes, so OpenBLAS's own threads (one per core by
+# default) only contend, spinning while they wait: on this shared 2-core machine a Llama-7B-shaped
+# comparison cost 0.31 s of CPU with 2 BLAS threads and 0.10 s with 1 (the Gram of its 64 x 4096
+# embedding rows 0.19 s and 0.01 s), the verdict the same; a watcher poll of 20 new models of the
+# mix (benchmarks/throughput.py) 65.4 s of CPU with one BLAS thread in the workers only, 56.1 s with
+# one everywhere.
+BLAS_THREADS = 1
+
+
+def limit_blas_threads() -> None:
+    """This process's BLAS libraries to BLAS_THREADS. The comparison's modules are imported first:
+    threadpoolctl limits the libraries loaded when it is called."""
+    import fingerprints.compare  # noqa: F401
+
+    threadpool_limits(BLAS_THREADS)
+
 
 class ComparePool:
     """``workers`` processes (0: one per CPU core), started on first use (spawning costs seconds);
@@ -16,6 +36,7 @@ class ComparePool:
     held locks a fork would copy."""
 
     def __init__(self, workers: int):
+        limit_blas_threads()  # in this process, which fingerprints and may compare beside the workers
         self.workers = workers or os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -25,7 +46,8 @@ class ComparePool:
             return None
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=limit_blas_threads)
             return self._pool
 
     def drop(self) -> None:

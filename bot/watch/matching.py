@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -89,6 +89,17 @@ class Ingested:
     fingerprint_id: int
     created: bool
     suspects: set[int] = field(default_factory=set)  # fingerprint ids to decide again
+    # (A, B) fingerprint ids -> the comparison recorded for the pair, when it read both sides'
+    # weights: ``decide`` reuses it for the alert instead of comparing the pair again.
+    comparisons: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+    def recorded(self, store: Store, a: int, b: int, comparison) -> None:
+        """Record B as a copy of A: B is a suspect to decide again."""
+        store.record_match(a, b, comparison)
+        self.suspects.add(b)
+        weights = getattr(comparison, "weights", None)  # Comparison.weights: {"available": False} when unread
+        if isinstance(weights, dict) and weights.get("available", True):
+            self.comparisons[(a, b)] = comparison
 
 
 class Matcher:
@@ -126,23 +137,23 @@ class Matcher:
         mine = parse_time(record.created_at)
         for n in copies:
             if is_older(parse_time(n.created_at), n.fingerprint_id, mine, fid):
-                store.record_match(n.fingerprint_id, fid, n.result)
-                done.suspects.add(fid)
+                done.recorded(store, n.fingerprint_id, fid, n.result)
                 continue
             # The stored model is the later one: compare in its direction (kinds such as
             # vocab-extend or prune say what B did to A).
             result = self._compared((record.repo_id, sha, fp),
                                     (n.repo_id, n.sha, store.load_fingerprint(n.fingerprint_id)))
             if result.verdict in ALERTING_VERDICTS:
-                store.record_match(fid, n.fingerprint_id, result)
-                done.suspects.add(n.fingerprint_id)
+                done.recorded(store, fid, n.fingerprint_id, result)
         return done
 
     # ---- decide ----------------------------------------------------------------------------
 
-    def decide(self, store: Store, suspect_id: int, trigger: str | None = None) -> Alert | None:
+    def decide(self, store: Store, suspect_id: int, trigger: str | None = None,
+               compared: Mapping[tuple[int, int], Any] | None = None) -> Alert | None:
         """Judge the stored model ``suspect_id`` against its family; the alert queued now, if any.
-        ``trigger`` is the repo whose arrival caused this decision (named when it is the original)."""
+        ``trigger`` is the repo whose arrival caused this decision (named when it is the original);
+        ``compared``: comparisons made while ingesting (``Ingested.comparisons``), reused for the alert."""
         row = store.get_fingerprint(suspect_id)
         suspect = store.get_model(row.repo_id) or ModelRecord(repo_id=row.repo_id)
         suspect.sha = row.sha
@@ -164,7 +175,8 @@ class Matcher:
             return None
         if store.alert_queued(dedupe_key(suspect.repo_id, suspect.sha, source.repo_id)):
             return None  # exactly once per (suspect revision, original): skip the comparison and plot
-        comparison = self._compared(self._side(store, root.fingerprint_id), self._side(store, suspect_id))
+        comparison = (compared or {}).get((root.fingerprint_id, suspect_id)) or self._compared(
+            self._side(store, root.fingerprint_id), self._side(store, suspect_id))
         if trigger and trigger == source.repo_id and trigger != suspect.repo_id:
             decision = replace(decision, reason=f"{decision.reason}; found when {source.repo_id} was indexed")
         alert = build_alert(suspect_facts, source_facts, decision, comparison, hub_url=self.hub_url)
@@ -270,7 +282,8 @@ def index_spec(store: Store, got: SpecFingerprint, matcher: Matcher, tier: str |
     record = record or ModelRecord(repo_id=got.repo_id)
     record.sha = got.sha
     ingested = matcher.ingest(store, record, got.sha, got.fp, tier=tier)
-    alerts = [a for fid in sorted(ingested.suspects) if (a := matcher.decide(store, fid, got.repo_id)) is not None]
+    alerts = [a for fid in sorted(ingested.suspects)
+              if (a := matcher.decide(store, fid, got.repo_id, ingested.comparisons)) is not None]
     store.list_revisions([(got.repo_id, got.sha)], feed="index")
     store.finish_revision(got.repo_id, got.sha)
     return Indexed(got, ingested, alerts)

@@ -32,7 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from fingerprints.errors import BudgetExceededError, InvalidModelError, UninspectableWeightsError
 from fingerprints.model import Fingerprint
@@ -45,6 +45,7 @@ from store.store import Store
 
 from bot.errors import USER_ERRORS, HubwatchError
 from bot.alerts.delivery import deliver_pending
+from bot.hub.client import ListingPage
 from bot.hub.ratelimit import HubRateBudget
 from bot.alerts.discord_webhook import AlertSender
 from bot.hub.errors import (EntryNotFoundError, GatedRepoError, HubError, HubUnavailableError, RateLimitedError,
@@ -78,7 +79,7 @@ DELIVERY_INTERVAL_S = 15
 class Hub(Protocol):
     """What the watcher needs from the Hub (bot.hub.HubClient)."""
 
-    def list_models(self, *, sort: str, limit: int, expand: list[str], author: str | None = None) -> Iterable[dict[str, Any]]: ...
+    def list_models(self, *, sort: str, limit: int, expand: list[str], author: str | None = None) -> Iterable[HubModel]: ...
 
     def model_info(self, repo_id: str, revision: str | None = None) -> HubModel: ...
 
@@ -86,9 +87,7 @@ class Hub(Protocol):
 
     def take_rate_limited_count(self) -> int: ...
 
-    def listing_url(self, sort: str = "createdAt", page_size: int = 1000, expand: list[str] | None = None) -> str: ...
-
-    def list_models_page(self, url: str, what: str = "listing models") -> tuple[list[dict[str, Any]], str | None]: ...
+    def list_models_page(self, url: str | None, *, sort: str, page_size: int, expand: list[str]) -> ListingPage: ...
 
     rate_budget: HubRateBudget  # the process's one Hub rate-limit budget (bot/hub/ratelimit.py)
 
@@ -176,8 +175,7 @@ class Watcher:
             walked: FeedCursor | None = None
             try:
                 if feed == NEWEST_FEED:
-                    listing, walked = self._walk_newest(store)
-                    models = [HubModel.from_api(d) for d in listing]
+                    models, walked = self._walk_newest(store)
                 else:
                     models = self._listing(store, feed, summary)
             except USER_ERRORS as exc:
@@ -215,19 +213,17 @@ class Watcher:
             if n := store.requeue_abandoned(self.owner):
                 log.info("revisions left in flight by an earlier run requeued", extra={"count": n})
 
-    def _walk_newest(self, store: Store) -> tuple[list[dict[str, Any]], FeedCursor]:
+    def _walk_newest(self, store: Store) -> tuple[list[HubModel], FeedCursor]:
         """The newest models back to the last walk's floor, at most ``max_models_per_cycle`` (backlog.py)."""
         limit = self.settings.feeds.max_models_per_cycle
-        first = self.hub.listing_url(sort=FEED_SORTS[NEWEST_FEED], page_size=limit, expand=LIST_EXPAND)
-        what = f"listing models by {FEED_SORTS[NEWEST_FEED]}"  # as the Hub client names a listing in errors
-        fetch = lambda url: self.hub.list_models_page(url, what)  # noqa: E731
-        return walk_newest(fetch, first, FeedCursor.load(store.get_cursor(NEWEST_FEED)), limit)
+        fetch = lambda url: self.hub.list_models_page(  # noqa: E731
+            url, sort=FEED_SORTS[NEWEST_FEED], page_size=limit, expand=LIST_EXPAND)
+        return walk_newest(fetch, FeedCursor.load(store.get_cursor(NEWEST_FEED)), limit)
 
     def _listing(self, store: Store, feed: str, summary: CycleSummary) -> list[HubModel]:
         limit = self.settings.feeds.max_models_per_cycle
         if feed != WATCHED_FEED:
-            return [HubModel.from_api(d) for d in
-                    self.hub.list_models(sort=FEED_SORTS[feed], expand=LIST_EXPAND, limit=limit)]
+            return list(self.hub.list_models(sort=FEED_SORTS[feed], expand=LIST_EXPAND, limit=limit))
         # Watch list entries added with /watch: new uploads of watched authors, and reference
         # models that are not in the index yet. One unreachable entry must not hide the others.
         listing: list[HubModel] = []
@@ -235,8 +231,8 @@ class Watcher:
         for entry in store.watch_list():
             try:
                 if entry.kind == "author":
-                    listing += [HubModel.from_api(d) for d in self.hub.list_models(
-                        sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit, author=entry.value)]
+                    listing += self.hub.list_models(sort=FEED_SORTS["newest"], expand=LIST_EXPAND, limit=limit,
+                                                    author=entry.value)
                 elif store.find_fingerprint(entry.value) is None:
                     listing.append(self.hub.model_info(entry.value))
                     self._references.add(entry.value)
@@ -298,13 +294,14 @@ class Watcher:
         marked done only after its alerts are queued; on stop, unfinished claims are handed back."""
         suspects: dict[int, str] = {}  # fingerprint id -> the repo whose arrival made it a suspect
         ingested: list[ModelRecord] = []
+        compared: dict[tuple[int, int], Any] = {}  # the cycle's recorded comparisons, for its alerts
         try:
             with progress(f"{summary.feed}: fingerprinting and comparing", len(claimed)) as bar:
                 for item in self._fingerprint_all(claimed):
-                    self._ingest(store, item, summary, suspects, ingested)
+                    self._ingest(store, item, summary, suspects, ingested, compared)
                     bar.advance(note=item.record.repo_id)
             for fid, trigger in suspects.items():
-                if self.matcher.decide(store, fid, trigger) is not None:
+                if self.matcher.decide(store, fid, trigger, compared) is not None:
                     summary.alerts_enqueued += 1
                     store.bump("alerts_enqueued")
             for record in ingested:
@@ -314,7 +311,7 @@ class Watcher:
                 store.release_revision(record.repo_id, record.sha)  # only rows still in flight move
 
     def _ingest(self, store: Store, item: PolledFingerprint, summary: CycleSummary, suspects: dict[int, str],
-                ingested: list[ModelRecord]) -> None:
+                ingested: list[ModelRecord], compared: dict[tuple[int, int], Any]) -> None:
         """Store one fingerprint and its copy relations; collect the suspects it touched."""
         record = item.record
         if item.fingerprint is None:
@@ -337,6 +334,7 @@ class Watcher:
         ingested.append(record)
         for fid in got.suspects:
             suspects.setdefault(fid, record.repo_id)
+        compared.update(got.comparisons)
 
     def _fingerprint_failed(self, store: Store, item: PolledFingerprint, summary: CycleSummary) -> None:
         record, exc = item.record, item.error

@@ -20,7 +20,8 @@ def register(sub) -> None:
         help="fingerprint every model already on the Hub (or a list of repos) on a Dask cluster",
         description="List the Hub's models (or read repo ids from --repos FILE), fingerprint every revision not "
         "stored yet on a Dask cluster (a local one, or --scheduler ADDRESS), and write the fingerprints into the "
-        "store. Resumable: a stopped or killed backfill picks up where it was. Needs the scale extra "
+        "store; compare them with the store as the watcher does and, once the listing is complete, alert on every "
+        "undeclared copy. Resumable: a stopped or killed backfill picks up where it was. Needs the scale extra "
         "(pip install 'hubwatch[scale]').",
     )
     p.add_argument("--repos", metavar="FILE", help="fingerprint the repos listed in FILE (org/name[@revision] per line) "
@@ -41,7 +42,7 @@ def run(args, app) -> int:
     settings = dataclasses.replace(app.settings, backfill=dataclasses.replace(app.settings.backfill, **overrides))
     source = RepoFile(args.repos) if args.repos else HubListing(app.hub)
     with app.open_store() as store:
-        summary = run_backfill(settings, store, source, limit=args.limit, stream=sys.stderr,
+        summary = run_backfill(app, settings, store, source, limit=args.limit, stream=sys.stderr,
                                total=len(source.items) if args.repos else None)
     state = "complete" if summary.complete else "stopped; run it again to resume"
     print(f"hubwatch: backfill {state}: {summary.line()} ({summary.bytes_read / 1e6:,.1f} MB read)")

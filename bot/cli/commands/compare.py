@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from fingerprints.compare import compare_fingerprints
-from fingerprints.deep import DEEP_BYTE_BUDGET, apply_deep, deep_compare
+from fingerprints.deep import DEEP_BYTE_BUDGET, deepen
 from fingerprints.tokenizer_cache import TokenizerCache
 from fingerprints.errors import InvalidModelError
 from fingerprints.facts import Verdict
@@ -29,8 +29,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="FILE.png", help="write the layer-by-layer evidence picture here")
     p.add_argument("--deep", action="store_true",
-                   help="also read whole embedding rows of shared tokens and whole FFN rows of a few layers, "
-                   "align them (torch; GPU when present) and test independence with a p-value")
+                   help="also read whole embedding rows of shared tokens, whole Q/K/V/O matrices and FFN rows of "
+                   "a few layers, align them (torch; GPU when present) and test independence with a p-value")
     p.add_argument("--budget", type=byte_count, metavar="BYTES",
                    help=f"tensor bytes --deep may read per model (default {DEEP_BYTE_BUDGET:,})")
     p.set_defaults(func=run)
@@ -71,7 +71,7 @@ def run(args, app) -> int:
         result = compare_fingerprints(fa, fb, reader_a, reader_b)
         if args.deep:
             bar.advance(note="deep comparison")
-            result = apply_deep(result, deep_compare(reader_a, fa, reader_b, fb, deep_budget))
+            result = deepen(result, reader_a, fa, reader_b, fb, deep_budget)
         bar.advance()
     if args.plot:
         from fingerprints.plot import render_comparison_png

@@ -25,6 +25,7 @@ from huggingface_hub.utils import parse_ratelimit_headers
 
 from bot.ops.logging_setup import redact
 from bot.settings import ConfigError, Settings
+from bot.tls import verified_tls_context
 
 EXIT_OK = 0
 EXIT_FAILED = 2
@@ -147,7 +148,7 @@ def check_hub(settings: Settings) -> Check:
     started = time.monotonic()
     try:
         response = httpx.get(url, params={"limit": 1}, headers=headers,
-                             timeout=min(settings.hub.timeout_s, HUB_PROBE_TIMEOUT_S))
+                             timeout=min(settings.hub.timeout_s, HUB_PROBE_TIMEOUT_S), verify=verified_tls_context())
     except httpx.TimeoutException:
         return Check("FAIL", "hub", f"{url}: no answer within {min(settings.hub.timeout_s, HUB_PROBE_TIMEOUT_S):g} s")
     except httpx.HTTPError as exc:
@@ -242,7 +243,7 @@ def check_watcher_health(settings: Settings, quick: bool) -> Check | None:
     host = "127.0.0.1" if settings.metrics.host in ("0.0.0.0", "::", "") else settings.metrics.host
     url = f"http://{host}:{settings.metrics.port}/healthz"
     try:
-        response = httpx.get(url, timeout=HEALTH_PROBE_TIMEOUT_S)
+        response = httpx.get(url, timeout=HEALTH_PROBE_TIMEOUT_S, verify=verified_tls_context())
     except httpx.HTTPError as exc:
         return Check("FAIL" if quick else "WARN", "watcher", f"{url}: no watcher answering ({type(exc).__name__})")
     try:
