@@ -5,7 +5,7 @@ index load time, nearest latency including exact re-ranking, peak memory.
     python benchmarks/index.py --n 100000             # the 100k figure (build 9 min at load ~16)
     python benchmarks/index.py --n 1000000 --db ~/.cache/hubwatch/bench/population-1000000-1000.db
         # 1M: the 7.6 GB store is built once (58 min on the shared 2-core machine at load ~15), then
-        # each run measures on it (~15 min at that load)
+        # each run measures on it (3 min at load 2.5; figures in the README)
 
 The store is built by benchmarks/population.py (its docstring states the reduced-cost paths: reused
 compact blobs, reused full blobs inside the family, sketch-space sketches outside it) through the
