@@ -194,17 +194,6 @@ def build(path: str, n: int, family: int = 1000, family_blobs: int = 100, seed: 
     tpl = templates(work)
     log(f"templates ready in {time.perf_counter() - t0:.1f} s: " + ", ".join(
         f"{k} {len(v.to_blob()):,} B full / {len(v.compact().to_blob()):,} B compact" for k, v in tpl.items()))
-    rng = np.random.default_rng(seed)
-    rest = n - family - 1 - len(REFERENCES)
-    names = [name for name, _ in MIX]
-    kinds = rng.choice(len(MIX), size=rest, p=[share for _, share in MIX])
-    sketches = _sketches(kinds, rng)
-    blobs = {name: _compact_blobs(fp, name) for name, fp in tpl.items()}
-    first_vocab = {name: True for name in names}
-    # Per template, the keys every copy shares (structure, architecture, vocabulary); values and
-    # file hashes are each model's own.
-    shared_keys = {name: [(k, v) for k, v in fp.index_keys() if k not in ("file_sha256", "values")]
-                   for name, fp in tpl.items()}
     with Store.open(path) as store:
         base = tpl["minilm"]
         # Whatever FINGERPRINT_VERSION built it (index.py prints the stored versions): a 1M build
@@ -217,6 +206,17 @@ def build(path: str, n: int, family: int = 1000, family_blobs: int = 100, seed: 
             if family_ids and not store.matches_for(family_ids[0]):  # built before the matches were recorded
                 record_family_matches(store, base, existing[0], family_blobs, log)
             return Population(n, len(family_ids), tpl, existing[0], family_ids, float("nan"), float("nan"))
+        rng = np.random.default_rng(seed)
+        rest = n - family - 1 - len(REFERENCES)
+        names = [name for name, _ in MIX]
+        kinds = rng.choice(len(MIX), size=rest, p=[share for _, share in MIX])
+        sketches = _sketches(kinds, rng)
+        blobs = {name: _compact_blobs(fp, name) for name, fp in tpl.items()}
+        first_vocab = {name: True for name in names}
+        # Per template, the keys every copy shares (structure, architecture, vocabulary); values and
+        # file hashes are each model's own.
+        shared_keys = {name: [(k, v) for k, v in fp.index_keys() if k not in ("file_sha256", "values")]
+                       for name, fp in tpl.items()}
         store.upsert_model(ModelRecord(FAMILY_BASE, sha="b" * 40, author="sentence-transformers",
                                        created_at="2021-08-30T00:00:00.000Z"))
         base_id, _ = store.add_fingerprint(FAMILY_BASE, "b" * 40, base, tier=TIER_REFERENCE)

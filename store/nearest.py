@@ -15,7 +15,7 @@ from fingerprints.model import Fingerprint
 
 from .errors import RefetchError
 from .records import Candidate, ModelRecord
-from .rows import TIER_COMPACT, TIER_FULL
+from .rows import TIER_COMPACT, TIER_FULL, IndexQuery
 from .store import Store
 
 # Exact comparison costs ~0.1-0.5 s per pair (embedding alignment), so only the best candidates
@@ -32,8 +32,11 @@ VERDICT_ORDER = tuple(Verdict)
 COPY_VERDICTS = DERIVED_VERDICTS
 # A compact candidate (no stored samples) is re-read from the Hub for a weight comparison only when
 # something says it may share weights with the query. Sketch cosine (store/vectors.py), measured on
-# benchmarks/detection.py's MiniLM cases: every derived case >= 0.705 (noise 1.0 x spread; all
-# others >= 0.967), every independent pair <= 0.501. The screen sits between the two.
+# benchmarks/detection.py's cases: every derived case under the base's own vocabulary >= 0.705
+# (noise 1.0 x spread; all others >= 0.953), every independent pair <= 0.568. The screen sits
+# between the two. The sketch picks its tokens by spelling, so a copy under another vocabulary
+# (vocab-prune, vocab-replaced, a GGUF in llama.cpp's spelling: 0.22-0.36) passes only on identity
+# keys or the config-and-tokenizer comparison.
 SKETCH_SCREEN_MIN = 0.6
 # Verdicts a config-and-tokenizer comparison can reach that need the weights to be confirmed.
 # Not "tokenizer-copied": it says the weights are independent, which a sketch cosine under the
@@ -114,7 +117,7 @@ class _Pairing:
     """One candidate on its way to a comparison: which fingerprint stands for it and why."""
 
     cand: Candidate
-    reference: Fingerprint
+    reference: Fingerprint | None  # None: stored in full, read from the store when it is compared
     tier: str
     note: str | None = None  # evidence line when its weights are not compared
     refetched: bool = False
@@ -141,24 +144,24 @@ def _screen(pairing: _Pairing, fp: Fingerprint, cosine: float | None,
     return None
 
 
-def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, compare,
-              refetches: int = REFETCH_PER_QUERY) -> list[_Pairing]:
+def _pairings(store: Store, fp: Fingerprint, query_sketch: np.ndarray | None, cands: list[Candidate], refetch,
+              compare, refetches: int = REFETCH_PER_QUERY) -> list[_Pairing]:
     """The fingerprint each candidate is compared with: the stored one, or for a compact one that
     passes the screen the full one re-read from the Hub (strongest first, ``refetches`` at most);
-    a compact one that does not is compared without weights, saying why."""
+    a compact one that does not is compared without weights, saying why. A full one is read from
+    the store only if it is compared (``_rerank`` may stop before it)."""
     sketches = store.sketches_of([c.fingerprint_id for c in cands])
-    query_sketch = fp.sketch_vector()
-    has_query_sketch = bool(query_sketch.any())
     out: list[_Pairing] = []
     screened: list[tuple[float, _Pairing, str]] = []
     for cand in cands:
         stored = store.get_fingerprint(cand.fingerprint_id)
+        if stored.tier != TIER_COMPACT:
+            out.append(_Pairing(cand, None, stored.tier))
+            continue
         pairing = _Pairing(cand, store.load_fingerprint(cand.fingerprint_id), stored.tier)
         out.append(pairing)
-        if stored.tier != TIER_COMPACT:
-            continue
         vector = sketches.get(cand.fingerprint_id)
-        cosine = float(np.asarray(vector) @ query_sketch) if vector is not None and has_query_sketch else None
+        cosine = float(np.asarray(vector) @ query_sketch) if vector is not None and query_sketch is not None else None
         why = _screen(pairing, fp, cosine, compare)
         if why is None:
             pairing.note = (f"weights: not compared (stored compact); sketch cosine {cosine:.2f} is below "
@@ -245,13 +248,16 @@ def _decides(speakers: list[_Pairing]) -> bool:
     return len({p.result.verdict in COPY_VERDICTS for p in speakers}) == 1
 
 
-def _rerank(pairings: list[_Pairing], fp: Fingerprint, k: int,
+def _rerank(store: Store, pairings: list[_Pairing], fp: Fingerprint, k: int,
             compare: Callable[[Fingerprint, Fingerprint], Any], pool: Executor | None) -> None:
     """Compare the pairings that still need it, setting each one's ``result``: the ones compared
     without weights (cheap) and those with identical files or sampled values all; the others in
     index order, in rounds as large as the copies still missing, until ``k`` copies are found."""
 
     def run(batch: list[_Pairing]) -> None:
+        for pairing in batch:
+            if pairing.reference is None:
+                pairing.reference = store.load_fingerprint(pairing.cand.fingerprint_id)
         references = [p.reference for p in batch]
         if pool is not None and len(batch) > 1:
             results = pool.map(compare, references, [fp] * len(references))
@@ -286,11 +292,13 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
     compared through its original and nearest members (FAMILY_NEAREST), the rest only when those
     disagree; the representatives' evidence says how many were left and why.
     """
-    cands = store.candidates(fp, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
+    query = IndexQuery.from_fingerprint(fp)  # the sketch, computed once for the search and the screen
+    cands = store.search(query, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
     families = _families(store, cands)
     later = {c.fingerprint_id for family in families for c in family.deferred}
-    pairings = _pairings(store, fp, [c for c in cands if c.fingerprint_id not in later], refetch, compare)
-    _rerank(pairings, fp, k, compare, pool)
+    pairings = _pairings(store, fp, query.sketch, [c for c in cands if c.fingerprint_id not in later], refetch,
+                         compare)
+    _rerank(store, pairings, fp, k, compare, pool)
     by_id = {p.cand.fingerprint_id: p for p in pairings}
     refetched = sum(p.refetched for p in pairings)
     for family in families:
@@ -307,9 +315,9 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
                 pairing.family = (f"family: {len(family.deferred)} more candidates recorded as copies of {names} "
                                   f"not compared: its {len(speakers)} compared ({who}) agree the query {verdict}")
             continue
-        more = _pairings(store, fp, family.deferred, refetch, compare, REFETCH_PER_QUERY - refetched)
+        more = _pairings(store, fp, query.sketch, family.deferred, refetch, compare, REFETCH_PER_QUERY - refetched)
         refetched += sum(p.refetched for p in more)
-        _rerank(more, fp, k - copies, compare, pool)
+        _rerank(store, more, fp, k - copies, compare, pool)
         pairings += more
     out = []
     for pairing in pairings:

@@ -40,9 +40,14 @@ def test_re_ranking_stops_once_k_copies_are_found(tmp_path):
         query = fine_tune(base, 99, "query")
         order = [c.repo_id.split("/")[1] for c in store.candidates(query, limit=15)]
         everyone = Recording({name: "weights-derived" for name in order})
+        loaded = []
+        load = store.load_fingerprint
+        store.load_fingerprint = lambda fid: loaded.append(fid) or load(fid)
         found = nearest(store, query, k=3, compare=everyone)
-        # Only the first three in index order: a later copy could only tie them in verdict.
+        # Only the first three in index order: a later copy could only tie them in verdict. The
+        # others (stored in full) are not even read from the store.
         assert everyone.calls == order[:3]
+        assert len(loaded) == 3
         assert sorted(n.repo_id for n in found) == sorted(f"org/{name}" for name in order[:3])
 
         # Candidates that are not copies do not count: comparing goes on until three copies are found.
