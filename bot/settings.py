@@ -176,7 +176,7 @@ class LimitSettings:
     tokenizer_bytes: int = setting(DEFAULT_MAX_TOKENIZER_BYTES, "Largest tokenizer file downloaded (tokenizer.json, "
                                    "tokenizer.model, vocab files, merges.txt).", minimum=1024)
     compare_workers: int = setting(
-        0, "Processes that compare a new model with its candidates, in parallel (the watcher, the bot, the "
+        0, "Processes that compare a new model with its candidates, in parallel, one BLAS thread each (the watcher, the bot, the "
         "backfill's driver); 0: one per CPU core, 1: in the polling thread itself.", env="HUBWATCH_COMPARE_WORKERS", minimum=0, maximum=64)
     header_bytes: int = setting(DEFAULT_MAX_HEADER_BYTES, "Largest safetensors/GGUF header or shard index downloaded "
                                 "(huggingface_hub refuses safetensors headers over 25 MB).", minimum=1024)
