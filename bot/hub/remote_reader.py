@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 from fingerprints.errors import BudgetExceededError, InvalidModelError
 from fingerprints.reader import RangeRequest
@@ -21,8 +21,7 @@ from bot.hub.models import COMMIT_RX, HubModel
 from bot.hub.ranges import Span, merge_ranges
 
 
-if TYPE_CHECKING:  # the client builds readers; a reader only calls it back
-    from bot.hub.client import HubClient
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,25 @@ class ModelDeadline:
     seconds: float
 
 
+class RepoFileClient(Protocol):
+    """What a reader calls back on the client that built it (``bot.hub.client.HubClient``); named
+    here so the reader needs no import of the client, which imports the reader."""
+
+    model_byte_budget: int
+
+    def model_info(self, repo_id: str, revision: str | None = None) -> HubModel: ...
+
+    def file_size(self, repo_id: str, commit: str, path: str,
+                  model_deadline: ModelDeadline | None = None) -> int: ...
+
+    def read_range(self, repo_id: str, commit: str, path: str, offset: int, length: int,
+                   model_deadline: ModelDeadline | None = None) -> bytes: ...
+
+    def map_concurrent(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]: ...
+
+
 class HubRepoReader:
-    def __init__(self, client: HubClient, repo_id: str, revision: str | None = None, *,
+    def __init__(self, client: RepoFileClient, repo_id: str, revision: str | None = None, *,
                  byte_budget: int | None = None):
         self.client = client
         self.model: HubModel = client.model_info(repo_id, revision)
@@ -55,8 +71,6 @@ class HubRepoReader:
     def set_deadline(self, seconds: float) -> None:
         """Cut every later request of this model ``seconds`` from now (``limits.model_seconds``,
         given by ``LimitedReader``), including those in flight on the client's pool threads."""
-        from bot.hub.client import ModelDeadline
-
         self.deadline = ModelDeadline(time.monotonic() + seconds, seconds)
 
     def __repr__(self) -> str:
