@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -35,6 +36,21 @@ LSH_VOCAB_LIMIT = 20
 # Sketch neighbours taken per query before merging with the exact and LSH candidates.
 VECTOR_NEIGHBOURS = 32
 DEFAULT_CANDIDATES = 20
+
+# Decoded vocabularies kept per process: the candidates of one query are mostly one family sharing
+# one vocabulary, and decoding it again for each (zlib + JSON of 30k-130k tokens, ~0.1 s) was a
+# tenth of the watcher's own CPU in benchmarks/throughput.py. Content-addressed (the hash names the
+# tokens), so a kept entry is never stale; the list is shared, and nothing mutates a stored vocabulary.
+VOCABULARIES_KEPT = 8
+# Larger stored vocabularies (compressed bytes; 2 MiB is ~500k tokens) are decoded each time rather
+# than held: a hostile vocabulary must not stay in memory.
+VOCABULARY_KEPT_MAX_BYTES = 2 << 20
+
+
+@functools.lru_cache(maxsize=VOCABULARIES_KEPT)
+def _kept_vocabulary(vocab_hash: str, compressed: bytes) -> list[str]:
+    return decompress_tokens(compressed)
+
 
 _FP_COLUMNS = "id, repo_id, sha, version, created_at, bytes_read, vocab_hash, shape_family, tier"
 _MODEL_COLUMNS = [
@@ -261,6 +277,13 @@ class Store:
         return len(todo)
 
     @_translated
+    def load_index(self) -> int:
+        """Every shape family's sketches into the process's vector index now (a family is otherwise
+        loaded by its first search, inside a poll); the number of sketches it then holds."""
+        for (family,) in self.conn.execute("SELECT DISTINCT shape_family FROM sketches").fetchall():
+            self.vectors.refresh(self.conn, family)
+        return sum(self.vectors.sizes().values())
+
     def sketches_of(self, fingerprint_ids: list[int]) -> dict[int, np.ndarray]:
         """Stored sketch vectors by fingerprint id (ids without one are absent)."""
         out: dict[int, np.ndarray] = {}
@@ -276,7 +299,11 @@ class Store:
     @_translated
     def vocabulary(self, vocab_hash: str) -> list[str] | None:
         row = self.conn.execute("SELECT tokens FROM vocabularies WHERE vocab_hash = ?", (vocab_hash,)).fetchone()
-        return decompress_tokens(row[0]) if row and row[0] is not None else None
+        if not row or row[0] is None:
+            return None
+        if len(row[0]) > VOCABULARY_KEPT_MAX_BYTES:
+            return decompress_tokens(row[0])
+        return _kept_vocabulary(vocab_hash, row[0])
 
     # ---- candidate search ----------------------------------------------------------------
 

@@ -87,6 +87,38 @@ def test_blob_and_shared_vocabulary_round_trip(store):
     np.testing.assert_allclose(back.sketch_vector(), fp.sketch_vector(), atol=2e-3)
 
 
+def test_a_shared_vocabulary_is_decoded_once_and_a_huge_one_never_kept(store, monkeypatch):
+    import store.store as store_module
+
+    decoded = []
+    real = store_module.decompress_tokens
+    monkeypatch.setattr(store_module, "decompress_tokens", lambda raw: decoded.append(raw) or real(raw))
+    store_module._kept_vocabulary.cache_clear()
+    ids = [store.add_fingerprint(f"org/m{i}", "s", small_fp(seed=i))[0] for i in range(4)]
+    loaded = [store.load_fingerprint(fid) for fid in ids]
+    assert len(decoded) == 1  # one vocabulary, four fingerprints
+    assert all(fp.tokenizer.vocab == small_fp().tokenizer.vocab for fp in loaded)
+
+    monkeypatch.setattr(store_module, "VOCABULARY_KEPT_MAX_BYTES", 0)
+    store.load_fingerprint(ids[0])
+    store.load_fingerprint(ids[1])
+    assert len(decoded) == 3  # over the size kept: decoded each time
+
+
+def test_the_whole_index_loads_at_once_into_the_process_index(tmp_path):
+    path = tmp_path / "h.db"
+    with Store.open(path) as writer:
+        for i in range(3):
+            writer.add_fingerprint(f"org/m{i}", "s", small_fp(seed=i))
+        writer.add_fingerprint("org/wide", "s", small_fp(seed=9, hidden=32))  # another shape family
+    with Store.open(path) as reader:
+        assert reader.vectors.sizes() == {}  # nothing loaded before a search or load_index
+        assert reader.load_index() == 4
+        assert len(reader.vectors.sizes()) == 2
+    with Store.open(path) as later:
+        assert sum(later.vectors.sizes().values()) == 4  # the process's index, loaded once
+
+
 def test_model_metadata_upsert_keeps_first_seen(store):
     api = {"id": "org/m", "_id": "abc", "sha": "s1", "createdAt": "2024-05-01T00:00:00.000Z", "likes": 3,
            "tags": ["base_model:finetune:meta-llama/Llama-3.1-8B", "license:apache-2.0"],
