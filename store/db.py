@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
@@ -82,7 +83,7 @@ def connect(path: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite
         raise describe_sqlite_error(path, exc) from exc
     with closing_on_error(conn, path):
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn, busy_timeout_s)
         if str(mode).lower() != "wal" and path != ":memory:":
             raise StoreError(f"database {path}: cannot switch to WAL journaling (got {mode})")
         # NORMAL is durable across application crashes in WAL mode (only an OS crash can lose the
@@ -90,6 +91,24 @@ def connect(path: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> sqlite
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> str:
+    """The journal mode after asking for WAL. Switching a new database needs its exclusive lock,
+    and SQLite answers "database is locked" at once there instead of calling the busy handler: so
+    several processes or threads opening one new database together (the watcher's feeds) retry
+    here, within the busy timeout. A database already in WAL mode is not switched again."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return mode
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager

@@ -90,6 +90,7 @@ def test_three_feeds_listing_the_same_models_at_once_fingerprint_each_revision_o
         t.start()
     for t in threads:
         t.join()
+    assert len(summaries) == 3  # every feed's poll ran (none failed opening the new database)
     assert hub.reads == Counter({f"org/m{i}": 1 for i in range(5)})
     assert sum(s.fingerprinted for s in summaries) == 5
     assert sum(s.bytes_read for s in summaries) == 5 * small_fp().bytes_read  # counted once, and counted
