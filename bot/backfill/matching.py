@@ -20,9 +20,11 @@ a list held in memory:
 
 Compared in the writer rather than on the Dask workers: ``nearest`` searches and writes the store,
 which only the driver opens. Not drained by the watcher: it would judge suspects before the
-backfill's listing is complete, and a store without a watcher would never be compared. Stored in full until compared (the query needs its sampled values),
-then compact unless it is in a match (store/rows.py), so the full detail of at most a batch or
-two is on disk at a time.
+backfill's listing is complete, and a store without a watcher would never be compared.
+
+A fingerprint is stored in full until compared (the query needs its sampled values), then compact
+unless it is in a match (store/rows.py), so the full detail of at most a batch or two is on disk
+at a time.
 """
 
 from __future__ import annotations
