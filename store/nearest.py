@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
@@ -245,6 +247,22 @@ def _decides(speakers: list[_Pairing]) -> bool:
     return len({p.result.verdict in COPY_VERDICTS for p in speakers}) == 1
 
 
+# Stores opened by a compare worker, by path: one read connection per database for the worker's life.
+_worker_stores: dict[str, Store] = {}
+
+
+def compare_stored(path: str, compare: Callable[[Fingerprint, Fingerprint], Any], fingerprint_id: int | None,
+                   reference: Fingerprint | None, fp: Fingerprint):
+    """``compare(reference, fp)`` in a compare worker; a ``reference`` of None is the stored
+    fingerprint ``fingerprint_id`` of the database at ``path``, read here."""
+    if reference is None:
+        store = _worker_stores.get(path)
+        if store is None:
+            store = _worker_stores[path] = Store.open(path)
+        reference = store.load_fingerprint(fingerprint_id)
+    return compare(reference, fp)
+
+
 def _rerank(store: Store, pairings: list[_Pairing], fp: Fingerprint, k: int,
             compare: Callable[[Fingerprint, Fingerprint], Any], pool: Executor | None) -> None:
     """Compare the pairings that still need it, setting each one's ``result``: the ones compared
@@ -252,14 +270,15 @@ def _rerank(store: Store, pairings: list[_Pairing], fp: Fingerprint, k: int,
     index order, in rounds as large as the copies still missing, until ``k`` copies are found."""
 
     def run(batch: list[_Pairing]) -> None:
-        for pairing in batch:
-            if pairing.reference is None:
-                pairing.reference = store.load_fingerprint(pairing.cand.fingerprint_id)
-        references = [p.reference for p in batch]
-        if pool is not None and len(batch) > 1:
-            results = pool.map(compare, references, [fp] * len(references))
+        if pool is not None and len(batch) > 1 and os.path.isfile(store.path):
+            # Each worker reads the stored candidates itself: decoding them here and pickling them
+            # over cost the watcher's own process (one core, shared with fingerprinting) ~0.1 s a
+            # candidate (benchmarks/throughput.py).
+            ids = [None if p.reference is not None else p.cand.fingerprint_id for p in batch]
+            results = pool.map(functools.partial(compare_stored, store.path, compare), ids,
+                               [p.reference for p in batch], [fp] * len(batch))
         else:
-            results = [compare(ref, fp) for ref in references]
+            results = [compare(p.reference or store.load_fingerprint(p.cand.fingerprint_id), fp) for p in batch]
         for pairing, result in zip(batch, results):
             pairing.result = result
 

@@ -122,12 +122,14 @@ def test_a_compact_row_of_an_older_store_is_screened_in_its_own_sketch_kind(comp
 
 
 @pytest.mark.slow
-def test_comparisons_in_a_process_pool_give_the_same_neighbours(tmp_path, fps):
+def test_comparisons_in_a_process_pool_give_the_same_neighbours(tmp_path, fps, monkeypatch):
     with Store.open(tmp_path / "h.db") as store:
         store.add_fingerprint("org/base", "s", fps["base"])
         store.add_fingerprint("org/indep", "s", fps["fresh-init-seed1"])
         serial = nearest(store, fps["noise-0.3"], k=2)
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            # The workers read the stored candidates themselves (spawned: this patch is not theirs).
+            monkeypatch.setattr(Store, "load_fingerprint", lambda *a: pytest.fail("candidate decoded here"))
             pooled = nearest(store, fps["noise-0.3"], k=2, pool=pool)
     assert [(n.repo_id, n.verdict, n.score, n.evidence) for n in pooled] == \
         [(n.repo_id, n.verdict, n.score, n.evidence) for n in serial]
