@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fingerprints.engine import fingerprint_model  # noqa: E402
-from fingerprints.model import SKETCH_DIM, Fingerprint  # noqa: E402
+from fingerprints.model import Fingerprint  # noqa: E402
+from fingerprints.sketch import SKETCH_DIM, sketch_vector  # noqa: E402
 from fingerprints.reader import LocalFolderReader, RangeRequest  # noqa: E402
 from store import Store  # noqa: E402
 from store.db import transaction  # noqa: E402
@@ -294,4 +295,4 @@ def record_family_matches(store: Store, base: Fingerprint, base_id: int, family_
 def fine_tune_sketch(base: Fingerprint, seed: int) -> np.ndarray:
     """The sketch of fine-tune ``seed``, computed from its fine-tuned embedding rows (the blob may be
     a shared one, see the module docstring)."""
-    return fine_tune(base, seed).sketch_vector().astype(np.float32)
+    return sketch_vector(fine_tune(base, seed))
