@@ -1,16 +1,21 @@
 """The watcher searches several models at once and records them in arrival order (Matcher.search,
-then Matcher.record): what it records and alerts must be what ingesting one model at a time does.
-Fast: small fingerprints and a fake comparison under which every pair shares its weights."""
+then Matcher.record): what it records and alerts must be what ingesting one model at a time does,
+and a model that breaks the comparison pool fails alone. Fast: small fingerprints, fake comparisons."""
 
 from __future__ import annotations
+
+import threading
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
 from bot.settings import load_settings
 from bot.watch.matching import Matcher
+from bot.watch.watcher import Watcher
 from store import Store
 from store.records import ModelRecord
 from store_samples import fine_tune, small_fp
+from test_watcher_work import SHA, ListingHub, NoMatch, entry
 
 ORIGINAL = small_fp(7)  # never indexed: only its two copies are listed
 FIRST, SECOND = "early/copy", "late/copy"
@@ -63,3 +68,49 @@ def test_two_copies_searched_before_either_is_stored_are_related_and_alerted_as_
         assert store.last_fingerprint_id() == 2
     assert serial == ({(FIRST, SECOND)}, [(SECOND, FIRST)])
     assert pipelined == serial
+
+
+class BreakingPool:
+    """A compare pool that one model's comparisons break (a worker killed, say out of memory): every
+    search on it then fails until new workers start (``renew_if_broken``). Comparisons run in-thread."""
+
+    def __init__(self):
+        self.broken = False
+
+    def get(self):
+        return None
+
+    def renew_if_broken(self) -> None:
+        self.broken = False
+
+
+def test_a_model_that_breaks_the_comparison_pool_fails_alone(tmp_path):
+    listing = [entry(repo) for repo in ("org/oom", "org/m0", "org/m1", "org/m2", "org/m3")]
+    settings = load_settings(env={"HUBWATCH_DB": str(tmp_path / "w.db"), "HUBWATCH_FEEDS_CONCURRENCY": "1",
+                                  "HF_ENDPOINT": "http://hub.test"})
+    pool = BreakingPool()
+    seeds: dict[str, int] = {}
+    watcher = Watcher(settings, ListingHub(listing), None, compare_pool=pool,
+                      fingerprint=lambda repo_id, tokenizers: small_fp(seeds.setdefault(repo_id, len(seeds))))
+    watcher.matcher.compare = lambda a, b: NoMatch()
+    searched_oom = threading.Event()
+    search = watcher.matcher.search
+
+    def breaking_search(store, record, sha, fp):
+        if record.repo_id == "org/oom":
+            pool.broken = True
+            searched_oom.set()
+            raise BrokenProcessPool("a child process terminated abruptly")
+        if threading.current_thread() is not threading.main_thread():
+            searched_oom.wait(5)  # the searches in flight with it meet the broken pool
+        if pool.broken:
+            raise BrokenProcessPool("a child process terminated abruptly")
+        return search(store, record, sha, fp)
+
+    watcher.matcher.search = breaking_search
+    summary = watcher.poll_feed("newest")
+    watcher.close()
+    assert (summary.fingerprinted, summary.errors) == (4, 1)
+    assert [f.what for f in watcher.failures] == [f"repo org/oom@{SHA}"]
+    with Store.open(tmp_path / "w.db") as store:
+        assert store.stats()["revisions"]["done"] == 4

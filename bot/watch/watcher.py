@@ -8,9 +8,11 @@ One cycle of a feed:
    whose backoff has passed are claimed too;
 3. fingerprint the claimed ones concurrently (network-bound; ``feeds.concurrency`` at a time, one
    fetch per revision in the process);
-4. in this thread, ingest each (``bot.watch.matching``): store it and record its copy relations,
-   earlier model first; then decide every suspect the cycle touched against its whole family, so
-   the arrival order does not matter; alerts go to the SQLite outbox, never straight to Discord;
+4. ingest each (``bot.watch.matching``): search its nearest stored models as soon as it is
+   fingerprinted (a few at once, in threads), then in this thread, in arrival order, store it and
+   record its copy relations, earlier model first, as if the models had come one at a time; then
+   decide every suspect the cycle touched against its whole family, so the arrival order does not
+   matter; alerts go to the SQLite outbox, never straight to Discord;
 5. drain the outbox (``bot.alerts.delivery``): delivered exactly once across retries and restarts.
 
 SQLite connections are not shared across threads: every job opens its own ``Store``.
@@ -334,7 +336,10 @@ class Watcher:
                         bar.advance(note=item.record.repo_id)
                         continue
                     self._processing[(item.record.repo_id, item.record.sha)] = item.fingerprint
-                    searches.append(self._search(item))
+                    try:
+                        searches.append(self._search(item))
+                    except RuntimeError:  # the search threads were shut down by stop() meanwhile
+                        break
                     if len(searches) == SEARCHES_IN_FLIGHT:
                         record_oldest()
                 while searches and not self.stopping.is_set():
