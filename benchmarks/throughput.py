@@ -12,8 +12,8 @@ checkpoints with realistic bf16 values written into every range a fingerprint re
     python benchmarks/throughput.py --models 10 --store-models 20000
 
 Prints ``models_per_hour=N`` (new models over this run's wall-clock time) and ``bytes_per_model=N``
-(store growth per new model: its rows, compact or full blob, index rows, matches, alerts), then
-what the time went to. The machine is shared: the load average is printed with them.
+(store growth per new model: its rows, compact or full blob, index rows, matches, alerts), what
+the new rows hold, then what the time went to. The machine is shared: the load average is printed with them.
 """
 
 from __future__ import annotations
@@ -96,6 +96,30 @@ def store_bytes(path: str) -> int:
     return size - free
 
 
+def growth(path: str, first_fingerprint: int, first_match: int, first_alert: int) -> str:
+    """What the new rows hold: fingerprint blobs by tier, match evidence, alert payloads (plots)."""
+    conn = sqlite3.connect(path)
+    tiers = conn.execute("SELECT tier, count(*), sum(length(blob)) FROM fingerprints WHERE id >= ? GROUP BY tier",
+                         (first_fingerprint,)).fetchall()
+    matches = conn.execute("SELECT count(*), coalesce(sum(length(evidence)), 0) FROM matches WHERE id >= ?",
+                           (first_match,)).fetchone()
+    alerts = conn.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM alerts WHERE id >= ?",
+                          (first_alert,)).fetchone()
+    conn.close()
+    blobs = ", ".join(f"{n} {tier} ({total // n:,} B each)" for tier, n, total in tiers)
+    return (f"# new rows: fingerprint blobs {blobs}; {matches[0]} matches ({matches[1]:,} B of evidence); "
+            f"{alerts[0]} alerts ({alerts[1]:,} B, the evidence plot included). Compact: a model in no copy "
+            f"relation; full: one in a relation (weights or tokenizer copied), kept as evidence")
+
+
+def next_ids(path: str) -> tuple[int, int, int]:
+    conn = sqlite3.connect(path)
+    ids = tuple(conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0]
+                for table in ("fingerprints", "matches", "alerts"))
+    conn.close()
+    return ids
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=20, help="new models in the poll (default 20)")
@@ -109,6 +133,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "store.db")
         shutil.copy(cached, db)
+        first_ids = next_ids(db)
         root = Path(tmp) / "hub"
         publish(root, args.models, log)
         with FakeWorld(str(root)) as hub:
@@ -118,8 +143,9 @@ def main() -> int:
                    "HUBWATCH_FEEDS_MAX_MODELS_PER_CYCLE": str(args.models), "HUBWATCH_COMPARE_WORKERS": "2"}
             with App.of(load_settings(env=env)) as app:
                 watcher = app.watcher()
+                # Workers up with matplotlib loaded, as in a watcher past its first alerts.
+                app.compare_pool.start(draws_plots=True)
                 pool = app.compare_pool.get()
-                pool.submit(int).result()  # workers started, as in a running watcher
                 before = store_bytes(db)
                 workers0 = worker_cpu_s(pool)
                 cpu0, t0 = time.process_time() + workers0, time.perf_counter()
@@ -130,6 +156,7 @@ def main() -> int:
                 cpu = time.process_time() + workers0 + workers_cpu - cpu0
                 worker_rss = worker_peak_rss_mib(pool)
         after = store_bytes(db)
+        grown = growth(db, *first_ids)
     done = summary.fingerprinted
     print(f"models_per_hour={round(done / wall * 3600)}")
     print(f"bytes_per_model={round((after - before) / max(1, done))}")
@@ -138,6 +165,7 @@ def main() -> int:
           f"threads included); "
           f"{summary.alerts_enqueued} alerts, {summary.errors} errors; store of {args.store_models:,} models; "
           f"{LATENCY_MS} ms per request")
+    print(grown)
     print(f"# on 2 idle cores the CPU alone would allow {round(done / (cpu / 2) * 3600)} models/h; load average "
           f"{os.getloadavg()[0]:.1f} during this run (shared machine)")
     print(f"# peak RSS {peak_rss_mib():,.0f} MiB in the watcher's process (the population's templates included), "

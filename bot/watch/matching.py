@@ -85,6 +85,14 @@ def ancestors(store: Store, bases: Iterable[str]) -> set[str]:
 
 
 @dataclass
+class _Judged:
+    """An alert decided and not yet queued, with the comparison its evidence plot is drawn from."""
+
+    alert: Alert
+    comparison: Any
+
+
+@dataclass
 class Ingested:
     fingerprint_id: int
     created: bool
@@ -154,6 +162,28 @@ class Matcher:
         """Judge the stored model ``suspect_id`` against its family; the alert queued now, if any.
         ``trigger`` is the repo whose arrival caused this decision (named when it is the original);
         ``compared``: comparisons made while ingesting (``Ingested.comparisons``), reused for the alert."""
+        alerts = self.decide_all(store, {suspect_id: trigger}, compared)
+        return alerts[0] if alerts else None
+
+    def decide_all(self, store: Store, suspects: Mapping[int, str | None],
+                   compared: Mapping[tuple[int, int], Any] | None = None) -> list[Alert]:
+        """``decide`` for every suspect (fingerprint id -> trigger); the alerts queued now. The
+        evidence plots are drawn together on the compare pool: a plot is ~0.5 s of matplotlib, the
+        largest CPU cost left in the watcher's own process (benchmarks/throughput.py)."""
+        judged = [j for fid, trigger in suspects.items() if (j := self._judge(store, fid, trigger, compared))]
+        plots = self._on_pool(render_comparison_png, [j.comparison for j in judged])
+        queued = []
+        for j, plot in zip(judged, plots):
+            payload = j.alert.to_dict()
+            payload[PLOT_KEY] = base64.b64encode(plot).decode("ascii")
+            if store.enqueue_alert(j.alert.key, payload):
+                queued.append(j.alert)
+        return queued
+
+    def _judge(self, store: Store, suspect_id: int, trigger: str | None,
+               compared: Mapping[tuple[int, int], Any] | None) -> _Judged | None:
+        """The alert ``suspect_id`` deserves now, with the comparison its plot is drawn from; None
+        when its family does not call for one, or that alert is already queued."""
         row = store.get_fingerprint(suspect_id)
         suspect = store.get_model(row.repo_id) or ModelRecord(repo_id=row.repo_id)
         suspect.sha = row.sha
@@ -180,10 +210,14 @@ class Matcher:
         if trigger and trigger == source.repo_id and trigger != suspect.repo_id:
             decision = replace(decision, reason=f"{decision.reason}; found when {source.repo_id} was indexed")
         alert = build_alert(suspect_facts, source_facts, decision, comparison, hub_url=self.hub_url)
-        alert = replace(alert, evidence=alert.evidence + _siblings_line(family, root))
-        payload = alert.to_dict()
-        payload[PLOT_KEY] = base64.b64encode(render_comparison_png(comparison)).decode("ascii")
-        return alert if store.enqueue_alert(alert.key, payload) else None
+        return _Judged(replace(alert, evidence=alert.evidence + _siblings_line(family, root)), comparison)
+
+    def _on_pool(self, fn: Callable[..., Any], *args: list) -> list:
+        """``map(fn, *args)`` on the compare pool when it is running, else here."""
+        pool = self.compare_pool.running() if self.compare_pool else None
+        if pool is None or not args[0]:
+            return list(map(fn, *args))
+        return list(pool.map(fn, *args))
 
     def _family(self, store: Store, suspect_id: int, suspect: ModelRecord, declared: set[str]) -> list[Member]:
         """Every stored earlier model the suspect copies: its recorded matches, plus the declared bases
@@ -210,8 +244,9 @@ class Matcher:
         return [self._member(store, fid, *relation) for fid, relation in found.items()]
 
     def _compared(self, a: Side, b: Side):
-        """compare(a, b), decided by the deep comparison when the standard one could not decide."""
-        result = self.compare(a[2], b[2])
+        """compare(a, b) on the compare pool, decided by the deep comparison (here: it reads the Hub)
+        when the standard one could not decide."""
+        result = self._on_pool(self.compare, [a[2]], [b[2]])[0]
         if self.deepen is not None and getattr(result, "needs_deep", False):
             result = self.deepen(a, b, result)
         return result
@@ -282,8 +317,7 @@ def index_spec(store: Store, got: SpecFingerprint, matcher: Matcher, tier: str |
     record = record or ModelRecord(repo_id=got.repo_id)
     record.sha = got.sha
     ingested = matcher.ingest(store, record, got.sha, got.fp, tier=tier)
-    alerts = [a for fid in sorted(ingested.suspects)
-              if (a := matcher.decide(store, fid, got.repo_id, ingested.comparisons)) is not None]
+    alerts = matcher.decide_all(store, dict.fromkeys(sorted(ingested.suspects), got.repo_id), ingested.comparisons)
     store.list_revisions([(got.repo_id, got.sha)], feed="index")
     store.finish_revision(got.repo_id, got.sha)
     return Indexed(got, ingested, alerts)

@@ -300,10 +300,10 @@ class Watcher:
                 for item in self._fingerprint_all(claimed):
                     self._ingest(store, item, summary, suspects, ingested, compared)
                     bar.advance(note=item.record.repo_id)
-            for fid, trigger in suspects.items():
-                if self.matcher.decide(store, fid, trigger, compared) is not None:
-                    summary.alerts_enqueued += 1
-                    store.bump("alerts_enqueued")
+            queued = len(self.matcher.decide_all(store, suspects, compared))
+            if queued:
+                summary.alerts_enqueued += queued
+                store.bump("alerts_enqueued", queued)
             for record in ingested:
                 store.finish_revision(record.repo_id, record.sha)
         finally:
