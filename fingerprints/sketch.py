@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import Fingerprint, TensorSample, splitmix64, token_hashes
+from .model import Fingerprint, splitmix64, token_hashes
 from .roles import GAIN_OF_ROLE
 from .tokenizer import canonical_tokens
 
@@ -107,22 +107,34 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
-def _buckets(tag: int, names: list[str], rows: np.ndarray, centre: bool) -> np.ndarray:
-    """The cosines between ``rows`` (named ``names``), each added with a sign into the bucket that
-    a hash of its two names picks (zeros for fewer than two rows)."""
-    out = np.zeros(SKETCH_DIM, dtype=np.float64)
-    if len(rows) < 2:
-        return out
-    unit = _unit_rows(rows)
-    i, j = np.triu_indices(len(rows), k=1)
-    values = (unit @ unit.T)[i, j]
-    if centre:
-        values = values - values.mean()
+def _pair_cosines(groups: list[tuple[list[str], np.ndarray]], centre: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of rows within each group of (names, rows): the two names' hashes, lower first, and
+    the pair's cosine (the mean cosine subtracted when ``centre``)."""
+    names: list[str] = []
+    firsts, seconds, values = [], [], []
+    for group_names, rows in groups:
+        unit = _unit_rows(rows)
+        i, j = np.triu_indices(len(rows), k=1)
+        values.append((unit @ unit.T)[i, j])
+        firsts.append(len(names) + i)
+        seconds.append(len(names) + j)
+        names += group_names
+    if not names:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64), np.zeros(0)
+    cosines = np.concatenate(values)
+    if centre and len(cosines):
+        cosines = cosines - cosines.mean()
     hashes = token_hashes(names)
-    low, high = np.minimum(hashes[i], hashes[j]), np.maximum(hashes[i], hashes[j])
+    i, j = np.concatenate(firsts), np.concatenate(seconds)
+    return np.minimum(hashes[i], hashes[j]), np.maximum(hashes[i], hashes[j]), cosines
+
+
+def _buckets(tag: int, low: np.ndarray, high: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each pair's value added, with a sign, into the bucket that a hash of its two names picks."""
     with np.errstate(over="ignore"):
         keys = splitmix64(splitmix64(low ^ np.uint64(tag)) + high)
     signs = np.where(keys >> np.uint64(63) == 1, -1.0, 1.0)
+    out = np.zeros(SKETCH_DIM, dtype=np.float64)
     np.add.at(out, (keys % np.uint64(SKETCH_DIM)).astype(np.int64), signs * values)
     return out
 
@@ -137,25 +149,22 @@ def _block_heads(ids: list[int]) -> np.ndarray:
     return np.flatnonzero((np.arange(len(ids_arr)) - run_start < BLOCK_HEAD) & (run_length >= BLOCK_HEAD))
 
 
-def folded_rows(sample: TensorSample, gain: np.ndarray | None) -> np.ndarray:
-    """A sampled matrix's rows times the norm gain that precedes it, W·diag(g): what a rotation of
-    the residual stream with the gain folded in (W' = W·diag(g)·Qᵀ) keeps the row cosines of."""
-    values = sample.values.astype(np.float64)
-    return values * gain if gain is not None and gain.shape == (values.shape[1],) else values
-
-
 def _body(fp: Fingerprint) -> np.ndarray:
-    """Row cosines of each sampled matrix that reads the residual stream, keyed by (role, layer, row).
-    Rows are not centred: a centring over the hidden coordinates is not rotation-invariant."""
+    """Row cosines of each sampled matrix that reads the residual stream, its norm gain folded in
+    (W·diag(g): a rotation of the residual stream with the gain folded in, W' = W·diag(g)·Qᵀ, keeps
+    them), keyed by (role, layer, row). Rows are not centred: a centring over the hidden coordinates
+    is not rotation-invariant."""
     w = fp.weights
     gains = {(s.layer, s.role): s.values.ravel() for s in w.samples if len(s.shape) == 1}
-    out = np.zeros(SKETCH_DIM, dtype=np.float64)
+    groups = []
     for s in w.samples:
         if s.role in GAIN_OF_ROLE and len(s.shape) == 2 and s.shape[1] == w.hidden_size:
-            rows = folded_rows(s, gains.get((s.layer, GAIN_OF_ROLE[s.role])))[:BODY_ROWS]
-            names = [f"{s.role}/{s.layer}/{r}" for r in s.rows[:BODY_ROWS]]
-            out += _buckets(_PART_TAGS["body"], names, rows, centre=False)
-    return out
+            rows = s.values[:BODY_ROWS].astype(np.float64)
+            gain = gains.get((s.layer, GAIN_OF_ROLE[s.role]))
+            if gain is not None and gain.shape == (rows.shape[1],):
+                rows = rows * gain
+            groups.append(([f"{s.role}/{s.layer}/{r}" for r in s.rows[:BODY_ROWS]], rows))
+    return _buckets(_PART_TAGS["body"], *_pair_cosines(groups, centre=False))
 
 
 def _pairs(fp: Fingerprint) -> np.ndarray:
@@ -170,6 +179,7 @@ def _pairs(fp: Fingerprint) -> np.ndarray:
         rows = rows - rows.mean(axis=0, keepdims=True)
         for part, picked in (("spelling", np.argsort(token_hashes(emb.tokens), kind="stable")[:SKETCH_TOKENS]),
                              ("position", _block_heads(emb.ids))):
-            parts[part] = _buckets(_PART_TAGS[part], [canonical[i] for i in picked], rows[picked], centre=True)
+            pairs = _pair_cosines([([canonical[i] for i in picked], rows[picked])], centre=True)
+            parts[part] = _buckets(_PART_TAGS[part], *pairs)
     out = sum(np.sqrt(PART_WEIGHTS[part]) * _unit(v) for part, v in parts.items())
     return _unit(out).astype(np.float32)

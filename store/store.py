@@ -284,6 +284,20 @@ class Store:
         return len(todo)
 
     @_translated
+    def sketch_full_rows_again(self, limit: int = 100_000) -> int:
+        """Give up to ``limit`` rows stored in full (references, models in a match) that still hold
+        an older sketch kind the current one, from their stored fingerprints; the number done.
+        Compact rows cannot be: they get it when a comparison re-reads and keeps them."""
+        ids = [fid for (fid,) in self.conn.execute(
+            "SELECT s.fingerprint_id FROM sketches s JOIN fingerprints f ON f.id = s.fingerprint_id "
+            "WHERE s.kind != ? AND f.tier != 'compact' ORDER BY s.fingerprint_id LIMIT ?", (SKETCH_KIND, limit))]
+        for fid in ids:
+            fp = self.load_fingerprint(fid)
+            with transaction(self.conn):
+                self._sketch_again(fid, fp)
+        return len(ids)
+
+    @_translated
     def load_index(self) -> int:
         """Every partition's sketches (shape family and sketch kind) into the process's vector index
         now (one is otherwise loaded by its first search, inside a poll); the number it then holds."""

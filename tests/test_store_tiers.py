@@ -166,3 +166,31 @@ def test_a_migration_numbered_below_one_already_applied_still_runs(tmp_path, mon
     monkeypatch.setattr(migrations, "known_migrations", lambda: shipped)
     with pytest.raises(migrations.SchemaTooNewError, match="newer than"):
         Store.open(path)
+
+
+def test_migration_0006_keeps_older_sketches_in_their_kind_until_a_full_fingerprint_is_stored(tmp_path, capsys):
+    from bot.cli import main
+
+    path = tmp_path / "old.db"
+    conn = old_store(path, before=6)
+    ref, other = small_fp(seed=1), small_fp(seed=2)
+    for fid, repo, fp, tier in ((1, "org/ref", ref, "reference"), (2, "org/other", other.compact(), "compact")):
+        conn.execute("INSERT INTO fingerprints (id, repo_id, sha, version, created_at, blob, bytes_read, shape_family, "
+                     "tier) VALUES (?, ?, 's', ?, '2025-01-01', ?, 1, 'd16', ?)", (fid, repo, fp.version, fp.to_blob(), tier))
+        conn.execute("INSERT INTO sketches (fingerprint_id, shape_family, vector) VALUES (?, 'd16', ?)",
+                     (fid, sketch_vector(small_fp(seed=fid), SKETCH_ORDERED).astype("<f4").tobytes()))
+    conn.close()
+    with Store.open(path) as store:
+        assert {fid: kind for fid, (kind, _) in store.sketches_of([1, 2]).items()} == {1: SKETCH_ORDERED, 2: SKETCH_ORDERED}
+        found = store.vectors.search(store.conn, "d16", SKETCH_ORDERED, sketch_vector(ref, SKETCH_ORDERED), 1)
+        assert found[0][0] == 1
+        [cand] = [c for c in store.candidates(ref) if c.fingerprint_id == 1]
+        assert cand.sketch_kind == SKETCH_ORDERED and cand.cosine == pytest.approx(1.0, abs=1e-5)
+    assert main(["index", "compact", "--db", str(path)]) == 0
+    assert "sketched 1 fingerprints kept in full again" in capsys.readouterr().out
+    with Store.open(path) as store:
+        # The reference (full) is sketched again; the compact row cannot be and keeps its kind.
+        assert {fid: kind for fid, (kind, _) in store.sketches_of([1, 2]).items()} == {1: SKETCH_KIND, 2: SKETCH_ORDERED}
+        # The process's index, loaded before, reads the moved row into the new kind's partition.
+        assert store.vectors.search(store.conn, "d16", SKETCH_KIND, sketch_vector(ref), 1)[0][0] == 1
+        assert store.sketch_full_rows_again() == 0
