@@ -21,6 +21,18 @@ from threadpoolctl import threadpool_limits
 BLAS_THREADS = 1
 
 
+def _start_worker(draws_plots: bool) -> None:
+    limit_blas_threads()
+    if draws_plots:
+        from fingerprints.plot import load_matplotlib
+
+        load_matplotlib()
+
+
+def _started() -> None:
+    """A task that only proves its worker is up."""
+
+
 def limit_blas_threads() -> None:
     """This process's BLAS libraries to BLAS_THREADS. The comparison's modules are imported first:
     threadpoolctl limits the libraries loaded when it is called."""
@@ -41,14 +53,31 @@ class ComparePool:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> Executor | None:
+    def get(self, draws_plots: bool = False) -> Executor | None:
+        """The pool, started now if it is not running (workers spawn as tasks arrive). ``draws_plots``:
+        a pool started now has its workers load matplotlib too (~1 s each), for alerts' plots."""
         if self.workers <= 1:
             return None
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=limit_blas_threads)
+                                                 initializer=_start_worker, initargs=(draws_plots,))
             return self._pool
+
+    def running(self) -> Executor | None:
+        """The pool if it is started, else None: one comparison or one plot is not worth spawning
+        workers for (each costs ~1 s of CPU to import numpy, scipy and the comparison)."""
+        with self._lock:
+            return self._pool
+
+    def start(self, draws_plots: bool = False) -> None:
+        """Spawn every worker now, not as tasks arrive, and wait for them: the state of a watcher
+        that has run for a while (benchmarks/throughput.py measures a poll in it). ``draws_plots``:
+        each loads matplotlib too, as it would for the first alert plot it draws."""
+        pool = self.get(draws_plots)
+        if pool is not None:
+            for ready in [pool.submit(_started) for _ in range(self.workers)]:
+                ready.result()
 
     def drop(self) -> None:
         """Stop the workers; after a broken pool (a worker killed, e.g. out of memory) the next

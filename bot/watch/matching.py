@@ -213,8 +213,8 @@ class Matcher:
         return _Judged(replace(alert, evidence=alert.evidence + _siblings_line(family, root)), comparison)
 
     def _on_pool(self, fn: Callable[..., Any], *args: list) -> list:
-        """``map(fn, *args)`` on the compare pool when there is one, else here."""
-        pool = self.compare_pool.get() if self.compare_pool else None
+        """``map(fn, *args)`` on the compare pool when it is running, else here."""
+        pool = self.compare_pool.running() if self.compare_pool else None
         if pool is None or not args[0]:
             return list(map(fn, *args))
         return list(pool.map(fn, *args))
