@@ -93,8 +93,8 @@ def smollm_cases() -> tuple[list[Case], dict[str, Fingerprint]]:
     return cases, fps
 
 
-def main() -> int:
-    started = time.perf_counter()
+def all_cases() -> list[Case]:
+    """Every case: derived variants against their sources, and independent pairs."""
     base = fingerprint_model(LocalFolderReader(variants.minilm_dir()))
     fps = {name: fingerprint_model(LocalFolderReader(path)) for name, path in variants.build_all(variants.default_cache_dir()).items()}
     cases = minilm_cases(base, fps)
@@ -102,7 +102,6 @@ def main() -> int:
         cases += gguf_cases(base, Path(tmp))
     smollm_list, smollm_fps = smollm_cases()
     cases += smollm_list
-    print(f"fixtures ready and fingerprinted in {time.perf_counter() - started:.1f} s\n")
     controls = [(n, fps[n]) for n, s in variants.VARIANTS.items() if s.expected not in DERIVED_VERDICTS]
     controls_smollm = [(n, smollm_fps[n]) for n, s in smollm.SMOLLM_VARIANTS.items()
                        if s.expected not in DERIVED_VERDICTS and n in smollm_fps]
@@ -111,6 +110,13 @@ def main() -> int:
             cases.append(Case(f"{na} vs {nb}", "not derived", (), a, b))
     for name, control in controls:  # MiniLM's nulls of the row-Gram trace
         cases.append(Case(f"{name} vs vocab-replaced", "not derived", (), control, fps["vocab-replaced"]))
+    return cases
+
+
+def main() -> int:
+    started = time.perf_counter()
+    cases = all_cases()
+    print(f"fixtures ready and fingerprinted in {time.perf_counter() - started:.1f} s\n")
 
     rows = []
     row_grams = []  # (derived?, score) of the cases compared without paired embedding rows

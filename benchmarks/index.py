@@ -231,9 +231,10 @@ def main() -> None:
         stats = store.stats()
         versions = store.conn.execute("SELECT version, count(*) FROM fingerprints GROUP BY version").fetchall()
         index = VectorIndex()  # what a fresh process does: load every partition from the sketch table
+        partitions = store.conn.execute("SELECT DISTINCT shape_family, kind FROM sketches").fetchall()
         t = time.perf_counter()
-        for family in stats["shape_families"]:
-            index.refresh(store.conn, family)
+        for family, kind in partitions:
+            index.refresh(store.conn, family, kind)
         load_s = time.perf_counter() - t
         rss_index = rss_mib()
         store.vectors = index

@@ -143,8 +143,9 @@ def main() -> int:
                    "HUBWATCH_FEEDS_MAX_MODELS_PER_CYCLE": str(args.models), "HUBWATCH_COMPARE_WORKERS": "2"}
             with App.of(load_settings(env=env)) as app:
                 watcher = app.watcher()
+                # Workers up with matplotlib loaded, as in a watcher past its first alerts.
+                app.compare_pool.start(draws_plots=True)
                 pool = app.compare_pool.get()
-                pool.submit(int).result()  # workers started, as in a running watcher
                 before = store_bytes(db)
                 workers0 = worker_cpu_s(pool)
                 cpu0, t0 = time.process_time() + workers0, time.perf_counter()

@@ -43,6 +43,7 @@ from .facts import (
     TokenizerFacts, WeightFacts,
 )
 from .model import Fingerprint, TensorSample, TokenRows, rare_special_tokens
+from .roles import GAIN_OF_ROLE
 from .tokenizer import canonical_tokens, minhash_jaccard, token_convention
 
 # Alignment needs enough shared rows for the column correlations to mean something; below this
@@ -56,10 +57,6 @@ PROBE_COLUMNS = 32
 CONSTANT_RELATIVE_STD = 1e-6
 # Names of deterministic buffers: identical in independent models, so never evidence.
 BUFFER_NAME_PARTS = ("inv_freq", "position_ids", "masked_bias", "attn.bias", "rotary_emb", "cos_cached", "sin_cached")
-# The norm whose gain multiplies a reading matrix's input (pre-norm blocks; folded into the
-# matrix by QuaRot/SliceGPT). Post-norm BERT names differ, but both sides use the same rule.
-GAIN_OF_ROLE = {"attn_q": "norm_attn", "attn_k": "norm_attn", "attn_v": "norm_attn", "attn_qkv": "norm_attn",
-                "mlp_gate": "norm_mlp", "mlp_up": "norm_mlp"}
 # Shared tokens whose embedding rows make the invariant forms E·(W·diag(g))ᵀ: 128 tokens x the
 # 1-16 sampled rows of a matrix, at a quarter of the cost of 512 tokens (SmolLM2 comparison
 # 7 s -> 1.3 s on this loaded machine, the same verdicts).

@@ -28,11 +28,6 @@ from .special_tokens import is_common_special_token
 # other vision layers: identical components read as merely derived).
 FINGERPRINT_VERSION = 4
 
-# Length of ``Fingerprint.sketch_vector``; the store's vector index is built for this size.
-SKETCH_DIM = 256
-# Tokens whose embedding rows feed the sketch's token-similarity matrix: C(23, 2) = 253 <= 256.
-SKETCH_TOKENS = 23
-
 
 def stable_hash(obj: Any) -> str:
     """sha256 of a canonical JSON encoding (sorted keys), hex, first 32 chars."""
@@ -181,29 +176,6 @@ class Fingerprint:
         if self.config:
             keys.append(("arch", self.config.arch_hash))
         return keys
-
-    def sketch_vector(self) -> np.ndarray:
-        """A fixed-length, unit-norm vector for approximate nearest-neighbour search.
-
-        It is the upper triangle of the cosine-similarity matrix between the (column-centred)
-        embedding rows of the first ``SKETCH_TOKENS`` sampled tokens. A token-token similarity
-        matrix does not change under permutation, sign flips or rotation of the hidden dimension,
-        so permuted copies still land next to their source. Zeros when there is no embedding.
-        """
-        out = np.zeros(SKETCH_DIM, dtype=np.float32)
-        emb = self.weights.embedding if self.weights else None
-        if emb is None or len(emb.tokens) < SKETCH_TOKENS:
-            return out
-        order = np.argsort(token_hashes(emb.tokens), kind="stable")[:SKETCH_TOKENS]
-        rows = emb.values[order].astype(np.float64)
-        rows = rows - rows.mean(axis=0, keepdims=True)
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        rows = rows / np.where(norms == 0, 1, norms)
-        gram = rows @ rows.T
-        tri = gram[np.triu_indices(SKETCH_TOKENS, k=1)]
-        out[: tri.size] = tri
-        n = np.linalg.norm(out)
-        return out / n if n > 0 else out
 
     # ---- tiers ---------------------------------------------------------------------------
 

@@ -15,13 +15,20 @@ import numpy as np
 from . import verdict as V
 
 
-def render_comparison_png(comparison) -> bytes:
-    # matplotlib (~1.5 s to import) loads with the first picture: most commands, and every
-    # comparison that neither alerts nor asks for --plot, never draw one.
+def load_matplotlib():
+    """pyplot on the Agg backend (no display). matplotlib (~1 s to import) loads with the first
+    picture: most commands, and every comparison that neither alerts nor asks for --plot, never
+    draw one."""
     import matplotlib
 
-    matplotlib.use("Agg")  # no display; chosen before pyplot loads
+    matplotlib.use("Agg")  # chosen before pyplot loads
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def render_comparison_png(comparison) -> bytes:
+    plt = load_matplotlib()
 
     fig, (ax_map, ax_bar) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
     matrix = np.array(

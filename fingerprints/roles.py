@@ -21,6 +21,10 @@ _EXPERT_RX = re.compile(r"(?:^|\.)experts?\.(\d+)\.")
 
 EMBEDDING_ROLES = {"embedding"}
 HIDDEN_VECTOR_ROLES = {"norm_embedding", "norm_final", "norm_attn", "norm_mlp"}
+# The norm whose gain multiplies a reading matrix's input (pre-norm blocks; folded into the
+# matrix by QuaRot/SliceGPT). Post-norm BERT names differ, but both sides use the same rule.
+GAIN_OF_ROLE = {"attn_q": "norm_attn", "attn_k": "norm_attn", "attn_v": "norm_attn", "attn_qkv": "norm_attn",
+                "mlp_gate": "norm_mlp", "mlp_up": "norm_mlp"}
 
 
 def layer_index(name: str) -> int | None:

@@ -14,6 +14,7 @@ import numpy as np
 from fingerprints.compare import compare_fingerprints
 from fingerprints.facts import DERIVED_VERDICTS, Verdict
 from fingerprints.model import Fingerprint
+from fingerprints.sketch import SKETCH_SCREEN_MIN
 
 from .errors import RefetchError
 from .records import Candidate, ModelRecord
@@ -33,13 +34,9 @@ VERDICT_ORDER = tuple(Verdict)
 # Verdicts under which one model is a copy of the other, so the earlier one is the likely original.
 COPY_VERDICTS = DERIVED_VERDICTS
 # A compact candidate (no stored samples) is re-read from the Hub for a weight comparison only when
-# something says it may share weights with the query. Sketch cosine (store/vectors.py), measured on
-# benchmarks/detection.py's cases: every derived case under the base's own vocabulary >= 0.705
-# (noise 1.0 x spread; all others >= 0.953), every independent pair <= 0.568. The screen sits
-# between the two. The sketch picks its tokens by spelling, so a copy under another vocabulary
-# (vocab-prune, vocab-replaced, a GGUF in llama.cpp's spelling: 0.22-0.36) passes only on identity
-# keys or the config-and-tokenizer comparison.
-SKETCH_SCREEN_MIN = 0.6
+# something says it may share weights with the query: a sketch cosine at or above its kind's
+# SKETCH_SCREEN_MIN (fingerprints/sketch.py, with how it was measured), identity keys, or the
+# config-and-tokenizer comparison (SCREEN_VERDICTS).
 # Verdicts a config-and-tokenizer comparison can reach that need the weights to be confirmed.
 # Not "tokenizer-copied": it says the weights are independent, which a sketch cosine under the
 # screen already shows, and siblings sharing an uncommon vocabulary would all be re-read.
@@ -129,16 +126,16 @@ class _Pairing:
     family: str | None = None  # evidence line when it stood for family members left uncompared
 
 
-def _screen(pairing: _Pairing, fp: Fingerprint, cosine: float | None,
-            compare: Callable[[Fingerprint, Fingerprint], Any]) -> str | None:
+def _screen(pairing: _Pairing, fp: Fingerprint, compare: Callable[[Fingerprint, Fingerprint], Any]) -> str | None:
     """Why a compact candidate's weights must be compared, or None when they need not be (its
     config-and-tokenizer comparison is then kept on the pairing)."""
-    if pairing.cand.identity_evidence:
+    cand = pairing.cand
+    if cand.identity_evidence:
         return "identical files or sampled values"
-    if cosine is None:
+    if cand.cosine is None:
         return "no sketch to screen with"
-    if cosine >= SKETCH_SCREEN_MIN:
-        return f"sketch cosine {cosine:.2f}"
+    if cand.cosine >= SKETCH_SCREEN_MIN[cand.sketch_kind]:
+        return f"sketch cosine {cand.cosine:.2f}"
     light = compare(pairing.reference, fp)  # the compact reference: config and tokenizer only
     if light.verdict in SCREEN_VERDICTS:
         return f"config and tokenizer say {light.verdict}"
@@ -146,13 +143,12 @@ def _screen(pairing: _Pairing, fp: Fingerprint, cosine: float | None,
     return None
 
 
-def _pairings(store: Store, fp: Fingerprint, query_sketch: np.ndarray | None, cands: list[Candidate], refetch,
-              compare, refetches: int = REFETCH_PER_QUERY) -> list[_Pairing]:
+def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, compare,
+              refetches: int = REFETCH_PER_QUERY) -> list[_Pairing]:
     """The fingerprint each candidate is compared with: the stored one, or for a compact one that
     passes the screen the full one re-read from the Hub (strongest first, ``refetches`` at most);
     a compact one that does not is compared without weights, saying why. A full one is read from
     the store only if it is compared (``_rerank`` may stop before it)."""
-    sketches = store.sketches_of([c.fingerprint_id for c in cands])
     out: list[_Pairing] = []
     screened: list[tuple[float, _Pairing, str]] = []
     for cand in cands:
@@ -162,15 +158,16 @@ def _pairings(store: Store, fp: Fingerprint, query_sketch: np.ndarray | None, ca
             continue
         pairing = _Pairing(cand, store.load_fingerprint(cand.fingerprint_id), stored.tier)
         out.append(pairing)
-        vector = sketches.get(cand.fingerprint_id)
-        cosine = float(np.asarray(vector) @ query_sketch) if vector is not None and query_sketch is not None else None
-        why = _screen(pairing, fp, cosine, compare)
+        cosine = cand.cosine
+        why = _screen(pairing, fp, compare)
         if why is None:
             pairing.note = (f"weights: not compared (stored compact); sketch cosine {cosine:.2f} is below "
-                            f"{SKETCH_SCREEN_MIN}, where no measured copy falls")
+                            f"{SKETCH_SCREEN_MIN[cand.sketch_kind]}, where no measured copy falls")
         else:
             pairing.note = f"weights: not compared (stored compact; {why}): no Hub access to re-read them"
-            strength = 2.0 if cand.identity_evidence else (cosine if cosine is not None else 1.5)
+            # Cosines of the two sketch kinds compared by their distance above their screens.
+            strength = (3.0 if cand.identity_evidence
+                        else cosine - SKETCH_SCREEN_MIN[cand.sketch_kind] if cosine is not None else 2.0)
             screened.append((strength, pairing, why))
     screened.sort(key=lambda item: -item[0])
     for rank, (_, pairing, why) in enumerate(screened):
@@ -299,7 +296,7 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
             query_record: ModelRecord | None = None,
             compare: Callable[[Fingerprint, Fingerprint], Any] = compare_fingerprints,
             refetch: Callable[[str, str], Fingerprint] | None = None,
-            pool: Executor | None = None) -> list[Neighbour]:
+            pool: Executor | None = None, ids: range | None = None) -> list[Neighbour]:
     """The ``k`` stored models closest to ``fp``: strongest verdict first, then weight score; once
     ``k`` copies are found, candidates later in index order are not compared (``_rerank``).
 
@@ -310,13 +307,16 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
     tokenizer is kept in full from then on. A family of recorded copies among the candidates is
     compared through its original and nearest members (FAMILY_NEAREST), the rest only when those
     disagree; the representatives' evidence says how many were left and why.
+
+    ``ids``: only the candidates whose fingerprint id is in that range, among those the search
+    proposes (what was stored up to a watermark, or since: ``bot.watch.matching.Matcher.search``).
     """
-    query = IndexQuery.from_fingerprint(fp)  # the sketch, computed once for the search and the screen
+    query = IndexQuery.from_fingerprint(fp)
     cands = store.search(query, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
+    cands = [c for c in cands if ids is None or c.fingerprint_id in ids]
     families = _families(store, cands)
     later = {c.fingerprint_id for family in families for c in family.deferred}
-    pairings = _pairings(store, fp, query.sketch, [c for c in cands if c.fingerprint_id not in later], refetch,
-                         compare)
+    pairings = _pairings(store, fp, [c for c in cands if c.fingerprint_id not in later], refetch, compare)
     _rerank(store, pairings, fp, k, compare, pool)
     by_id = {p.cand.fingerprint_id: p for p in pairings}
     refetched = sum(p.refetched for p in pairings)
@@ -334,7 +334,7 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
                 pairing.family = (f"family: {len(family.deferred)} more candidates recorded as copies of {names} "
                                   f"not compared: its {len(speakers)} compared ({who}) agree the query {verdict}")
             continue
-        more = _pairings(store, fp, query.sketch, family.deferred, refetch, compare, REFETCH_PER_QUERY - refetched)
+        more = _pairings(store, fp, family.deferred, refetch, compare, REFETCH_PER_QUERY - refetched)
         refetched += sum(p.refetched for p in more)
         _rerank(store, more, fp, k - copies, compare, pool)
         pairings += more
@@ -366,5 +366,9 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
             likely_original=likely_original(result.verdict, query_record, other),
             comparison=result.to_dict(), result=result,
         ))
-    out.sort(key=_rank)
-    return out[:k]
+    return best(out, k)
+
+
+def best(neighbours: list[Neighbour], k: int) -> list[Neighbour]:
+    """The ``k`` strongest of ``neighbours``: strongest verdict first, then weight score."""
+    return sorted(neighbours, key=_rank)[:k]

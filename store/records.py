@@ -67,6 +67,7 @@ class Candidate:
     sha: str
     reasons: list[str] = field(default_factory=list)  # "key:vocab", "lsh", "vector", ...
     cosine: float | None = None  # sketch cosine with the query, when both have a sketch
+    sketch_kind: str | None = None  # the kind of the stored sketch that cosine is in (fingerprints/sketch.py)
     vocab_jaccard: float | None = None  # MinHash estimate, when proposed by LSH
 
     @property

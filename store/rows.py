@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fingerprints.model import SKETCH_DIM, Fingerprint
+from fingerprints.model import Fingerprint
+from fingerprints.sketch import SKETCH_DIM, SKETCH_KIND, SKETCH_KINDS, sketch_vector
 
 from .errors import StoreError
 from .lsh import band_buckets
@@ -26,16 +27,24 @@ class IndexQuery:
 
     keys: list[tuple[str, str]]
     shape_family: str
-    sketch: np.ndarray | None
+    # Sketch kind -> the fingerprint's sketch of that kind, for each kind it has one of: stored rows
+    # are met in their own kind (a compact row cannot be sketched again).
+    sketches: dict[str, np.ndarray]
     vocab_hash: str | None
     minhash: list[int]
 
     @classmethod
     def from_fingerprint(cls, fp: Fingerprint) -> IndexQuery:
-        sketch = fp.sketch_vector().astype(np.float32)
+        sketches = {kind: sketch_vector(fp, kind) for kind in SKETCH_KINDS}
         tok = fp.tokenizer
-        return cls(keys=fp.index_keys(), shape_family=fp.shape_family(), sketch=sketch if sketch.any() else None,
+        return cls(keys=fp.index_keys(), shape_family=fp.shape_family(),
+                   sketches={kind: v for kind, v in sketches.items() if v.any()},
                    vocab_hash=tok.vocab_hash if tok else None, minhash=list(tok.minhash) if tok else [])
+
+    def cosine(self, kind: str, vector: np.ndarray) -> float | None:
+        """Cosine of a stored sketch of ``kind`` with this query's sketch of that kind (None: none)."""
+        mine = self.sketches.get(kind)
+        return None if mine is None else float(np.asarray(vector, dtype=np.float32) @ mine)
 
     def lsh_buckets(self) -> list[tuple[int, int]]:
         return band_buckets(self.minhash) if self.minhash else []
@@ -50,7 +59,7 @@ class FingerprintRow:
     bytes_read: int
     shape_family: str
     keys: list[tuple[str, str]]
-    sketch: np.ndarray | None  # (SKETCH_DIM,) float32, unit norm; None when the model has no embedding
+    sketch: np.ndarray | None  # (SKETCH_DIM,) float32, unit norm, of SKETCH_KIND; None: nothing to sketch
     vocab_hash: str | None = None
     vocab_size: int = 0
     minhash: list[int] = field(default_factory=list)
@@ -70,7 +79,7 @@ class FingerprintRow:
         blob = (fp.compact() if tier == TIER_COMPACT else fp).to_blob()
         return cls(
             repo_id=repo_id, sha=sha, version=fp.version, blob=blob, bytes_read=fp.bytes_read,
-            shape_family=q.shape_family, keys=q.keys, sketch=q.sketch, vocab_hash=q.vocab_hash,
+            shape_family=q.shape_family, keys=q.keys, sketch=q.sketches.get(SKETCH_KIND), vocab_hash=q.vocab_hash,
             vocab_size=tok.vocab_size if tok else 0, minhash=q.minhash, vocab_tokens=tok.vocab if tok else None,
             tier=tier,
         )

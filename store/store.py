@@ -14,6 +14,7 @@ import numpy as np
 import sqlite_utils
 
 from fingerprints.model import FINGERPRINT_VERSION, Fingerprint
+from fingerprints.sketch import SKETCH_KIND, SKETCH_SCREEN_MIN, sketch_vector
 
 from . import outbox, work
 from .db import DEFAULT_BUSY_TIMEOUT_S, closing_on_error, connect, transaction, translating
@@ -186,8 +187,8 @@ class Store:
             fid = cur.lastrowid
             sketch = row.sketch_bytes()
             if sketch is not None:
-                self.conn.execute("INSERT INTO sketches (fingerprint_id, shape_family, vector) VALUES (?, ?, ?)",
-                                  (fid, row.shape_family, sketch))
+                self.conn.execute("INSERT INTO sketches (fingerprint_id, shape_family, kind, vector) VALUES (?, ?, ?, ?)",
+                                  (fid, row.shape_family, SKETCH_KIND, sketch))
             self.conn.executemany(
                 "INSERT OR IGNORE INTO index_keys (kind, value, fingerprint_id) VALUES (?, ?, ?)",
                 [(kind, value, fid) for kind, value in row.keys],
@@ -234,6 +235,11 @@ class Store:
         return StoredFingerprint(*row) if row else None
 
     @_translated
+    def last_fingerprint_id(self) -> int:
+        """The highest fingerprint id stored (0 when none): ids only grow, so a watermark."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM fingerprints").fetchone()[0])
+
+    @_translated
     def get_fingerprint(self, fingerprint_id: int) -> StoredFingerprint:
         row = self.conn.execute(f"SELECT {_FP_COLUMNS} FROM fingerprints WHERE id = ?", (fingerprint_id,)).fetchone()
         if row is None:
@@ -259,6 +265,7 @@ class Store:
         blob = (fp.compact() if tier == TIER_COMPACT else fp).to_blob()
         self.conn.execute(
             "UPDATE fingerprints SET blob = ?, tier = ? WHERE id = ? AND tier != 'reference'", (blob, tier, fingerprint_id))
+        self._sketch_again(fingerprint_id, fp)
 
     @_translated
     def compact_unmatched(self, keep_repos: set[str], limit: int = 1000) -> int:
@@ -277,24 +284,51 @@ class Store:
         return len(todo)
 
     @_translated
+    def sketch_full_rows_again(self, limit: int = 100_000) -> int:
+        """Give up to ``limit`` rows stored in full (references, models in a match) that still hold
+        an older sketch kind the current one, from their stored fingerprints; the number done.
+        Compact rows cannot be: they get it when a comparison re-reads and keeps them."""
+        ids = [fid for (fid,) in self.conn.execute(
+            "SELECT s.fingerprint_id FROM sketches s JOIN fingerprints f ON f.id = s.fingerprint_id "
+            "WHERE s.kind != ? AND f.tier != 'compact' ORDER BY s.fingerprint_id LIMIT ?", (SKETCH_KIND, limit))]
+        for fid in ids:
+            fp = self.load_fingerprint(fid)
+            with transaction(self.conn):
+                self._sketch_again(fid, fp)
+        return len(ids)
+
+    @_translated
     def load_index(self) -> int:
-        """Every shape family's sketches into the process's vector index now (a family is otherwise
-        loaded by its first search, inside a poll); the number of sketches it then holds."""
-        for (family,) in self.conn.execute("SELECT DISTINCT shape_family FROM sketches").fetchall():
-            self.vectors.refresh(self.conn, family)
+        """Every partition's sketches (shape family and sketch kind) into the process's vector index
+        now (one is otherwise loaded by its first search, inside a poll); the number it then holds."""
+        for family, kind in self.conn.execute("SELECT DISTINCT shape_family, kind FROM sketches").fetchall():
+            self.vectors.refresh(self.conn, family, kind)
         return sum(self.vectors.sizes().values())
 
-    def sketches_of(self, fingerprint_ids: list[int]) -> dict[int, np.ndarray]:
-        """Stored sketch vectors by fingerprint id (ids without one are absent)."""
-        out: dict[int, np.ndarray] = {}
-        for start in range(0, len(fingerprint_ids), 500):
+    def sketches_of(self, fingerprint_ids: list[int]) -> dict[int, tuple[str, np.ndarray]]:
+        """Stored sketches by fingerprint id, as (kind, vector) (ids without one are absent)."""
+        out: dict[int, tuple[str, np.ndarray]] = {}
+        for start in range(0, len(fingerprint_ids), 500):  # SQLite's default limit on host parameters is 999+
             chunk = fingerprint_ids[start:start + 500]
-            for fid, raw in self.conn.execute(
-                f"SELECT fingerprint_id, vector FROM sketches WHERE fingerprint_id IN ({', '.join('?' * len(chunk))})",
+            for fid, kind, raw in self.conn.execute(
+                f"SELECT fingerprint_id, kind, vector FROM sketches WHERE fingerprint_id IN ({', '.join('?' * len(chunk))})",
                 chunk,
             ):
-                out[fid] = np.frombuffer(raw, dtype="<f4")
+                out[fid] = (kind, np.frombuffer(raw, dtype="<f4"))
         return out
+
+    def _sketch_again(self, fingerprint_id: int, fp: Fingerprint) -> None:
+        """Give a row stored with an older sketch kind the current one, from its full fingerprint ``fp``
+        (a compact row cannot be sketched again; its full fingerprint re-read from the Hub can). The
+        row takes a new seq, so every process's index refresh reads it into the new kind's partition."""
+        row = self.conn.execute("SELECT kind FROM sketches WHERE fingerprint_id = ?", (fingerprint_id,)).fetchone()
+        if row is None or row[0] == SKETCH_KIND:
+            return
+        sketch = sketch_vector(fp, SKETCH_KIND)
+        if sketch.any():
+            self.conn.execute(
+                "UPDATE sketches SET kind = ?, vector = ?, seq = (SELECT max(seq) + 1 FROM sketches) "
+                "WHERE fingerprint_id = ?", (SKETCH_KIND, sketch.astype("<f4").tobytes(), fingerprint_id))
 
     @_translated
     def vocabulary(self, vocab_hash: str) -> list[str] | None:
@@ -342,14 +376,14 @@ class Store:
             ):
                 propose(fid, "lsh")
                 jaccards[fid] = max(jaccard, jaccards.get(fid, 0.0))
-        family, sketch = query.shape_family, query.sketch
-        has_sketch = family != "none" and sketch is not None
-        if has_sketch:
-            for fid, _ in self.vectors.search(self.conn, family, sketch, max(VECTOR_NEIGHBOURS, 2 * limit)):
-                propose(fid, "vector")
+        family = query.shape_family
+        if family != "none":
+            for kind, sketch in query.sketches.items():
+                for fid, _ in self.vectors.search(self.conn, family, kind, sketch, max(VECTOR_NEIGHBOURS, 2 * limit)):
+                    propose(fid, "vector")
         if not found:
             return []
-        self._fill_candidates(found, family if has_sketch else None, sketch, jaccards)
+        self._fill_candidates(found, query, jaccards)
         best: dict[str, Candidate] = {}
         for cand in sorted(found.values(), key=_candidate_rank):
             if cand.repo_id == exclude_repo:
@@ -383,11 +417,12 @@ class Store:
         scored.sort(key=lambda item: -item[1])
         return scored[:LSH_VOCAB_LIMIT]
 
-    def _fill_candidates(self, found: dict[int, Candidate], family: str | None, sketch: np.ndarray | None,
-                         jaccards: dict[int, float]) -> None:
+    def _fill_candidates(self, found: dict[int, Candidate], query: IndexQuery, jaccards: dict[int, float]) -> None:
+        """Repo, revision, vocabulary similarity and sketch cosine of each candidate. The cosine is
+        taken in the candidate's own sketch kind, read from the table (the index may still hold a row
+        sketched again under its old kind)."""
         ids = sorted(found)
-        if family is not None:
-            self.vectors.refresh(self.conn, family)
+        sketches = self.sketches_of(ids)
         for start in range(0, len(ids), 500):  # SQLite's default limit on host parameters is 999+
             chunk = ids[start:start + 500]
             for fid, repo_id, sha in self.conn.execute(
@@ -396,8 +431,9 @@ class Store:
                 cand = found[fid]
                 cand.repo_id, cand.sha = repo_id, sha
                 cand.vocab_jaccard = jaccards.get(fid)
-                if family is not None:
-                    cand.cosine = self.vectors.cosine(family, sketch, fid)
+                if fid in sketches:
+                    cand.sketch_kind, vector = sketches[fid]
+                    cand.cosine = query.cosine(cand.sketch_kind, vector)
 
     # ---- matches -------------------------------------------------------------------------
 
@@ -727,9 +763,11 @@ class Store:
 
 
 def _candidate_rank(cand: Candidate) -> tuple:
+    # Cosines of different sketch kinds are on different scales (independent pairs near 0.5 in the
+    # ordered kind, near 0 in the pairs kind): ranked by how far above their kind's screen they are.
     return (
         not cand.identity_evidence,
-        -(cand.cosine if cand.cosine is not None else -2.0),
+        -(cand.cosine - SKETCH_SCREEN_MIN[cand.sketch_kind] if cand.cosine is not None else -3.0),
         -(cand.vocab_jaccard or 0.0),
         cand.fingerprint_id,
     )

@@ -3,9 +3,13 @@
 Why brute force in numpy (measured with benchmarks/index.py, see the README): a float32 matrix
 product over a partition of 200,000 sketches takes ~10-20 ms on one core, recall is exact by
 construction, and the index needs no new dependency and no persisted file to keep in step with the
-database. Partitions load lazily from the ``sketches`` table (never from the fingerprint blobs)
-and refresh incrementally: rows are never deleted and ids only grow, so "rows of this family with
-id > the last one loaded" is all a refresh reads, including rows other processes wrote.
+database. There is one partition per (shape family, sketch kind): a query is compared with each
+stored sketch in that sketch's own kind (fingerprints/sketch.py). Partitions load lazily from the
+``sketches`` table (never from the fingerprint blobs) and refresh incrementally: every written
+sketch takes a new, larger ``seq``, so "rows of this partition with seq > the last one loaded" is
+all a refresh reads, including rows other processes wrote. A row sketched again in another kind
+stays in its old partition too until the process restarts: it is then proposed by either, and
+candidates read their cosine from the table (Store.search), never from a partition.
 
 One index per database per process (``shared_index``): the watcher's polls, the bot's commands
 and every ``Store`` opened on the same file share it, so it is loaded once and then kept up to date
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fingerprints.model import SKETCH_DIM
+from fingerprints.sketch import SKETCH_DIM
 
 # First allocation of a partition; it doubles as it fills, so appends are amortised O(1).
 INITIAL_CAPACITY = 1024
@@ -32,9 +36,9 @@ class Partition:
     ids: np.ndarray = field(default_factory=lambda: np.empty(INITIAL_CAPACITY, dtype=np.int64))
     matrix: np.ndarray = field(default_factory=lambda: np.empty((INITIAL_CAPACITY, SKETCH_DIM), dtype=np.float32))
     size: int = 0
-    last_id: int = 0
+    last_seq: int = 0
 
-    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def append(self, ids: np.ndarray, vectors: np.ndarray, last_seq: int) -> None:
         need = self.size + len(ids)
         if need > len(self.ids):
             capacity = max(need, 2 * len(self.ids))
@@ -45,43 +49,38 @@ class Partition:
         self.ids[self.size:need] = ids
         self.matrix[self.size:need] = vectors
         self.size = need
-        self.last_id = int(ids[-1])
-
-    def vector_of(self, fingerprint_id: int) -> np.ndarray | None:
-        # ids are appended in increasing order, so the id column is sorted.
-        pos = int(np.searchsorted(self.ids[: self.size], fingerprint_id))
-        if pos < self.size and self.ids[pos] == fingerprint_id:
-            return self.matrix[pos]
-        return None
+        self.last_seq = last_seq
 
 
 class VectorIndex:
     """Thread-safe: the watcher's poll threads and the bot's command threads search one index."""
 
     def __init__(self) -> None:
-        self._partitions: dict[str, Partition] = {}
+        self._partitions: dict[tuple[str, str], Partition] = {}
         self._lock = threading.Lock()
 
-    def refresh(self, conn: sqlite3.Connection, family: str) -> Partition:
+    def refresh(self, conn: sqlite3.Connection, family: str, kind: str) -> Partition:
         with self._lock:
-            return self._refresh(conn, family)
+            return self._refresh(conn, family, kind)
 
-    def _refresh(self, conn: sqlite3.Connection, family: str) -> Partition:
-        part = self._partitions.setdefault(family, Partition())
+    def _refresh(self, conn: sqlite3.Connection, family: str, kind: str) -> Partition:
+        part = self._partitions.setdefault((family, kind), Partition())
         rows = conn.execute(
-            "SELECT fingerprint_id, vector FROM sketches WHERE shape_family = ? AND fingerprint_id > ? "
-            "ORDER BY fingerprint_id", (family, part.last_id),
+            "SELECT seq, fingerprint_id, vector FROM sketches WHERE shape_family = ? AND kind = ? AND seq > ? "
+            "ORDER BY seq", (family, kind, part.last_seq),
         ).fetchall()
         if rows:
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), SKETCH_DIM)
-            part.append(ids, vectors)
+            ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), SKETCH_DIM)
+            part.append(ids, vectors, rows[-1][0])
         return part
 
-    def search(self, conn: sqlite3.Connection, family: str, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The ``k`` fingerprint ids of ``family`` whose sketches have the highest cosine with ``query``."""
+    def search(self, conn: sqlite3.Connection, family: str, kind: str, query: np.ndarray,
+               k: int) -> list[tuple[int, float]]:
+        """The ``k`` fingerprint ids of ``family`` whose ``kind`` sketches have the highest cosine with
+        ``query`` (a sketch of that kind)."""
         with self._lock:
-            part = self._refresh(conn, family)
+            part = self._refresh(conn, family, kind)
             if part.size == 0 or k <= 0:
                 return []
             scores = part.matrix[: part.size] @ np.asarray(query, dtype=np.float32)
@@ -93,16 +92,10 @@ class VectorIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(ids[i]), float(scores[i])) for i in top]
 
-    def cosine(self, family: str, query: np.ndarray, fingerprint_id: int) -> float | None:
-        """Cosine with a fingerprint already loaded (by ``refresh`` or ``search``); None if absent."""
-        with self._lock:
-            part = self._partitions.get(family)
-            vec = part.vector_of(fingerprint_id) if part else None
-        return None if vec is None else float(vec @ np.asarray(query, dtype=np.float32))
-
     def sizes(self) -> dict[str, int]:
+        """Sketches loaded per partition, named "family/kind"."""
         with self._lock:
-            return {family: part.size for family, part in self._partitions.items()}
+            return {f"{family}/{kind}": part.size for (family, kind), part in self._partitions.items() if part.size}
 
 
 _shared: dict[tuple[str, str], VectorIndex] = {}

@@ -86,3 +86,27 @@ def test_the_undeclared_copy_is_alerted_once_in_every_arrival_order(order, tmp_p
         # Nothing more in any later cycle.
         assert "0 alerts, 0 errors" in watch_once(capsys)
         assert len(discord.messages) == 1
+
+
+@pytest.mark.parametrize("variant", ["vocab-prune", "vocab-replaced"])
+def test_a_copy_under_another_vocabulary_of_a_compact_original_is_alerted(variant, tmp_path, minilm_dir, variants,
+                                                                          monkeypatch, capsys):
+    """The original arrives first and matches nothing, so only its compact fingerprint is kept; the
+    copy, under a pruned or a new vocabulary, comes a cycle later. Its sketch must pass the screen
+    of the compact original (fingerprints/sketch.py), which is then re-read from the Hub: the older
+    sketch scored 0.35-0.36 for these, under its 0.6 screen, and the copy went unreported."""
+    root, db = tmp_path / "hub", tmp_path / "hubwatch.db"
+    root.mkdir()
+    with FakeHub(root) as hub, FakeDiscordWebhook() as discord:
+        trending_only(monkeypatch, hub, discord, db, tmp_path)
+        publish(root, REFERENCE, minilm_dir, variants)
+        assert "1 fingerprinted, 0 alerts, 0 errors" in watch_once(capsys)
+        with Store.open(db) as store:
+            assert store.find_fingerprint(REFERENCE).tier == "compact"
+        publish_folder(root, COPY, variants[variant], META[COPY])
+        assert "1 fingerprinted, 1 alerts, 0 errors" in watch_once(capsys)
+        [message] = discord.messages
+        assert COPY in message.embeds[0]["title"] and REFERENCE in message.embeds[0]["title"]
+        assert "weights-derived" in json.dumps(message.embeds[0])
+        with Store.open(db) as store:
+            assert store.find_fingerprint(REFERENCE).tier == "full"  # re-read, and kept as evidence

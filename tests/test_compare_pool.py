@@ -46,3 +46,22 @@ def test_the_owning_process_and_the_workers_use_one_blas_thread_each():
         assert threads and set(threads) == {BLAS_THREADS}
     finally:
         pool.close()
+
+
+def plotting_loaded() -> bool:
+    import sys
+
+    return "matplotlib.pyplot" in sys.modules
+
+
+@pytest.mark.slow
+def test_start_spawns_every_worker_and_loads_plotting_when_asked():
+    pool = ComparePool(2)
+    try:
+        assert pool.running() is None  # not started by asking whether it runs
+        pool.start(draws_plots=True)
+        executor = pool.running()
+        assert executor is not None and len(executor._processes) == 2  # both spawned, not on demand
+        assert all(executor.submit(plotting_loaded).result() for _ in range(4))
+    finally:
+        pool.close()

@@ -291,6 +291,43 @@ def test_sparse_big_files_need_no_full_hash(tmp_path, monkeypatch):
     assert siblings["sparse.safetensors"]["size"] == FULL_HASH_LIMIT_BYTES + 1
 
 
+def test_lfs_files_are_hashed_at_start_and_served_from_the_cache(tmp_path, monkeypatch):
+    repo = tmp_path / "org" / "model"
+    repo.mkdir(parents=True)
+    weights = repo / "model.safetensors"
+    weights.write_bytes(os.urandom(3 * 1024 * 1024))
+    expected = hashlib.sha256(weights.read_bytes()).hexdigest()
+    sidecar = tmp_path / fakehub_repos.SHA256_SIDECAR
+    with FakeHub(tmp_path) as hub:
+        # Hashed in the background, as the real Hub hashes at push time, before any request asks.
+        assert wait_for(lambda: sidecar.exists() and expected in sidecar.read_text())
+        monkeypatch.setattr(fakehub_repos, "file_sha256", lambda *a, **k: pytest.fail("hashed again"))
+        siblings = httpx.get(f"{hub.endpoint}/api/models/org/model", params={"blobs": "true"}).json()["siblings"]
+        assert siblings[0]["lfs"]["sha256"] == expected
+        sha = httpx.get(f"{hub.endpoint}/api/models/org/model").json()["sha"]
+        # A changed file is a new commit and is hashed again.
+        monkeypatch.undo()
+        weights.write_bytes(os.urandom(1024))
+        changed = httpx.get(f"{hub.endpoint}/api/models/org/model", params={"blobs": "true"}).json()
+        assert changed["sha"] != sha
+        assert changed["siblings"][0]["lfs"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_metadata_edits_are_seen_even_within_one_mtime_tick(tmp_path):
+    repo = tmp_path / "org" / "model"
+    repo.mkdir(parents=True)
+    (repo / "config.json").write_text("{}")
+    meta = repo / "_hub.json"
+    meta.write_text(json.dumps({"downloads": 1}))
+    stamp = meta.stat().st_mtime_ns
+    with FakeHub(tmp_path) as hub:
+        downloads = lambda: httpx.get(f"{hub.endpoint}/api/models/org/model").json()["downloads"]  # noqa: E731
+        assert downloads() == 1
+        meta.write_text(json.dumps({"downloads": 2}))  # same size
+        os.utime(meta, ns=(stamp, stamp))  # and the same mtime: a coarse clock tick
+        assert downloads() == 2
+
+
 def test_bad_metadata_is_a_one_line_error(tmp_path, capsys):
     repo = tmp_path / "org" / "model"
     repo.mkdir(parents=True)

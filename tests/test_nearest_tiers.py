@@ -6,8 +6,11 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
+from safetensors.torch import load_file
+from variants import WEIGHTS_FILE, permute_everything, write_bert_gguf
 
 from fingerprints.engine import fingerprint_model
+from fingerprints.sketch import SKETCH_KIND, SKETCH_ORDERED, SKETCH_SCREEN_MIN, sketch_vector
 from store.errors import RefetchError
 from fingerprints.reader import LocalFolderReader
 from store import Store
@@ -70,7 +73,52 @@ def test_an_independent_model_does_not_re_read_compact_ones(compact_base, fps):
     [n] = nearest(store, fps["fresh-init-seed1"], k=1, refetch=refetch)
     assert n.verdict == "not-comparable"
     not_compared = [line for line in n.evidence if line.startswith("weights: not compared")]
-    assert len(not_compared) == 1 and "stored compact" in not_compared[0] and "below 0.6" in not_compared[0]
+    assert len(not_compared) == 1 and "stored compact" in not_compared[0]
+    assert f"below {SKETCH_SCREEN_MIN[SKETCH_KIND]}" in not_compared[0]
+
+
+@pytest.fixture(scope="module")
+def llamacpp_copy(minilm_dir, tmp_path_factory):
+    """MiniLM permuted (hidden, heads, neurons) and written as llama.cpp writes a BERT GGUF: its
+    vocabulary spelling ("▁word", "##" dropped), F16."""
+    folder = tmp_path_factory.mktemp("gguf")
+    vocab = (minilm_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    write_bert_gguf(permute_everything(load_file(str(minilm_dir / WEIGHTS_FILE))), vocab, folder / "m.gguf", "F16")
+    return fingerprint_model(LocalFolderReader(folder))
+
+
+@pytest.mark.parametrize("copy", ["vocab-prune", "vocab-replaced", "llama.cpp spelling"])
+def test_a_copy_under_another_vocabulary_passes_the_screen_of_its_compact_original(compact_base, minilm_dir, variants,
+                                                                                    llamacpp_copy, fps, copy):
+    """The ordered sketch gave these 0.22-0.36, under its 0.6 screen: the compact original was never
+    re-read and the copy went unreported (fingerprints/sketch.py)."""
+    store, fid = compact_base
+    suspect = llamacpp_copy if copy == "llama.cpp spelling" else fingerprint_model(LocalFolderReader(variants[copy]))
+    asked = []
+
+    def refetch(repo_id, sha):
+        asked.append(repo_id)
+        return fps["base"]
+
+    [n] = nearest(store, suspect, k=1, refetch=refetch)
+    assert asked == ["org/base"]
+    assert n.repo_id == "org/base" and n.verdict == "weights-derived"
+    assert store.get_fingerprint(fid).tier == TIER_FULL
+
+
+def test_a_compact_row_of_an_older_store_is_screened_in_its_own_sketch_kind(compact_base, fps):
+    """A row stored before schema 6 keeps its ordered sketch (its samples are gone): the query meets
+    it in that kind, under that kind's screen; once re-read in full it is sketched in the current kind."""
+    store, fid = compact_base
+    store.conn.execute("UPDATE sketches SET kind = ?, vector = ? WHERE fingerprint_id = ?",
+                       (SKETCH_ORDERED, sketch_vector(fps["base"], SKETCH_ORDERED).astype("<f4").tobytes(), fid))
+    [n] = nearest(store, fps["fresh-init-seed1"], k=1)
+    assert f"below {SKETCH_SCREEN_MIN[SKETCH_ORDERED]}" in " ".join(n.evidence)
+    [n] = nearest(store, fps["noise-0.3"], k=1, refetch=lambda repo_id, sha: fps["base"])
+    assert n.verdict == "weights-derived"
+    assert store.sketches_of([fid])[fid][0] == SKETCH_KIND
+    store.vectors.refresh(store.conn, "d384", SKETCH_KIND)
+    assert store.vectors.search(store.conn, "d384", SKETCH_KIND, sketch_vector(fps["base"]), 1)[0][0] == fid
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 
 from fingerprints.compare import Comparison, compare_fingerprints
+from fingerprints.sketch import SKETCH_KIND, SKETCH_SCREEN_MIN
 from store import Store
 from store.nearest import nearest
 from store.rows import TIER_COMPACT
@@ -91,4 +92,4 @@ def test_a_screened_out_compact_candidate_is_compared_once(tmp_path):
 
         [n] = nearest(store, replace(small_fp(3), source="query"), k=1, compare=compare)
     assert counting.calls == ["test/2"]  # the screen's config-and-tokenizer comparison, reused
-    assert any("below 0.6" in line for line in n.evidence)
+    assert any(f"below {SKETCH_SCREEN_MIN[SKETCH_KIND]}" in line for line in n.evidence)

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from fingerprints.model import COMPACT_BLOB_MAX, COMPACT_NOTE, SKETCH_DIM, TensorInfo
+from fingerprints.model import COMPACT_BLOB_MAX, COMPACT_NOTE, TensorInfo
+from fingerprints.sketch import SKETCH_KIND, SKETCH_ORDERED, sketch_vector
 from store import Store
 from store.migrations import known_migrations, split_statements
 from store.rows import TIER_COMPACT, TIER_FULL, TIER_REFERENCE
@@ -32,7 +33,7 @@ def test_migration_moves_sketches_out_of_the_fingerprint_rows(tmp_path):
     path = tmp_path / "old.db"
     conn = old_store(path, before=COMPACT_VERSION)
     fp = small_fp()
-    sketch = fp.sketch_vector().astype("<f4").tobytes()
+    sketch = sketch_vector(fp, SKETCH_ORDERED).astype("<f4").tobytes()
     for fid, repo in ((1, "org/ref"), (2, "org/other")):
         conn.execute("INSERT INTO fingerprints (id, repo_id, sha, version, created_at, blob, bytes_read, shape_family, "
                      "sketch) VALUES (?, ?, 's', ?, '2025-01-01', ?, 1, 'd16', ?)", (fid, repo, fp.version, fp.to_blob(), sketch))
@@ -43,7 +44,7 @@ def test_migration_moves_sketches_out_of_the_fingerprint_rows(tmp_path):
         assert "sketch" not in columns and "tier" in columns
         assert store.get_fingerprint(1).tier == TIER_REFERENCE
         assert store.get_fingerprint(2).tier == TIER_FULL
-        assert [fid for fid, _ in store.vectors.search(store.conn, "d16", fp.sketch_vector(), 5)] == [1, 2]
+        assert [fid for fid, _ in store.vectors.search(store.conn, "d16", SKETCH_ORDERED, sketch_vector(fp, SKETCH_ORDERED), 5)] == [1, 2]
         # Stores written before schema 3 hold every model in full: the unmatched one is shrunk.
         assert store.compact_unmatched(keep_repos=set()) == 1
         assert store.get_fingerprint(2).tier == TIER_COMPACT
@@ -57,7 +58,7 @@ def test_index_loads_from_the_sketch_table_without_touching_blobs(tmp_path):
         store.vectors._partitions.clear()  # a fresh process
         statements: list[str] = []
         store.conn.set_trace_callback(statements.append)
-        found = store.vectors.search(store.conn, "d16", small_fp(seed=3).sketch_vector(), 1)
+        found = store.vectors.search(store.conn, "d16", SKETCH_KIND, sketch_vector(small_fp(seed=3)), 1)
         assert found[0][0] == ids[3]
         assert statements and all("fingerprints" not in s and "blob" not in s for s in statements)
 
@@ -67,10 +68,10 @@ def test_one_index_per_database_per_process_updated_in_place(tmp_path):
     with Store.open(path) as first, Store.open(path) as second:
         assert first.vectors is second.vectors
         a, _ = first.add_fingerprint("org/a", "s", small_fp(seed=1))
-        assert second.vectors.search(second.conn, "d16", small_fp(seed=1).sketch_vector(), 1)[0][0] == a
+        assert second.vectors.search(second.conn, "d16", SKETCH_KIND, sketch_vector(small_fp(seed=1)), 1)[0][0] == a
         b, _ = second.add_fingerprint("org/b", "s", small_fp(seed=2))
-        assert first.vectors.search(first.conn, "d16", small_fp(seed=2).sketch_vector(), 1)[0][0] == b
-        assert first.vectors.sizes() == {"d16": 2}
+        assert first.vectors.search(first.conn, "d16", SKETCH_KIND, sketch_vector(small_fp(seed=2)), 1)[0][0] == b
+        assert first.vectors.sizes() == {f"d16/{SKETCH_KIND}": 2}
     path.unlink()
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"h.db{suffix}").unlink(missing_ok=True)
@@ -108,7 +109,7 @@ def test_tiers_compact_then_full_detail_back_references_stay(store):
     assert store.get_fingerprint(fid).tier == TIER_COMPACT
     assert store.load_fingerprint(fid).weights.embedding is None
     # Its sketch and keys were indexed from the full fingerprint.
-    assert store.vectors.search(store.conn, "d16", fp.sketch_vector(), 1)[0] == (fid, pytest.approx(1.0, abs=1e-5))
+    assert store.vectors.search(store.conn, "d16", SKETCH_KIND, sketch_vector(fp), 1)[0] == (fid, pytest.approx(1.0, abs=1e-5))
     assert store.add_fingerprint("org/new", "s", fp, tier=TIER_FULL) == (fid, False)
     assert store.get_fingerprint(fid).tier == TIER_FULL
     np.testing.assert_allclose(store.load_fingerprint(fid).weights.embedding.values, fp.weights.embedding.values,
@@ -165,3 +166,31 @@ def test_a_migration_numbered_below_one_already_applied_still_runs(tmp_path, mon
     monkeypatch.setattr(migrations, "known_migrations", lambda: shipped)
     with pytest.raises(migrations.SchemaTooNewError, match="newer than"):
         Store.open(path)
+
+
+def test_migration_0006_keeps_older_sketches_in_their_kind_until_a_full_fingerprint_is_stored(tmp_path, capsys):
+    from bot.cli import main
+
+    path = tmp_path / "old.db"
+    conn = old_store(path, before=6)
+    ref, other = small_fp(seed=1), small_fp(seed=2)
+    for fid, repo, fp, tier in ((1, "org/ref", ref, "reference"), (2, "org/other", other.compact(), "compact")):
+        conn.execute("INSERT INTO fingerprints (id, repo_id, sha, version, created_at, blob, bytes_read, shape_family, "
+                     "tier) VALUES (?, ?, 's', ?, '2025-01-01', ?, 1, 'd16', ?)", (fid, repo, fp.version, fp.to_blob(), tier))
+        conn.execute("INSERT INTO sketches (fingerprint_id, shape_family, vector) VALUES (?, 'd16', ?)",
+                     (fid, sketch_vector(small_fp(seed=fid), SKETCH_ORDERED).astype("<f4").tobytes()))
+    conn.close()
+    with Store.open(path) as store:
+        assert {fid: kind for fid, (kind, _) in store.sketches_of([1, 2]).items()} == {1: SKETCH_ORDERED, 2: SKETCH_ORDERED}
+        found = store.vectors.search(store.conn, "d16", SKETCH_ORDERED, sketch_vector(ref, SKETCH_ORDERED), 1)
+        assert found[0][0] == 1
+        [cand] = [c for c in store.candidates(ref) if c.fingerprint_id == 1]
+        assert cand.sketch_kind == SKETCH_ORDERED and cand.cosine == pytest.approx(1.0, abs=1e-5)
+    assert main(["index", "compact", "--db", str(path)]) == 0
+    assert "sketched 1 fingerprints kept in full again" in capsys.readouterr().out
+    with Store.open(path) as store:
+        # The reference (full) is sketched again; the compact row cannot be and keeps its kind.
+        assert {fid: kind for fid, (kind, _) in store.sketches_of([1, 2]).items()} == {1: SKETCH_KIND, 2: SKETCH_ORDERED}
+        # The process's index, loaded before, reads the moved row into the new kind's partition.
+        assert store.vectors.search(store.conn, "d16", SKETCH_KIND, sketch_vector(ref), 1)[0][0] == 1
+        assert store.sketch_full_rows_again() == 0

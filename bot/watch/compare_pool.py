@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from threadpoolctl import threadpool_limits
 
@@ -19,6 +20,18 @@ from threadpoolctl import threadpool_limits
 # mix (benchmarks/throughput.py) 65.4 s of CPU with one BLAS thread in the workers only, 56.1 s with
 # one everywhere.
 BLAS_THREADS = 1
+
+
+def _start_worker(draws_plots: bool) -> None:
+    limit_blas_threads()
+    if draws_plots:
+        from fingerprints.plot import load_matplotlib
+
+        load_matplotlib()
+
+
+def _started() -> None:
+    """A task that only proves its worker is up."""
 
 
 def limit_blas_threads() -> None:
@@ -41,14 +54,31 @@ class ComparePool:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> Executor | None:
+    def get(self, draws_plots: bool = False) -> Executor | None:
+        """The pool, started now if it is not running (workers spawn as tasks arrive). ``draws_plots``:
+        a pool started now has its workers load matplotlib too (~1 s each), for alerts' plots."""
         if self.workers <= 1:
             return None
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=limit_blas_threads)
+                                                 initializer=_start_worker, initargs=(draws_plots,))
             return self._pool
+
+    def running(self) -> Executor | None:
+        """The pool if it is started, else None: one comparison or one plot is not worth spawning
+        workers for (each costs ~1 s of CPU to import numpy, scipy and the comparison)."""
+        with self._lock:
+            return self._pool
+
+    def start(self, draws_plots: bool = False) -> None:
+        """Spawn every worker now, not as tasks arrive, and wait for them: the state of a watcher
+        that has run for a while (benchmarks/throughput.py measures a poll in it). ``draws_plots``:
+        each loads matplotlib too, as it would for the first alert plot it draws."""
+        pool = self.get(draws_plots)
+        if pool is not None:
+            for ready in [pool.submit(_started) for _ in range(self.workers)]:
+                ready.result()
 
     def drop(self) -> None:
         """Stop the workers; after a broken pool (a worker killed, e.g. out of memory) the next
@@ -57,5 +87,18 @@ class ComparePool:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def renew_if_broken(self) -> None:
+        """Stop the workers when one died (a broken pool refuses new work), so that the next ``get``
+        starts new ones; a working pool, which other threads may be using, is left alone."""
+        with self._lock:
+            pool = self._pool
+            try:
+                if pool is not None:
+                    pool.submit(int).cancel()  # nothing to run: only the refusal tells
+                return
+            except BrokenProcessPool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     close = drop

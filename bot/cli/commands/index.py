@@ -83,7 +83,9 @@ def register(sub) -> None:
         "compact", help="shrink stored fingerprints that matched nothing to the compact tier",
         description="Stores written before schema 3 keep every model in full (~0.8 MB each). This keeps full "
         "detail for references and models in a match, and shrinks the rest to their compact form "
-        "(no sampled values; re-read from the Hub when a comparison needs them).")
+        "(no sampled values; re-read from the Hub when a comparison needs them). Fingerprints kept in full "
+        "that still hold the sketch of stores before schema 6 are sketched again, in the kind that finds "
+        "copies under another vocabulary.")
     compact.add_argument("--limit", type=int, default=100_000, metavar="N", help="at most N fingerprints (default 100,000)")
     compact.set_defaults(func=run_compact)
 
@@ -147,8 +149,11 @@ def run_compact(args, app) -> int:
         before = store.stats()["blob_bytes"]
         done = store.compact_unmatched(keep, limit=max(args.limit, 0))
         after = store.stats()["blob_bytes"]
+        sketched = store.sketch_full_rows_again(limit=max(args.limit, 0))
     print(f"compacted {done:,} fingerprints: blobs {before / 1e6:,.1f} MB -> {after / 1e6:,.1f} MB "
           "(the file shrinks after `sqlite3 FILE VACUUM`)")
+    if sketched:
+        print(f"sketched {sketched:,} fingerprints kept in full again, in the current sketch kind")
     return 0
 
 

@@ -40,6 +40,10 @@ MAX_SAFETENSORS_HEADER = 25_000_000
 
 
 def _config(repo: Repo) -> dict[str, Any]:
+    return repo.memo("config", _read_config)
+
+
+def _read_config(repo: Repo) -> dict[str, Any]:
     f = repo.files.get("config.json")
     if f is None or f.size > MAX_CONFIG_BYTES:
         return {}
@@ -70,6 +74,10 @@ def base_models(repo: Repo) -> tuple[str | None, list[str]]:
 
 
 def tags(repo: Repo) -> list[str]:
+    return list(repo.memo("tags", _tags))
+
+
+def _tags(repo: Repo) -> list[str]:
     card = repo.card_data
     out = [t for t in repo.meta.get("tags") or [] if isinstance(t, str)]
     if card.get("library_name"):
@@ -93,7 +101,12 @@ def tags(repo: Repo) -> list[str]:
 
 
 def _safetensors_summary(repo: Repo) -> dict[str, Any] | None:
-    """{"parameters": {dtype: count}, "total": n} from the safetensors headers, as the Hub computes it."""
+    """{"parameters": {dtype: count}, "total": n} from the safetensors headers, as the Hub computes it
+    (once per revision: it is stored with the commit)."""
+    return repo.memo("safetensors", _read_safetensors_summary)
+
+
+def _read_safetensors_summary(repo: Repo) -> dict[str, Any] | None:
     params: dict[str, int] = {}
     found = False
     for f in repo.files.values():

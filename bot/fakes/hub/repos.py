@@ -8,20 +8,29 @@ about it (``createdAt``, ``lastModified``, ``downloads``, ``likes``, ``trendingS
 Hashes follow git and git-lfs: a small file's id is its git blob sha1; an LFS file is stored as a
 pointer whose blob sha1 is the sibling's ``blobId`` and whose ``oid sha256`` is the file's sha256.
 The commit sha is a hash of every file's path and identity, so it changes when a file changes.
+
+The real Hub computes all of this once, when a file is pushed, and serves it from its metadata.
+The fake keeps a repo's scan for as long as no file's size or mtime and no byte of ``_hub.json``
+changed (every request still lists the folder and stats its files), and hashes LFS files in the
+background from start-up (``hash_lfs_files``), so requests do not pay for either.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
 from bot.errors import HubwatchError
 
+log = logging.getLogger("hubwatch.fakehub")
 
 HUB_METADATA_FILE = "_hub.json"
 # Sidecar at the top of the served folder caching sha256 of LFS files by (size, mtime).
@@ -83,12 +92,18 @@ def _sparse_digest(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path, size: int) -> str:
+class HashCancelled(Exception):
+    """The fake Hub stopped while a file was being hashed in the background."""
+
+
+def file_sha256(path: Path, size: int, cancelled: Callable[[], bool] = lambda: False) -> str:
     if size > FULL_HASH_LIMIT_BYTES:
         return _sparse_digest(path, size)
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
+            if cancelled():
+                raise HashCancelled(str(path))
             h.update(chunk)
     return h.hexdigest()
 
@@ -115,6 +130,13 @@ class Repo:
     last_modified: str
     object_id: str
     granted_tokens: frozenset[str] = field(default_factory=frozenset)
+    # Values derived from the files (model_json.py): a Repo is kept only while its files are unchanged.
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def memo(self, name: str, compute: Callable[[Repo], Any]) -> Any:
+        if name not in self.derived:
+            self.derived[name] = compute(self)
+        return self.derived[name]
 
     @property
     def author(self) -> str:
@@ -147,7 +169,7 @@ def _object_id(repo_id: str, created_at: str) -> str:
 
 
 class RepoFolder:
-    """Scans the served folder on demand, re-reading only files whose size or mtime changed."""
+    """Scans the served folder on demand; a repo is built again only when its files or metadata changed."""
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
@@ -155,10 +177,12 @@ class RepoFolder:
             raise FakeHubError(f"fake Hub folder {self.root} does not exist or is not a folder")
         self._lock = threading.Lock()
         self._small_cache: dict[tuple[str, int, int], str] = {}
+        self._scans: dict[str, tuple[tuple[Any, ...], Repo]] = {}
         self._sha256_lock = threading.Lock()
         self._sha256_cache: dict[str, dict[str, Any]] = self._load_sidecar()
+        self._hashing: dict[str, threading.Event] = {}  # files being hashed now, by key
 
-    # ---- sha256 of LFS files (lazy, cached in a sidecar) ----------------------------------------
+    # ---- sha256 of LFS files (cached in a sidecar) ----------------------------------------------
 
     def _load_sidecar(self) -> dict[str, dict[str, Any]]:
         path = self.root / SHA256_SIDECAR
@@ -176,22 +200,48 @@ class RepoFolder:
         except OSError:  # a read-only folder keeps the cache in memory only
             pass
 
-    def sha256(self, repo: Repo, f: RepoFile) -> str:
+    def sha256(self, repo: Repo, f: RepoFile, cancelled: Callable[[], bool] = lambda: False) -> str:
+        """The file's sha256; a file another thread is hashing is waited for, not hashed twice."""
         if f.declared_sha256:
             return f.declared_sha256
         key = f"{repo.repo_id}/{f.path}"
-        with self._sha256_lock:
-            hit = self._sha256_cache.get(key)
-            if hit and hit.get("size") == f.size and hit.get("mtime_ns") == f.mtime_ns:
-                return hit["sha256"]
-            digest = file_sha256(f.full_path, f.size)
-            self._sha256_cache[key] = {"size": f.size, "mtime_ns": f.mtime_ns, "sha256": digest}
-            self._save_sidecar()
+        while True:
+            with self._sha256_lock:
+                hit = self._sha256_cache.get(key)
+                if hit and hit.get("size") == f.size and hit.get("mtime_ns") == f.mtime_ns:
+                    return hit["sha256"]
+                running = self._hashing.get(key)
+                if running is None:
+                    running = self._hashing[key] = threading.Event()
+                    break
+            running.wait()  # then look again: it may have hashed another version of the file
+        try:
+            digest = file_sha256(f.full_path, f.size, cancelled)
+            with self._sha256_lock:
+                self._sha256_cache[key] = {"size": f.size, "mtime_ns": f.mtime_ns, "sha256": digest}
+                self._save_sidecar()
             return digest
+        finally:
+            with self._sha256_lock:
+                del self._hashing[key]
+            running.set()
 
     def blob_id(self, repo: Repo, f: RepoFile) -> str:
         """The git blob sha1: of the file itself, or of its LFS pointer."""
         return f.git_sha1 if f.git_sha1 else git_blob_sha1(lfs_pointer(self.sha256(repo, f), f.size))
+
+    def hash_lfs_files(self, stop: threading.Event) -> None:
+        """Hash every LFS file not hashed yet, as the real Hub does when a file is pushed (its
+        API then serves the sha256 from metadata). Runs in a background thread until ``stop``."""
+        try:
+            for repo in self.all_repos():
+                for f in repo.files.values():
+                    if stop.is_set():
+                        return
+                    if f.is_lfs:
+                        self.sha256(repo, f, stop.is_set)
+        except (OSError, FakeHubError, HashCancelled) as exc:  # a folder changing under it: requests hash on demand
+            log.debug("background hashing stopped: %s", exc)
 
     # ---- scanning ---------------------------------------------------------------------------------
 
@@ -211,36 +261,59 @@ class RepoFolder:
         if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
             return None
         folder = self.root / parts[0] / parts[1]
-        if not folder.is_dir():
-            return None
-        return self._scan(repo_id, folder)
-
-    def _read_meta(self, folder: Path) -> dict[str, Any]:
-        path = folder / HUB_METADATA_FILE
-        if not path.exists():
-            return {}
         try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            folder_stat = os.stat(folder)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(folder_stat.st_mode):
+            return None
+        entries = _files_under(str(folder))
+        meta_raw = self._read_meta_bytes(folder)
+        signature = (folder_stat.st_mtime_ns, meta_raw, tuple((rel, st.st_size, st.st_mtime_ns) for rel, _, st in entries))
+        with self._lock:
+            cached = self._scans.get(repo_id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        repo = self._scan(repo_id, folder, entries, meta_raw)
+        with self._lock:
+            self._scans[repo_id] = (signature, repo)
+        return repo
+
+    @staticmethod
+    def _read_meta_bytes(folder: Path) -> bytes | None:
+        try:
+            return (folder / HUB_METADATA_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise FakeHubError(f"{folder / HUB_METADATA_FILE}: cannot be read ({exc.strerror or exc})") from exc
+
+    @staticmethod
+    def _parse_meta(folder: Path, raw: bytes | None) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        path = folder / HUB_METADATA_FILE
+        try:
+            meta = json.loads(raw)
+        except ValueError as exc:
             raise FakeHubError(f"{path}: not valid JSON ({exc})") from exc
         if not isinstance(meta, dict):
             raise FakeHubError(f"{path}: must hold a JSON object")
         return meta
 
-    def _scan(self, repo_id: str, folder: Path) -> Repo:
-        meta = self._read_meta(folder)
+    def _scan(self, repo_id: str, folder: Path, entries: list[tuple[str, str, os.stat_result]],
+              meta_raw: bytes | None) -> Repo:
+        meta = self._parse_meta(folder, meta_raw)
         declared = meta.get("sha256") or {}
         if not isinstance(declared, dict):
             raise FakeHubError(f"{folder / HUB_METADATA_FILE}: 'sha256' must map file paths to hex digests")
         files: dict[str, RepoFile] = {}
-        for full in sorted(folder.rglob("*")):
-            rel = full.relative_to(folder).as_posix()
-            if not full.is_file() or rel == HUB_METADATA_FILE or ".git" in full.relative_to(folder).parts:
+        for rel, full, st in entries:
+            if rel == HUB_METADATA_FILE:
                 continue
-            st = full.stat()
-            is_lfs = full.name.endswith(LFS_SUFFIXES) or st.st_size > LFS_SIZE_THRESHOLD
-            git_sha1 = None if is_lfs else self._small_sha1(full, st)
-            files[rel] = RepoFile(rel, full, st.st_size, st.st_mtime_ns, is_lfs, git_sha1,
+            is_lfs = rel.endswith(LFS_SUFFIXES) or st.st_size > LFS_SIZE_THRESHOLD
+            git_sha1 = None if is_lfs else self._small_sha1(Path(full), st)
+            files[rel] = RepoFile(rel, Path(full), st.st_size, st.st_mtime_ns, is_lfs, git_sha1,
                                   declared.get(rel) if is_lfs else None)
         # LFS files not yet hashed enter the commit by size and mtime, so a start needs no hashing.
         identity = "\n".join(
@@ -263,3 +336,26 @@ class RepoFolder:
             with self._lock:
                 self._small_cache[key] = hit
         return hit
+
+
+def _files_under(folder: str) -> list[tuple[str, str, os.stat_result]]:
+    """(relative path, full path, stat) of every file under ``folder``, in the order of sorted
+    ``Path.rglob``: symlinked files are followed, symlinked folders and ``.git`` folders are not."""
+    found: list[tuple[str, str, os.stat_result]] = []
+    pending = [(folder, "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name == ".git":
+                    continue
+                rel = prefix + entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append((entry.path, rel + "/"))
+                    elif entry.is_file():
+                        found.append((rel, entry.path, entry.stat()))
+                except FileNotFoundError:  # removed while listed
+                    continue
+    found.sort(key=lambda e: e[0].split("/"))
+    return found

@@ -119,6 +119,8 @@ class FakeHub:
             raise FakeHubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._server.hub = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
+        self._hashing_stop = threading.Event()
+        self._hasher: threading.Thread | None = None
 
     def knows_token(self, token: str) -> bool:
         """User tokens the Hub knows: ``tokens`` and every token granted access to a repo. Any other
@@ -133,20 +135,32 @@ class FakeHub:
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def _start_hashing(self) -> None:
+        """LFS files are hashed in the background from start-up, as the real Hub hashes them at
+        push time; a request for a file not hashed yet hashes it (or waits for it) itself."""
+        self._hasher = threading.Thread(target=self.repos.hash_lfs_files, args=(self._hashing_stop,),
+                                        name="fakehub-hash", daemon=True)
+        self._hasher.start()
+
     def start(self) -> FakeHub:
+        self._start_hashing()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": STOP_POLL_S},
                                         name="fakehub", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
+        self._start_hashing()
         self._server.serve_forever()
 
     def stop(self) -> None:
+        self._hashing_stop.set()
         self._server.shutdown()
         self._server.server_close()
         if self._thread:
             self._thread.join(timeout=5)
+        if self._hasher:
+            self._hasher.join(timeout=5)  # done within one chunk: the served folder may be deleted next
 
     def __enter__(self) -> FakeHub:
         return self.start()
