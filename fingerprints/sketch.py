@@ -47,7 +47,8 @@ SKETCH_KIND = SKETCH_PAIRS  # what a new row stores
 
 # Tokens taken from the head of each contiguous block of sampled ids: a 7B model's 64 sampled rows
 # hold 4 blocks of 8; MiniLM's 340 (float32) blocks of 73 and its float16 casts' 512 blocks of 116
-# share their first 8 whatever the sample size.
+# share their first 8 whatever the sample size. (A 70B model's 32 rows hold blocks of 4: all are
+# taken, and its 4-bit GGUF, with longer blocks, shares half of its first 8.)
 BLOCK_HEAD = 8
 # Sampled rows per matrix in the body part: MiniLM's float32 matrices give 6, casts to 16 bits more
 # (all placed from the same first row, weights.py), so the first 4 are read by every copy.
@@ -67,7 +68,7 @@ _PART_TAGS = {"spelling": 1, "position": 2, "body": 3}
 #   all others >= 0.768), every independent pair <= 0.568; copies under another vocabulary 0.22-0.36
 #   (vocab-prune, vocab-replaced, llama.cpp's spelling) fall under it and pass the screen only on
 #   identity keys or the config-and-tokenizer comparison.
-# - pairs: every derived case >= 0.403 (vocab-replaced; llama.cpp's spelling of permuted MiniLM
+# - pairs: every derived case >= 0.410 (vocab-replaced; llama.cpp's spelling of permuted MiniLM
 #   0.421, vocab-prune 0.511, SmolLM2's rotated body under a new tokenizer 0.482), every independent
 #   pair <= 0.146 (two BERT initialisations, one under vocab-extend's tokenizer): the screen sits
 #   midway.
@@ -140,13 +141,16 @@ def _buckets(tag: int, low: np.ndarray, high: np.ndarray, values: np.ndarray) ->
 
 
 def _block_heads(ids: list[int]) -> np.ndarray:
-    """Positions of the first BLOCK_HEAD ids of every run of consecutive ids at least that long."""
+    """Positions of the first BLOCK_HEAD ids (all, in a shorter one) of every run of consecutive ids;
+    a lone id is a hashed token, not a block."""
     ids_arr = np.asarray(ids, dtype=np.int64)
+    if not len(ids_arr):
+        return np.zeros(0, dtype=np.int64)
     starts = np.r_[True, np.diff(ids_arr) != 1]
     run_start = np.maximum.accumulate(np.where(starts, np.arange(len(ids_arr)), 0))
     run = np.cumsum(starts) - 1
     run_length = np.bincount(run)[run]
-    return np.flatnonzero((np.arange(len(ids_arr)) - run_start < BLOCK_HEAD) & (run_length >= BLOCK_HEAD))
+    return np.flatnonzero((np.arange(len(ids_arr)) - run_start < BLOCK_HEAD) & (run_length > 1))
 
 
 def _body(fp: Fingerprint) -> np.ndarray:

@@ -296,7 +296,7 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
             query_record: ModelRecord | None = None,
             compare: Callable[[Fingerprint, Fingerprint], Any] = compare_fingerprints,
             refetch: Callable[[str, str], Fingerprint] | None = None,
-            pool: Executor | None = None) -> list[Neighbour]:
+            pool: Executor | None = None, ids: range | None = None) -> list[Neighbour]:
     """The ``k`` stored models closest to ``fp``: strongest verdict first, then weight score; once
     ``k`` copies are found, candidates later in index order are not compared (``_rerank``).
 
@@ -307,9 +307,13 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
     tokenizer is kept in full from then on. A family of recorded copies among the candidates is
     compared through its original and nearest members (FAMILY_NEAREST), the rest only when those
     disagree; the representatives' evidence says how many were left and why.
+
+    ``ids``: only the candidates whose fingerprint id is in that range, among those the search
+    proposes (what was stored up to a watermark, or since: ``bot.watch.matching.Matcher.search``).
     """
     query = IndexQuery.from_fingerprint(fp)
     cands = store.search(query, limit=max(MIN_RERANK, RERANK_PER_RESULT * k), exclude_repo=exclude_repo)
+    cands = [c for c in cands if ids is None or c.fingerprint_id in ids]
     families = _families(store, cands)
     later = {c.fingerprint_id for family in families for c in family.deferred}
     pairings = _pairings(store, fp, [c for c in cands if c.fingerprint_id not in later], refetch, compare)
@@ -362,5 +366,9 @@ def nearest(store: Store, fp: Fingerprint, k: int = 5, exclude_repo: str | None 
             likely_original=likely_original(result.verdict, query_record, other),
             comparison=result.to_dict(), result=result,
         ))
-    out.sort(key=_rank)
-    return out[:k]
+    return best(out, k)
+
+
+def best(neighbours: list[Neighbour], k: int) -> list[Neighbour]:
+    """The ``k`` strongest of ``neighbours``: strongest verdict first, then weight score."""
+    return sorted(neighbours, key=_rank)[:k]

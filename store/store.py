@@ -235,6 +235,11 @@ class Store:
         return StoredFingerprint(*row) if row else None
 
     @_translated
+    def last_fingerprint_id(self) -> int:
+        """The highest fingerprint id stored (0 when none): ids only grow, so a watermark."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM fingerprints").fetchone()[0])
+
+    @_translated
     def get_fingerprint(self, fingerprint_id: int) -> StoredFingerprint:
         row = self.conn.execute(f"SELECT {_FP_COLUMNS} FROM fingerprints WHERE id = ?", (fingerprint_id,)).fetchone()
         if row is None:

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from threadpoolctl import threadpool_limits
 
@@ -86,5 +87,18 @@ class ComparePool:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def renew_if_broken(self) -> None:
+        """Stop the workers when one died (a broken pool refuses new work), so that the next ``get``
+        starts new ones; a working pool, which other threads may be using, is left alone."""
+        with self._lock:
+            pool = self._pool
+            try:
+                if pool is not None:
+                    pool.submit(int).cancel()  # nothing to run: only the refusal tells
+                return
+            except BrokenProcessPool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     close = drop

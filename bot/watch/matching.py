@@ -24,7 +24,7 @@ from typing import Any
 
 from fingerprints.model import Fingerprint
 from fingerprints.plot import render_comparison_png
-from store.nearest import nearest
+from store.nearest import Neighbour, best, nearest
 from store.records import ModelRecord
 from store.rows import TIER_COMPACT, TIER_FULL
 from store.store import Store
@@ -85,6 +85,17 @@ def ancestors(store: Store, bases: Iterable[str]) -> set[str]:
 
 
 @dataclass
+class Searched:
+    """A model's nearest stored models (``Matcher.search``), waiting to be recorded (``Matcher.record``)."""
+
+    record: ModelRecord
+    sha: str
+    fp: Fingerprint
+    watermark: int  # the highest fingerprint id stored when it searched: later ones were not searched
+    neighbours: list[Neighbour]
+
+
+@dataclass
 class _Judged:
     """An alert decided and not yet queued, with the comparison its evidence plot is drawn from."""
 
@@ -134,10 +145,29 @@ class Matcher:
         """Store ``fp`` as ``record.repo_id`` at ``sha`` and record its copy relations, earlier model first.
         ``tier``: how much of it to keep (store/rows.py); by default full when it has a copy relation,
         else compact. Idempotent: ingesting a revision again records nothing new, same suspects."""
-        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
-                             compare=self.compare, refetch=self.refetch,
-                             pool=self.compare_pool.get() if self.compare_pool else None)
-        neighbours = [self._deepened(store, n, (record.repo_id, sha, fp)) for n in neighbours]
+        return self.record(store, self.search(store, record, sha, fp), tier)
+
+    def search(self, store: Store, record: ModelRecord, sha: str, fp: Fingerprint) -> Searched:
+        """The first half of ``ingest``, which several models may run at once, each in a thread with
+        its own ``store``: ``fp``'s nearest models among those stored now, compared (deeply when
+        needed). It stores nothing of ``fp``. Its only writes keep compact neighbours re-read from
+        the Hub in full (``store.set_tier``): single autocommit statements, which wait for the other
+        writers on the busy timeout; two searches re-reading one neighbour write the same bytes."""
+        watermark = store.last_fingerprint_id()
+        return Searched(record, sha, fp, watermark, self._nearest(store, record, sha, fp, range(watermark + 1)))
+
+    def record(self, store: Store, searched: Searched, tier: str | None = None) -> Ingested:
+        """The second half of ``ingest``, in arrival order: catch up with the models stored since
+        the search, then store the model and its copy relations."""
+        record, sha, fp = searched.record, searched.sha, searched.fp
+        neighbours = searched.neighbours
+        latest = store.last_fingerprint_id()
+        if latest > searched.watermark:
+            # Models stored since the search (the cycle's others, recorded meanwhile): the ones the
+            # same search proposes now are compared too, as if this model had been searched after
+            # them. Two copies of one model in one listing otherwise never see each other.
+            since = self._nearest(store, record, sha, fp, range(searched.watermark + 1, latest + 1))
+            neighbours = best(neighbours + since, NEIGHBOURS)
         copies = [n for n in neighbours if n.verdict in ALERTING_VERDICTS]
         fid, created = store.add_fingerprint(record.repo_id, sha, fp,
                                              tier=tier or (TIER_FULL if copies else TIER_COMPACT))
@@ -154,6 +184,13 @@ class Matcher:
             if result.verdict in ALERTING_VERDICTS:
                 done.recorded(store, fid, n.fingerprint_id, result)
         return done
+
+    def _nearest(self, store: Store, record: ModelRecord, sha: str, fp: Fingerprint, ids: range) -> list[Neighbour]:
+        """The nearest models among the stored ``ids``, those the standard comparison left undecided deepened."""
+        neighbours = nearest(store, fp, k=NEIGHBOURS, exclude_repo=record.repo_id, query_record=record,
+                             compare=self.compare, refetch=self.refetch,
+                             pool=self.compare_pool.get() if self.compare_pool else None, ids=ids)
+        return [self._deepened(store, n, (record.repo_id, sha, fp)) for n in neighbours]
 
     # ---- decide ----------------------------------------------------------------------------
 

@@ -8,9 +8,11 @@ One cycle of a feed:
    whose backoff has passed are claimed too;
 3. fingerprint the claimed ones concurrently (network-bound; ``feeds.concurrency`` at a time, one
    fetch per revision in the process);
-4. in this thread, ingest each (``bot.watch.matching``): store it and record its copy relations,
-   earlier model first; then decide every suspect the cycle touched against its whole family, so
-   the arrival order does not matter; alerts go to the SQLite outbox, never straight to Discord;
+4. ingest each (``bot.watch.matching``): search its nearest stored models as soon as it is
+   fingerprinted (a few at once, in threads), then in this thread, in arrival order, store it and
+   record its copy relations, earlier model first, as if the models had come one at a time; then
+   decide every suspect the cycle touched against its whole family, so the arrival order does not
+   matter; alerts go to the SQLite outbox, never straight to Discord;
 5. drain the outbox (``bot.alerts.delivery``): delivered exactly once across retries and restarts.
 
 SQLite connections are not shared across threads: every job opens its own ``Store``.
@@ -27,12 +29,13 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from fingerprints.errors import BudgetExceededError, InvalidModelError, UninspectableWeightsError
 from fingerprints.model import Fingerprint
@@ -57,7 +60,7 @@ from bot.ops.progress import progress
 from bot.watch.backlog import NEWEST_FEED, FeedCursor, walk_newest
 from bot.watch.compare_pool import ComparePool
 from bot.settings import Settings
-from bot.watch.matching import PLOT_KEY, Deepen, Matcher, plot_of
+from bot.watch.matching import PLOT_KEY, Deepen, Matcher, Searched, plot_of
 from bot.watch.records import model_record
 
 log = logging.getLogger("hubwatch.watcher")
@@ -71,6 +74,10 @@ LIST_EXPAND = ["author", "sha", "createdAt", "lastModified", "downloads", "likes
                "library_name", "pipeline_tag", "cardData", "gated", "private", "disabled"]
 # How often a feed waiting for fingerprints checks whether the process is stopping.
 STOP_POLL_S = 0.2
+# Models searched at once (Watcher.process): a search mostly waits, for the comparison pool and
+# for the Hub re-reads of compact candidates (~0.7 s each), while the polling thread records the
+# oldest one. MEASURED_LATER
+SEARCHES_IN_FLIGHT = 3
 # The outbox is drained this often between polls, so a Discord outage retry does not wait for
 # the next poll of a slow feed.
 DELIVERY_INTERVAL_S = 15
@@ -114,6 +121,14 @@ def failure_reason(exc: BaseException) -> str:
 
 
 @dataclass
+class Search:
+    """A fingerprinted model whose nearest stored models are being searched (``Matcher.search``)."""
+
+    item: PolledFingerprint
+    future: Future[Searched]
+
+
+@dataclass
 class WorkFailure:
     """What failed in a cycle, for the last line of `watch --once`: the feed or repo, and the error."""
 
@@ -154,15 +169,21 @@ class Watcher:
         self._fetches: dict[tuple[str, str], Future[PolledFingerprint]] = {}
         self._fetches_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=settings.feeds.concurrency, thread_name_prefix="hubwatch-fp")
+        # The full fingerprints of the revisions being processed, by (repo, sha): stored compact, one
+        # of them is re-read from here, not from the Hub, when a later model's search compares it.
+        self._processing: dict[tuple[str, str], Fingerprint] = {}
+        # Shared by the feeds, so that all of them together search SEARCHES_IN_FLIGHT models at most.
+        self._searches = ThreadPoolExecutor(max_workers=SEARCHES_IN_FLIGHT, thread_name_prefix="hubwatch-search")
         self.failures: list[WorkFailure] = []
 
     def stop(self) -> None:
         self.stopping.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.close()
 
     def close(self) -> None:
-        """Let the fingerprinting threads go (the Hub client is its builder's to close)."""
+        """Let the fingerprinting and search threads go (the Hub client is its builder's to close)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._searches.shutdown(wait=False, cancel_futures=True)
 
     # ---- one feed --------------------------------------------------------------------------
 
@@ -291,15 +312,38 @@ class Watcher:
     def process(self, store: Store, claimed: list[ModelRecord], summary: CycleSummary) -> None:
         """Fingerprint and ingest the claimed revisions, then decide every suspect they touched:
         models of one listing are judged together, whatever order they arrived in. A revision is
-        marked done only after its alerts are queued; on stop, unfinished claims are handed back."""
+        marked done only after its alerts are queued; on stop, unfinished claims are handed back.
+
+        A model is searched (``Matcher.search``) as soon as it is fingerprinted, up to
+        SEARCHES_IN_FLIGHT at once, and recorded (``Matcher.record``) here in the order the
+        searches began: the record catches up with the models stored since its search, so the
+        relations found are those of ingesting one model at a time."""
         suspects: dict[int, str] = {}  # fingerprint id -> the repo whose arrival made it a suspect
         ingested: list[ModelRecord] = []
         compared: dict[tuple[int, int], Any] = {}  # the cycle's recorded comparisons, for its alerts
+        searches: deque[Search] = deque()  # oldest first
         try:
             with progress(f"{summary.feed}: fingerprinting and comparing", len(claimed)) as bar:
+
+                def record_oldest() -> None:
+                    search = searches.popleft()
+                    self._ingest(store, search, searches, summary, suspects, ingested, compared)
+                    bar.advance(note=search.item.record.repo_id)
+
                 for item in self._fingerprint_all(claimed):
-                    self._ingest(store, item, summary, suspects, ingested, compared)
-                    bar.advance(note=item.record.repo_id)
+                    if item.fingerprint is None:
+                        self._fingerprint_failed(store, item, summary)
+                        bar.advance(note=item.record.repo_id)
+                        continue
+                    self._processing[(item.record.repo_id, item.record.sha)] = item.fingerprint
+                    try:
+                        searches.append(self._search(item))
+                    except RuntimeError:  # the search threads were shut down by stop() meanwhile
+                        break
+                    if len(searches) == SEARCHES_IN_FLIGHT:
+                        record_oldest()
+                while searches and not self.stopping.is_set():
+                    record_oldest()
             queued = len(self.matcher.decide_all(store, suspects, compared))
             if queued:
                 summary.alerts_enqueued += queued
@@ -309,32 +353,57 @@ class Watcher:
         finally:
             for record in claimed:
                 store.release_revision(record.repo_id, record.sha)  # only rows still in flight move
+                self._processing.pop((record.repo_id, record.sha), None)
 
-    def _ingest(self, store: Store, item: PolledFingerprint, summary: CycleSummary, suspects: dict[int, str],
-                ingested: list[ModelRecord], compared: dict[tuple[int, int], Any]) -> None:
-        """Store one fingerprint and its copy relations; collect the suspects it touched."""
-        record = item.record
-        if item.fingerprint is None:
-            self._fingerprint_failed(store, item, summary)
-            return
+    def _search(self, item: PolledFingerprint) -> Search:
+        """Start searching ``item``'s nearest stored models in a search thread, with its own store."""
+
+        def search() -> Searched:
+            with self.open_store() as store:
+                return self.matcher.search(store, item.record, item.record.sha, item.fingerprint)
+
+        return Search(item, self._searches.submit(search))
+
+    def _ingest(self, store: Store, search: Search, others: Iterable[Search], summary: CycleSummary,
+                suspects: dict[int, str], ingested: list[ModelRecord], compared: dict[tuple[int, int], Any]) -> None:
+        """Record a searched model and its copy relations; collect the suspects it touched.
+        ``others``: the searches still in flight."""
+        record = search.item.record
         tier = TIER_REFERENCE if record.repo_id in self._references else None
         try:
-            got = self.matcher.ingest(store, record, record.sha, item.fingerprint, tier=tier)
+            got = self.matcher.record(store, self._searched(store, search, others), tier=tier)
         except Exception as exc:  # one model must not stop the feed: record it, go on
+            if self.stopping.is_set():
+                return  # abandoned (a search cancelled by stop): its claim is handed back
             if isinstance(exc, BrokenProcessPool) and self.compare_pool is not None:
-                self.compare_pool.drop()  # the next model starts new workers
+                self.compare_pool.renew_if_broken()  # the next model starts new workers
             summary.errors += 1
             self._record_failure(store, f"repo {record.repo_id}@{record.sha}", exc)
             store.fail_revision(record.repo_id, record.sha, failure_reason(exc), str(exc))
             log.exception("processing failed", extra={"repo": record.repo_id, "sha": record.sha})
             return
         summary.fingerprinted += 1
-        summary.bytes_read += item.fingerprint.bytes_read
+        summary.bytes_read += search.item.fingerprint.bytes_read
         store.bump("models_fingerprinted")
         ingested.append(record)
         for fid in got.suspects:
             suspects.setdefault(fid, record.repo_id)
         compared.update(got.comparisons)
+
+    def _searched(self, store: Store, search: Search, others: Iterable[Search]) -> Searched:
+        """The search's result. When a comparison worker died under it (out of memory, say), every
+        search then on the pool failed, whichever model killed it: the others in flight are let
+        finish, new workers started, and this model searched again alone, here, so that only a
+        model that breaks the pool by itself fails."""
+        try:
+            return search.future.result()
+        except BrokenProcessPool:
+            if self.compare_pool is None:
+                raise
+            wait([other.future for other in others])
+            self.compare_pool.renew_if_broken()
+            item = search.item
+            return self.matcher.search(store, item.record, item.record.sha, item.fingerprint)
 
     def _fingerprint_failed(self, store: Store, item: PolledFingerprint, summary: CycleSummary) -> None:
         record, exc = item.record, item.error
@@ -351,6 +420,8 @@ class Watcher:
     def _refetch(self, repo_id: str, sha: str) -> Fingerprint:
         """The full fingerprint of a stored compact revision, read from the Hub again; any failure is
         the store's ``RefetchError``."""
+        if (fp := self._processing.get((repo_id, sha))) is not None:
+            return fp
         try:
             return self._fingerprint(self.hub.reader(repo_id, sha))
         except USER_ERRORS as exc:
