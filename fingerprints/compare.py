@@ -28,6 +28,7 @@ Weights are compared without trusting names, cheapest test first (a cascade):
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -601,12 +602,12 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     around one dot product of cached unit vectors. So pairs that hold the same rows take each
     similarity (values, invariant form, row Gram) from one product of the stacked unit vectors;
     pairs with different rows, or whose values the hidden-dimension map may align, are matched
-    one by one; pairs with nothing comparable are never visited.
+    one by one; pairs with nothing comparable, or never paired (a layer's tensor and a global
+    one), are never visited.
     """
     shape = (len(xs), len(ys))
     va, vb = [side_a.values(x) for x in xs], [side_b.values(y) for y in ys]
     sig_a, sig_b = [_row_signature(x) for x in xs], [_row_signature(y) for y in ys]
-    same_rows = _equal_keys(sig_a, sig_b)
     # _tensor_match's conditions, side by side: values comparable (under a rotation, not indexed by
     # the residual dimension), invariant forms, row Grams (only without embedding rows on both sides).
     values_a = np.array([side_a.comparable(x) and not (transform == HiddenTransform.ROTATION
@@ -621,7 +622,8 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     gram_b = np.array([no_rows and side_b.row_gram(y) is not None for y in ys], dtype=bool)
     values_possible = np.outer(values_a, values_b) & _equal_keys([v.shape[1:] for v in va], [v.shape[1:] for v in vb])
     possible = values_possible | np.outer(form_a, form_b) | np.outer(gram_a, gram_b)
-    one_by_one = possible & (~same_rows | (values_possible & mapped[:, None]))
+    paired = _equal_keys([x.layer is None for x in xs], [y.layer is None for y in ys])
+    one_by_one = possible & paired & (~_equal_keys(sig_a, sig_b) | (values_possible & mapped[:, None]))
 
     def keyed(keys: list, ok: np.ndarray) -> list:
         return [k if has else None for k, has in zip(keys, ok)]
@@ -636,13 +638,9 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
         _dot_table(keyed(sig_a, gram_a), keyed(sig_b, gram_b),
                    lambda i: side_a.row_gram_unit(xs[i]), lambda j: side_b.row_gram_unit(ys[j])),
     ]
-    # TensorMatch.best: max() over the parts found, in its order, then -1 (NaN handled as max() does).
-    best, found = np.zeros(shape), np.zeros(shape, dtype=bool)
-    for part, has in parts:
-        take = has & (~found | (part > best))
-        best[take] = part[take]
-        found |= has
-    best[found & (-1.0 > best)] = -1.0
+    # TensorMatch.best: the largest part found, at least -1 (sampled values are finite: weights.py).
+    best = np.maximum.reduce([np.where(has, part, -1.0) for part, has in parts])
+    found = np.logical_or.reduce([has for _, has in parts])
     rows = np.repeat(np.array([1 if len(x.shape) == 1 else len(x.rows) for x in xs])[:, None], len(ys), axis=1)
     for i, j in zip(*np.nonzero(one_by_one)):
         m = _tensor_match(xs[i], ys[j], side_a, side_b, hidden_map, transform, detail=False)
@@ -652,40 +650,52 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     return _KindTable(best, found, rows)
 
 
-class _PairTables:
-    """The pairing similarity of every same-kind pair of two lists of samples, built once."""
-
-    def __init__(self, xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, side_b: _Side,
-                 hidden_map, transform: HiddenTransform):
-        kinds_a, kinds_b = _by_kind(xs), _by_kind(ys)
-        self.position_a = {id(s): i for group in kinds_a.values() for i, s in enumerate(group)}
-        self.position_b = {id(s): i for group in kinds_b.values() for i, s in enumerate(group)}
-        self.tables = {k: _kind_table(group, kinds_b[k], side_a, side_b, hidden_map, transform)
-                       for k, group in kinds_a.items() if k in kinds_b}
-
-    def pairs(self, group_a: list[TensorSample], group_b: list[TensorSample]) -> list[tuple[TensorSample, TensorSample, float, int]]:
-        """Tensors of two groups paired within each kind, by assignment on similarity when several
-        are alike: (a, b, similarity, rows compared) of each pair with something comparable."""
-        kinds_b = _by_kind(group_b)
-        out = []
-        for k, xs in _by_kind(group_a).items():
-            ys = kinds_b.get(k)
-            if not ys:
-                continue
-            table = self.tables[k]
-            block = np.ix_([self.position_a[id(x)] for x in xs], [self.position_b[id(y)] for y in ys])
-            best, found, rows = table.best[block], table.found[block], table.rows[block]
-            for i, j in zip(*linear_sum_assignment(np.where(found, -best, 1.0))):
-                if found[i, j]:
-                    out.append((xs[i], ys[j], float(best[i, j]), int(rows[i, j])))
-        return out
-
-
 def _by_kind(samples: list[TensorSample]) -> dict[tuple[int, int], list[TensorSample]]:
     out: dict[tuple[int, int], list[TensorSample]] = {}
     for s in samples:
         out.setdefault(_kind(s), []).append(s)
     return out
+
+
+def _by_layer(samples: list[TensorSample]) -> dict[int | None, dict[tuple[int, int], tuple[list[TensorSample], np.ndarray]]]:
+    """Each layer's samples (None: the global ones) by kind, in their order, with their positions
+    in the kind's table (_by_kind of all samples)."""
+    position = {id(s): i for group in _by_kind(samples).values() for i, s in enumerate(group)}
+    found: dict[int | None, dict[tuple[int, int], tuple[list[TensorSample], list[int]]]] = {}
+    for s in samples:
+        members, positions = found.setdefault(s.layer, {}).setdefault(_kind(s), ([], []))
+        members.append(s)
+        positions.append(position[id(s)])
+    return {layer: {kind: (members, np.array(positions)) for kind, (members, positions) in by_kind.items()}
+            for layer, by_kind in found.items()}
+
+
+class _PairTables:
+    """The pairing similarity of every same-kind pair of two models' samples, built once: each layer
+    meets every other layer."""
+
+    def __init__(self, side_a: _Side, side_b: _Side, hidden_map, transform: HiddenTransform):
+        kinds_a, kinds_b = _by_kind(side_a.samples), _by_kind(side_b.samples)
+        self.tables = {k: _kind_table(xs, kinds_b[k], side_a, side_b, hidden_map, transform)
+                       for k, xs in kinds_a.items() if k in kinds_b}
+        self.layers_a, self.layers_b = _by_layer(side_a.samples), _by_layer(side_b.samples)
+
+    def pairs(self, layer_a: int | None, layer_b: int | None) -> list[tuple[TensorSample, TensorSample, float, int]]:
+        """The tensors of two layers (None: the global ones) paired within each kind, by assignment
+        on similarity when several are alike: (a, b, similarity, rows compared) of each pair with
+        something comparable."""
+        group_b = self.layers_b.get(layer_b, {})
+        out = []
+        for kind, (xs, positions_a) in self.layers_a.get(layer_a, {}).items():
+            if kind not in group_b:
+                continue
+            ys, positions_b = group_b[kind]
+            table, block = self.tables[kind], (positions_a[:, None], positions_b)
+            best, found, rows = table.best[block], table.found[block], table.rows[block]
+            for i, j in zip(*linear_sum_assignment(np.where(found, -best, 1.0))):
+                if found[i, j]:
+                    out.append((xs[i], ys[j], float(best[i, j]), int(rows[i, j])))
+        return out
 
 
 def _layer_score(pairs: list[tuple[TensorSample, TensorSample, float, int]]) -> float | None:
@@ -698,7 +708,7 @@ def _layer_score(pairs: list[tuple[TensorSample, TensorSample, float, int]]) -> 
         return None
     matrices = [best for _, _, best, rows in pairs if rows > 1]
     vectors = [best for _, _, best, rows in pairs if rows == 1]
-    return float(max(np.median(part) for part in (matrices, vectors) if part))
+    return float(max(statistics.median(part) for part in (matrices, vectors) if part))
 
 
 @dataclass
@@ -712,14 +722,10 @@ class _Layers:
 
 
 def match_layers(side_a: _Side, side_b: _Side, hidden_map, transform: HiddenTransform) -> _Layers:
-    sa = [s for s in side_a.samples if s.layer is not None]
-    sb = [s for s in side_b.samples if s.layer is not None]
-    layers_a = sorted({s.layer for s in sa})
-    layers_b = sorted({s.layer for s in sb})
-    group_a = {l: [s for s in sa if s.layer == l] for l in layers_a}
-    group_b = {l: [s for s in sb if s.layer == l] for l in layers_b}
-    layered = _PairTables(sa, sb, side_a, side_b, hidden_map, transform)
-    matrix = [[_layer_score(layered.pairs(group_a[la], group_b[lb])) for lb in layers_b] for la in layers_a]
+    tables = _PairTables(side_a, side_b, hidden_map, transform)
+    layers_a = sorted(l for l in tables.layers_a if l is not None)
+    layers_b = sorted(l for l in tables.layers_b if l is not None)
+    matrix = [[_layer_score(tables.pairs(la, lb)) for lb in layers_b] for la in layers_a]
     pairs: list[LayerPair] = []
     if layers_a and layers_b:
         cost = np.array([[-(v if v is not None else -1.0) for v in row] for row in matrix])
@@ -727,13 +733,11 @@ def match_layers(side_a: _Side, side_b: _Side, hidden_map, transform: HiddenTran
             if matrix[i][j] is not None:
                 pairs.append(LayerPair(layers_a[i], layers_b[j], matrix[i][j]))
 
-    def detailed(tables: _PairTables, ga: list[TensorSample], gb: list[TensorSample]) -> list[TensorMatch]:
-        return [_tensor_match(x, y, side_a, side_b, hidden_map, transform) for x, y, _, _ in tables.pairs(ga, gb)]
+    def detailed(layer_a: int | None, layer_b: int | None) -> list[TensorMatch]:
+        return [_tensor_match(x, y, side_a, side_b, hidden_map, transform) for x, y, _, _ in tables.pairs(layer_a, layer_b)]
 
-    globals_a = [s for s in side_a.samples if s.layer is None]
-    globals_b = [s for s in side_b.samples if s.layer is None]
-    global_matches = detailed(_PairTables(globals_a, globals_b, side_a, side_b, hidden_map, transform), globals_a, globals_b)
-    layer_matches = [m for p in pairs for m in detailed(layered, group_a[p.a], group_b[p.b])]
+    global_matches = detailed(None, None)
+    layer_matches = [m for p in pairs for m in detailed(p.a, p.b)]
     return _Layers(matrix, layers_a, layers_b, pairs, layer_matches, global_matches)
 
 
