@@ -143,6 +143,14 @@ def _raw_rel_delta(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(b - a) / denom) if denom > 0 else float("inf")
 
 
+def _centred_unit(x: np.ndarray) -> np.ndarray:
+    """x flattened, centred and scaled to norm 1: the Pearson correlation of two is their dot product."""
+    x = x.ravel()
+    x = x - x.mean()
+    norm = np.linalg.norm(x)
+    return x / norm if norm > 0 else x
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms == 0, 1, norms)
@@ -360,10 +368,7 @@ class _Side:
         """The values (or invariant form), flattened, centred and scaled to norm 1: Pearson is a dot product."""
         key = (id(sample), form)
         if key not in self._units:
-            x = (self.invariant_form(sample) if form else self.values(sample)).ravel()
-            x = x - x.mean()
-            norm = np.linalg.norm(x)
-            self._units[key] = x / norm if norm > 0 else x
+            self._units[key] = _centred_unit(self.invariant_form(sample) if form else self.values(sample))
         return self._units[key]
 
     def comparable(self, sample: TensorSample) -> bool:
@@ -410,10 +415,7 @@ class _Side:
         key = id(sample)
         if key not in self._gram_units:
             gram = self.row_gram(sample)
-            x = gram[np.triu_indices(len(gram), k=1)]
-            x = x - x.mean()
-            norm = np.linalg.norm(x)
-            self._gram_units[key] = x / norm if norm > 0 else x
+            self._gram_units[key] = _centred_unit(gram[np.triu_indices(len(gram), k=1)])
         return self._gram_units[key]
 
 
@@ -603,10 +605,10 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     Pairing layers meets every tensor with every same-kind tensor of every layer, and one
     _tensor_match call per pair was ~75% of a comparison's CPU, nearly all of it Python overhead
     around one dot product of cached unit vectors. So pairs that hold the same rows take each
-    similarity (values, invariant form, row Gram) from one product of the stacked unit vectors;
-    pairs with different rows, or whose values the hidden-dimension map may align, are matched
-    one by one; pairs with nothing comparable, or never paired (a layer's tensor and a global
-    one), are never visited.
+    similarity (values, values aligned by the hidden-dimension map, invariant form, row Gram) from
+    one product of the stacked unit vectors; pairs with different rows are matched one by one;
+    pairs with nothing comparable, or never paired (a layer's tensor and a global one), are never
+    visited.
     """
     shape = (len(xs), len(ys))
     va, vb = [side_a.values(x) for x in xs], [side_b.values(y) for y in ys]
@@ -626,7 +628,7 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     values_possible = np.outer(values_a, values_b) & _equal_keys([v.shape[1:] for v in va], [v.shape[1:] for v in vb])
     possible = values_possible | np.outer(form_a, form_b) | np.outer(gram_a, gram_b)
     paired = _equal_keys([x.layer is None for x in xs], [y.layer is None for y in ys])
-    one_by_one = possible & paired & (~_equal_keys(sig_a, sig_b) | (values_possible & mapped[:, None]))
+    one_by_one = possible & paired & ~_equal_keys(sig_a, sig_b)
 
     def keyed(keys: list, ok: np.ndarray) -> list:
         return [k if has else None for k, has in zip(keys, ok)]
@@ -634,8 +636,11 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     shaped_a = [(s, v.shape) if s is not None else None for s, v in zip(sig_a, va)]
     shaped_b = [(s, v.shape) if s is not None else None for s, v in zip(sig_b, vb)]
     parts = [
-        _dot_table(keyed(shaped_a, values_a & ~mapped), keyed(shaped_b, values_b),
+        _dot_table(keyed(shaped_a, values_a), keyed(shaped_b, values_b),
                    lambda i: side_a.unit(xs[i]), lambda j: side_b.unit(ys[j])),
+        # B's values with A's hidden dimension order and signs, kept where they correlate better.
+        _dot_table(keyed(shaped_a, values_a & mapped), keyed(shaped_b, values_b),
+                   lambda i: side_a.unit(xs[i]), lambda j: _centred_unit(vb[j][:, hidden_map[0]] * hidden_map[1])),
         _dot_table(keyed(sig_a, form_a), keyed(sig_b, form_b),
                    lambda i: side_a.unit(xs[i], form=True), lambda j: side_b.unit(ys[j], form=True)),
         _dot_table(keyed(sig_a, gram_a), keyed(sig_b, gram_b),
