@@ -604,11 +604,12 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
 
     Pairing layers meets every tensor with every same-kind tensor of every layer, and one
     _tensor_match call per pair was ~75% of a comparison's CPU, nearly all of it Python overhead
-    around one dot product of cached unit vectors. So pairs that hold the same rows take each
-    similarity (values, values aligned by the hidden-dimension map, invariant form, row Gram) from
-    one product of the stacked unit vectors; pairs with different rows are matched one by one;
-    pairs with nothing comparable, or never paired (a layer's tensor and a global one), are never
-    visited.
+    around one dot product. So the pairs are taken a block at a time, the samples of A that hold
+    one set of rows against those of B that hold another (all of them in one block when both
+    models were sampled alike; a cast or quantised copy holds fewer rows of each matrix): each
+    similarity (values, values aligned by the hidden-dimension map, invariant form, row Gram) is
+    one product of the stacked unit vectors of the rows the two sets share. Samples with
+    duplicated rows, or the same rows in another order, are matched pair by pair.
     """
     shape = (len(xs), len(ys))
     va, vb = [side_a.values(x) for x in xs], [side_b.values(y) for y in ys]
@@ -625,37 +626,90 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     no_rows = side_a.rows is None and side_b.rows is None
     gram_a = np.array([no_rows and side_a.row_gram(x) is not None for x in xs], dtype=bool)
     gram_b = np.array([no_rows and side_b.row_gram(y) is not None for y in ys], dtype=bool)
-    values_possible = np.outer(values_a, values_b) & _equal_keys([v.shape[1:] for v in va], [v.shape[1:] for v in vb])
-    possible = values_possible | np.outer(form_a, form_b) | np.outer(gram_a, gram_b)
-    paired = _equal_keys([x.layer is None for x in xs], [y.layer is None for y in ys])
-    one_by_one = possible & paired & ~_equal_keys(sig_a, sig_b)
+    width_a, width_b = [v.shape[1:] for v in va], [v.shape[1:] for v in vb]
 
-    def keyed(keys: list, ok: np.ndarray) -> list:
-        return [k if has else None for k, has in zip(keys, ok)]
+    def keyed(ok: np.ndarray, members: list[int], keys: list | None = None) -> list:
+        """Keys of a block's members that have the vector (values: their width; the others: one key)."""
+        return [(keys[i] if keys is not None else ()) if ok[i] else None for i in members]
 
-    shaped_a = [(s, v.shape) if s is not None else None for s, v in zip(sig_a, va)]
-    shaped_b = [(s, v.shape) if s is not None else None for s, v in zip(sig_b, vb)]
-    parts = [
-        _dot_table(keyed(shaped_a, values_a), keyed(shaped_b, values_b),
-                   lambda i: side_a.unit(xs[i]), lambda j: side_b.unit(ys[j])),
-        # B's values with A's hidden dimension order and signs, kept where they correlate better.
-        _dot_table(keyed(shaped_a, values_a & mapped), keyed(shaped_b, values_b),
-                   lambda i: side_a.unit(xs[i]), lambda j: _centred_unit(vb[j][:, hidden_map[0]] * hidden_map[1])),
-        _dot_table(keyed(sig_a, form_a), keyed(sig_b, form_b),
-                   lambda i: side_a.unit(xs[i], form=True), lambda j: side_b.unit(ys[j], form=True)),
-        _dot_table(keyed(sig_a, gram_a), keyed(sig_b, gram_b),
-                   lambda i: side_a.row_gram_unit(xs[i]), lambda j: side_b.row_gram_unit(ys[j])),
-    ]
+    parts = [(np.zeros(shape), np.zeros(shape, dtype=bool)) for _ in range(4)]
+    rows = np.zeros(shape, dtype=int)
+    one_by_one = np.zeros(shape, dtype=bool)
+    for rows_a, ia in _indices_by(sig_a).items():
+        for rows_b, ib in _indices_by(sig_b).items():
+            block = np.ix_(ia, ib)
+            if rows_a is None or rows_b is None or (rows_a != rows_b and set(rows_a) == set(rows_b)):
+                one_by_one[block] = True
+                continue
+            if rows_a == rows_b:  # the same rows: the cached unit vectors of the whole samples
+                ta, tb = _SharedRows(side_a, None), _SharedRows(side_b, None)
+                shared = len(rows_a)
+            else:
+                positions = _common_rows(xs[ia[0]], ys[ib[0]])
+                if positions is None:
+                    continue
+                ta, tb = _SharedRows(side_a, positions[0]), _SharedRows(side_b, positions[1])
+                shared = len(positions[0])
+            rows[block] = shared
+            grams = shared >= ROW_GRAM_MIN_ROWS
+            for (values, has), (value, found) in zip(parts, (
+                _dot_table(keyed(values_a, ia, width_a), keyed(values_b, ib, width_b),
+                           lambda i: ta.unit(xs[ia[i]]), lambda j: tb.unit(ys[ib[j]])),
+                # B's values in A's hidden dimension order and signs, kept where they correlate better.
+                _dot_table(keyed(values_a & mapped, ia, width_a), keyed(values_b, ib, width_b),
+                           lambda i: ta.unit(xs[ia[i]]),
+                           lambda j: _centred_unit(tb.values(ys[ib[j]])[:, hidden_map[0]] * hidden_map[1])),
+                _dot_table(keyed(form_a, ia), keyed(form_b, ib),
+                           lambda i: ta.form_unit(xs[ia[i]]), lambda j: tb.form_unit(ys[ib[j]])),
+                _dot_table(keyed(gram_a & grams, ia), keyed(gram_b & grams, ib),
+                           lambda i: ta.row_gram_unit(xs[ia[i]]), lambda j: tb.row_gram_unit(ys[ib[j]])),
+            )):
+                values[block], has[block] = value, found
     # TensorMatch.best: the largest part found, at least -1 (sampled values are finite: weights.py).
-    best = np.maximum.reduce([np.where(has, part, -1.0) for part, has in parts])
+    best = np.maximum.reduce([np.where(has, value, -1.0) for value, has in parts])
     found = np.logical_or.reduce([has for _, has in parts])
-    rows = np.repeat(np.array([1 if len(x.shape) == 1 else len(x.rows) for x in xs])[:, None], len(ys), axis=1)
-    for i, j in zip(*np.nonzero(one_by_one)):
+    possible = (np.outer(values_a, values_b) & _equal_keys(width_a, width_b)) | np.outer(form_a, form_b) | np.outer(gram_a, gram_b)
+    paired = _equal_keys([x.layer is None for x in xs], [y.layer is None for y in ys])
+    for i, j in zip(*np.nonzero(one_by_one & possible & paired)):
         m = _tensor_match(xs[i], ys[j], side_a, side_b, hidden_map, transform, detail=False)
         found[i, j] = m is not None
         if m is not None:
             best[i, j], rows[i, j] = m.best, m.rows
     return _KindTable(best, found, rows)
+
+
+@dataclass
+class _SharedRows:
+    """One side's samples restricted to the rows the other side's samples share (positions None: all
+    of them, in the same order), with the unit vectors _tensor_match correlates."""
+
+    side: _Side
+    positions: np.ndarray | None
+
+    def values(self, s: TensorSample) -> np.ndarray:
+        values = self.side.values(s)
+        return values if self.positions is None else values[self.positions]
+
+    def unit(self, s: TensorSample) -> np.ndarray:
+        return self.side.unit(s) if self.positions is None else _centred_unit(self.values(s))
+
+    def form_unit(self, s: TensorSample) -> np.ndarray:
+        if self.positions is None:
+            return self.side.unit(s, form=True)
+        return _centred_unit(self.side.invariant_form(s)[:, self.positions])
+
+    def row_gram_unit(self, s: TensorSample) -> np.ndarray:
+        if self.positions is None:
+            return self.side.row_gram_unit(s)
+        p = self.positions
+        return _centred_unit(self.side.row_gram(s)[np.ix_(p, p)][np.triu_indices(len(p), k=1)])
+
+
+def _indices_by(keys: list) -> dict:
+    out: dict = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return out
 
 
 def _by_kind(samples: list[TensorSample]) -> dict[tuple[int, int], list[TensorSample]]:
