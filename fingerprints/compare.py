@@ -555,14 +555,17 @@ def _tensor_match(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Si
     )
 
 
-def _kind(s: TensorSample) -> tuple[int, int]:
+_Kind = tuple[int, int]  # rank and row count
+
+
+def _kind(s: TensorSample) -> _Kind:
     """Tensors are paired only with tensors of the same kind: rank and row count."""
     return len(s.shape), s.shape[0]
 
 
 def _row_signature(s: TensorSample) -> tuple[int, ...] | None:
-    """Equal for two samples exactly when _correlation compares their cached unit vectors as they
-    are (the same rows in the same order; a vector is one row); None: duplicated rows."""
+    """The rows a sample holds, in order (a vector is one row): samples with equal signatures are
+    correlated on their cached unit vectors as they are, as _correlation does; None: duplicated rows."""
     if len(s.shape) == 1:
         return (0,) if len(s.rows) == 1 else None
     return tuple(s.rows) if len(set(s.rows)) == len(s.rows) else None
@@ -638,6 +641,7 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     for rows_a, ia in _indices_by(sig_a).items():
         for rows_b, ib in _indices_by(sig_b).items():
             block = np.ix_(ia, ib)
+            # Same rows in another order: _tensor_match correlates their row Grams as stored.
             if rows_a is None or rows_b is None or (rows_a != rows_b and set(rows_a) == set(rows_b)):
                 one_by_one[block] = True
                 continue
@@ -668,7 +672,8 @@ def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, s
     # TensorMatch.best: the largest part found, at least -1 (sampled values are finite: weights.py).
     best = np.maximum.reduce([np.where(has, value, -1.0) for value, has in parts])
     found = np.logical_or.reduce([has for _, has in parts])
-    possible = (np.outer(values_a, values_b) & _equal_keys(width_a, width_b)) | np.outer(form_a, form_b) | np.outer(gram_a, gram_b)
+    possible = ((np.outer(values_a, values_b) & _equal_keys(width_a, width_b))
+                | np.outer(form_a, form_b) | np.outer(gram_a, gram_b))
     paired = _equal_keys([x.layer is None for x in xs], [y.layer is None for y in ys])
     for i, j in zip(*np.nonzero(one_by_one & possible & paired)):
         m = _tensor_match(xs[i], ys[j], side_a, side_b, hidden_map, transform, detail=False)
@@ -706,24 +711,25 @@ class _SharedRows:
 
 
 def _indices_by(keys: list) -> dict:
+    """The positions of each key, in first-seen order."""
     out: dict = {}
     for i, k in enumerate(keys):
         out.setdefault(k, []).append(i)
     return out
 
 
-def _by_kind(samples: list[TensorSample]) -> dict[tuple[int, int], list[TensorSample]]:
-    out: dict[tuple[int, int], list[TensorSample]] = {}
+def _by_kind(samples: list[TensorSample]) -> dict[_Kind, list[TensorSample]]:
+    out: dict[_Kind, list[TensorSample]] = {}
     for s in samples:
         out.setdefault(_kind(s), []).append(s)
     return out
 
 
-def _by_layer(samples: list[TensorSample]) -> dict[int | None, dict[tuple[int, int], tuple[list[TensorSample], np.ndarray]]]:
+def _by_layer(samples: list[TensorSample]) -> dict[int | None, dict[_Kind, tuple[list[TensorSample], np.ndarray]]]:
     """Each layer's samples (None: the global ones) by kind, in their order, with their positions
     in the kind's table (_by_kind of all samples)."""
     position = {id(s): i for group in _by_kind(samples).values() for i, s in enumerate(group)}
-    found: dict[int | None, dict[tuple[int, int], tuple[list[TensorSample], list[int]]]] = {}
+    found: dict[int | None, dict[_Kind, tuple[list[TensorSample], list[int]]]] = {}
     for s in samples:
         members, positions = found.setdefault(s.layer, {}).setdefault(_kind(s), ([], []))
         members.append(s)
@@ -796,7 +802,8 @@ def match_layers(side_a: _Side, side_b: _Side, hidden_map, transform: HiddenTran
                 pairs.append(LayerPair(layers_a[i], layers_b[j], matrix[i][j]))
 
     def detailed(layer_a: int | None, layer_b: int | None) -> list[TensorMatch]:
-        return [_tensor_match(x, y, side_a, side_b, hidden_map, transform) for x, y, _, _ in tables.pairs(layer_a, layer_b)]
+        return [_tensor_match(x, y, side_a, side_b, hidden_map, transform)
+                for x, y, _, _ in tables.pairs(layer_a, layer_b)]
 
     global_matches = detailed(None, None)
     layer_matches = [m for p in pairs for m in detailed(p.a, p.b)]
