@@ -28,6 +28,7 @@ Weights are compared without trusting names, cheapest test first (a cascade):
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -549,42 +550,165 @@ def _tensor_match(sa: TensorSample, sb: TensorSample, side_a: _Side, side_b: _Si
     )
 
 
-def _match_groups(group_a: list[TensorSample], group_b: list[TensorSample], side_a: _Side, side_b: _Side,
-                  hidden_map, transform: HiddenTransform, detail: bool) -> list[TensorMatch]:
-    """Pair tensors of the same kind (rank and row count), by assignment on similarity when several are alike."""
-    def key(s: TensorSample) -> tuple[int, int]:
-        return len(s.shape), s.shape[0]
-
-    by_key_b: dict[tuple[int, int], list[TensorSample]] = {}
-    for s in group_b:
-        by_key_b.setdefault(key(s), []).append(s)
-    by_key_a: dict[tuple[int, int], list[TensorSample]] = {}
-    for s in group_a:
-        by_key_a.setdefault(key(s), []).append(s)
-    matches = []
-    for k, xs in by_key_a.items():
-        ys = by_key_b.get(k)
-        if not ys:
-            continue
-        found = [[_tensor_match(x, y, side_a, side_b, hidden_map, transform, detail=False) for y in ys] for x in xs]
-        cost = np.array([[-(m.best if m else -1.0) for m in row] for row in found])
-        for i, j in zip(*linear_sum_assignment(cost)):
-            if found[i][j] is not None:
-                matches.append(_tensor_match(xs[i], ys[j], side_a, side_b, hidden_map, transform) if detail else found[i][j])
-    return matches
+def _kind(s: TensorSample) -> tuple[int, int]:
+    """Tensors are paired only with tensors of the same kind: rank and row count."""
+    return len(s.shape), s.shape[0]
 
 
-def _layer_score(matches: list[TensorMatch]) -> float | None:
+def _row_signature(s: TensorSample) -> tuple[int, ...] | None:
+    """Equal for two samples exactly when _correlation compares their cached unit vectors as they
+    are (the same rows in the same order; a vector is one row); None: duplicated rows."""
+    if len(s.shape) == 1:
+        return (0,) if len(s.rows) == 1 else None
+    return tuple(s.rows) if len(set(s.rows)) == len(s.rows) else None
+
+
+def _equal_keys(keys_a: list, keys_b: list) -> np.ndarray:
+    """Which keys of A equal which keys of B (None equals nothing)."""
+    codes: dict = {None: -1}
+    ca = np.array([codes.setdefault(k, len(codes)) for k in keys_a], dtype=int)
+    cb = np.array([codes.setdefault(k, len(codes)) for k in keys_b], dtype=int)
+    return (ca[:, None] == cb[None, :]) & (ca[:, None] >= 0)
+
+
+def _dot_table(keys_a: list, keys_b: list, unit_a, unit_b) -> tuple[np.ndarray, np.ndarray]:
+    """Dot products of the unit vectors of every pair whose keys are equal (None: no vector), one
+    matrix product per key; and which pairs have one."""
+    values = np.zeros((len(keys_a), len(keys_b)))
+    taken = np.zeros(values.shape, dtype=bool)
+    for key in dict.fromkeys(k for k in keys_a if k is not None):
+        ib = [j for j, k in enumerate(keys_b) if k == key]
+        if ib:
+            ia = [i for i, k in enumerate(keys_a) if k == key]
+            block = np.ix_(ia, ib)
+            values[block] = np.stack([unit_a(i) for i in ia]) @ np.stack([unit_b(j) for j in ib]).T
+            taken[block] = True
+    return values, taken
+
+
+@dataclass
+class _KindTable:
+    best: np.ndarray  # TensorMatch.best of every pair, as _tensor_match(detail=False) gives it
+    found: np.ndarray  # where _tensor_match finds something comparable
+    rows: np.ndarray  # the rows each pair compares (TensorMatch.rows)
+
+
+def _kind_table(xs: list[TensorSample], ys: list[TensorSample], side_a: _Side, side_b: _Side,
+                hidden_map, transform: HiddenTransform) -> _KindTable:
+    """_tensor_match(x, y, detail=False) of every pair of xs x ys (one kind), as whole matrices.
+
+    Pairing layers meets every tensor with every same-kind tensor of every layer, and one
+    _tensor_match call per pair was ~75% of a comparison's CPU, nearly all of it Python overhead
+    around one dot product of cached unit vectors. So pairs that hold the same rows take each
+    similarity (values, invariant form, row Gram) from one product of the stacked unit vectors;
+    pairs with different rows, or whose values the hidden-dimension map may align, are matched
+    one by one; pairs with nothing comparable, or never paired (a layer's tensor and a global
+    one), are never visited.
+    """
+    shape = (len(xs), len(ys))
+    va, vb = [side_a.values(x) for x in xs], [side_b.values(y) for y in ys]
+    sig_a, sig_b = [_row_signature(x) for x in xs], [_row_signature(y) for y in ys]
+    # _tensor_match's conditions, side by side: values comparable (under a rotation, not indexed by
+    # the residual dimension), invariant forms, row Grams (only without embedding rows on both sides).
+    values_a = np.array([side_a.comparable(x) and not (transform == HiddenTransform.ROTATION
+                                                       and (side_a.hidden or -1) in (v.shape[-1], x.shape[0]))
+                         for x, v in zip(xs, va)], dtype=bool)
+    values_b = np.array([side_b.comparable(y) for y in ys], dtype=bool)
+    mapped = np.array([hidden_map is not None and v.shape[-1] == len(hidden_map[0]) for v in va], dtype=bool)
+    form_a = np.array([side_a.invariant_form(x) is not None for x in xs], dtype=bool)
+    form_b = np.array([side_b.invariant_form(y) is not None for y in ys], dtype=bool)
+    no_rows = side_a.rows is None and side_b.rows is None
+    gram_a = np.array([no_rows and side_a.row_gram(x) is not None for x in xs], dtype=bool)
+    gram_b = np.array([no_rows and side_b.row_gram(y) is not None for y in ys], dtype=bool)
+    values_possible = np.outer(values_a, values_b) & _equal_keys([v.shape[1:] for v in va], [v.shape[1:] for v in vb])
+    possible = values_possible | np.outer(form_a, form_b) | np.outer(gram_a, gram_b)
+    paired = _equal_keys([x.layer is None for x in xs], [y.layer is None for y in ys])
+    one_by_one = possible & paired & (~_equal_keys(sig_a, sig_b) | (values_possible & mapped[:, None]))
+
+    def keyed(keys: list, ok: np.ndarray) -> list:
+        return [k if has else None for k, has in zip(keys, ok)]
+
+    shaped_a = [(s, v.shape) if s is not None else None for s, v in zip(sig_a, va)]
+    shaped_b = [(s, v.shape) if s is not None else None for s, v in zip(sig_b, vb)]
+    parts = [
+        _dot_table(keyed(shaped_a, values_a & ~mapped), keyed(shaped_b, values_b),
+                   lambda i: side_a.unit(xs[i]), lambda j: side_b.unit(ys[j])),
+        _dot_table(keyed(sig_a, form_a), keyed(sig_b, form_b),
+                   lambda i: side_a.unit(xs[i], form=True), lambda j: side_b.unit(ys[j], form=True)),
+        _dot_table(keyed(sig_a, gram_a), keyed(sig_b, gram_b),
+                   lambda i: side_a.row_gram_unit(xs[i]), lambda j: side_b.row_gram_unit(ys[j])),
+    ]
+    # TensorMatch.best: the largest part found, at least -1 (sampled values are finite: weights.py).
+    best = np.maximum.reduce([np.where(has, part, -1.0) for part, has in parts])
+    found = np.logical_or.reduce([has for _, has in parts])
+    rows = np.repeat(np.array([1 if len(x.shape) == 1 else len(x.rows) for x in xs])[:, None], len(ys), axis=1)
+    for i, j in zip(*np.nonzero(one_by_one)):
+        m = _tensor_match(xs[i], ys[j], side_a, side_b, hidden_map, transform, detail=False)
+        found[i, j] = m is not None
+        if m is not None:
+            best[i, j], rows[i, j] = m.best, m.rows
+    return _KindTable(best, found, rows)
+
+
+def _by_kind(samples: list[TensorSample]) -> dict[tuple[int, int], list[TensorSample]]:
+    out: dict[tuple[int, int], list[TensorSample]] = {}
+    for s in samples:
+        out.setdefault(_kind(s), []).append(s)
+    return out
+
+
+def _by_layer(samples: list[TensorSample]) -> dict[int | None, dict[tuple[int, int], tuple[list[TensorSample], np.ndarray]]]:
+    """Each layer's samples (None: the global ones) by kind, in their order, with their positions
+    in the kind's table (_by_kind of all samples)."""
+    position = {id(s): i for group in _by_kind(samples).values() for i, s in enumerate(group)}
+    found: dict[int | None, dict[tuple[int, int], tuple[list[TensorSample], list[int]]]] = {}
+    for s in samples:
+        members, positions = found.setdefault(s.layer, {}).setdefault(_kind(s), ([], []))
+        members.append(s)
+        positions.append(position[id(s)])
+    return {layer: {kind: (members, np.array(positions)) for kind, (members, positions) in by_kind.items()}
+            for layer, by_kind in found.items()}
+
+
+class _PairTables:
+    """The pairing similarity of every same-kind pair of two models' samples, built once: each layer
+    meets every other layer."""
+
+    def __init__(self, side_a: _Side, side_b: _Side, hidden_map, transform: HiddenTransform):
+        kinds_a, kinds_b = _by_kind(side_a.samples), _by_kind(side_b.samples)
+        self.tables = {k: _kind_table(xs, kinds_b[k], side_a, side_b, hidden_map, transform)
+                       for k, xs in kinds_a.items() if k in kinds_b}
+        self.layers_a, self.layers_b = _by_layer(side_a.samples), _by_layer(side_b.samples)
+
+    def pairs(self, layer_a: int | None, layer_b: int | None) -> list[tuple[TensorSample, TensorSample, float, int]]:
+        """The tensors of two layers (None: the global ones) paired within each kind, by assignment
+        on similarity when several are alike: (a, b, similarity, rows compared) of each pair with
+        something comparable."""
+        group_b = self.layers_b.get(layer_b, {})
+        out = []
+        for kind, (xs, positions_a) in self.layers_a.get(layer_a, {}).items():
+            if kind not in group_b:
+                continue
+            ys, positions_b = group_b[kind]
+            table, block = self.tables[kind], (positions_a[:, None], positions_b)
+            best, found, rows = table.best[block], table.found[block], table.rows[block]
+            for i, j in zip(*linear_sum_assignment(np.where(found, -best, 1.0))):
+                if found[i, j]:
+                    out.append((xs[i], ys[j], float(best[i, j]), int(rows[i, j])))
+        return out
+
+
+def _layer_score(pairs: list[tuple[TensorSample, TensorSample, float, int]]) -> float | None:
     """How well two layers match: the better of their matrices' and their vectors' median.
 
     Vectors (norm gains, biases) alone still pair layers whose every sampled matrix row was
     permuted (heads and neurons reordered): after the hidden alignment their norms agree.
     """
-    if not matches:
+    if not pairs:
         return None
-    matrices = [m.best for m in matches if m.rows > 1]
-    vectors = [m.best for m in matches if m.rows == 1]
-    return float(max(np.median(part) for part in (matrices, vectors) if part))
+    matrices = [best for _, _, best, rows in pairs if rows > 1]
+    vectors = [best for _, _, best, rows in pairs if rows == 1]
+    return float(max(statistics.median(part) for part in (matrices, vectors) if part))
 
 
 @dataclass
@@ -598,28 +722,22 @@ class _Layers:
 
 
 def match_layers(side_a: _Side, side_b: _Side, hidden_map, transform: HiddenTransform) -> _Layers:
-    sa = [s for s in side_a.samples if s.layer is not None]
-    sb = [s for s in side_b.samples if s.layer is not None]
-    layers_a = sorted({s.layer for s in sa})
-    layers_b = sorted({s.layer for s in sb})
-    group_a = {l: [s for s in sa if s.layer == l] for l in layers_a}
-    group_b = {l: [s for s in sb if s.layer == l] for l in layers_b}
-    matrix: list[list[float | None]] = []
-    for la in layers_a:
-        row = []
-        for lb in layers_b:
-            row.append(_layer_score(_match_groups(group_a[la], group_b[lb], side_a, side_b, hidden_map, transform, False)))
-        matrix.append(row)
+    tables = _PairTables(side_a, side_b, hidden_map, transform)
+    layers_a = sorted(l for l in tables.layers_a if l is not None)
+    layers_b = sorted(l for l in tables.layers_b if l is not None)
+    matrix = [[_layer_score(tables.pairs(la, lb)) for lb in layers_b] for la in layers_a]
     pairs: list[LayerPair] = []
     if layers_a and layers_b:
         cost = np.array([[-(v if v is not None else -1.0) for v in row] for row in matrix])
         for i, j in zip(*linear_sum_assignment(cost)):
             if matrix[i][j] is not None:
                 pairs.append(LayerPair(layers_a[i], layers_b[j], matrix[i][j]))
-    globals_a = [s for s in side_a.samples if s.layer is None]
-    globals_b = [s for s in side_b.samples if s.layer is None]
-    global_matches = _match_groups(globals_a, globals_b, side_a, side_b, hidden_map, transform, True)
-    layer_matches = [m for p in pairs for m in _match_groups(group_a[p.a], group_b[p.b], side_a, side_b, hidden_map, transform, True)]
+
+    def detailed(layer_a: int | None, layer_b: int | None) -> list[TensorMatch]:
+        return [_tensor_match(x, y, side_a, side_b, hidden_map, transform) for x, y, _, _ in tables.pairs(layer_a, layer_b)]
+
+    global_matches = detailed(None, None)
+    layer_matches = [m for p in pairs for m in detailed(p.a, p.b)]
     return _Layers(matrix, layers_a, layers_b, pairs, layer_matches, global_matches)
 
 

@@ -450,3 +450,41 @@ def test_the_budget_waits_for_a_spent_window_instead_of_meeting_429s(hub_dir):
         statuses = [status for _method, bucket, _path, status, _size in hub.stats.log if bucket == "api"]
     assert statuses == [200] * 5  # the window was read from the RateLimit headers: no request met a 429
     assert c.rate_budget.waits >= 1 and c.rate_budget.take_waited_s() > 0.5
+
+
+class _SlowRangesHub(BaseHTTPRequestHandler):
+    """Answers every ranged read with zeros after 50 ms, noting the connection (client port) it came on."""
+
+    protocol_version = "HTTP/1.1"
+    connections: set[int] = set()
+
+    def do_GET(self):  # noqa: N802
+        self.connections.add(self.client_address[1])
+        time.sleep(0.05)
+        first, last = (int(n) for n in self.headers["Range"].removeprefix("bytes=").split("-"))
+        body = bytes(last - first + 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {first}-{last}/1000000")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_concurrent_reads_use_at_most_max_connections():
+    """The client's connections are split over several small pools (httpcore's pool costs
+    O(connections²) per request): together they keep within hub.max_connections, and a load of
+    twice as many concurrent reads uses them all."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowRangesHub)
+    server.request_queue_size = 64
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with HubClient(f"http://127.0.0.1:{server.server_port}", "", max_connections=12, max_concurrency=24) as c:
+            reads = c.map_concurrent(lambda i: c.read_range("org/name", "a" * 40, "w.bin", 10 * i, 10), range(96))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reads == [bytes(10)] * 96
+    assert 8 < len(_SlowRangesHub.connections) <= 12

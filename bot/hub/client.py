@@ -19,7 +19,9 @@ endpoint's origin only (scheme, host and port) and never appears in logs, errors
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import itertools
 import logging
 import re
 import threading
@@ -90,6 +92,12 @@ DEFAULT_REQUEST_DEADLINE_S = 330.0
 # not count against the Hub's rate limits.
 DEFAULT_MAX_CONNECTIONS = 32
 DEFAULT_CONCURRENCY = 32
+# httpcore's pool (1.0.9) walks every connection it holds, with a poll() of each idle socket and an
+# O(connections²) count of idle ones, on every request and every response close, under one lock
+# (encode/httpcore#1035, open): measured against the fake Hub, 0.35 ms of CPU per pass at 32
+# connections, ~30 % of a ranged read's client CPU. The connections are split over pools of at
+# most this many; each thread sends through one of them.
+POOL_SHARD_CONNECTIONS = 8
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,30 @@ class _HubTransport(httpx.BaseTransport):
         self._plain.close()
 
 
+class _ShardedTransport(httpx.BaseTransport):
+    """``max_connections`` kept open over several httpcore pools of at most POOL_SHARD_CONNECTIONS;
+    threads are spread over the pools round-robin, each thread keeping to its pool."""
+
+    def __init__(self, max_connections: int, verify: Any) -> None:
+        count = -(-max_connections // POOL_SHARD_CONNECTIONS)
+        sizes = [max_connections // count + (i < max_connections % count) for i in range(count)]
+        self._pools = [httpx.HTTPTransport(verify=verify, limits=httpx.Limits(max_connections=n,
+                                                                             max_keepalive_connections=n))
+                       for n in sizes]
+        self._turn = itertools.count()  # next() is atomic: the threads need no lock to take a turn
+        self._local = threading.local()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = self._pools[next(self._turn) % len(self._pools)]
+        return pool.handle_request(request)
+
+    def close(self) -> None:
+        for pool in self._pools:
+            pool.close()
+
+
 def _hub_session() -> httpx.Client:
     """huggingface_hub's session as its ``default_client_factory`` builds it (redirects followed, no
     timeout of its own), on ``_HubTransport``. HubClient follows redirects itself, within its
@@ -182,6 +214,10 @@ def _install_hub_session() -> None:
         if not _session_installed:
             set_client_factory(_hub_session)
             _session_installed = True
+
+
+# httpx parses a URL string in ~70 µs of Python; a file's ranged reads all go to its cached location.
+_parsed_url = functools.lru_cache(maxsize=MAX_CACHED_LOCATIONS)(httpx.URL)
 
 
 def _drain(resp: httpx.Response) -> None:
@@ -241,11 +277,14 @@ class HubClient:
         # huggingface_hub's headers without a token: its user agent, naming hubwatch first
         # ("hubwatch/0.1.0; hf_hub/1.33.0; python/..."), on every request.
         self._hf_headers = build_hf_headers(token=False, library_name="hubwatch", library_version=HUBWATCH_VERSION)
+        tls = verified_tls_context()
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s),
+            # limits and verify also configure the transports of proxies taken from the environment
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=_ShardedTransport(max_connections, tls),
             follow_redirects=False,  # followed by hand: allowlist, Authorization only to the endpoint
-            verify=verified_tls_context(),
+            verify=tls,
             headers={"User-Agent": self._hf_headers["user-agent"]},
         )
         # huggingface_hub's API calls; it sends no token (token=False): _send_following adds it, to
@@ -309,7 +348,8 @@ class HubClient:
                 self.requests += 1
             # Each read waits at most timeout_s and never past the deadline: a server that stops
             # sending is given up on at the deadline, one that drips bytes at the next chunk (_chunks).
-            request = self._http.build_request(method, url, headers=hdrs, timeout=min(self.timeout_s, left))
+            request = self._http.build_request(method, _parsed_url(url), headers=hdrs,
+                                               timeout=min(self.timeout_s, left))
             resp = self._http.send(request, stream=True)
             if on_hub:
                 self.rate_budget.observe(bucket_of(url), resp.headers)
