@@ -148,15 +148,15 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms == 0, 1, norms)
 
 
-def gram_correlation(xa: np.ndarray, xb: np.ndarray) -> float:
-    """Correlation of the token-token cosine matrices of two sets of (paired) rows.
+def gram_correlation(ca: np.ndarray, cb: np.ndarray) -> float:
+    """Correlation of the token-token cosine matrices of two sets of (paired, column-centred) rows.
 
     Unchanged by any orthogonal map of either side's columns, and by their widths: the cheap,
     name-free test of "same token geometry" that runs before any alignment.
     """
-    ga = _unit_rows(_centred_rows(xa))
-    gb = _unit_rows(_centred_rows(xb))
-    upper = np.triu_indices(len(xa), k=1)
+    ga = _unit_rows(ca)
+    gb = _unit_rows(cb)
+    upper = np.triu_indices(len(ca), k=1)
     return _pearson((ga @ ga.T)[upper], (gb @ gb.T)[upper])
 
 
@@ -272,8 +272,9 @@ def match_embeddings(ea: TokenRows, eb: TokenRows) -> EmbeddingMatch | None:
     xa, xb = ea.values[ia].astype(np.float64), eb.values[ib].astype(np.float64)
     width = (xa.shape[1], xb.shape[1])
     same_width = width[0] == width[1]
-    direct = float(_row_cosines(_centred_rows(xa), _centred_rows(xb)).mean()) if same_width else None
-    gram = gram_correlation(xa, xb)
+    ca, cb = _centred_rows(xa), _centred_rows(xb)
+    direct = float(_row_cosines(ca, cb).mean()) if same_width else None
+    gram = gram_correlation(ca, cb)
     identity = np.arange(min(width))
     order = perm = identity
     signs = np.ones(len(identity))
@@ -301,9 +302,11 @@ def match_embeddings(ea: TokenRows, eb: TokenRows) -> EmbeddingMatch | None:
                 signs = np.ones(len(identity))
         else:
             transform = HiddenTransform.ROTATION
-    xb_aligned = xb[:, perm] * signs
-    xa_sel = xa[:, order]
-    score = float(_row_cosines(_centred_rows(xa_sel), _centred_rows(xb_aligned)).mean())
+    if transform == HiddenTransform.PERMUTATION or not same_width:
+        xa_sel, xb_aligned = xa[:, order], xb[:, perm] * signs
+        score = float(_row_cosines(_centred_rows(xa_sel), _centred_rows(xb_aligned)).mean())
+    else:  # columns as they are: the direct score
+        xa_sel, xb_aligned, score = xa, xb, direct
     denom = np.linalg.norm(xa_sel - xa_sel.mean(axis=1, keepdims=True), axis=1)
     rel = np.linalg.norm(xb_aligned - xa_sel, axis=1) / np.where(denom == 0, 1, denom)
     identity_fraction = float(np.mean(order == perm)) if same_width else 0.0
