@@ -133,6 +133,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "store.db")
         shutil.copy(cached, db)
+        # Written back before the clock starts: the poll's first WAL checkpoint fsyncs the database and
+        # would wait for the whole copy to reach the disk (4.9 s for the 2.7 GB 100k store, measured),
+        # which a watcher on its own long-lived store never does.
+        with open(db, "rb") as copied:
+            os.fsync(copied.fileno())
         first_ids = next_ids(db)
         root = Path(tmp) / "hub"
         publish(root, args.models, log)

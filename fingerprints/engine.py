@@ -18,7 +18,7 @@ from .reader import RangeReader, read_files_and_heads, read_small_file
 from .roles import assign_role
 from .safetensors_format import FIRST_READ_BYTES, INDEX_FILE, read_checkpoint, unindexed_files
 from .tokenizer import ParsedTokenizer, read_tokenizer, tokenizer_files, tokenizer_signature
-from .tokenizer_cache import TokenizerCache, tokenizer_cache_key
+from .tokenizer_cache import CacheKey, TokenizerCache, tokenizer_cache_key
 from .weights import FLOAT_DTYPES, TENSOR_BYTE_BUDGET, TensorLayout, sample_weights
 
 # Formats that can only be opened by executing code or by libraries hubwatch does not run on
@@ -50,8 +50,22 @@ def fingerprint_model(reader: RangeReader, budget: int = TENSOR_BYTE_BUDGET,
     files = reader.list_files()
     tokenizer_paths = tokenizer_files(files)
     tokenizer_key = tokenizer_cache_key(reader, tokenizer_paths) if tokenizers is not None else None
-    cached_tokenizer = tokenizers.get(tokenizer_key) if tokenizers is not None and tokenizer_key else None
+    if tokenizers is None or tokenizer_key is None:
+        return _fingerprint_model(reader, files, tokenizer_paths, budget, tokenizers, None, None, envelope,
+                                  large_parse_lock)
+    # A miss claims the key: other threads with the same tokenizer wait for this one's parse.
+    cached_tokenizer = tokenizers.claim(tokenizer_key)
+    try:
+        return _fingerprint_model(reader, files, tokenizer_paths, budget, tokenizers, tokenizer_key, cached_tokenizer,
+                                  envelope, large_parse_lock)
+    finally:
+        tokenizers.release(tokenizer_key)  # when it failed before its signature was put
 
+
+def _fingerprint_model(reader: RangeReader, files: list[str], tokenizer_paths: list[str], budget: int,
+                       tokenizers: TokenizerCache | None, tokenizer_key: CacheKey | None,
+                       cached_tokenizer: TokenizerSignature | None, envelope: ParseEnvelope,
+                       large_parse_lock: threading.Lock | None) -> Fingerprint:
     has_safetensors = any(f.endswith(".safetensors") and "/" not in f for f in files)
     gguf_file = choose_gguf_file(files)
 

@@ -20,6 +20,12 @@ from .reader import RangeReader
 # 131k vocabulary, ~20 MB for 256k. 16 entries bound the cache near 150 MB in the worst case and
 # hold the handful of base tokenizers (Llama, Qwen, Mistral, Gemma...) that most uploads reuse.
 DEFAULT_MAX_ENTRIES = 16
+# A thread that finds another one reading and parsing the same tokenizer waits this long for it
+# instead of doing the same work: fine-tunes of one base arrive together (in one poll of
+# benchmarks/throughput.py, 5 of 8 parses repeated one running at that moment). A read and parse
+# takes well under a second (a 9 MB Llama-3 tokenizer.json at 50 ms per request); past the wait the
+# thread reads for itself, so a slow or stalled repo never holds back another beyond it.
+IN_FLIGHT_WAIT_S = 5.0
 
 CacheKey = tuple[tuple[str, str], ...]
 
@@ -38,6 +44,8 @@ class TokenizerCache:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self._entries: OrderedDict[CacheKey, TokenizerSignature] = OrderedDict()
+        # Keys some thread has claimed and is reading: set when it puts or releases the key.
+        self._in_flight: dict[CacheKey, threading.Event] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -55,9 +63,31 @@ class TokenizerCache:
             self.hits += 1
             return found
 
+    def claim(self, key: CacheKey, wait_s: float = IN_FLIGHT_WAIT_S) -> TokenizerSignature | None:
+        """The cached signature; or, on a miss, None with ``key`` claimed by this thread, which must
+        ``put`` or ``release`` it. When another thread holds the claim, this one waits for it (up to
+        ``wait_s``) and takes what it put; a miss after that is this thread's to read, unclaimed."""
+        with self._lock:
+            reading = self._in_flight.get(key)
+            if reading is None and key not in self._entries:
+                self._in_flight[key] = threading.Event()
+                self.misses += 1
+                return None
+        if reading is not None:
+            reading.wait(wait_s)
+        return self.get(key)
+
     def put(self, key: CacheKey, signature: TokenizerSignature) -> None:
         with self._lock:
             self._entries[key] = signature
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+        self.release(key)
+
+    def release(self, key: CacheKey) -> None:
+        """End this thread's claim on ``key`` (a no-op without one): the threads waiting go on."""
+        with self._lock:
+            reading = self._in_flight.pop(key, None)
+        if reading is not None:
+            reading.set()

@@ -15,6 +15,7 @@ from bot.watch.watcher import Watcher
 from store import Store
 from store.records import ModelRecord
 from store_samples import fine_tune, small_fp
+from test_lineage import Scored
 from test_watcher_work import SHA, ListingHub, NoMatch, entry
 
 ORIGINAL = small_fp(7)  # never indexed: only its two copies are listed
@@ -23,22 +24,11 @@ LISTING = [ModelRecord(repo_id=FIRST, author="early", created_at="2026-11-20T00:
            ModelRecord(repo_id=SECOND, author="late", created_at="2026-11-21T00:00:00Z")]
 
 
-class Shared:
-    """A comparison result: the pair shares its weights."""
-
-    verdict, confidence, score, kinds = "weights-derived", 0.999, 0.9991, ["fine-tune"]
-    evidence = ["weights: fake"]
-    config, tokenizer, weights, layer_matrix, layers_a, layers_b, bytes_read = {}, {}, {}, [], [], [], {}
-
-    def to_dict(self):
-        return {"verdict": self.verdict, "score": self.score}
-
-
 @pytest.fixture
 def matcher(monkeypatch):
     monkeypatch.setattr("bot.watch.matching.render_comparison_png", lambda comparison: b"\x89PNG")
     m = Matcher(load_settings(env={}))
-    m.compare = lambda a, b: Shared()
+    m.compare = lambda a, b: Scored(0.9991)  # every pair shares its weights
     return m
 
 

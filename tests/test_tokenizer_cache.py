@@ -69,3 +69,48 @@ def test_a_changed_special_tokens_config_is_another_tokenizer(tmp_path, minilm_d
         changed_fp = fingerprint_model(hub_client.reader("org/changed"), tokenizers=cache)
     assert cache.hits == 0 and len(cache) == 2
     assert "<|hub|>" in changed_fp.tokenizer.special_tokens
+
+
+def test_threads_fingerprinting_one_tokenizer_at_once_parse_it_once(client, monkeypatch):  # noqa: F811
+    """Fine-tunes of one base arrive together: the first thread reads and parses the shared
+    tokenizer, the others wait for its signature instead of doing the same work."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import fingerprints.engine as engine
+
+    parses, started = [], threading.Barrier(3)
+    real = engine.read_tokenizer
+
+    def counted(*args, **kwargs):
+        parses.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "read_tokenizer", counted)
+    cache = TokenizerCache()
+
+    def fingerprint(repo):
+        reader = client.reader(repo)
+        started.wait()  # all three claim the key at the same moment
+        return fingerprint_model(reader, tokenizers=cache)
+
+    with ThreadPoolExecutor(3) as pool:
+        fps = list(pool.map(fingerprint, [MINILM, COPY, MINILM]))
+    assert len(parses) == 1 and (cache.misses, cache.hits) == (1, 2)
+    assert fps[1].tokenizer is fps[0].tokenizer is fps[2].tokenizer
+
+
+def test_a_failed_claim_lets_the_waiting_thread_read_for_itself():
+    cache = TokenizerCache()
+    key = (("tokenizer.json", "a"),)
+    assert cache.claim(key) is None  # this thread reads it
+    waited = []
+    import threading
+
+    waiter = threading.Thread(target=lambda: waited.append(cache.claim(key, wait_s=30)))
+    waiter.start()
+    cache.release(key)  # the read failed: nothing put
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and waited == [None]
+    cache.put(key, signature("a"))
+    assert cache.claim(key).vocab == ["a"]

@@ -93,6 +93,8 @@ class Searched:
     fp: Fingerprint
     watermark: int  # the highest fingerprint id stored when it searched: later ones were not searched
     neighbours: list[Neighbour]
+    # Neighbour fingerprint id -> its comparison in its own direction, for the copies later by date.
+    reverse: dict[int, Any]
 
 
 @dataclass
@@ -154,7 +156,14 @@ class Matcher:
         the Hub in full (``store.set_tier``): single autocommit statements, which wait for the other
         writers on the busy timeout; two searches re-reading one neighbour write the same bytes."""
         watermark = store.last_fingerprint_id()
-        return Searched(record, sha, fp, watermark, self._nearest(store, record, sha, fp, range(watermark + 1)))
+        neighbours = self._nearest(store, record, sha, fp, range(watermark + 1))
+        # The copies that ``record`` compares again in their direction, compared here already: which
+        # of a pair is earlier is known now, the id of a row stored later being above all of these.
+        stored = store.find_fingerprint(record.repo_id, sha, fp.version)
+        mine = (parse_time(record.created_at), stored.id if stored else watermark + 1)
+        reverse = {n.fingerprint_id: self._reversed(store, (record.repo_id, sha, fp), n) for n in neighbours
+                   if n.verdict in ALERTING_VERDICTS and not is_older(parse_time(n.created_at), n.fingerprint_id, *mine)}
+        return Searched(record, sha, fp, watermark, neighbours, reverse)
 
     def record(self, store: Store, searched: Searched, tier: str | None = None) -> Ingested:
         """The second half of ``ingest``, in arrival order: catch up with the models stored since
@@ -177,13 +186,17 @@ class Matcher:
             if is_older(parse_time(n.created_at), n.fingerprint_id, mine, fid):
                 done.recorded(store, n.fingerprint_id, fid, n.result)
                 continue
-            # The stored model is the later one: compare in its direction (kinds such as
-            # vocab-extend or prune say what B did to A).
-            result = self._compared((record.repo_id, sha, fp),
-                                    (n.repo_id, n.sha, store.load_fingerprint(n.fingerprint_id)))
+            result = searched.reverse.get(n.fingerprint_id)
+            if result is None:  # a copy found by the catch-up
+                result = self._reversed(store, (record.repo_id, sha, fp), n)
             if result.verdict in ALERTING_VERDICTS:
                 done.recorded(store, fid, n.fingerprint_id, result)
         return done
+
+    def _reversed(self, store: Store, new: Side, n: Neighbour):
+        """A copy stored before the new model but later by date, compared in its direction (kinds
+        such as vocab-extend or prune say what B did to A)."""
+        return self._compared(new, (n.repo_id, n.sha, store.load_fingerprint(n.fingerprint_id)))
 
     def _nearest(self, store: Store, record: ModelRecord, sha: str, fp: Fingerprint, ids: range) -> list[Neighbour]:
         """The nearest models among the stored ``ids``, those the standard comparison left undecided deepened."""

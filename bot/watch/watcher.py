@@ -74,9 +74,13 @@ LIST_EXPAND = ["author", "sha", "createdAt", "lastModified", "downloads", "likes
                "library_name", "pipeline_tag", "cardData", "gated", "private", "disabled"]
 # How often a feed waiting for fingerprints checks whether the process is stopping.
 STOP_POLL_S = 0.2
-# Models searched at once (Watcher.process): a search mostly waits, for the comparison pool and
-# for the Hub re-reads of compact candidates (~0.7 s each), while the polling thread records the
-# oldest one. MEASURED_LATER
+# Models searched at once (Watcher.process). A search mostly waits, for the two comparison
+# workers and for Hub re-reads of compact candidates (~0.7 s each), while the polling thread records
+# the oldest; each holds its fingerprint, its neighbours' comparisons and at most one deep
+# comparison's reads (2 x 64 MiB), so memory stays bounded. 3: one per comparison worker, and one
+# waiting on the Hub. benchmarks/throughput.py --models 10 with 1, 2 and 3, alternated at load
+# average 4-6 on the shared 2-core machine: 1,838-2,570, 2,023-2,121 and 2,055-2,794 models/h, within
+# its noise (the CPU is saturated there; the overlap pays where cores are idle).
 SEARCHES_IN_FLIGHT = 3
 # The outbox is drained this often between polls, so a Discord outage retry does not wait for
 # the next poll of a slow feed.
