@@ -13,6 +13,7 @@ component, so each one is sampled like a model of its own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import replace
@@ -20,6 +21,7 @@ from typing import Any
 
 from .facts import DERIVED_VERDICTS, Kind, Verdict
 from .model import Fingerprint, WeightsSignature, structure_hash
+from .roles import NAMES_CACHED
 
 LANGUAGE = "language model"
 VISION = "vision encoder"
@@ -35,6 +37,7 @@ COMPONENT_PATTERNS = [
 ]
 
 
+@functools.lru_cache(maxsize=NAMES_CACHED)
 def component_of(name: str) -> str:
     return next((component for component, rx in COMPONENT_PATTERNS if rx.search(name)), LANGUAGE)
 

@@ -6,6 +6,7 @@ may rename everything); roles serve the structure signature and the evidence a p
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from importlib import resources
@@ -18,6 +19,11 @@ LAYER_ROLES = [(role, re.compile(rx)) for role, rx in _TABLE["layer"]]
 _LAYER_RX = re.compile(r"(?:^|\.)(?:layers?|h|blocks?|blk|decoder\.layers|encoder\.layer)\.(\d+)\.")
 _ANY_NUMBER_RX = re.compile(r"(?:^|\.)(\d+)\.")
 _EXPERT_RX = re.compile(r"(?:^|\.)experts?\.(\d+)\.")
+# Tensor names classified per process by the hundred thousand (every comparison asks about every
+# tensor of both sides: a fifth to a quarter of a comparison's CPU in benchmarks/throughput.py went
+# to these regexes), but few distinct ones, since architectures share their names: the answers are
+# kept for this many names (a few MB).
+NAMES_CACHED = 1 << 15
 
 EMBEDDING_ROLES = {"embedding"}
 HIDDEN_VECTOR_ROLES = {"norm_embedding", "norm_final", "norm_attn", "norm_mlp"}
@@ -40,6 +46,7 @@ def is_expert(name: str) -> bool:
     return bool(_EXPERT_RX.search(name))
 
 
+@functools.lru_cache(maxsize=NAMES_CACHED)
 def expert_index(name: str) -> int | None:
     """The expert number in a Mixtral-style name (``...experts.3.w1.weight``), else None."""
     m = _EXPERT_RX.search(name)
