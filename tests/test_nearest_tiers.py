@@ -6,7 +6,6 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
-from safetensors.torch import load_file
 from variants import WEIGHTS_FILE, permute_everything, write_bert_gguf
 
 from fingerprints.engine import fingerprint_model
@@ -81,6 +80,8 @@ def test_an_independent_model_does_not_re_read_compact_ones(compact_base, fps):
 def llamacpp_copy(minilm_dir, tmp_path_factory):
     """MiniLM permuted (hidden, heads, neurons) and written as llama.cpp writes a BERT GGUF: its
     vocabulary spelling ("▁word", "##" dropped), F16."""
+    from safetensors.torch import load_file  # torch loads here, not when the fast tests are collected
+
     folder = tmp_path_factory.mktemp("gguf")
     vocab = (minilm_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
     write_bert_gguf(permute_everything(load_file(str(minilm_dir / WEIGHTS_FILE))), vocab, folder / "m.gguf", "F16")

@@ -175,6 +175,10 @@ class _Handler(BaseHTTPRequestHandler):
     # delayed ACK of the headers, 40 ms per response (705 sequential ranged reads took 29.7 s, 2.4 s
     # with TCP_NODELAY), a stall no real Hub or CDN front end adds.
     disable_nagle_algorithm = True
+    # Buffered, so that a response's last bytes leave only after its request is in ``stats``
+    # (_write_body): a client that has its answer finds it counted. Unbuffered, the client could
+    # read ``stats`` before the handler thread recorded the request it had just answered.
+    wbufsize = -1
     server_version = "fakehub"
 
     @property
@@ -265,25 +269,32 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
         self.send_header("Content-Length", str(length))
         self.end_headers()
+        if length and self._method != "HEAD":
+            self.wfile.flush()  # a body follows: the headers leave now, its last piece after the record
 
     def _write_body(self, chunks, length: int, status: int) -> None:
         sent = 0
-        if self._method != "HEAD" and length:
-            limit = length
-            if length > 1 and self.hub.faults.take("truncate", self._bucket):
-                limit = length // 2
-                self.close_connection = True  # the client sees the connection end before Content-Length
-            try:
+        try:
+            if self._method != "HEAD" and length:
+                limit = length
+                if length > 1 and self.hub.faults.take("truncate", self._bucket):
+                    limit = length // 2
+                    self.close_connection = True  # the client sees the connection end before Content-Length
                 for chunk in chunks():
                     piece = chunk[: limit - sent]
                     self.wfile.write(piece)
                     sent += len(piece)
                     if sent >= limit:
-                        break
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # a client that aborts a body it does not want
+                        break  # the last piece leaves with the flush below, once the request is recorded
+                    self.wfile.flush()  # the others as they come (drips, stalls)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # a client that aborts a body it does not want
         self.hub.stats.record(self._method, self._bucket, self._raw_path, status, sent,
                               authorized=self._token() is not None)
+        try:
+            self.wfile.flush()  # the headers and the last piece: the client has its answer now
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _send_json(self, data: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(data, separators=(",", ":")).encode()
