@@ -78,9 +78,11 @@ STOP_POLL_S = 0.2
 # workers and for Hub re-reads of compact candidates (~0.7 s each), while the polling thread records
 # the oldest; each holds its fingerprint, its neighbours' comparisons and at most one deep
 # comparison's reads (2 x 64 MiB), so memory stays bounded. 3: one per comparison worker, and one
-# waiting on the Hub. benchmarks/throughput.py --models 10 with 1, 2 and 3, alternated at load
-# average 4-6 on the shared 2-core machine: 1,838-2,570, 2,023-2,121 and 2,055-2,794 models/h, within
-# its noise (the CPU is saturated there; the overlap pays where cores are idle).
+# waiting on the Hub; shared by the feeds, as many as three feeds searching in their own threads
+# used to be. Within one listing the overlap has not paid on benchmarks/throughput.py's mix, whose
+# models copy each other (their comparisons happen in the catch-ups, one after another) and need no
+# Hub re-reads: 20 models, alternated on a quiet machine (load 1.5-2.2), 3,425-3,649 models/h with
+# 3 at once and 3,604-3,779 with 1, and 28.7-30.1 s of CPU against 25.2-25.3 s (the catch-ups).
 SEARCHES_IN_FLIGHT = 3
 # The outbox is drained this often between polls, so a Discord outage retry does not wait for
 # the next poll of a slow feed.
