@@ -106,3 +106,34 @@ def test_a_model_that_breaks_the_comparison_pool_fails_alone(tmp_path):
     assert [f.what for f in watcher.failures] == [f"repo org/oom@{SHA}"]
     with Store.open(tmp_path / "w.db") as store:
         assert store.stats()["revisions"]["done"] == 4
+
+
+class BrokenExecutor:
+    """A process pool one of whose workers died: it refuses every task."""
+
+    def submit(self, *args, **kwargs):
+        raise BrokenProcessPool("a child process terminated abruptly")
+
+    def map(self, *args, **kwargs):
+        raise BrokenProcessPool("a child process terminated abruptly")
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def test_an_alert_plot_whose_pool_broke_is_drawn_here_and_the_pool_renewed(tmp_path, matcher):
+    """The plots run on the compare pool only when it is running: a worker that died there (under
+    another model's comparison) must not lose the cycle's alerts to a BrokenProcessPool."""
+    from bot.watch.compare_pool import ComparePool
+
+    pool = ComparePool(2)
+    pool._pool = BrokenExecutor()
+    matcher.compare_pool = pool
+    with Store.open(tmp_path / "w.db") as store:
+        store.upsert_models(LISTING)
+        done = [matcher.ingest(store, r, f"sha-{r.author}", fine_tune(ORIGINAL, i, r.repo_id))
+                for i, r in enumerate(LISTING)]
+        suspects = {fid: r.repo_id for got, r in zip(done, LISTING) for fid in got.suspects}
+        alerts = matcher.decide_all(store, suspects)
+    assert [(a.suspect.repo_id, a.source.repo_id) for a in alerts] == [(SECOND, FIRST)]
+    assert pool.running() is None  # the next use starts new workers

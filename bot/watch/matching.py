@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -263,11 +264,18 @@ class Matcher:
         return _Judged(replace(alert, evidence=alert.evidence + _siblings_line(family, root)), comparison)
 
     def _on_pool(self, fn: Callable[..., Any], *args: list) -> list:
-        """``map(fn, *args)`` on the compare pool when it is running, else here."""
-        pool = self.compare_pool.running() if self.compare_pool else None
-        if pool is None or not args[0]:
-            return list(map(fn, *args))
-        return list(pool.map(fn, *args))
+        """``map(fn, *args)`` on the compare pool when it is running, else here. A pool whose worker
+        died (killed under another task, out of memory say) is replaced for the next task and this
+        work done here, as it was before the pool ran it: a plot or one comparison lost to it would
+        fail the model, or the whole cycle with a traceback."""
+        owner = self.compare_pool
+        pool = owner.running() if owner else None
+        if owner is not None and pool is not None and args[0]:
+            try:
+                return list(pool.map(fn, *args))
+            except BrokenProcessPool:
+                owner.renew_if_broken()
+        return list(map(fn, *args))
 
     def _family(self, store: Store, suspect_id: int, suspect: ModelRecord, declared: set[str]) -> list[Member]:
         """Every stored earlier model the suspect copies: its recorded matches, plus the declared bases
