@@ -14,7 +14,7 @@ import numpy as np
 from fingerprints.compare import compare_fingerprints
 from fingerprints.facts import DERIVED_VERDICTS, Verdict
 from fingerprints.model import Fingerprint
-from fingerprints.sketch import SKETCH_SCREEN_MIN
+from fingerprints.sketch import SKETCH_ORDERED, SKETCH_PAIRS, SKETCH_SCREEN_MIN
 
 from .errors import RefetchError
 from .records import Candidate, ModelRecord
@@ -37,6 +37,11 @@ COPY_VERDICTS = DERIVED_VERDICTS
 # something says it may share weights with the query: a sketch cosine at or above its kind's
 # SKETCH_SCREEN_MIN (fingerprints/sketch.py, with how it was measured), identity keys, or the
 # config-and-tokenizer comparison (SCREEN_VERDICTS).
+# What a cosine under each kind's screen says, as evidence (the measurements: fingerprints/sketch.py).
+UNDER_SCREEN = {
+    SKETCH_PAIRS: "where no measured copy falls",
+    SKETCH_ORDERED: "where no measured copy under its source's vocabulary falls (a row's older sketch kind)",
+}
 # Verdicts a config-and-tokenizer comparison can reach that need the weights to be confirmed.
 # Not "tokenizer-copied": it says the weights are independent, which a sketch cosine under the
 # screen already shows, and siblings sharing an uncommon vocabulary would all be re-read.
@@ -162,7 +167,7 @@ def _pairings(store: Store, fp: Fingerprint, cands: list[Candidate], refetch, co
         why = _screen(pairing, fp, compare)
         if why is None:
             pairing.note = (f"weights: not compared (stored compact); sketch cosine {cosine:.2f} is below "
-                            f"{SKETCH_SCREEN_MIN[cand.sketch_kind]}, where no measured copy falls")
+                            f"{SKETCH_SCREEN_MIN[cand.sketch_kind]}, {UNDER_SCREEN[cand.sketch_kind]}")
         else:
             pairing.note = f"weights: not compared (stored compact; {why}): no Hub access to re-read them"
             # Cosines of the two sketch kinds compared by their distance above their screens.

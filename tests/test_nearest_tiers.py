@@ -114,7 +114,9 @@ def test_a_compact_row_of_an_older_store_is_screened_in_its_own_sketch_kind(comp
     store.conn.execute("UPDATE sketches SET kind = ?, vector = ? WHERE fingerprint_id = ?",
                        (SKETCH_ORDERED, sketch_vector(fps["base"], SKETCH_ORDERED).astype("<f4").tobytes(), fid))
     [n] = nearest(store, fps["fresh-init-seed1"], k=1)
-    assert f"below {SKETCH_SCREEN_MIN[SKETCH_ORDERED]}" in " ".join(n.evidence)
+    # Copies under another vocabulary score under the older kind's screen: its evidence says so.
+    assert (f"below {SKETCH_SCREEN_MIN[SKETCH_ORDERED]}, where no measured copy under its source's vocabulary falls"
+            in " ".join(n.evidence))
     [n] = nearest(store, fps["noise-0.3"], k=1, refetch=lambda repo_id, sha: fps["base"])
     assert n.verdict == "weights-derived"
     assert store.sketches_of([fid])[fid][0] == SKETCH_KIND
