@@ -320,7 +320,9 @@ class Store:
     def _sketch_again(self, fingerprint_id: int, fp: Fingerprint) -> None:
         """Give a row stored with an older sketch kind the current one, from its full fingerprint ``fp``
         (a compact row cannot be sketched again; its full fingerprint re-read from the Hub can). The
-        row takes a new seq, so every process's index refresh reads it into the new kind's partition."""
+        row takes a new seq, so every process's index refresh reads it into the new kind's partition.
+        The update checks the kind again: another thread or process may have moved the row since the
+        read above, and moving it twice would read it into that partition twice."""
         row = self.conn.execute("SELECT kind FROM sketches WHERE fingerprint_id = ?", (fingerprint_id,)).fetchone()
         if row is None or row[0] == SKETCH_KIND:
             return
@@ -328,7 +330,8 @@ class Store:
         if sketch.any():
             self.conn.execute(
                 "UPDATE sketches SET kind = ?, vector = ?, seq = (SELECT max(seq) + 1 FROM sketches) "
-                "WHERE fingerprint_id = ?", (SKETCH_KIND, sketch.astype("<f4").tobytes(), fingerprint_id))
+                "WHERE fingerprint_id = ? AND kind != ?",
+                (SKETCH_KIND, sketch.astype("<f4").tobytes(), fingerprint_id, SKETCH_KIND))
 
     @_translated
     def vocabulary(self, vocab_hash: str) -> list[str] | None:

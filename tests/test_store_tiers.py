@@ -194,3 +194,29 @@ def test_migration_0006_keeps_older_sketches_in_their_kind_until_a_full_fingerpr
         # The process's index, loaded before, reads the moved row into the new kind's partition.
         assert store.vectors.search(store.conn, "d16", SKETCH_KIND, sketch_vector(ref), 1)[0][0] == 1
         assert store.sketch_full_rows_again() == 0
+
+
+def test_a_row_sketched_again_by_two_threads_at_once_enters_the_new_partition_once(tmp_path, monkeypatch):
+    import store.store as store_module
+
+    path = tmp_path / "race.db"
+    fp = small_fp(seed=1)
+    with Store.open(path) as store:  # a row as a store before schema 6 left it: the older sketch kind
+        fid, _ = store.add_fingerprint("org/a", "s", fp)
+        store.conn.execute("UPDATE sketches SET kind = ?, vector = ? WHERE fingerprint_id = ?",
+                           (SKETCH_ORDERED, sketch_vector(fp, SKETCH_ORDERED).astype("<f4").tobytes(), fid))
+    with Store.open(path) as first, Store.open(path) as second:
+        real = store_module.sketch_vector
+
+        def other_thread_first(fp, kind):
+            # The other thread's set_tier of the same row runs, and a search reads it into the index,
+            # between this one's check of the row's kind and its update.
+            monkeypatch.setattr(store_module, "sketch_vector", real)
+            second.set_tier(fid, fp, TIER_FULL)
+            second.vectors.refresh(second.conn, "d16", SKETCH_KIND)
+            return real(fp, kind)
+
+        monkeypatch.setattr(store_module, "sketch_vector", other_thread_first)
+        first.set_tier(fid, fp, TIER_FULL)
+        found = first.vectors.search(first.conn, "d16", SKETCH_KIND, sketch_vector(fp), 5)
+        assert [found_id for found_id, _ in found] == [fid]
