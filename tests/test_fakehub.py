@@ -364,3 +364,19 @@ def test_trending_scores_may_be_fractional_and_repo_names_may_start_with_an_unde
     assert entry["id"] == "_org/_model" and entry["trendingScore"] == 12.5
     assert hub_model(entry).trending_score == 12.5
     assert discord_commands.check_model_id("_org/_model") == "_org/_model"
+
+
+def test_a_large_answer_ends_only_after_its_request_is_counted(fake_hub, monkeypatch):
+    """A client that has read a whole body finds its request in ``stats`` at once, also when the
+    body's last piece is larger than the handler's write buffer (which sends such a write at once)."""
+    record = fake_hub.stats.record
+
+    def slow_record(*args, **kwargs):
+        time.sleep(0.3)  # the handler thread is slow to count: the client must still find it counted
+        record(*args, **kwargs)
+
+    monkeypatch.setattr(fake_hub.stats, "record", slow_record)
+    cdn = httpx.head(f"{fake_hub.endpoint}/{MINILM}/resolve/main/model.safetensors").headers["Location"]
+    body = httpx.get(cdn, headers={"Range": "bytes=0-99999"})
+    assert body.status_code == 206 and len(body.content) == 100_000
+    assert ("GET", "cdn", 206, 100_000) in [(m, b, s, n) for m, b, _, s, n in fake_hub.stats.log]

@@ -274,6 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write_body(self, chunks, length: int, status: int) -> None:
         sent = 0
+        held = b""  # the body's last byte, sent once the request is recorded
         try:
             if self._method != "HEAD" and length:
                 limit = length
@@ -282,17 +283,21 @@ class _Handler(BaseHTTPRequestHandler):
                     self.close_connection = True  # the client sees the connection end before Content-Length
                 for chunk in chunks():
                     piece = chunk[: limit - sent]
-                    self.wfile.write(piece)
+                    last = sent + len(piece) >= limit
+                    # A write larger than the buffer leaves at once: the last byte is held back.
+                    self.wfile.write(piece[:-1] if last else piece)
                     sent += len(piece)
-                    if sent >= limit:
-                        break  # the last piece leaves with the flush below, once the request is recorded
+                    if last:
+                        held = piece[-1:]
+                        break
                     self.wfile.flush()  # the others as they come (drips, stalls)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # a client that aborts a body it does not want
         self.hub.stats.record(self._method, self._bucket, self._raw_path, status, sent,
                               authorized=self._token() is not None)
         try:
-            self.wfile.flush()  # the headers and the last piece: the client has its answer now
+            self.wfile.write(held)
+            self.wfile.flush()  # the headers and the last byte: the client has its answer now
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
