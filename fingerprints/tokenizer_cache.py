@@ -45,7 +45,7 @@ class TokenizerCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[CacheKey, TokenizerSignature] = OrderedDict()
         # Keys some thread has claimed and is reading: set when it puts or releases the key.
-        self._in_flight: dict[CacheKey, threading.Event] = {}
+        self._in_flight: dict[CacheKey, tuple[int, threading.Event]] = {}  # key -> (claiming thread, event)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -68,13 +68,13 @@ class TokenizerCache:
         ``put`` or ``release`` it. When another thread holds the claim, this one waits for it (up to
         ``wait_s``) and takes what it put; a miss after that is this thread's to read, unclaimed."""
         with self._lock:
-            reading = self._in_flight.get(key)
-            if reading is None and key not in self._entries:
-                self._in_flight[key] = threading.Event()
+            claim = self._in_flight.get(key)
+            if claim is None and key not in self._entries:
+                self._in_flight[key] = (threading.get_ident(), threading.Event())
                 self.misses += 1
                 return None
-        if reading is not None:
-            reading.wait(wait_s)
+        if claim is not None:
+            claim[1].wait(wait_s)
         return self.get(key)
 
     def put(self, key: CacheKey, signature: TokenizerSignature) -> None:
@@ -83,11 +83,16 @@ class TokenizerCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-        self.release(key)
+            claim = self._in_flight.pop(key, None)  # whoever claimed it: the signature is here now
+        if claim is not None:
+            claim[1].set()
 
     def release(self, key: CacheKey) -> None:
-        """End this thread's claim on ``key`` (a no-op without one): the threads waiting go on."""
+        """End this thread's claim on ``key`` (a no-op when another thread holds it, or none does):
+        the threads waiting go on, and read for themselves."""
         with self._lock:
-            reading = self._in_flight.pop(key, None)
-        if reading is not None:
-            reading.set()
+            claim = self._in_flight.get(key)
+            if claim is None or claim[0] != threading.get_ident():
+                return
+            del self._in_flight[key]
+        claim[1].set()

@@ -109,6 +109,11 @@ def test_a_failed_claim_lets_the_waiting_thread_read_for_itself():
 
     waiter = threading.Thread(target=lambda: waited.append(cache.claim(key, wait_s=30)))
     waiter.start()
+    other = threading.Thread(target=cache.release, args=(key,))  # not its claim to end
+    other.start()
+    other.join()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()
     cache.release(key)  # the read failed: nothing put
     waiter.join(timeout=10)
     assert not waiter.is_alive() and waited == [None]
