@@ -9,8 +9,6 @@ from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from fingerprints.compare import compare_fingerprints
 from fingerprints.facts import DERIVED_VERDICTS, Verdict
 from fingerprints.model import Fingerprint

@@ -356,8 +356,9 @@ class Store:
 
         Sources: exact index keys (identical files or sampled values, tokenizer, rare special
         tokens, structure, architecture), MinHash LSH over vocabularies, and the nearest sketch
-        vectors in the query's shape family. Order: identity evidence first, then sketch cosine,
-        then vocabulary similarity.
+        vectors in the query's shape family, in each sketch kind. Order: identity evidence first,
+        then how far the sketch cosine is above its kind's screen (``_candidate_rank``), then
+        vocabulary similarity.
         """
         found: dict[int, Candidate] = {}
         jaccards: dict[int, float] = {}
