@@ -488,3 +488,59 @@ def test_concurrent_reads_use_at_most_max_connections():
         server.server_close()
     assert reads == [bytes(10)] * 96
     assert 8 < len(_SlowRangesHub.connections) <= 12
+
+
+class _HeldAnswersHub(BaseHTTPRequestHandler):
+    """Answers /slow only once ``release`` is set, anything else at once."""
+
+    protocol_version = "HTTP/1.1"
+    release = threading.Event()
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/slow":
+            self.release.wait(20)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_request_takes_a_free_connection_while_slow_answers_fill_another_pool():
+    """Eight held answers (a stalled repo) fill one pool's worth of connections: a ninth request is
+    sent on another pool's free connection at once, not queued behind them. Pinning each thread to
+    a pool in turn had put the held ones in one pool and the ninth behind them."""
+    from bot.hub.client import _ShardedTransport
+    from bot.hub.client import httpx
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HeldAnswersHub)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    http = httpx.Client(transport=_ShardedTransport(16, False), timeout=httpx.Timeout(10, pool=2))
+    held: list[threading.Thread] = []
+    try:
+        for i in range(16):  # each thread's first request in turn: threads 0, 2, 4... took the first pool
+            first_done, go_slow = threading.Event(), i % 2 == 0
+
+            def send(first_done=first_done, go_slow=go_slow):
+                http.get(url + "/quick")
+                first_done.set()
+                if go_slow:
+                    http.get(url + "/slow")
+
+            thread = threading.Thread(target=send)
+            thread.start()
+            first_done.wait(10)
+            held.append(thread)
+        time.sleep(0.3)  # the eight slow requests are in flight
+        assert http.get(url + "/quick").content == b"ok"  # the 17th thread's first request
+        assert any(t.is_alive() for t in held)  # while the slow answers are still held
+    finally:
+        _HeldAnswersHub.release.set()
+        for thread in held:
+            thread.join(10)
+        http.close()
+        server.shutdown()
+        server.server_close()

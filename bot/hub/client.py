@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import itertools
 import logging
 import re
 import threading
@@ -172,27 +171,60 @@ class _HubTransport(httpx.BaseTransport):
 
 
 class _ShardedTransport(httpx.BaseTransport):
-    """``max_connections`` kept open over several httpcore pools of at most POOL_SHARD_CONNECTIONS;
-    threads are spread over the pools round-robin, each thread keeping to its pool."""
+    """``max_connections`` kept open over several httpcore pools of at most POOL_SHARD_CONNECTIONS.
+    Each request goes to the pool with the most free connections, and holds its place there until
+    its body is closed: a pool full of slow answers (a stalled or dripping repo) never makes a
+    request wait while another pool has a free connection, as one pool of them all would not."""
 
     def __init__(self, max_connections: int, verify: Any) -> None:
         count = -(-max_connections // POOL_SHARD_CONNECTIONS)
-        sizes = [max_connections // count + (i < max_connections % count) for i in range(count)]
+        self._sizes = [max_connections // count + (i < max_connections % count) for i in range(count)]
         self._pools = [httpx.HTTPTransport(verify=verify, limits=httpx.Limits(max_connections=n,
                                                                              max_keepalive_connections=n))
-                       for n in sizes]
-        self._turn = itertools.count()  # next() is atomic: the threads need no lock to take a turn
-        self._local = threading.local()
+                       for n in self._sizes]
+        self._in_flight = [0] * count
+        self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        pool = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = self._pools[next(self._turn) % len(self._pools)]
-        return pool.handle_request(request)
+        with self._lock:
+            shard = max(range(len(self._pools)), key=lambda i: self._sizes[i] - self._in_flight[i])
+            self._in_flight[shard] += 1
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                with self._lock:
+                    self._in_flight[shard] -= 1
+
+        try:
+            response = self._pools[shard].handle_request(request)
+        except BaseException:
+            release()
+            raise
+        response.stream = _ReleasingStream(response.stream, release)
+        return response
 
     def close(self) -> None:
         for pool in self._pools:
             pool.close()
+
+
+class _ReleasingStream(httpx.SyncByteStream):
+    """A response body that gives its pool's place back when it is closed."""
+
+    def __init__(self, stream: Any, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._release()
 
 
 def _hub_session() -> httpx.Client:

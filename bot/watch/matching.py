@@ -268,13 +268,12 @@ class Matcher:
         died (killed under another task, out of memory say) is replaced for the next task and this
         work done here, as it was before the pool ran it: a plot or one comparison lost to it would
         fail the model, or the whole cycle with a traceback."""
-        owner = self.compare_pool
-        pool = owner.running() if owner else None
-        if owner is not None and pool is not None and args[0]:
+        pool = self.compare_pool.running() if self.compare_pool else None
+        if pool is not None and args[0]:
             try:
                 return list(pool.map(fn, *args))
             except BrokenProcessPool:
-                owner.renew_if_broken()
+                self.compare_pool.renew_if_broken()
         return list(map(fn, *args))
 
     def _family(self, store: Store, suspect_id: int, suspect: ModelRecord, declared: set[str]) -> list[Member]:
